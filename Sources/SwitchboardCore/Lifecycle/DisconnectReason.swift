@@ -1,0 +1,62 @@
+/// Every way a connection can end, as one table: the metrics label, the close code and reason the
+/// server sends (when it is the one closing), and whether a client should reconnect.
+public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
+    /// The client sent a close frame.
+    case clientClosed = "client_closed"
+    /// TCP ended (EOF or reset) without a close handshake.
+    case connectionLost = "connection_lost"
+    case protocolError = "protocol_error"
+    case invalidPayload = "invalid_payload"
+    case messageTooBig = "message_too_big"
+    case pongTimeout = "pong_timeout"
+    case idleTimeout = "idle_timeout"
+    case slowConsumer = "slow_consumer"
+    case shutdown = "shutdown"
+    /// The application closed the connection.
+    case serverClosed = "server_closed"
+
+    public var closeCode: CloseCode {
+        switch self {
+        case .clientClosed, .serverClosed: return .normal
+        case .connectionLost: return .abnormal
+        case .protocolError: return .protocolError
+        case .invalidPayload: return .invalidPayload
+        case .messageTooBig: return .messageTooBig
+        case .pongTimeout, .idleTimeout, .slowConsumer: return .policyViolation
+        case .shutdown: return .goingAway
+        }
+    }
+
+    public var defaultMessage: String {
+        switch self {
+        case .clientClosed: return ""
+        case .connectionLost: return "connection lost"
+        case .protocolError: return "protocol error"
+        case .invalidPayload: return "invalid payload"
+        case .messageTooBig: return "message too big"
+        case .pongTimeout: return "pong timeout"
+        case .idleTimeout: return "idle timeout"
+        case .slowConsumer: return "slow consumer"
+        case .shutdown: return "server shutting down"
+        case .serverClosed: return "closed by server"
+        }
+    }
+
+    /// Whether a well-behaved client should reconnect: a client that broke the protocol or sent
+    /// oversized messages would only repeat the error.
+    public var shouldReconnect: Bool {
+        switch self {
+        case .protocolError, .invalidPayload, .messageTooBig: return false
+        default: return true
+        }
+    }
+
+    /// The reason matching a wire-level failure the server detected.
+    public init(failure: WebSocketFailure) {
+        switch failure.code {
+        case .invalidPayload: self = .invalidPayload
+        case .messageTooBig: self = .messageTooBig
+        default: self = .protocolError
+        }
+    }
+}

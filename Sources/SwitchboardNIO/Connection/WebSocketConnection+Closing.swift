@@ -1,0 +1,70 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// Every way out of a connection ends here: the server-initiated close handshake, the failure path,
+/// and `unregister`, which runs exactly once, when TCP is gone, and removes the connection from every table.
+extension WebSocketConnection {
+    /// Starts the close handshake. Data already queued goes out before the close frame (so a drain on
+    /// shutdown delivers it), except for a slow consumer, whose backlog is the problem.
+    func close(_ reason: DisconnectReason, code: CloseCode? = nil, message: String? = nil) {
+        guard case .sendClose(let code, let message) = machine.close(reason, code: code, message: message) else {
+            return
+        }
+        if reason == .slowConsumer { discardQueue() }
+        sendCloseFrame(code, message)
+    }
+
+    /// The peer broke the protocol: send the close frame, stop reading the now unparseable stream,
+    /// and half-close so the peer sees our close frame followed by EOF (closing outright could turn
+    /// into a reset that destroys the close frame in flight).
+    func fail(_ failure: WebSocketFailure) {
+        guard case .sendClose(let code, let message) = machine.fail(failure), let context else { return }
+        logger.info("closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
+        discardingInput = true
+        discardQueue()
+        let frame = FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)
+        context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+            context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+        }
+        startCloseTimer()
+    }
+
+    private func sendCloseFrame(_ code: CloseCode, _ message: String) {
+        guard let context else { return }
+        let before = queue.count
+        while let frame = queue.popFirst() {
+            shard.counters.messagesOut += 1
+            shard.counters.bytesOut += frame.readableBytes
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
+        shard.queuedMessages -= before
+        context.writeAndFlush(
+            wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),
+            promise: nil)
+        startCloseTimer()
+    }
+
+    private func startCloseTimer() {
+        guard closeTimer == nil, let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        closeTimer = context.eventLoop.scheduleTask(in: hub.configuration.closeTimeout) {
+            let connection = loopBound.value
+            if connection.machine.closeTimedOut() == .disconnect {
+                connection.context?.close(promise: nil)
+            }
+        }
+    }
+
+    /// Leaves every table and frees every buffer. Runs once, from `channelInactive`.
+    func unregister(_ reason: DisconnectReason) {
+        closeTimer?.cancel()
+        closeTimer = nil
+        discardQueue()
+        shard.unregister(self)
+        hub.connectionClosed(reason)
+        logger.debug("connection closed", metadata: ["reason": "\(reason.rawValue)"])
+        hub.application.connectionClosed(handle, reason: reason)
+        context = nil
+    }
+}

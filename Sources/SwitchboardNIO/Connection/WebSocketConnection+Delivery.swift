@@ -1,0 +1,68 @@
+import NIOCore
+import SwitchboardCore
+
+/// Outbound: the bounded, ordered queue in front of NIO's write buffer. Frames go straight to the
+/// socket while it is writable; otherwise they wait in `queue`, and the slow-consumer policy applies
+/// when it is full. Flushes are requested from the shard, which issues one per connection per batch.
+extension WebSocketConnection {
+    /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
+    func enqueue(_ frame: ByteBuffer) {
+        guard machine.state == .open, let context else { return }
+        if queue.isEmpty, context.channel.isWritable {
+            write(frame, context: context)
+            return
+        }
+        let before = queue.count
+        switch queue.enqueue(frame) {
+        case .queued:
+            break
+        case .queuedAfterDropping(let dropped):
+            shard.counters.queueDropped += dropped
+            logger.debug("slow consumer: dropped oldest queued messages", metadata: ["dropped": "\(dropped)"])
+        case .overflow:
+            logger.info(
+                "slow consumer: queue full, disconnecting",
+                metadata: ["queued_messages": "\(queue.count)", "queued_bytes": "\(queue.byteCount)"])
+            close(.slowConsumer)
+        }
+        shard.queuedMessages += queue.count - before
+    }
+
+    /// Control frames bypass the queue: they are never dropped and never wait behind data.
+    func writeControl(_ frame: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        requestFlush()
+    }
+
+    func drainQueue() {
+        guard let context, !queue.isEmpty else { return }
+        let before = queue.count
+        while context.channel.isWritable, let frame = queue.popFirst() {
+            write(frame, context: context)
+        }
+        shard.queuedMessages -= before - queue.count
+    }
+
+    func discardQueue() {
+        shard.queuedMessages -= queue.removeAll()
+    }
+
+    func flushNow() {
+        flushPending = false
+        context?.flush()
+    }
+
+    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        shard.counters.messagesOut += 1
+        shard.counters.bytesOut += frame.readableBytes
+        context.write(wrapOutboundOut(frame), promise: nil)
+        requestFlush()
+    }
+
+    private func requestFlush() {
+        guard !flushPending else { return }
+        flushPending = true
+        shard.scheduleFlush(self)
+    }
+}

@@ -1,0 +1,138 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// One open WebSocket: the channel handler that feeds inbound bytes through the `MessageAssembler`,
+/// drives the `ConnectionStateMachine`, and owns the connection's outbound queue and heartbeat state.
+/// It lives on one event loop and is referenced from that loop's `LoopShard` only, so nothing in it
+/// is locked. Inbound handling is here; delivery and closing are in the extensions beside this file.
+final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let id: ConnectionID
+    let userID: String?
+    let subprotocol: String?
+    let hub: Hub
+    let shard: LoopShard
+    var context: ChannelHandlerContext?
+    var machine = ConnectionStateMachine()
+    var assembler: MessageAssembler
+    var queue: OutboundQueue
+    var heartbeat: HeartbeatState
+    /// The start of a frame header split across reads (at most 13 bytes); payload is never held here.
+    private var partialInput: ByteBuffer?
+    /// Set after a protocol failure: the byte stream can no longer be parsed, so input is discarded.
+    var discardingInput = false
+    var flushPending = false
+    var closeTimer: Scheduled<Void>?
+
+    init(id: ConnectionID, userID: String?, subprotocol: String?, hub: Hub, shard: LoopShard) {
+        self.id = id
+        self.userID = userID
+        self.subprotocol = subprotocol
+        self.hub = hub
+        self.shard = shard
+        let configuration = hub.configuration
+        assembler = MessageAssembler(maxMessageSize: configuration.maxMessageSize)
+        queue = OutboundQueue(
+            maxBytes: configuration.queueMaxBytes, maxMessages: configuration.queueMaxMessages,
+            policy: configuration.slowConsumerPolicy)
+        heartbeat = shard.newHeartbeat()
+    }
+
+    var handle: ConnectionHandle { ConnectionHandle(id: id, userID: userID, subprotocol: subprotocol, hub: hub) }
+
+    var logger: Logger {
+        var logger = hub.logger
+        logger[metadataKey: "connection"] = "\(id)"
+        if let userID { logger[metadataKey: "user"] = "\(userID)" }
+        return logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Called by the handshake once the HTTP handlers are gone, so that writes reach the socket as is.
+    func start() {
+        guard let context, context.channel.isActive, machine.upgraded() == .register else {
+            hub.releaseConnectionSlot()
+            return
+        }
+        shard.register(self)
+        hub.connectionOpened()
+        logger.debug("connection opened")
+        hub.application.connectionOpened(handle)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !discardingInput else { return }
+        var buffer = unwrapInboundIn(data)
+        shard.counters.bytesIn += buffer.readableBytes
+        if var partial = partialInput {
+            partialInput = nil
+            partial.writeBuffer(&buffer)
+            buffer = partial
+        }
+        do {
+            while !discardingInput, machine.state != .closed, let message = try assembler.next(from: &buffer) {
+                handle(message, context: context)
+            }
+        } catch {
+            return fail(error)
+        }
+        if buffer.readableBytes > 0, !discardingInput {
+            // Copy the few leftover header bytes so the whole read buffer is not kept alive.
+            var rest = context.channel.allocator.buffer(capacity: buffer.readableBytes)
+            rest.writeBuffer(&buffer)
+            partialInput = rest
+        }
+    }
+
+    private func handle(_ message: InboundMessage, context: ChannelHandlerContext) {
+        if case .pong = message { heartbeat.pongReceived() }
+        switch machine.received(message) {
+        case .deliver:
+            shard.counters.messagesIn += 1
+            heartbeat.dataReceived(now: LoopShard.now())
+            switch message {
+            case .text(let payload): hub.application.connection(handle, received: .text(payload))
+            case .binary(let payload): hub.application.connection(handle, received: .binary(payload))
+            default: break
+            }
+        case .sendPong:
+            if case .ping(let payload) = message {
+                writeControl(FrameEncoder.encode(.pong, payload: payload, allocator: context.channel.allocator))
+            }
+        case .replyCloseAndDisconnect(let code):
+            discardQueue()
+            let frame = FrameEncoder.encodeClose(code, reason: "", allocator: context.channel.allocator)
+            context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case .disconnect:
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { drainQueue() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if case .unregister(let reason) = machine.transportClosed() {
+            unregister(reason)
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Resets and other socket errors end the connection; `channelInactive` does the bookkeeping.
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

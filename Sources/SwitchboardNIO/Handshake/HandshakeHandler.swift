@@ -1,0 +1,168 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// Owns a new TCP connection until it is a WebSocket: enforces the handshake timeout, validates the
+/// upgrade request, applies the connection limit and the application's decision, answers 101 or an
+/// error status with a reason, then swaps the HTTP handlers for a `WebSocketConnection`.
+final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case awaitingHead
+        case awaitingEnd(HTTPRequestHead)
+        /// Waiting for the application's decision; further input waits in the HTTP decoder.
+        case deciding
+        case done
+    }
+
+    private let hub: Hub
+    private let shard: LoopShard
+    private let encoder: HTTPResponseEncoder
+    private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
+    private var state = State.awaitingHead
+    private var timeout: Scheduled<Void>?
+
+    init(hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+        self.hub = hub
+        self.shard = shard
+        self.encoder = encoder
+        self.decoder = decoder
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timeout = context.eventLoop.scheduleTask(in: hub.configuration.handshakeTimeout) {
+            let (handler, context) = loopBound.value
+            handler.timedOut(context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timeout?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (state, unwrapInboundIn(data)) {
+        case (.awaitingHead, .head(let head)):
+            state = .awaitingEnd(head)
+        case (.awaitingEnd(let head), .end):
+            state = .deciding
+            decide(head, context: context)
+        case (.awaitingEnd, .body), (.deciding, _), (.done, _):
+            break  // a body on an upgrade request is ignored; nothing else can arrive before we answer
+        case (.awaitingHead, _), (.awaitingEnd, .head):
+            state = .done
+            reject(.bad("malformed HTTP request"), context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard case .done = state else {
+            state = .done
+            reject(.bad("malformed HTTP request"), context: context)
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    private func timedOut(context: ChannelHandlerContext) {
+        guard case .done = state else {
+            state = .done
+            hub.metrics.rejected(.timeout)
+            hub.logger.debug("handshake timeout", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+            context.close(promise: nil)
+            return
+        }
+    }
+
+    private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let accept: String
+        switch HandshakeValidator.validate(head, path: hub.configuration.path) {
+        case .failure(let rejection):
+            state = .done
+            return reject(rejection, context: context)
+        case .success(let value):
+            accept = value
+        }
+        guard !hub.isShuttingDown else {
+            state = .done
+            return reject(.init(status: .serviceUnavailable, reason: "server shutting down", kind: .shuttingDown), context: context)
+        }
+        guard hub.reserveConnectionSlot() else {
+            state = .done
+            return reject(
+                .init(
+                    status: .serviceUnavailable, reason: "too many connections", kind: .tooManyConnections,
+                    extraHeaders: [("Retry-After", "5")]), context: context)
+        }
+        hub.application.shouldUpgrade(head, on: context.eventLoop).assumeIsolated().whenComplete { result in
+            // Always continue on a fresh stack: the decision may arrive while the HTTP decoder is mid-read.
+            context.eventLoop.assumeIsolated().execute {
+                self.state = .done
+                switch result {
+                case .success(.accept(let userID, let subprotocol)):
+                    self.upgrade(head, accept: accept, userID: userID, subprotocol: subprotocol, context: context)
+                case .success(.reject(let status, let reason)):
+                    self.hub.releaseConnectionSlot()
+                    self.reject(.init(status: status, reason: reason, kind: .rejectedByApplication), context: context)
+                case .failure(let error):
+                    self.hub.releaseConnectionSlot()
+                    self.hub.logger.error("upgrade decision failed", metadata: ["error": "\(error)"])
+                    self.reject(
+                        .init(status: .internalServerError, reason: "upgrade failed", kind: .rejectedByApplication),
+                        context: context)
+                }
+            }
+        }
+    }
+
+    private func upgrade(
+        _ head: HTTPRequestHead, accept: String, userID: String?, subprotocol: String?, context: ChannelHandlerContext
+    ) {
+        guard context.channel.isActive else {
+            hub.releaseConnectionSlot()
+            return
+        }
+        var headers = HTTPHeaders([("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept)])
+        if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+
+        let connection = WebSocketConnection(
+            id: shard.nextConnectionID(), userID: userID, subprotocol: subprotocol, hub: hub, shard: shard)
+        do {
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(connection, position: .after(self))
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(encoder, promise: nil)
+            // Removing the decoder forwards the bytes that followed the request (the first frames) to the
+            // connection, which now sits right behind it.
+            pipeline.removeHandler(decoder, promise: nil)
+        } catch {
+            hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    private func reject(_ rejection: HandshakeValidator.Rejection, context: ChannelHandlerContext) {
+        hub.metrics.rejected(rejection.kind)
+        hub.logger.info(
+            "handshake rejected",
+            metadata: ["status": "\(rejection.status.code)", "reason": "\(rejection.reason)"])
+        var body = context.channel.allocator.buffer(capacity: rejection.reason.utf8.count + 1)
+        body.writeString(rejection.reason + "\n")
+        var headers = HTTPHeaders([
+            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "\(body.readableBytes)"),
+            ("Connection", "close"),
+        ])
+        headers.add(contentsOf: rejection.extraHeaders)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: rejection.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Atomics
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// A connection as reported by registry queries.
+public struct ConnectionInfo: Sendable, Hashable {
+    public let id: ConnectionID
+    public let userID: String?
+    public let queuedMessages: Int
+}
+
+/// Totals since start, summed over every event loop.
+public struct HubStatistics: Sendable {
+    public var openConnections = 0
+    public var registeredConnections = 0
+    public var messagesIn = 0
+    public var messagesOut = 0
+    public var bytesOut = 0
+    public var queueDropped = 0
+    public var queuedMessages = 0
+}
+
+/// The registry and delivery front door, usable from any thread. Each operation crosses to each
+/// event loop at most once (one `execute` per loop, not per connection); a frame for many receivers
+/// is one shared buffer.
+public final class Hub: Sendable {
+    public let configuration: SwitchboardConfiguration
+    public let metrics: SwitchboardMetrics
+    let logger: Logger
+    let application: any SwitchboardApplication
+    let shards: [LoopShard]
+    /// Open connections plus upgrades in progress; checked against `maxConnections` at the handshake.
+    private let slots = ManagedAtomic(0)
+    private let open = ManagedAtomic(0)
+    private let shuttingDown = ManagedAtomic(false)
+
+    init(
+        configuration: SwitchboardConfiguration, application: any SwitchboardApplication, metrics: SwitchboardMetrics,
+        logger: Logger, eventLoops: [any EventLoop]
+    ) {
+        self.configuration = configuration
+        self.application = application
+        self.metrics = metrics
+        self.logger = logger
+        self.shards = eventLoops.enumerated().map { index, loop in
+            LoopShard(index: index, eventLoop: loop, configuration: configuration, metrics: metrics)
+        }
+    }
+
+    func shard(for eventLoop: any EventLoop) -> LoopShard? {
+        shards.first { $0.eventLoop === eventLoop }
+    }
+
+    // MARK: counting
+
+    /// Open WebSocket connections (registered, not yet unregistered).
+    public var connectionCount: Int { open.load(ordering: .relaxed) }
+
+    var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
+
+    func reserveConnectionSlot() -> Bool {
+        if slots.loadThenWrappingIncrement(ordering: .relaxed) >= configuration.maxConnections {
+            slots.wrappingDecrement(ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func releaseConnectionSlot() { slots.wrappingDecrement(ordering: .relaxed) }
+
+    func connectionOpened() {
+        let now = open.wrappingIncrementThenLoad(ordering: .relaxed)
+        metrics.connectionsAccepted.increment()
+        metrics.connectionsOpen.record(now)
+    }
+
+    func connectionClosed(_ reason: DisconnectReason) {
+        releaseConnectionSlot()
+        let now = open.wrappingDecrementThenLoad(ordering: .relaxed)
+        metrics.connectionsOpen.record(now)
+        metrics.closed(reason)
+    }
+
+    // MARK: delivery
+
+    private func onShard(_ shard: LoopShard, _ body: @escaping @Sendable (LoopShard) -> Void) {
+        if shard.eventLoop.inEventLoop {
+            body(shard)
+        } else {
+            shard.eventLoop.execute { body(shard) }
+        }
+    }
+
+    /// Queues an encoded frame (see `FrameEncoder`) for one connection; unknown ids are ignored.
+    public func send(frame: ByteBuffer, to id: ConnectionID) {
+        guard shards.indices.contains(id.shard) else { return }
+        onShard(shards[id.shard]) { $0.deliver(frame, to: id) }
+    }
+
+    /// Queues an encoded frame for every connection of a user, on every loop.
+    public func send(frame: ByteBuffer, toUser user: String) {
+        for shard in shards { onShard(shard) { $0.deliver(frame, toUser: user) } }
+    }
+
+    /// Queues one encoded frame for every open connection.
+    public func broadcast(frame: ByteBuffer) {
+        for shard in shards { onShard(shard) { $0.broadcast(frame) } }
+    }
+
+    public func broadcast(text: String) { broadcast(frame: FrameEncoder.encodeText(text)) }
+
+    /// Starts the close handshake of one connection.
+    public func close(_ id: ConnectionID, code: CloseCode = .normal, reason: String = "") {
+        guard shards.indices.contains(id.shard) else { return }
+        onShard(shards[id.shard]) { $0.registry[id]?.close(.serverClosed, code: code, message: reason) }
+    }
+
+    // MARK: queries
+
+    public func lookup(_ id: ConnectionID) -> EventLoopFuture<ConnectionInfo?> {
+        guard shards.indices.contains(id.shard) else {
+            return shards[0].eventLoop.makeSucceededFuture(nil)
+        }
+        let shard = shards[id.shard]
+        return shard.eventLoop.submit { shard.registry[id].map(Self.info) }
+    }
+
+    public func connections(ofUser user: String) -> EventLoopFuture<[ConnectionID]> {
+        gather { shard in shard.registry.connections(ofUser: user).sorted() }
+    }
+
+    /// A consistent-per-loop snapshot of every open connection.
+    public func snapshot() -> EventLoopFuture<[ConnectionInfo]> {
+        gather { shard in shard.registry.byID.values.map(Self.info) }
+    }
+
+    public func statistics() -> EventLoopFuture<HubStatistics> {
+        let open = connectionCount
+        let perLoop = shards.map { shard in
+            shard.eventLoop.submit { (shard.registry.count, shard.totals, shard.counters, shard.queuedMessages) }
+        }
+        return EventLoopFuture.whenAllSucceed(perLoop, on: shards[0].eventLoop).map { parts in
+            var stats = HubStatistics(openConnections: open)
+            for (registered, totals, pending, queued) in parts {
+                stats.registeredConnections += registered
+                stats.messagesIn += totals.messagesIn + pending.messagesIn
+                stats.messagesOut += totals.messagesOut + pending.messagesOut
+                stats.bytesOut += totals.bytesOut + pending.bytesOut
+                stats.queueDropped += totals.queueDropped + pending.queueDropped
+                stats.queuedMessages += queued
+            }
+            return stats
+        }
+    }
+
+    private func gather<T: Sendable>(_ body: @escaping @Sendable (LoopShard) -> [T]) -> EventLoopFuture<[T]> {
+        let perLoop = shards.map { shard in shard.eventLoop.submit { body(shard) } }
+        return EventLoopFuture.whenAllSucceed(perLoop, on: shards[0].eventLoop).map { $0.flatMap { $0 } }
+    }
+
+    private static func info(_ connection: WebSocketConnection) -> ConnectionInfo {
+        ConnectionInfo(id: connection.id, userID: connection.userID, queuedMessages: connection.queue.count)
+    }
+
+    // MARK: lifecycle
+
+    func startHeartbeats() {
+        for shard in shards { shard.eventLoop.execute { shard.startHeartbeats() } }
+    }
+
+    /// Closes every connection with 1001 in batches; after `deadline`, drops the rest.
+    func drain(deadline: TimeAmount) -> EventLoopFuture<Void> {
+        shuttingDown.store(true, ordering: .relaxed)
+        let loop = shards[0].eventLoop
+        let drained = EventLoopFuture.andAllComplete(
+            shards.map { shard in shard.eventLoop.flatSubmit { shard.drain() } }, on: loop)
+        let timer = loop.scheduleTask(in: deadline) {
+            for shard in self.shards { shard.eventLoop.execute { shard.forceClose() } }
+        }
+        return drained.always { _ in timer.cancel() }.flatMap {
+            EventLoopFuture.andAllComplete(
+                self.shards.map { shard in shard.eventLoop.submit { shard.stopHeartbeats() } }, on: loop)
+        }
+    }
+}

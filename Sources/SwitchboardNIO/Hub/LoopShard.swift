@@ -1,0 +1,200 @@
+import CoreMetrics
+import NIOCore
+import SwitchboardCore
+
+/// Everything one event loop owns: its registry shard, its heartbeat wheel, its batch of pending
+/// flushes and its counters. Work from other threads arrives as one `execute` per loop, so the hot
+/// path takes no lock.
+// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
+final class LoopShard: @unchecked Sendable {
+    let index: Int
+    let eventLoop: any EventLoop
+    private let configuration: SwitchboardConfiguration
+    private let metrics: SwitchboardMetrics
+    private let queueDepthGauge: Gauge
+    private(set) var registry = RegistryShard<WebSocketConnection>()
+    private var nextSequence: UInt64 = 0
+    private var wheel: TimingWheel<ConnectionID>
+    private var expired: [ConnectionID] = []
+    private var pendingFlush: [WebSocketConnection] = []
+    private var flushing: [WebSocketConnection] = []
+    private var flushScheduled = false
+    private var heartbeatTask: RepeatedTask?
+    var counters = LoopCounters()
+    private(set) var totals = LoopCounters()
+    var queuedMessages = 0
+    private var draining: EventLoopPromise<Void>?
+    private var rng = SystemRandomNumberGenerator()
+
+    init(index: Int, eventLoop: any EventLoop, configuration: SwitchboardConfiguration, metrics: SwitchboardMetrics) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.metrics = metrics
+        self.queueDepthGauge = metrics.queueDepthGauge(loop: index)
+        self.wheel = TimingWheel(tick: Self.tick(for: configuration), slotCount: 1024, now: Self.now())
+    }
+
+    static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+    /// A tenth of the shortest heartbeat period, within 10 ms … 1 s: deadlines fire at most one tick late.
+    static func tick(for configuration: SwitchboardConfiguration) -> Int64 {
+        let periods = [configuration.pingInterval, configuration.pongTimeout, configuration.idleTimeout]
+            .map(\.nanoseconds).filter { $0 > 0 }
+        let shortest = periods.min() ?? 1_000_000_000
+        return min(max(shortest / 10, 10_000_000), 1_000_000_000)
+    }
+
+    func nextConnectionID() -> ConnectionID {
+        nextSequence += 1
+        return ConnectionID(shard: index, sequence: nextSequence)
+    }
+
+    // MARK: registry
+
+    func register(_ connection: WebSocketConnection) {
+        registry.insert(connection, id: connection.id, user: connection.userID)
+        if let first = firstHeartbeatCheck(connection) { wheel.schedule(connection.id, at: first) }
+    }
+
+    func unregister(_ connection: WebSocketConnection) {
+        registry.remove(connection.id)
+        if registry.count == 0, let draining {
+            self.draining = nil
+            draining.succeed()
+        }
+    }
+
+    // MARK: delivery
+
+    func deliver(_ frame: ByteBuffer, to id: ConnectionID) {
+        registry[id]?.enqueue(frame)
+    }
+
+    func deliver(_ frame: ByteBuffer, toUser user: String) {
+        for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
+    }
+
+    func broadcast(_ frame: ByteBuffer) {
+        for connection in registry.byID.values { connection.enqueue(frame) }
+    }
+
+    /// Collects connections that wrote this turn and flushes each once, after every task already
+    /// queued on the loop has run: many messages per connection share one syscall.
+    func scheduleFlush(_ connection: WebSocketConnection) {
+        pendingFlush.append(connection)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.execute { self.flushAll() }
+    }
+
+    private func flushAll() {
+        flushScheduled = false
+        swap(&pendingFlush, &flushing)
+        for connection in flushing { connection.flushNow() }
+        flushing.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: heartbeats
+
+    func newHeartbeat() -> HeartbeatState {
+        let configuration = configuration
+        let now = Self.now()
+        let interval = configuration.pingInterval.nanoseconds
+        return HeartbeatState(
+            now: now,
+            firstPingAt: interval > 0 ? now + jittered(interval) : Int64.max / 2,
+            pongTimeout: configuration.pongTimeout.nanoseconds,
+            idleTimeout: configuration.idleTimeout.nanoseconds)
+    }
+
+    private func firstHeartbeatCheck(_ connection: WebSocketConnection) -> Int64? {
+        let configuration = configuration
+        guard configuration.pingInterval.nanoseconds > 0 || configuration.idleTimeout.nanoseconds > 0 else { return nil }
+        if case .wait(let until) = connection.heartbeat.evaluate(now: Self.now(), nextInterval: 0) { return until }
+        return Self.now()
+    }
+
+    /// ±10% so that connections opened together do not ping together.
+    private func jittered(_ interval: Int64) -> Int64 {
+        interval + Int64.random(in: -(interval / 10)...(interval / 10), using: &rng)
+    }
+
+    func startHeartbeats() {
+        let tick = TimeAmount.nanoseconds(wheel.tick)
+        heartbeatTask = eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in self.heartbeatTick() }
+    }
+
+    func stopHeartbeats() {
+        heartbeatTask?.cancel()
+        heartbeatTask = nil
+    }
+
+    private func heartbeatTick() {
+        let now = Self.now()
+        wheel.advance(to: now, into: &expired)
+        let interval = configuration.pingInterval.nanoseconds
+        for id in expired {
+            guard let connection = registry[id] else { continue }
+            if let next = connection.heartbeatDue(now: now, nextInterval: interval > 0 ? jittered(interval) : Int64.max / 2) {
+                wheel.schedule(id, at: next)
+            }
+        }
+        expired.removeAll(keepingCapacity: true)
+        counters.publish(to: metrics, totals: &totals)
+        queueDepthGauge.record(queuedMessages)
+    }
+
+    // MARK: shutdown
+
+    /// Sends every connection close 1001 in batches, then succeeds once the shard is empty.
+    func drain() -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        if registry.count == 0 {
+            promise.succeed()
+        } else {
+            draining = promise
+            closeNextBatch(Array(registry.byID.values))
+        }
+        return promise.futureResult
+    }
+
+    private func closeNextBatch(_ remaining: [WebSocketConnection]) {
+        let batch = remaining.prefix(configuration.shutdownBatchSize)
+        let window = max(configuration.reconnectJitterWindow.nanoseconds / 1_000_000, 1)
+        for connection in batch {
+            let after = Int64.random(in: 0...window, using: &rng)
+            connection.close(.shutdown, message: "server shutting down; reconnect after \(after) ms")
+        }
+        let rest = Array(remaining.dropFirst(batch.count))
+        guard !rest.isEmpty else { return }
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) { self.closeNextBatch(rest) }
+    }
+
+    /// Past the shutdown deadline: drop whatever is still open.
+    func forceClose() {
+        for connection in registry.byID.values { connection.context?.close(promise: nil) }
+    }
+}
+
+extension WebSocketConnection {
+    /// Runs when this connection's heartbeat deadline comes up; returns when to look again, or nil
+    /// when the connection is ending.
+    func heartbeatDue(now: Int64, nextInterval: Int64) -> Int64? {
+        guard machine.state == .open, let context else { return nil }
+        switch heartbeat.evaluate(now: now, nextInterval: nextInterval) {
+        case .wait(let until):
+            return until
+        case .ping(let checkAt):
+            writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
+            return checkAt
+        case .pongTimeout:
+            logger.debug("pong timeout")
+            close(.pongTimeout)
+            return nil
+        case .idleTimeout:
+            close(.idleTimeout)
+            return nil
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// The answer to an upgrade request: this is where authentication plugs in.
+public enum UpgradeDecision: Sendable {
+    /// Upgrade; the connection carries `userID` (if any) and the chosen subprotocol (if any).
+    case accept(userID: String?, subprotocol: String?)
+    /// Refuse with an HTTP status and a reason sent as the response body.
+    case reject(HTTPResponseStatus, reason: String)
+}
+
+/// What a data message from a client was.
+public enum DataMessage: Sendable, Equatable {
+    case text(ByteBuffer)
+    case binary(ByteBuffer)
+}
+
+/// The application behind the transport. Every callback runs on the connection's event loop, in order
+/// for that connection; do not block in them.
+public protocol SwitchboardApplication: Sendable {
+    /// Decide on an upgrade request that passed the protocol checks. The default accepts it anonymously,
+    /// choosing the first offered subprotocol among `supportedSubprotocols`.
+    func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision>
+    /// Subprotocols this application speaks, in order of preference.
+    var supportedSubprotocols: [String] { get }
+    func connectionOpened(_ connection: ConnectionHandle)
+    func connection(_ connection: ConnectionHandle, received message: DataMessage)
+    func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason)
+}
+
+extension SwitchboardApplication {
+    public var supportedSubprotocols: [String] { [] }
+
+    public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision> {
+        let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
+        let chosen = supportedSubprotocols.first { offered.contains($0) }
+        return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: chosen))
+    }
+
+    public func connectionOpened(_ connection: ConnectionHandle) {}
+    public func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason) {}
+}
+
+/// A connection as the application sees it: its identity and a way to talk to it from any thread.
+public struct ConnectionHandle: Sendable, Hashable {
+    public let id: ConnectionID
+    public let userID: String?
+    public let subprotocol: String?
+    let hub: Hub
+
+    public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }
+    public func hash(into hasher: inout Hasher) { hasher.combine(id) }
+
+    /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection.
+    public func send(frame: ByteBuffer) { hub.send(frame: frame, to: id) }
+
+    public func send(text: String) { hub.send(frame: FrameEncoder.encodeText(text), to: id) }
+
+    /// Starts the close handshake with the given code and reason.
+    public func close(code: CloseCode = .normal, reason: String = "") { hub.close(id, code: code, reason: reason) }
+}

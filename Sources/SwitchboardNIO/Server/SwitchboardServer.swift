@@ -1,0 +1,101 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import SwitchboardCore
+
+/// The WebSocket server: binds, accepts (with back-off at the file-descriptor limit), hands each
+/// connection to the `HandshakeHandler`, and shuts down gracefully. Runs as a swift-service-lifecycle
+/// `Service`, so SIGTERM/SIGINT trigger the drain.
+public final class SwitchboardServer: Service, Sendable {
+    public let configuration: SwitchboardConfiguration
+    public let hub: Hub
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+    // Lock: guards the listening channel, set once by `start` and cleared by `shutdown`.
+    private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+    private let stopped: EventLoopPromise<Void>
+
+    public init(
+        configuration: SwitchboardConfiguration,
+        application: any SwitchboardApplication,
+        metrics: SwitchboardMetrics = SwitchboardMetrics(),
+        logger: Logger = Logger(label: "switchboard")
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.threads, 1))
+        let loops = Array(group.makeIterator())
+        self.hub = Hub(
+            configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops)
+        self.stopped = loops[0].makePromise(of: Void.self)
+    }
+
+    /// Binds and starts accepting; returns the address actually bound (useful with port 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let hub = self.hub
+        let configuration = self.configuration
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                // Without it, accept4 failing at the open-file limit spins at 100% CPU.
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoffHandler())
+                }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
+            )
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let shard = hub.shard(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
+                    let encoder = HTTPResponseEncoder()
+                    let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(encoder)
+                    try sync.addHandler(decoder)
+                    try sync.addHandler(HandshakeHandler(hub: hub, shard: shard, encoder: encoder, decoder: decoder))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        listener.withLockedValue { $0 = channel }
+        hub.startHeartbeats()
+        guard let address = channel.localAddress else { throw ChannelError.ioOnClosedChannel }
+        logger.info("listening", metadata: ["address": "\(address)", "path": "\(configuration.path ?? "*")"])
+        return address
+    }
+
+    public var localAddress: SocketAddress? { listener.withLockedValue { $0?.localAddress } }
+
+    /// Stops accepting, closes every connection with 1001 in batches, waits up to `shutdownTimeout`
+    /// for queues to drain and close handshakes to finish, then drops what is left and stops the loops.
+    public func shutdown() async {
+        guard let channel = listener.withLockedValue({ value -> (any Channel)? in
+            defer { value = nil }
+            return value
+        }) else { return }
+        logger.info("shutting down", metadata: ["connections": "\(hub.connectionCount)"])
+        try? await channel.close()
+        try? await hub.drain(deadline: configuration.shutdownTimeout).get()
+        logger.info("stopped", metadata: ["connections": "\(hub.connectionCount)"])
+        try? await group.shutdownGracefully()
+        stopped.succeed()
+    }
+
+    /// `Service`: serves until a graceful-shutdown signal, then drains.
+    public func run() async throws {
+        if localAddress == nil { try await start() }
+        await withGracefulShutdownHandler {
+            try? await self.stopped.futureResult.get()
+        } onGracefulShutdown: {
+            Task { await self.shutdown() }
+        }
+    }
+}
