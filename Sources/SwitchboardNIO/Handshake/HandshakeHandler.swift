@@ -138,6 +138,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             try pipeline.addHandler(connection, position: .after(self))
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
+            connection.start()
             // Removing the decoder forwards the bytes that followed the request (the first frames) to the
             // connection, which now sits right behind it.
             pipeline.removeHandler(decoder, promise: nil)

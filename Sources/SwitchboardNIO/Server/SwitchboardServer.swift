@@ -16,7 +16,9 @@ public final class SwitchboardServer: Service, Sendable {
     private let logger: Logger
     // Lock: guards the listening channel, set once by `start` and cleared by `shutdown`.
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
-    private let stopped: EventLoopPromise<Void>
+    /// Finished when `shutdown` has completed; `run` waits on it.
+    private let stopped: AsyncStream<Void>
+    private let markStopped: AsyncStream<Void>.Continuation
 
     public init(
         configuration: SwitchboardConfiguration,
@@ -30,7 +32,7 @@ public final class SwitchboardServer: Service, Sendable {
         let loops = Array(group.makeIterator())
         self.hub = Hub(
             configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops)
-        self.stopped = loops[0].makePromise(of: Void.self)
+        (self.stopped, self.markStopped) = AsyncStream<Void>.makeStream()
     }
 
     /// Binds and starts accepting; returns the address actually bound (useful with port 0).
@@ -86,14 +88,14 @@ public final class SwitchboardServer: Service, Sendable {
         try? await hub.drain(deadline: configuration.shutdownTimeout).get()
         logger.info("stopped", metadata: ["connections": "\(hub.connectionCount)"])
         try? await group.shutdownGracefully()
-        stopped.succeed()
+        markStopped.finish()
     }
 
     /// `Service`: serves until a graceful-shutdown signal, then drains.
     public func run() async throws {
         if localAddress == nil { try await start() }
         await withGracefulShutdownHandler {
-            try? await self.stopped.futureResult.get()
+            for await _ in self.stopped {}
         } onGracefulShutdown: {
             Task { await self.shutdown() }
         }

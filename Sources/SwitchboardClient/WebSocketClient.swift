@@ -1,0 +1,136 @@
+import NIOCore
+import NIOPosix
+import SwitchboardCore
+
+/// Connection settings for `WebSocketClient`.
+public struct ClientOptions: Sendable {
+    public var path = "/"
+    public var headers: [(String, String)] = []
+    public var subprotocols: [String] = []
+    /// Source address to bind (e.g. 127.0.0.7), to spread many connections over address space.
+    public var localAddress: String?
+    /// Answer server pings automatically. Turn off to play a client that has stopped responding.
+    public var autoPong = true
+    public var connectTimeout = TimeAmount.seconds(10)
+
+    public init(path: String = "/") { self.path = path }
+}
+
+/// A small WebSocket client on SwiftNIO: connect, send, read events in order, ping, close. Used by
+/// the tests and the load generator. It can also write raw bytes, to speak broken WebSocket on purpose.
+public final class WebSocketClient: Sendable {
+    public let channel: any Channel
+    public let subprotocol: String?
+    private let inbox: ClientInbox
+
+    private init(channel: any Channel, subprotocol: String?, inbox: ClientInbox) {
+        self.channel = channel
+        self.subprotocol = subprotocol
+        self.inbox = inbox
+    }
+
+    /// Opens TCP, performs the upgrade, and returns once the server answered 101.
+    /// Throws `HandshakeFailure` with the status and body when the server refuses.
+    public static func connect(
+        host: String, port: Int, options: ClientOptions = ClientOptions(), group: any EventLoopGroup
+    ) async throws -> WebSocketClient {
+        let loop = group.next()
+        let inbox = ClientInbox(eventLoop: loop)
+        let (channel, subprotocol) = try await open(
+            host: host, port: port, options: options, group: loop, sink: { _ in inbox })
+        return WebSocketClient(channel: channel, subprotocol: subprotocol, inbox: inbox)
+    }
+
+    /// Lower level: frames go to a sink made for the channel (the load generator's counters).
+    public static func open(
+        host: String, port: Int, options: ClientOptions, group: any EventLoopGroup,
+        sink makeSink: @escaping @Sendable (any Channel) -> any ClientFrameSink
+    ) async throws -> (any Channel, String?) {
+        var bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(options.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        if let local = options.localAddress {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: local, port: 0))
+        }
+        let handshake = ClientHandshake(
+            host: host, port: port, path: options.path, headers: options.headers, subprotocols: options.subprotocols)
+        let autoPong = options.autoPong
+        let channel = try await bootstrap.channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let upgraded = channel.eventLoop.makePromise(of: String?.self)
+                try channel.pipeline.syncOperations.addHandler(
+                    ClientConnectionHandler(
+                        handshake: handshake, upgraded: upgraded, sink: makeSink(channel), autoPong: autoPong))
+                try channel.pipeline.syncOperations.addHandler(UpgradeWaiter(upgraded.futureResult))
+            }
+        }.connect(host: host, port: port).get()
+        let waiter = try await channel.pipeline.handler(type: UpgradeWaiter.self).get()
+        do {
+            let subprotocol = try await waiter.result.get()
+            return (channel, subprotocol)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// The next event from the server, waiting at most `timeout`.
+    public func next(timeout: TimeAmount = .seconds(10)) async throws -> ClientEvent {
+        try await inbox.next(timeout: timeout).get()
+    }
+
+    /// The next text or binary message, skipping pings and pongs; fails on close or disconnect.
+    public func nextMessage(timeout: TimeAmount = .seconds(10)) async throws -> ClientEvent {
+        while true {
+            let event = try await next(timeout: timeout)
+            switch event {
+            case .ping, .pong: continue
+            default: return event
+            }
+        }
+    }
+
+    public func send(text: String) { sendRaw(ClientFrameEncoder.text(text)) }
+
+    public func send(binary: [UInt8]) {
+        sendRaw(ClientFrameEncoder.encode(opcode: Opcode.binary.rawValue, payload: binary))
+    }
+
+    public func ping(_ payload: [UInt8] = []) {
+        sendRaw(ClientFrameEncoder.encode(opcode: Opcode.ping.rawValue, payload: payload))
+    }
+
+    /// Sends a close frame; the server answers and closes TCP.
+    public func close(code: UInt16? = 1000, reason: String = "") {
+        sendRaw(ClientFrameEncoder.close(code: code, reason: reason))
+    }
+
+    /// Writes bytes as they are: broken frames included.
+    public func sendRaw(_ bytes: ByteBuffer) {
+        channel.writeAndFlush(bytes, promise: nil)
+    }
+
+    /// Drops TCP without a close handshake.
+    public func disconnect() async {
+        try? await channel.close()
+    }
+
+    /// Waits for the server's close frame and the end of TCP, returning the close frame's code and reason.
+    public func waitForClose(timeout: TimeAmount = .seconds(10)) async throws -> (code: UInt16?, reason: String)? {
+        var close: (UInt16?, String)?
+        while true {
+            switch try await next(timeout: timeout) {
+            case .close(let code, let reason): close = (code, reason)
+            case .disconnected: return close
+            default: continue
+            }
+        }
+    }
+}
+
+/// Holds the upgrade outcome where `open` can find it after connecting.
+private final class UpgradeWaiter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let result: EventLoopFuture<String?>
+    init(_ result: EventLoopFuture<String?>) { self.result = result }
+}

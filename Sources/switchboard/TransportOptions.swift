@@ -1,0 +1,92 @@
+import ArgumentParser
+import NIOCore
+import SwitchboardCore
+
+/// The options `serve` and `echo` share: where to listen, limits, heartbeats, queue bounds, shutdown.
+struct TransportOptions: ParsableArguments {
+    @Option(help: "Address to bind.")
+    var host = "127.0.0.1"
+
+    @Option(help: "TCP port (0 picks a free one).")
+    var port = 8080
+
+    @Option(help: "Event loop threads (one registry shard each). Default: one per core.")
+    var threads = System.coreCount
+
+    @Option(help: "Largest message a client may send, in bytes, all fragments together (past it: close 1009).")
+    var maxMessageSize = 1 << 20
+
+    @Option(help: "Open connections allowed at once; further upgrades get HTTP 503.")
+    var maxConnections = 100_000
+
+    @Option(help: "Seconds a client has to complete the HTTP upgrade after connecting.")
+    var handshakeTimeout = 10.0
+
+    @Option(help: "Seconds between server pings (jittered ±10%); 0 disables pings.")
+    var pingInterval = 25.0
+
+    @Option(help: "Seconds a ping may go unanswered before the connection is closed.")
+    var pongTimeout = 10.0
+
+    @Option(help: "Close connections that send no data message for this many seconds; 0 disables.")
+    var idleTimeout = 0.0
+
+    @Option(help: "Seconds to wait for the client's close frame after sending ours.")
+    var closeTimeout = 5.0
+
+    @Option(help: "Bytes of messages queued per connection while its socket is not writable.")
+    var queueMaxBytes = 1 << 20
+
+    @Option(help: "Messages queued per connection while its socket is not writable.")
+    var queueMaxMessages = 4096
+
+    @Option(help: "When a connection's queue is full: disconnect (close 1008) or drop-oldest.")
+    var slowConsumer = SlowConsumerPolicy.disconnect
+
+    @Option(help: "Seconds shutdown waits for queues to drain and close handshakes to finish.")
+    var shutdownTimeout = 10.0
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 0…65535") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard maxMessageSize >= 1 else { throw ValidationError("--max-message-size must be positive") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
+        guard queueMaxBytes >= 1, queueMaxMessages >= 1 else { throw ValidationError("queue bounds must be positive") }
+        for (name, value) in [
+            ("--handshake-timeout", handshakeTimeout), ("--pong-timeout", pongTimeout), ("--close-timeout", closeTimeout),
+            ("--shutdown-timeout", shutdownTimeout),
+        ] where !(value > 0) {
+            throw ValidationError("\(name) must be positive")
+        }
+        guard pingInterval >= 0, idleTimeout >= 0 else { throw ValidationError("intervals cannot be negative") }
+    }
+
+    func configuration(path: String?) -> SwitchboardConfiguration {
+        var configuration = SwitchboardConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.path = path
+        configuration.threads = threads
+        configuration.maxMessageSize = maxMessageSize
+        configuration.maxConnections = maxConnections
+        configuration.handshakeTimeout = .seconds(handshakeTimeout)
+        configuration.pingInterval = .seconds(pingInterval)
+        configuration.pongTimeout = .seconds(pongTimeout)
+        configuration.idleTimeout = .seconds(idleTimeout)
+        configuration.closeTimeout = .seconds(closeTimeout)
+        configuration.queueMaxBytes = queueMaxBytes
+        configuration.queueMaxMessages = queueMaxMessages
+        configuration.slowConsumerPolicy = slowConsumer
+        configuration.shutdownTimeout = .seconds(shutdownTimeout)
+        return configuration
+    }
+}
+
+extension SlowConsumerPolicy: ExpressibleByArgument {}
+
+extension TimeAmount {
+    static func seconds(_ value: Double) -> TimeAmount { .nanoseconds(Int64(value * 1_000_000_000)) }
+}

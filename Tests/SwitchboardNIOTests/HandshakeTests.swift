@@ -1,0 +1,133 @@
+import NIOCore
+import SwitchboardClient
+import SwitchboardCore
+import Testing
+
+@testable import SwitchboardNIO
+
+@Suite("Handshake")
+struct HandshakeTests {
+    @Test func acceptsAValidUpgradeAndEchoes() async throws {
+        let server = try await TestServer.start()
+        let client = try await server.connect()
+        client.send(text: "hello")
+        #expect(try await client.nextMessage() == .text("hello"))
+        client.close()
+        _ = try await client.waitForClose()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func selectsTheApplicationsPreferredSubprotocol() async throws {
+        let server = try await TestServer.start()
+        let client = try await server.connect(subprotocols: ["chat.v1", "chat.v2"])
+        #expect(client.subprotocol == "chat.v2")
+        await client.disconnect()
+        await server.stop()
+    }
+
+    @Test func rejectsAnUnsupportedVersionWith426() async throws {
+        let server = try await TestServer.start()
+        let response = try await exchange(upgradeRequest(version: "8"), port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 426"))
+        #expect(response.contains("Sec-WebSocket-Version: 13"))
+        #expect(server.rejectedCount("unsupported_version") == 1)
+        await server.stop()
+    }
+
+    @Test(arguments: [
+        (upgradeRequest(key: "short"), "Sec-WebSocket-Key"),
+        (upgradeRequest(method: "POST"), "requires GET"),
+        (upgradeRequest(connection: "keep-alive"), "Connection header"),
+        ("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "Host"),
+        ("this is not HTTP\r\n\r\n", "malformed"),
+    ])
+    func rejectsABadHandshakeWith400AndAReason(request: String, reason: String) async throws {
+        let server = try await TestServer.start()
+        let response = try await exchange(request, port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 400"), "\(response)")
+        #expect(response.contains(reason), "\(response)")
+        #expect(server.rejectedCount("bad_request") == 1)
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func answersAPlainHTTPRequestWith426() async throws {
+        let server = try await TestServer.start()
+        let response = try await exchange("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 426"))
+        await server.stop()
+    }
+
+    @Test func unknownPathGets404() async throws {
+        let server = try await TestServer.start()
+        let response = try await exchange(upgradeRequest(path: "/elsewhere"), port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 404"))
+        await server.stop()
+    }
+
+    @Test func applicationCanRejectWithAStatus() async throws {
+        let server = try await TestServer.start()
+        await #expect(throws: HandshakeFailure.self) {
+            _ = try await server.connect(path: "/ws?reject=1")
+        }
+        let response = try await exchange(upgradeRequest(path: "/ws?reject=1"), port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 403"))
+        #expect(response.contains("not allowed in"))
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func maxConnectionsAnswers503AndCounts() async throws {
+        let server = try await TestServer.start { $0.maxConnections = 2 }
+        let first = try await server.connectRegistered()
+        let second = try await server.connectRegistered()
+        do {
+            _ = try await server.connect()
+            Issue.record("third connection should have been refused")
+        } catch let failure as HandshakeFailure {
+            #expect(failure.status == 503)
+            #expect(failure.body.contains("too many connections"))
+        }
+        #expect(server.rejectedCount("too_many_connections") == 1)
+        #expect(server.hub.connectionCount == 2)
+        // The slot frees when a connection leaves.
+        first.close()
+        _ = try await first.waitForClose()
+        try await eventually { server.hub.connectionCount == 1 }
+        let third = try await server.connectRegistered()
+        await second.disconnect()
+        await third.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func silentTCPClientIsDroppedAfterTheHandshakeTimeout() async throws {
+        let server = try await TestServer.start { $0.handshakeTimeout = .milliseconds(300) }
+        let silent = try await RawConnection.connect(port: server.port)
+        let partial = try await RawConnection.connect(port: server.port)
+        partial.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpg")
+        _ = try await silent.waitForServerClose()
+        _ = try await partial.waitForServerClose()
+        #expect(server.rejectedCount("timeout") == 2)
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func framesSentRightAfterTheRequestAreNotLost() async throws {
+        let server = try await TestServer.start()
+        let raw = try await RawConnection.connect(port: server.port)
+        var bytes = ByteBuffer(string: upgradeRequest())
+        var frame = ClientFrameEncoder.text("early")
+        bytes.writeBuffer(&frame)
+        raw.channel.writeAndFlush(bytes, promise: nil)
+        try await eventually("the echo of the early frame") { raw.receivedText.contains("early") }
+        await raw.close()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    @Test func acceptValueMatchesRFC6455Example() {
+        #expect(HandshakeValidator.acceptValue(for: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    }
+}

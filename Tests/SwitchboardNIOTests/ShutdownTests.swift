@@ -1,0 +1,47 @@
+import NIOCore
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardNIO
+import Testing
+
+@Suite("Shutdown")
+struct ShutdownTests {
+    @Test func drainsQueuesThenClosesEveryConnectionWith1001AndAReconnectHint() async throws {
+        let server = try await TestServer.start(echo: false) { $0.shutdownBatchSize = 3 }
+        var clients: [WebSocketClient] = []
+        for _ in 0..<10 { clients.append(try await server.connectRegistered()) }
+        for index in 0..<50 { server.hub.broadcast(text: "m\(index)") }
+        async let stopped: Void = server.stop()
+        for client in clients {
+            // Every queued message arrives before the close frame.
+            for index in 0..<50 {
+                #expect(try await client.nextMessage() == .text("m\(index)"))
+            }
+            guard case .close(let code, let reason) = try await client.nextMessage() else {
+                Issue.record("expected a close frame")
+                continue
+            }
+            #expect(code == 1001)
+            #expect(reason.contains("reconnect after"))
+            client.close(code: 1001)
+        }
+        await stopped
+        #expect(server.hub.connectionCount == 0)
+        #expect(server.closedCount(.shutdown) == 10)
+        #expect(server.openGauge == 0)
+        // New connections are refused once shut down.
+        await #expect(throws: (any Error).self) { _ = try await server.connect() }
+    }
+
+    @Test func unresponsiveClientsAreDroppedAtTheDeadline() async throws {
+        let server = try await TestServer.start(echo: false) { $0.shutdownTimeout = .milliseconds(500) }
+        let client = try await server.connectRegistered()
+        try await client.channel.setOption(.autoRead, value: false).get()
+        let clock = ContinuousClock()
+        let started = clock.now
+        await server.stop()
+        #expect(clock.now - started < .seconds(4))
+        #expect(server.hub.connectionCount == 0)
+        await client.disconnect()
+    }
+}
