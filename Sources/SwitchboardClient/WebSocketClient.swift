@@ -46,7 +46,8 @@ public final class WebSocketClient: Sendable {
         host: String, port: Int, options: ClientOptions, group: any EventLoopGroup,
         sink makeSink: @escaping @Sendable (any Channel) -> any ClientFrameSink
     ) async throws -> (any Channel, String?) {
-        var bootstrap = ClientBootstrap(group: group)
+        let loop = group.next()
+        var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(options.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
         if let local = options.localAddress {
@@ -55,18 +56,22 @@ public final class WebSocketClient: Sendable {
         let handshake = ClientHandshake(
             host: host, port: port, path: options.path, headers: options.headers, subprotocols: options.subprotocols)
         let autoPong = options.autoPong
-        let channel = try await bootstrap.channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-                let upgraded = channel.eventLoop.makePromise(of: String?.self)
-                try channel.pipeline.syncOperations.addHandler(
-                    ClientConnectionHandler(
-                        handshake: handshake, upgraded: upgraded, sink: makeSink(channel), autoPong: autoPong))
-                try channel.pipeline.syncOperations.addHandler(UpgradeWaiter(upgraded.futureResult))
-            }
-        }.connect(host: host, port: port).get()
-        let waiter = try await channel.pipeline.handler(type: UpgradeWaiter.self).get()
+        let upgraded = loop.makePromise(of: String?.self)
+        let channel: any Channel
         do {
-            let subprotocol = try await waiter.result.get()
+            channel = try await bootstrap.channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ClientConnectionHandler(
+                            handshake: handshake, upgraded: upgraded, sink: makeSink(channel), autoPong: autoPong))
+                }
+            }.connect(host: host, port: port).get()
+        } catch {
+            upgraded.fail(error)
+            throw error
+        }
+        do {
+            let subprotocol = try await upgraded.futureResult.get()
             return (channel, subprotocol)
         } catch {
             try? await channel.close()
@@ -128,9 +133,3 @@ public final class WebSocketClient: Sendable {
     }
 }
 
-/// Holds the upgrade outcome where `open` can find it after connecting.
-private final class UpgradeWaiter: ChannelInboundHandler, Sendable {
-    typealias InboundIn = ByteBuffer
-    let result: EventLoopFuture<String?>
-    init(_ result: EventLoopFuture<String?>) { self.result = result }
-}

@@ -1,11 +1,13 @@
 import Foundation
 import Logging
+import NIOCore
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardNIO
 
-/// Starts a server, prints where it listens (scripts wait for this line), and serves until SIGINT or
-/// SIGTERM, which drain it; returns normally so the process exits 0.
+/// Serves until SIGINT or SIGTERM, which drain the server; returns normally so the process exits 0.
+/// The ready line ("switchboard listening on …", which scripts wait for) is printed only once the
+/// signal handlers are in place, so a signal sent after it always means a graceful shutdown.
 func runServer(_ options: TransportOptions, path: String?, application: any SwitchboardApplication) async throws {
     let level = Logger.Level(rawValue: options.logLevel) ?? .info
     LoggingSystem.bootstrap { label in
@@ -16,11 +18,23 @@ func runServer(_ options: TransportOptions, path: String?, application: any Swit
     let logger = Logger(label: "switchboard")
     let server = SwitchboardServer(
         configuration: options.configuration(path: path), application: application, logger: logger)
-    let address = try await server.start()
-    print("switchboard listening on ws://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
-    fflush(nil)
+    let announced = AnnouncingServer(server: server) { address in
+        print("switchboard listening on ws://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
+        fflush(nil)
+    }
     let group = ServiceGroup(
         configuration: .init(
-            services: [.init(service: server)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [.init(service: announced)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
+}
+
+/// Starts the server inside the service group, then announces where it listens.
+private struct AnnouncingServer: Service {
+    let server: SwitchboardServer
+    let announce: @Sendable (SocketAddress) -> Void
+
+    func run() async throws {
+        announce(try await server.start())
+        try await server.run()
+    }
 }

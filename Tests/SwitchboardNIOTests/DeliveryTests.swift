@@ -97,13 +97,15 @@ struct DeliveryTests {
     ) async throws -> Int {
         let payload = String(repeating: "x", count: 1024)
         var sent = 0
+        // Bursts of 40 KiB fit the fast client's queue; the slow one, never reading, overflows.
+        let burst = 40
         while try await !done() {
-            for _ in 0..<200 {
+            for _ in 0..<burst {
                 server.hub.broadcast(text: "\(sent) \(payload)")
                 sent += 1
             }
             // Keep the fast client current so only the slow one falls behind.
-            for index in (sent - 200)..<sent {
+            for index in (sent - burst)..<sent {
                 guard case .text(let text) = try await fast.nextMessage() else {
                     Issue.record("fast client lost its connection")
                     return sent

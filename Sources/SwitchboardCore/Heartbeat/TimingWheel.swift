@@ -10,7 +10,7 @@ public struct TimingWheel<Element: Sendable>: Sendable {
 
     public let tick: Int64
     private var slots: [[Entry]]
-    /// The first tick not yet processed.
+    /// The first tick not yet fully processed.
     private var cursor: Int64
     public private(set) var count = 0
 
@@ -32,6 +32,7 @@ public struct TimingWheel<Element: Sendable>: Sendable {
     }
 
     /// Removes and returns, in deadline-slot order, every element whose deadline is at or before `now`.
+    /// Never early; at most one tick late when advanced every tick.
     public mutating func advance(to now: Int64, into expired: inout [Element]) {
         let last = now / tick
         guard last >= cursor else { return }
@@ -42,7 +43,7 @@ public struct TimingWheel<Element: Sendable>: Sendable {
             guard !slots[index].isEmpty else { continue }
             var keep: [Entry] = []
             for entry in slots[index] {
-                if entry.deadline / tick <= last {
+                if entry.deadline <= now {
                     expired.append(entry.element)
                     count -= 1
                 } else {
@@ -51,6 +52,7 @@ public struct TimingWheel<Element: Sendable>: Sendable {
             }
             slots[index] = keep
         }
-        cursor = last + 1
+        // The current tick's slot may still hold entries due later in this tick: visit it again.
+        cursor = last
     }
 }

@@ -13,7 +13,9 @@ extension WebSocketConnection {
             return
         }
         let before = queue.count
-        switch queue.enqueue(frame) {
+        let result = queue.enqueue(frame)
+        shard.queuedMessages += queue.count - before
+        switch result {
         case .queued:
             break
         case .queuedAfterDropping(let dropped):
@@ -25,7 +27,6 @@ extension WebSocketConnection {
                 metadata: ["queued_messages": "\(queue.count)", "queued_bytes": "\(queue.byteCount)"])
             close(.slowConsumer)
         }
-        shard.queuedMessages += queue.count - before
     }
 
     /// Control frames bypass the queue: they are never dropped and never wait behind data.

@@ -1,0 +1,119 @@
+import NIOCore
+import Testing
+
+@testable import SwitchboardCore
+
+@Suite("Outbound queue")
+struct OutboundQueueTests {
+    private func frame(_ size: Int) -> ByteBuffer { ByteBuffer(repeating: 1, count: size) }
+
+    @Test func keepsOrderWithinBounds() {
+        var queue = OutboundQueue(maxBytes: 100, maxMessages: 10, policy: .disconnect)
+        for size in 1...4 { #expect(queue.enqueue(frame(size)) == .queued) }
+        #expect(queue.byteCount == 10)
+        #expect((1...4).map { _ in queue.popFirst()?.readableBytes } == [1, 2, 3, 4])
+        #expect(queue.isEmpty && queue.byteCount == 0)
+    }
+
+    @Test func disconnectPolicyOverflowsOnBytesOrCount() {
+        var queue = OutboundQueue(maxBytes: 100, maxMessages: 3, policy: .disconnect)
+        #expect(queue.enqueue(frame(60)) == .queued)
+        #expect(queue.enqueue(frame(50)) == .overflow)
+        #expect(queue.enqueue(frame(10)) == .queued)
+        #expect(queue.enqueue(frame(10)) == .queued)
+        #expect(queue.enqueue(frame(1)) == .overflow)
+        #expect(queue.count == 3)
+    }
+
+    @Test func dropOldestMakesRoom() {
+        var queue = OutboundQueue(maxBytes: 100, maxMessages: 3, policy: .dropOldest)
+        for size in [40, 30, 20] { _ = queue.enqueue(frame(size)) }
+        #expect(queue.enqueue(frame(50)) == .queuedAfterDropping(1))
+        #expect(queue.count == 3)
+        #expect(queue.byteCount == 100)
+        #expect(queue.enqueue(frame(5)) == .queuedAfterDropping(1))  // now the message count binds
+        #expect(queue.popFirst()?.readableBytes == 20)
+        #expect(queue.removeAll() == 2)
+        #expect(queue.byteCount == 0)
+    }
+}
+
+@Suite("Timing wheel and heartbeats")
+struct TimingTests {
+    @Test func wheelReturnsOnlyExpiredEntries() {
+        var wheel = TimingWheel<Int>(tick: 10, slotCount: 8, now: 0)
+        wheel.schedule(1, at: 15)
+        wheel.schedule(2, at: 35)
+        wheel.schedule(3, at: 35 + 80 * 3)  // several rounds away: same slot as 2
+        wheel.schedule(4, at: 5)
+        var expired: [Int] = []
+        wheel.advance(to: 20, into: &expired)
+        #expect(expired.sorted() == [1, 4])
+        expired.removeAll()
+        wheel.advance(to: 40, into: &expired)
+        #expect(expired == [2])
+        expired.removeAll()
+        wheel.advance(to: 270, into: &expired)
+        #expect(expired.isEmpty)
+        wheel.advance(to: 280, into: &expired)
+        #expect(expired == [3])
+        #expect(wheel.count == 0)
+    }
+
+    @Test func pastDeadlinesFireOnTheNextAdvance() {
+        var wheel = TimingWheel<Int>(tick: 10, slotCount: 4, now: 100)
+        wheel.schedule(7, at: 50)
+        var expired: [Int] = []
+        wheel.advance(to: 100, into: &expired)
+        #expect(expired == [7])
+    }
+
+    @Test func heartbeatPingsThenTimesOutWithoutPong() {
+        var state = HeartbeatState(now: 0, firstPingAt: 100, pongTimeout: 50, idleTimeout: 0)
+        #expect(state.evaluate(now: 10, nextInterval: 100) == .wait(until: 100))
+        #expect(state.evaluate(now: 100, nextInterval: 100) == .ping(thenCheckAt: 150))
+        #expect(state.evaluate(now: 120, nextInterval: 100) == .wait(until: 150))
+        #expect(state.evaluate(now: 150, nextInterval: 100) == .pongTimeout)
+    }
+
+    @Test func pongResetsTheCycle() {
+        var state = HeartbeatState(now: 0, firstPingAt: 100, pongTimeout: 50, idleTimeout: 0)
+        _ = state.evaluate(now: 100, nextInterval: 100)
+        state.pongReceived()
+        #expect(state.evaluate(now: 150, nextInterval: 100) == .wait(until: 200))
+        #expect(state.evaluate(now: 200, nextInterval: 100) == .ping(thenCheckAt: 250))
+    }
+
+    @Test func idleTimeoutCountsOnlyData() {
+        var state = HeartbeatState(now: 0, firstPingAt: 100, pongTimeout: 50, idleTimeout: 300)
+        _ = state.evaluate(now: 100, nextInterval: 100)
+        state.pongReceived()
+        state.dataReceived(now: 250)
+        #expect(state.evaluate(now: 300, nextInterval: 100) == .ping(thenCheckAt: 350))
+        state.pongReceived()
+        #expect(state.evaluate(now: 549, nextInterval: 100) == .ping(thenCheckAt: 549 + 1))
+        #expect(state.evaluate(now: 550, nextInterval: 100) == .idleTimeout)
+    }
+}
+
+@Suite("Registry shard")
+struct RegistryShardTests {
+    @Test func indexesByIdAndUser() {
+        var shard = RegistryShard<String>()
+        let a = ConnectionID(shard: 3, sequence: 1)
+        let b = ConnectionID(shard: 3, sequence: 2)
+        let c = ConnectionID(shard: 3, sequence: 3)
+        shard.insert("a", id: a, user: "ada")
+        shard.insert("b", id: b, user: "ada")
+        shard.insert("c", id: c, user: nil)
+        #expect(a.shard == 3)
+        #expect(shard[b] == "b")
+        #expect(shard.connections(ofUser: "ada") == [a, b])
+        #expect(shard.remove(a) == "a")
+        #expect(shard.remove(a) == nil)
+        #expect(shard.connections(ofUser: "ada") == [b])
+        shard.remove(b)
+        #expect(shard.userCount == 0)
+        #expect(shard.count == 1)
+    }
+}
