@@ -1,1 +1,81 @@
-print("x")
+import ArgumentParser
+import Foundation
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard-bench",
+        abstract: "Load generator for Switchboard (run against `switchboard echo --broadcast` or `switchboard echo`).",
+        discussion: """
+            Modes: idle (hold N connections), fanout (N receivers, K senders broadcasting through the server),
+            echo (closed loop: every connection sends and waits for its own message back), churn (connect and
+            disconnect continuously). Clients are spread over --workers processes and --source-addresses
+            loopback addresses (127.0.0.2, .3, ...) to stay under the per-process file limit and the
+            ephemeral port range. Given --server-pid, reports server RSS per connection and CPU per delivery.
+            """,
+        subcommands: [Run.self, WorkerCommand.self], defaultSubcommand: Run.self)
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "Run a benchmark (default).")
+
+    @Argument(help: "idle | fanout | echo | churn") var mode: WorkerPlan.Mode
+    @Option var host = "127.0.0.1"
+    @Option var port = 9001
+    @Option var path = "/"
+    @Option(help: "Connections in total (fanout: receivers plus senders; churn: connections in flight).")
+    var connections = 1000
+    @Option(help: "Sending connections (fanout).") var senders = 1
+    @Option(help: "Broadcasts per second over all senders (fanout, echo); 0 = as fast as the window allows.")
+    var rate: Double = 0
+    @Option(help: "Messages each sender may have in flight at maximum rate.") var window = 16
+    @Option(help: "Payload bytes per message (at least 16).") var messageSize = 64
+    @Option(help: "Seconds to measure after connecting.") var duration: Double = 10
+    @Option(help: "Seconds to wait after connecting before measuring.") var settle: Double = 1
+    @Option(help: "Worker processes.") var workers = 2
+    @Option(help: "Loopback source addresses to spread connections over.") var sourceAddresses = 8
+    @Option(help: "Connections opened at once per worker.") var connectConcurrency = 256
+    @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery.")
+    var serverPid: Int32?
+
+    func run() throws {
+        let workers = max(1, min(self.workers, connections))
+        var plans: [WorkerPlan] = []
+        var first = 0
+        var sendersLeft = mode == .echo ? connections : (mode == .fanout ? senders : 0)
+        for index in 0..<workers {
+            let share = connections / workers + (index < connections % workers ? 1 : 0)
+            let mySenders = min(sendersLeft, mode == .echo ? share : (sendersLeft + workers - index - 1) / (workers - index))
+            sendersLeft -= mySenders
+            let totalSenders = mode == .echo ? connections : max(senders, 1)
+            plans.append(
+                WorkerPlan(
+                    mode: mode, host: host, port: port, path: path, connections: share, firstIndex: first,
+                    sourceAddresses: sourceAddresses, senders: mySenders,
+                    ratePerSender: rate / Double(totalSenders), window: window, messageSize: messageSize,
+                    connectConcurrency: connectConcurrency))
+            first += share
+        }
+        try Coordinator(plans: plans, serverPID: serverPid, duration: duration, settle: settle).run()
+    }
+}
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker", abstract: "Internal: one load-generating process.", shouldDisplay: false)
+    @Argument var plan: String
+
+    func run() throws {
+        let plan = try JSONDecoder().decode(WorkerPlan.self, from: Data(self.plan.utf8))
+        let worker = Worker(plan: plan)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { try await worker.run() } catch { FileHandle.standardError.write(Data("worker: \(error)\n".utf8)) }
+            done.signal()
+        }
+        done.wait()
+    }
+}
+
+extension WorkerPlan.Mode: ExpressibleByArgument {}
+
+Bench.main()

@@ -1,0 +1,28 @@
+import Foundation
+
+/// Reads another process's resident memory and CPU time from /proc (Linux).
+struct ProcessStats {
+    let pid: Int32
+
+    /// Resident set size in bytes.
+    func rss() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kib = Int(parts[1]) { return kib * 1024 }
+        }
+        return nil
+    }
+
+    /// User plus system CPU time in microseconds.
+    func cpuMicros() -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command name: state is field 3, utime 14 and stime 15 (1-based) → offsets 11, 12.
+        guard fields.count > 12, let user = Int(fields[11]), let system = Int(fields[12]) else { return nil }
+        let ticks = sysconf(Int32(_SC_CLK_TCK))
+        return (user + system) * 1_000_000 / max(ticks, 1)
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SwitchboardClient
+
+/// One load-generating process: opens its share of connections on a single event loop, then sends
+/// and measures as its plan says. All state lives on that loop.
+// @unchecked Sendable: every mutable property is touched only on `loop`, except `iterator`, which
+// only the `run` task uses.
+final class Worker: @unchecked Sendable {
+    let plan: WorkerPlan
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let loop: any EventLoop
+    private var report = WorkerReport()
+    private var histogram = Histogram()
+    private var channels: [any Channel] = []
+    private var senders: [Sender] = []
+    private var sending = false
+    private var measuring = false
+    private var churning = false
+
+    // @unchecked Sendable: a sender's counters are touched only on the worker's loop.
+    final class Sender: @unchecked Sendable {
+        let id: UInt32
+        let channel: any Channel
+        var seq: UInt32 = 0
+        var inFlight = 0
+        var started: UInt64 = 0
+        init(id: UInt32, channel: any Channel) {
+            self.id = id
+            self.channel = channel
+        }
+    }
+
+    /// Counts and times what arrives on one connection.
+    // @unchecked Sendable: created on any thread, then used only on the worker's loop.
+    final class Receiver: ClientFrameSink, @unchecked Sendable {
+        unowned let worker: Worker
+        var sender: Sender?
+        init(worker: Worker) { self.worker = worker }
+        func received(_ frame: ServerFrame, on channel: any Channel) { worker.received(frame, by: self) }
+        func disconnected() { worker.report.disconnected += 1 }
+    }
+
+    init(plan: WorkerPlan) {
+        self.plan = plan
+        self.loop = group.next()
+    }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    func run() async throws {
+        let commands = Self.readCommands()
+        loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in self.emit(final: false) }
+        if plan.mode == .churn {
+            try await waitFor("go", in: commands)
+            loop.execute { self.startChurn() }
+            try await waitFor("stop", in: commands)
+            try await loop.submit { self.churning = false }.get()
+            try await Task.sleep(for: .milliseconds(500))
+        } else {
+            await connectAll()
+            try await loop.submit { self.emit(final: false) }.get()
+            try await waitFor("go", in: commands)
+            try await loop.submit { self.startTraffic() }.get()
+            try await waitFor("stop", in: commands)
+            try await loop.submit { self.sending = false }.get()
+            try await waitFor("drain", in: commands)
+        }
+        try await loop.submit { self.emit(final: true) }.get()
+        for channel in try await loop.submit({ self.channels }).get() { channel.close(promise: nil) }
+        try await group.shutdownGracefully()
+    }
+
+    // MARK: connecting
+
+    private func options(forIndex index: Int) -> ClientOptions {
+        var options = ClientOptions(path: plan.path)
+        options.localAddress = "127.0.0.\(2 + index % max(plan.sourceAddresses, 1))"
+        options.connectTimeout = .seconds(30)
+        return options
+    }
+
+    private func connectAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            var next = 0
+            func launch() {
+                guard next < plan.connections else { return }
+                let local = next
+                next += 1
+                group.addTask { await self.connect(local) }
+            }
+            for _ in 0..<min(plan.connectConcurrency, plan.connections) { launch() }
+            while await group.next() != nil { launch() }
+        }
+    }
+
+    private func connect(_ local: Int) async {
+        let index = plan.firstIndex + local
+        let receiver = Receiver(worker: self)
+        do {
+            let (channel, _) = try await WebSocketClient.open(
+                host: plan.host, port: plan.port, options: options(forIndex: index), group: loop,
+                sink: { _ in receiver })
+            loop.execute {
+                self.channels.append(channel)
+                self.report.connected += 1
+                if local < self.plan.senders {
+                    let sender = Sender(id: UInt32(index), channel: channel)
+                    receiver.sender = sender
+                    self.senders.append(sender)
+                }
+            }
+        } catch {
+            loop.execute {
+                self.report.connectFailures += 1
+                self.report.lastError = "\(error)"
+            }
+        }
+    }
+
+    // MARK: traffic
+
+    private func startTraffic() {
+        measuring = true
+        guard plan.mode == .fanout || plan.mode == .echo, !senders.isEmpty else { return }
+        sending = true
+        if plan.ratePerSender > 0 {
+            let start = Self.now()
+            for sender in senders { sender.started = start }
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(5)) { task in
+                guard self.sending else { return task.cancel() }
+                let elapsed = Double(Self.now() - start) / 1e9
+                for sender in self.senders {
+                    let owed = Int(elapsed * self.plan.ratePerSender) - Int(sender.seq)
+                    for _ in 0..<max(owed, 0) { self.send(sender) }
+                }
+            }
+        } else {
+            for sender in senders {
+                for _ in 0..<max(plan.window, 1) { send(sender) }
+            }
+        }
+    }
+
+    private func send(_ sender: Sender) {
+        var payload = [UInt8](repeating: 0x2E, count: max(plan.messageSize, 16))
+        withUnsafeBytes(of: Self.now().littleEndian) { payload.replaceSubrange(0..<8, with: $0) }
+        withUnsafeBytes(of: sender.id.littleEndian) { payload.replaceSubrange(8..<12, with: $0) }
+        withUnsafeBytes(of: sender.seq.littleEndian) { payload.replaceSubrange(12..<16, with: $0) }
+        sender.seq &+= 1
+        sender.inFlight += 1
+        report.sent += 1
+        let frame = ClientFrameEncoder.encode(opcode: 2, payload: payload, allocator: sender.channel.allocator)
+        sender.channel.writeAndFlush(frame, promise: nil)
+    }
+
+    fileprivate func received(_ frame: ServerFrame, by receiver: Receiver) {
+        guard frame.opcode == 2, frame.payload.readableBytes >= 16, measuring else { return }
+        report.received += 1
+        let reader = frame.payload.readerIndex
+        guard let sent = frame.payload.getInteger(at: reader, endianness: .little, as: UInt64.self),
+            let from = frame.payload.getInteger(at: reader + 8, endianness: .little, as: UInt32.self)
+        else { return }
+        let now = Self.now()
+        if now > sent { histogram.record((now - sent) / 1000) }
+        guard let sender = receiver.sender, sender.id == from else { return }
+        sender.inFlight -= 1
+        if sending, plan.ratePerSender == 0, sender.inFlight < max(plan.window, 1) { send(sender) }
+    }
+
+    // MARK: churn
+
+    private func startChurn() {
+        churning = true
+        measuring = true
+        for slot in 0..<plan.connections { churnOnce(slot: slot, round: 0) }
+    }
+
+    private func churnOnce(slot: Int, round: Int) {
+        guard churning else { return }
+        let options = options(forIndex: plan.firstIndex + slot + round)
+        let plan = self.plan
+        let loop = self.loop
+        Task {
+            do {
+                let (channel, _) = try await WebSocketClient.open(
+                    host: plan.host, port: plan.port, options: options, group: loop,
+                    sink: { _ in NullSink() })
+                try? await channel.close()
+                loop.execute { self.report.churned += 1 }
+            } catch {
+                loop.execute {
+                    self.report.connectFailures += 1
+                    self.report.lastError = "\(error)"
+                }
+            }
+            loop.execute { self.churnOnce(slot: slot, round: round + 1) }
+        }
+    }
+
+    final class NullSink: ClientFrameSink, Sendable {
+        func received(_ frame: ServerFrame, on channel: any Channel) {}
+        func disconnected() {}
+    }
+
+    // MARK: reporting
+
+    private func emit(final: Bool) {
+        var report = self.report
+        report.final = final
+        if final { report.histogram = histogram }
+        guard let data = try? JSONEncoder().encode(report), let line = String(data: data, encoding: .utf8) else { return }
+        print(line)
+        fflush(nil)
+    }
+
+    // MARK: commands from the coordinator, one word per line on stdin
+
+    private static func readCommands() -> AsyncStream<String> {
+        AsyncStream { continuation in
+            Thread.detachNewThread {
+                while let line = readLine() { continuation.yield(line.trimmingCharacters(in: .whitespaces)) }
+                continuation.finish()
+            }
+        }
+    }
+
+    private var iterator: AsyncStream<String>.Iterator?
+
+    private func waitFor(_ word: String, in commands: AsyncStream<String>) async throws {
+        if iterator == nil { iterator = commands.makeAsyncIterator() }
+        while let line = await iterator?.next() {
+            if line == word { return }
+        }
+        throw CancellationError()
+    }
+}

@@ -1,0 +1,38 @@
+/// What one worker process does: its share of the connections and of the senders.
+struct WorkerPlan: Codable, Sendable {
+    enum Mode: String, Codable, Sendable, CaseIterable {
+        case idle, fanout, echo, churn
+    }
+
+    var mode: Mode
+    var host: String
+    var port: Int
+    var path: String
+    /// Connections this worker opens (churn: connections kept in flight at once).
+    var connections: Int
+    /// Global index of this worker's first connection; picks source addresses and sender ids.
+    var firstIndex: Int
+    var sourceAddresses: Int
+    /// How many of this worker's connections send (fanout); all of them in echo mode.
+    var senders: Int
+    /// Messages per second per sender; 0 sends as fast as the window allows.
+    var ratePerSender: Double
+    /// Messages a sender may have in flight (its own broadcast not yet seen back) at maximum rate.
+    var window: Int
+    var messageSize: Int
+    /// Connections opened at once while connecting.
+    var connectConcurrency: Int
+}
+
+/// One line a worker prints on stdout, as JSON: progress every second, then a final report.
+struct WorkerReport: Codable, Sendable {
+    var final = false
+    var connected = 0
+    var connectFailures = 0
+    var lastError: String?
+    var sent = 0
+    var received = 0
+    var disconnected = 0
+    var churned = 0
+    var histogram: Histogram?
+}
