@@ -51,7 +51,9 @@ final class Worker: @unchecked Sendable {
 
     func run() async throws {
         let commands = Self.readCommands()
-        loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in self.emit(final: false) }
+        let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            self.emit(final: false)
+        }
         if plan.mode == .churn {
             try await waitFor("go", in: commands)
             loop.execute { self.startChurn() }
@@ -67,7 +69,10 @@ final class Worker: @unchecked Sendable {
             try await loop.submit { self.sending = false }.get()
             try await waitFor("drain", in: commands)
         }
-        try await loop.submit { self.emit(final: true) }.get()
+        try await loop.submit {
+            ticker.cancel()
+            self.emit(final: true)
+        }.get()
         for channel in try await loop.submit({ self.channels }).get() { channel.close(promise: nil) }
         try await group.shutdownGracefully()
     }
@@ -211,8 +216,9 @@ final class Worker: @unchecked Sendable {
         report.final = final
         if final { report.histogram = histogram }
         guard let data = try? JSONEncoder().encode(report), let line = String(data: data, encoding: .utf8) else { return }
-        print(line)
-        fflush(nil)
+        // Straight to the file descriptor: stdio's fflush(nil) would also take stdin's lock, held by
+        // the thread blocked reading commands.
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
     // MARK: commands from the coordinator, one word per line on stdin

@@ -15,7 +15,8 @@ public struct OutboundQueue: Sendable {
     public let maxBytes: Int
     public let maxMessages: Int
     public let policy: SlowConsumerPolicy
-    private var frames = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+    /// Allocated on first use and released when emptied: most connections are idle most of the time.
+    private var frames: CircularBuffer<ByteBuffer>?
     public private(set) var byteCount = 0
 
     public init(maxBytes: Int, maxMessages: Int, policy: SlowConsumerPolicy) {
@@ -24,12 +25,12 @@ public struct OutboundQueue: Sendable {
         self.policy = policy
     }
 
-    public var isEmpty: Bool { frames.isEmpty }
-    public var count: Int { frames.count }
+    public var isEmpty: Bool { frames?.isEmpty ?? true }
+    public var count: Int { frames?.count ?? 0 }
 
     public mutating func enqueue(_ frame: ByteBuffer) -> EnqueueResult {
         let size = frame.readableBytes
-        guard byteCount + size > maxBytes || frames.count >= maxMessages else {
+        guard byteCount + size > maxBytes || count >= maxMessages else {
             append(frame)
             return .queued
         }
@@ -38,8 +39,9 @@ public struct OutboundQueue: Sendable {
             return .overflow
         case .dropOldest:
             var dropped = 0
-            while !frames.isEmpty, byteCount + size > maxBytes || frames.count >= maxMessages {
-                byteCount -= frames.removeFirst().readableBytes
+            while let oldest = frames?.first, byteCount + size > maxBytes || count >= maxMessages {
+                _ = frames?.removeFirst()
+                byteCount -= oldest.readableBytes
                 dropped += 1
             }
             // A single frame larger than the whole bound is still delivered, alone: dropping the
@@ -50,22 +52,24 @@ public struct OutboundQueue: Sendable {
     }
 
     public mutating func popFirst() -> ByteBuffer? {
-        guard let frame = frames.popFirst() else { return nil }
+        guard let frame = frames?.popFirst() else { return nil }
         byteCount -= frame.readableBytes
+        if frames?.isEmpty == true { frames = nil }
         return frame
     }
 
     /// Frees everything, returning how many messages were discarded.
     @discardableResult
     public mutating func removeAll() -> Int {
-        let discarded = frames.count
-        frames.removeAll(keepingCapacity: false)
+        let discarded = count
+        frames = nil
         byteCount = 0
         return discarded
     }
 
     private mutating func append(_ frame: ByteBuffer) {
-        frames.append(frame)
+        if frames == nil { frames = CircularBuffer(initialCapacity: 8) }
+        frames?.append(frame)
         byteCount += frame.readableBytes
     }
 }
