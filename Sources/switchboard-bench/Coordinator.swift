@@ -70,8 +70,14 @@ final class Coordinator: @unchecked Sendable {
         broadcast("stop")
         let runSeconds = Date().timeIntervalSince(runStart)
         let cpuEnd = server?.cpuMicros()
-        // Let in-flight messages land before counting losses.
-        Thread.sleep(forTimeInterval: 2)
+        // Let in-flight messages land before counting losses: wait until deliveries stop (at most 15 s).
+        var settled = total.received
+        for _ in 0..<15 {
+            Thread.sleep(forTimeInterval: 1)
+            let now = total.received
+            if now == settled { break }
+            settled = now
+        }
         broadcast("drain")
         for process in processes { process.waitUntilExit() }
         let finals = lock.withLock { self.finals.compactMap { $0 } }

@@ -16,7 +16,6 @@ final class Worker: @unchecked Sendable {
     private var channels: [any Channel] = []
     private var senders: [Sender] = []
     private var sending = false
-    private var measuring = false
     private var churning = false
 
     // @unchecked Sendable: a sender's counters are touched only on the worker's loop.
@@ -127,7 +126,6 @@ final class Worker: @unchecked Sendable {
     // MARK: traffic
 
     private func startTraffic() {
-        measuring = true
         guard plan.mode == .fanout || plan.mode == .echo, !senders.isEmpty else { return }
         sending = true
         if plan.ratePerSender > 0 {
@@ -161,7 +159,9 @@ final class Worker: @unchecked Sendable {
     }
 
     fileprivate func received(_ frame: ServerFrame, by receiver: Receiver) {
-        guard frame.opcode == 2, frame.payload.readableBytes >= 16, measuring else { return }
+        // Counted from the moment the connection is open, so a worker told "go" a moment later than
+        // the sender's worker does not miss the first broadcasts.
+        guard frame.opcode == 2, frame.payload.readableBytes >= 16 else { return }
         report.received += 1
         let reader = frame.payload.readerIndex
         guard let sent = frame.payload.getInteger(at: reader, endianness: .little, as: UInt64.self),
@@ -178,7 +178,6 @@ final class Worker: @unchecked Sendable {
 
     private func startChurn() {
         churning = true
-        measuring = true
         for slot in 0..<plan.connections { churnOnce(slot: slot, round: 0) }
     }
 

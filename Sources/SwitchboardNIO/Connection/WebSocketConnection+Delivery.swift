@@ -6,10 +6,10 @@ import SwitchboardCore
 /// when it is full. Flushes are requested from the shard, which issues one per connection per batch.
 extension WebSocketConnection {
     /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
-    func enqueue(_ frame: ByteBuffer) {
+    func enqueue(_ frame: ByteBuffer, requestingFlush: Bool = true) {
         guard machine.state == .open, let context else { return }
         if queue.isEmpty, context.channel.isWritable {
-            write(frame, context: context)
+            write(frame, context: context, requestingFlush: requestingFlush)
             return
         }
         let before = queue.count
@@ -26,6 +26,16 @@ extension WebSocketConnection {
                 "slow consumer: queue full, disconnecting",
                 metadata: ["queued_messages": "\(queue.count)", "queued_bytes": "\(queue.byteCount)"])
             close(.slowConsumer)
+        }
+    }
+
+    /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
+    /// thousands should not wait for the last one to be written before anything leaves.
+    func enqueue(batch frames: [ByteBuffer]) {
+        for frame in frames { enqueue(frame, requestingFlush: false) }
+        if wroteUnflushed {
+            wroteUnflushed = false
+            context?.flush()
         }
     }
 
@@ -54,11 +64,15 @@ extension WebSocketConnection {
         context?.flush()
     }
 
-    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext, requestingFlush: Bool = true) {
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
         context.write(wrapOutboundOut(frame), promise: nil)
-        requestFlush()
+        if requestingFlush {
+            requestFlush()
+        } else {
+            wroteUnflushed = true
+        }
     }
 
     private func requestFlush() {

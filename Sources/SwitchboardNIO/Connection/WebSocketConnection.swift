@@ -25,6 +25,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Set after a protocol failure: the byte stream can no longer be parsed, so input is discarded.
     var discardingInput = false
     var flushPending = false
+    /// Written during a broadcast batch, to be flushed at its end.
+    var wroteUnflushed = false
     var closeTimer: Scheduled<Void>?
 
     init(id: ConnectionID, userID: String?, subprotocol: String?, hub: Hub, shard: LoopShard) {

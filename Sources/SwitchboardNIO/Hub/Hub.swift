@@ -105,7 +105,7 @@ public final class Hub: Sendable {
 
     /// Queues one encoded frame for every open connection.
     public func broadcast(frame: ByteBuffer) {
-        for shard in shards { onShard(shard) { $0.broadcast(frame) } }
+        for shard in shards { shard.submitBroadcast(frame) }
     }
 
     public func broadcast(text: String) { broadcast(frame: FrameEncoder.encodeText(text)) }

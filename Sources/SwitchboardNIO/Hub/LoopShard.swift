@@ -1,4 +1,5 @@
 import CoreMetrics
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 
@@ -25,6 +26,14 @@ final class LoopShard: @unchecked Sendable {
     var queuedMessages = 0
     private var draining: EventLoopPromise<Void>?
     private var rng = SystemRandomNumberGenerator()
+    // Lock: guards the broadcasts waiting for this loop, appended from any thread and taken by the loop.
+    private let inbox = NIOLockedValueBox(BroadcastInbox())
+    private var outgoing: [ByteBuffer] = []
+
+    private struct BroadcastInbox {
+        var frames: [ByteBuffer] = []
+        var scheduled = false
+    }
 
     init(index: Int, eventLoop: any EventLoop, configuration: SwitchboardConfiguration, metrics: SwitchboardMetrics) {
         self.index = index
@@ -75,8 +84,26 @@ final class LoopShard: @unchecked Sendable {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
     }
 
-    func broadcast(_ frame: ByteBuffer) {
-        for connection in registry.byID.values { connection.enqueue(frame) }
+    /// Queues a broadcast for this loop from any thread. Broadcasts that arrive before the loop gets
+    /// to them go out together: one pass over the connections, one flush (one syscall) per connection
+    /// for all of them, and one `execute` per batch rather than per broadcast.
+    func submitBroadcast(_ frame: ByteBuffer) {
+        let schedule = inbox.withLockedValue { inbox -> Bool in
+            inbox.frames.append(frame)
+            guard !inbox.scheduled else { return false }
+            inbox.scheduled = true
+            return true
+        }
+        if schedule { eventLoop.execute { self.broadcastPending() } }
+    }
+
+    private func broadcastPending() {
+        inbox.withLockedValue { inbox in
+            inbox.scheduled = false
+            swap(&inbox.frames, &outgoing)
+        }
+        for connection in registry.byID.values { connection.enqueue(batch: outgoing) }
+        outgoing.removeAll(keepingCapacity: true)
     }
 
     /// Collects connections that wrote this turn and flushes each once, after every task already
