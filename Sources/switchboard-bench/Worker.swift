@@ -72,8 +72,8 @@ final class Worker: @unchecked Sendable {
             ticker.cancel()
             self.emit(final: true)
         }.get()
-        for channel in try await loop.submit({ self.channels }).get() { channel.close(promise: nil) }
-        try await group.shutdownGracefully()
+        // The process exits next, which closes every socket at once; connections still being
+        // opened by churn loops need no orderly teardown.
     }
 
     // MARK: connecting

@@ -38,6 +38,8 @@ struct Run: ParsableCommand {
     var serverPid: Int32?
 
     func run() throws {
+        // A worker that has already exited must not take the coordinator down when told "drain".
+        signal(SIGPIPE, SIG_IGN)
         let workers = max(1, min(self.workers, connections))
         var plans: [WorkerPlan] = []
         var first = 0
@@ -73,6 +75,7 @@ struct WorkerCommand: ParsableCommand {
             done.signal()
         }
         done.wait()
+        Foundation.exit(0)
     }
 }
 
