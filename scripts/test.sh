@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== swift format lint"
+swift format lint --strict -r Sources Tests Package.swift
+
 echo "== build"
 swift build --build-tests
 

@@ -93,7 +93,8 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
         case .refused(let response, let body):
-            upgraded.fail(HandshakeFailure(status: response.status, headers: response.headers, body: String(buffer: body)))
+            upgraded.fail(
+                HandshakeFailure(status: response.status, headers: response.headers, body: String(buffer: body)))
         case .handshaking:
             upgraded.fail(HandshakeFailure(status: 0, headers: [:], body: "connection closed during handshake"))
         case .open:

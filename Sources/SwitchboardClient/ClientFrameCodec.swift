@@ -59,7 +59,9 @@ public enum ClientFrameEncoder {
             frame.writeBytes(payload)
             return frame
         }
-        let key = (UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255))
+        let key = (
+            UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255)
+        )
         frame.writeMultipleIntegers(key.0, key.1, key.2, key.3)
         var index = 0
         for byte in payload {
@@ -76,7 +78,9 @@ public enum ClientFrameEncoder {
         return frame
     }
 
-    public static func text(_ text: String) -> ByteBuffer { encode(opcode: Opcode.text.rawValue, payload: Array(text.utf8)) }
+    public static func text(_ text: String) -> ByteBuffer {
+        encode(opcode: Opcode.text.rawValue, payload: Array(text.utf8))
+    }
 
     public static func close(code: UInt16?, reason: String = "") -> ByteBuffer {
         var payload: [UInt8] = []

@@ -132,4 +132,3 @@ public final class WebSocketClient: Sendable {
         }
     }
 }
-

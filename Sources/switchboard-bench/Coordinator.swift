@@ -131,7 +131,8 @@ final class Coordinator: @unchecked Sendable {
 
     private func progress(_ phase: String, _ now: WorkerReport, since: Date, previous: WorkerReport? = nil) {
         let elapsed = Date().timeIntervalSince(since)
-        var line = String(format: "[%5.1fs] %@ connected=%d failed=%d", elapsed, phase, now.connected, now.connectFailures)
+        var line = String(
+            format: "[%5.1fs] %@ connected=%d failed=%d", elapsed, phase, now.connected, now.connectFailures)
         if let previous {
             line += " sent/s=\(now.sent - previous.sent) delivered/s=\(now.received - previous.received)"
             line += " churn/s=\(now.churned - previous.churned) dropped=\(now.disconnected)"
@@ -171,11 +172,15 @@ final class Coordinator: @unchecked Sendable {
         if let start = cpu.0, let stop = cpu.1 {
             result["server_cpu_seconds"] = Double(stop - start) / 1e6
             if delivered > 0 { result["server_cpu_us_per_delivery"] = Double(stop - start) / Double(delivered) }
-            if mode == .churn, end.churned > 0 { result["server_cpu_us_per_connection"] = Double(stop - start) / Double(end.churned) }
+            if mode == .churn, end.churned > 0 {
+                result["server_cpu_us_per_connection"] = Double(stop - start) / Double(end.churned)
+            }
         }
         print("\n\(mode.rawValue) results")
         for key in result.keys.sorted() {
-            print("  \(key.padding(toLength: 34, withPad: " ", startingAt: 0)) \(String(format: "%.3f", result[key] ?? 0))")
+            print(
+                "  \(key.padding(toLength: 34, withPad: " ", startingAt: 0)) \(String(format: "%.3f", result[key] ?? 0))"
+            )
         }
         if let error = end.lastError, end.connectFailures > 0 { print("  last connect error: \(error)") }
         var json = result.mapValues { $0 as Any }

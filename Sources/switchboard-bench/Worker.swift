@@ -214,7 +214,9 @@ final class Worker: @unchecked Sendable {
         var report = self.report
         report.final = final
         if final { report.histogram = histogram }
-        guard let data = try? JSONEncoder().encode(report), let line = String(data: data, encoding: .utf8) else { return }
+        guard let data = try? JSONEncoder().encode(report), let line = String(data: data, encoding: .utf8) else {
+            return
+        }
         // Straight to the file descriptor: stdio's fflush(nil) would also take stdin's lock, held by
         // the thread blocked reading commands.
         FileHandle.standardOutput.write(Data((line + "\n").utf8))

@@ -46,7 +46,8 @@ struct Run: ParsableCommand {
         var sendersLeft = mode == .echo ? connections : (mode == .fanout ? senders : 0)
         for index in 0..<workers {
             let share = connections / workers + (index < connections % workers ? 1 : 0)
-            let mySenders = min(sendersLeft, mode == .echo ? share : (sendersLeft + workers - index - 1) / (workers - index))
+            let mySenders = min(
+                sendersLeft, mode == .echo ? share : (sendersLeft + workers - index - 1) / (workers - index))
             sendersLeft -= mySenders
             let totalSenders = mode == .echo ? connections : max(senders, 1)
             plans.append(

@@ -56,7 +56,8 @@ struct TransportOptions: ParsableArguments {
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
         guard queueMaxBytes >= 1, queueMaxMessages >= 1 else { throw ValidationError("queue bounds must be positive") }
         for (name, value) in [
-            ("--handshake-timeout", handshakeTimeout), ("--pong-timeout", pongTimeout), ("--close-timeout", closeTimeout),
+            ("--handshake-timeout", handshakeTimeout), ("--pong-timeout", pongTimeout),
+            ("--close-timeout", closeTimeout),
             ("--shutdown-timeout", shutdownTimeout),
         ] where !(value > 0) {
             throw ValidationError("\(name) must be positive")

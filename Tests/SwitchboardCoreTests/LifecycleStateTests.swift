@@ -10,7 +10,8 @@ struct ConnectionStateMachineTests {
         #expect(machine.upgraded() == .register)
         #expect(machine.received(.text(ByteBuffer(string: "x"))) == .deliver)
         #expect(machine.received(.ping(ByteBuffer())) == .sendPong)
-        #expect(machine.received(.close(code: CloseCode(4000), reason: "")) == .replyCloseAndDisconnect(CloseCode(4000)))
+        #expect(
+            machine.received(.close(code: CloseCode(4000), reason: "")) == .replyCloseAndDisconnect(CloseCode(4000)))
         #expect(machine.state == .closing)
         #expect(machine.received(.text(ByteBuffer(string: "late"))) == .none)
         #expect(machine.transportClosed() == .unregister(.clientClosed))

@@ -51,7 +51,10 @@ struct WireProtocolTests {
     @Test func parsesCloseFrames() throws {
         var assembler = MessageAssembler(maxMessageSize: 100)
         #expect(try assembler.feed(clientFrame(8, [])) == [.close(code: nil, reason: "")])
-        #expect(try assembler.feed(clientFrame(8, [0x03, 0xE8] + Array("bye".utf8))) == [.close(code: .normal, reason: "bye")])
+        #expect(
+            try assembler.feed(clientFrame(8, [0x03, 0xE8] + Array("bye".utf8))) == [
+                .close(code: .normal, reason: "bye")
+            ])
     }
 
     @Test(arguments: [
@@ -78,7 +81,9 @@ struct WireProtocolTests {
     @Test func rejectsUnmaskedAndReservedBits() {
         var unmasked = ByteBuffer(bytes: [0x81, 0x01, 0x41])
         var reader = FrameReader(maxFrameSize: 100)
-        #expect(throws: WebSocketFailure.protocolError("client frames must be masked")) { _ = try reader.next(from: &unmasked) }
+        #expect(throws: WebSocketFailure.protocolError("client frames must be masked")) {
+            _ = try reader.next(from: &unmasked)
+        }
         var rsv = clientFrame(1, [0x41])
         rsv.setInteger(UInt8(0xC1), at: 0)
         reader = FrameReader(maxFrameSize: 100)

@@ -8,28 +8,62 @@ import Testing
 @Suite("Frame errors")
 struct FrameErrorTests {
     static let cases: [(String, [ByteBuffer], UInt16, DisconnectReason)] = [
-        ("unmasked frame", [ClientFrameEncoder.encode(opcode: 1, payload: Array("hi".utf8), masked: false)], 1002, .protocolError),
-        ("reserved bits", [ClientFrameEncoder.encode(opcode: 1, rsv: 4, payload: Array("hi".utf8))], 1002, .protocolError),
+        (
+            "unmasked frame", [ClientFrameEncoder.encode(opcode: 1, payload: Array("hi".utf8), masked: false)], 1002,
+            .protocolError
+        ),
+        (
+            "reserved bits", [ClientFrameEncoder.encode(opcode: 1, rsv: 4, payload: Array("hi".utf8))], 1002,
+            .protocolError
+        ),
         ("reserved opcode", [ClientFrameEncoder.encode(opcode: 3, payload: [])], 1002, .protocolError),
         ("fragmented ping", [ClientFrameEncoder.encode(opcode: 9, fin: false, payload: [])], 1002, .protocolError),
-        ("ping over 125 bytes", [ClientFrameEncoder.encode(opcode: 9, payload: [UInt8](repeating: 1, count: 126))], 1002, .protocolError),
-        ("continuation without a start", [ClientFrameEncoder.encode(opcode: 0, payload: Array("x".utf8))], 1002, .protocolError),
-        ("new message inside a fragmented one", [
-            ClientFrameEncoder.encode(opcode: 1, fin: false, payload: Array("a".utf8)),
-            ClientFrameEncoder.encode(opcode: 1, payload: Array("b".utf8)),
-        ], 1002, .protocolError),
-        ("invalid UTF-8", [ClientFrameEncoder.encode(opcode: 1, payload: [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80])], 1007, .invalidPayload),
-        ("UTF-8 cut across fragments", [
-            ClientFrameEncoder.encode(opcode: 1, fin: false, payload: [0xE2, 0x82]),
-            ClientFrameEncoder.encode(opcode: 0, payload: [0x41]),
-        ], 1007, .invalidPayload),
-        ("message over the size limit", [ClientFrameEncoder.encode(opcode: 2, payload: [UInt8](repeating: 7, count: 5000))], 1009, .messageTooBig),
-        ("fragments over the size limit", [
-            ClientFrameEncoder.encode(opcode: 2, fin: false, payload: [UInt8](repeating: 7, count: 3000)),
-            ClientFrameEncoder.encode(opcode: 0, payload: [UInt8](repeating: 7, count: 3000)),
-        ], 1009, .messageTooBig),
+        (
+            "ping over 125 bytes", [ClientFrameEncoder.encode(opcode: 9, payload: [UInt8](repeating: 1, count: 126))],
+            1002, .protocolError
+        ),
+        (
+            "continuation without a start", [ClientFrameEncoder.encode(opcode: 0, payload: Array("x".utf8))], 1002,
+            .protocolError
+        ),
+        (
+            "new message inside a fragmented one",
+            [
+                ClientFrameEncoder.encode(opcode: 1, fin: false, payload: Array("a".utf8)),
+                ClientFrameEncoder.encode(opcode: 1, payload: Array("b".utf8)),
+            ], 1002, .protocolError
+        ),
+        (
+            "invalid UTF-8",
+            [
+                ClientFrameEncoder.encode(
+                    opcode: 1,
+                    payload: [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80])
+            ], 1007, .invalidPayload
+        ),
+        (
+            "UTF-8 cut across fragments",
+            [
+                ClientFrameEncoder.encode(opcode: 1, fin: false, payload: [0xE2, 0x82]),
+                ClientFrameEncoder.encode(opcode: 0, payload: [0x41]),
+            ], 1007, .invalidPayload
+        ),
+        (
+            "message over the size limit",
+            [ClientFrameEncoder.encode(opcode: 2, payload: [UInt8](repeating: 7, count: 5000))], 1009, .messageTooBig
+        ),
+        (
+            "fragments over the size limit",
+            [
+                ClientFrameEncoder.encode(opcode: 2, fin: false, payload: [UInt8](repeating: 7, count: 3000)),
+                ClientFrameEncoder.encode(opcode: 0, payload: [UInt8](repeating: 7, count: 3000)),
+            ], 1009, .messageTooBig
+        ),
         ("close code 1005 on the wire", [ClientFrameEncoder.close(code: 1005)], 1002, .protocolError),
-        ("close reason not UTF-8", [ClientFrameEncoder.encode(opcode: 8, payload: [0x03, 0xE8, 0xFF])], 1007, .invalidPayload),
+        (
+            "close reason not UTF-8", [ClientFrameEncoder.encode(opcode: 8, payload: [0x03, 0xE8, 0xFF])], 1007,
+            .invalidPayload
+        ),
     ]
 
     @Test(arguments: cases.indices)

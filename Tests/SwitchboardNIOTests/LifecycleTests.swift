@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import NIOCore
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Every way out leaves every table: registry empty, gauge at 0, the reason counted.
 @Suite("Lifecycle")

@@ -29,7 +29,8 @@ public enum FrameEncoder {
         return frame
     }
 
-    public static func encodeText(_ text: String, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    public static func encodeText(_ text: String, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer
+    {
         encode(.text, bytes: text.utf8, allocator: allocator)
     }
 

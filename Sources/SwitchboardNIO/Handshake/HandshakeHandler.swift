@@ -72,7 +72,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .done = state else {
             state = .done
             hub.metrics.rejected(.timeout)
-            hub.logger.debug("handshake timeout", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+            hub.logger.debug(
+                "handshake timeout", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
             context.close(promise: nil)
             return
         }
@@ -89,7 +90,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard !hub.isShuttingDown else {
             state = .done
-            return reject(.init(status: .serviceUnavailable, reason: "server shutting down", kind: .shuttingDown), context: context)
+            return reject(
+                .init(status: .serviceUnavailable, reason: "server shutting down", kind: .shuttingDown),
+                context: context)
         }
         guard hub.reserveConnectionSlot() else {
             state = .done
@@ -126,9 +129,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             hub.releaseConnectionSlot()
             return
         }
-        var headers = HTTPHeaders([("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept)])
+        var headers = HTTPHeaders([
+            ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept),
+        ])
         if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
+            promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
 
         let connection = WebSocketConnection(
@@ -160,7 +167,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Connection", "close"),
         ])
         headers.add(contentsOf: rejection.extraHeaders)
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: rejection.status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: rejection.status, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)

@@ -137,7 +137,9 @@ final class LoopShard: @unchecked Sendable {
 
     private func firstHeartbeatCheck(_ connection: WebSocketConnection) -> Int64? {
         let configuration = configuration
-        guard configuration.pingInterval.nanoseconds > 0 || configuration.idleTimeout.nanoseconds > 0 else { return nil }
+        guard configuration.pingInterval.nanoseconds > 0 || configuration.idleTimeout.nanoseconds > 0 else {
+            return nil
+        }
         if case .wait(let until) = connection.heartbeat.evaluate(now: Self.now(), nextInterval: 0) { return until }
         return Self.now()
     }
@@ -163,7 +165,9 @@ final class LoopShard: @unchecked Sendable {
         let interval = configuration.pingInterval.nanoseconds
         for id in expired {
             guard let connection = registry[id] else { continue }
-            if let next = connection.heartbeatDue(now: now, nextInterval: interval > 0 ? jittered(interval) : Int64.max / 2) {
+            if let next = connection.heartbeatDue(
+                now: now, nextInterval: interval > 0 ? jittered(interval) : Int64.max / 2)
+            {
                 wheel.schedule(id, at: next)
             }
         }

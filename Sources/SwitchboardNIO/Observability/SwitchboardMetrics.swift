@@ -32,11 +32,21 @@ public final class SwitchboardMetrics: Sendable {
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)
         connectionsClosed = Dictionary(
             uniqueKeysWithValues: DisconnectReason.allCases.map {
-                ($0, Counter(label: "switchboard_connections_closed_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    Counter(
+                        label: "switchboard_connections_closed_total", dimensions: [("reason", $0.rawValue)],
+                        factory: factory)
+                )
             })
         handshakesRejected = Dictionary(
             uniqueKeysWithValues: HandshakeRejection.allCases.map {
-                ($0, Counter(label: "switchboard_handshakes_rejected_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    Counter(
+                        label: "switchboard_handshakes_rejected_total", dimensions: [("reason", $0.rawValue)],
+                        factory: factory)
+                )
             })
         messagesIn = Counter(label: "switchboard_messages_in_total", factory: factory)
         bytesIn = Counter(label: "switchboard_bytes_in_total", factory: factory)

@@ -32,7 +32,9 @@ public protocol SwitchboardApplication: Sendable {
 extension SwitchboardApplication {
     public var supportedSubprotocols: [String] { [] }
 
-    public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision> {
+    public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<
+        UpgradeDecision
+    > {
         let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
         let chosen = supportedSubprotocols.first { offered.contains($0) }
         return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: chosen))

@@ -53,7 +53,8 @@ public final class SwitchboardServer: Service, Sendable {
             // Each channel keeps its receive buffer between reads: start small so an idle connection
             // holds 512 bytes, not NIO's default 2 KiB; the allocator grows it for busy ones.
             .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+            )
             .childChannelOption(
                 .writeBufferWaterMark,
                 value: .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
@@ -83,10 +84,12 @@ public final class SwitchboardServer: Service, Sendable {
     /// Stops accepting, closes every connection with 1001 in batches, waits up to `shutdownTimeout`
     /// for queues to drain and close handshakes to finish, then drops what is left and stops the loops.
     public func shutdown() async {
-        guard let channel = listener.withLockedValue({ value -> (any Channel)? in
-            defer { value = nil }
-            return value
-        }) else { return }
+        guard
+            let channel = listener.withLockedValue({ value -> (any Channel)? in
+                defer { value = nil }
+                return value
+            })
+        else { return }
         logger.info("shutting down", metadata: ["connections": "\(hub.connectionCount)"])
         try? await channel.close()
         try? await hub.drain(deadline: configuration.shutdownTimeout).get()

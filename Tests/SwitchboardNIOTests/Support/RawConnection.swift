@@ -43,7 +43,9 @@ final class RawConnection: Sendable {
 
     /// Waits until the server closes the connection; returns what it sent.
     func waitForServerClose(timeout: TimeAmount = .seconds(20)) async throws -> String {
-        let timer = channel.eventLoop.scheduleTask(in: timeout) { self.collector.closed.fail(ChannelError.connectTimeout(timeout)) }
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            self.collector.closed.fail(ChannelError.connectTimeout(timeout))
+        }
         try await collector.closed.futureResult.get()
         timer.cancel()
         return String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self)

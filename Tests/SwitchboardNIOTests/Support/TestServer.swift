@@ -79,7 +79,8 @@ struct TestServer {
         var logger = Logger(label: "switchboard-test")
         logger.logLevel = .critical
         let server = SwitchboardServer(
-            configuration: configuration, application: app, metrics: SwitchboardMetrics(factory: metrics), logger: logger)
+            configuration: configuration, application: app, metrics: SwitchboardMetrics(factory: metrics),
+            logger: logger)
         let address = try await server.start()
         return TestServer(server: server, metrics: metrics, app: app, port: address.port ?? 0)
     }
@@ -109,7 +110,8 @@ struct TestServer {
     var openGauge: Double? { try? metrics.expectGauge("switchboard_connections_open").lastValue }
 
     func closedCount(_ reason: DisconnectReason) -> Int64 {
-        (try? metrics.expectCounter("switchboard_connections_closed_total", [("reason", reason.rawValue)]).totalValue) ?? 0
+        (try? metrics.expectCounter("switchboard_connections_closed_total", [("reason", reason.rawValue)]).totalValue)
+            ?? 0
     }
 
     func rejectedCount(_ reason: String) -> Int64 {
