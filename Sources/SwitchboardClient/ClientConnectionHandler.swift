@@ -3,9 +3,20 @@ import SwitchboardCore
 
 /// Sends the upgrade request, checks the 101 response, then splits server frames for a sink and
 /// answers pings (unless told not to, to play a dead client).
-final class ClientConnectionHandler: ChannelInboundHandler {
+final class ClientConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    /// Notes a close frame the client sends itself, so the server's answer is not echoed again.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let bytes = unwrapOutboundIn(data)
+        if case .open = state, bytes.getInteger(at: bytes.readerIndex, as: UInt8.self).map({ $0 & 0x0F == 0x8 }) == true
+        {
+            closeAnswered = true
+        }
+        context.write(data, promise: promise)
+    }
 
     private enum State {
         case handshaking(ByteBuffer?)
@@ -21,6 +32,7 @@ final class ClientConnectionHandler: ChannelInboundHandler {
     private var state = State.handshaking(nil)
     private var pending: ByteBuffer?
     private var parser = ServerFrameParser()
+    private var closeAnswered = false
 
     init(handshake: ClientHandshake, upgraded: EventLoopPromise<String?>, sink: any ClientFrameSink, autoPong: Bool) {
         self.handshake = handshake
@@ -79,6 +91,12 @@ final class ClientConnectionHandler: ChannelInboundHandler {
             input = buffered
         }
         while let frame = parser.next(from: &input) {
+            if frame.opcode == Opcode.close.rawValue, autoPong, !closeAnswered {
+                // Complete the close handshake as a well-behaved client does: echo the code.
+                closeAnswered = true
+                let code = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt16.self)
+                context.writeAndFlush(wrapOutboundOut(ClientFrameEncoder.close(code: code)), promise: nil)
+            }
             if frame.opcode == Opcode.ping.rawValue, autoPong {
                 let pong = ClientFrameEncoder.encode(
                     opcode: Opcode.pong.rawValue, payload: Array(frame.payload.readableBytesView),

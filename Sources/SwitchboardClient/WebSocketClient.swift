@@ -9,7 +9,8 @@ public struct ClientOptions: Sendable {
     public var subprotocols: [String] = []
     /// Source address to bind (e.g. 127.0.0.7), to spread many connections over address space.
     public var localAddress: String?
-    /// Answer server pings automatically. Turn off to play a client that has stopped responding.
+    /// Answer server pings and close frames automatically. Turn off to play a client that has
+    /// stopped responding.
     public var autoPong = true
     public var connectTimeout = TimeAmount.seconds(10)
 

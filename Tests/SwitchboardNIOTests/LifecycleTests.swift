@@ -70,7 +70,7 @@ struct LifecycleTests {
 
     @Test func peerThatNeverAnswersOurCloseIsDroppedAfterTheCloseTimeout() async throws {
         let server = try await TestServer.start { $0.closeTimeout = .milliseconds(200) }
-        let client = try await server.connectRegistered()
+        let client = try await server.connectRegistered(autoPong: false)
         let id = try #require(server.app.opened.first?.id)
         server.hub.close(id, code: .normal, reason: "done")
         // The client reads the close frame but never replies: the server must still let go.

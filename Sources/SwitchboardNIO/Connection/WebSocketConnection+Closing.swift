@@ -7,12 +7,16 @@ import SwitchboardCore
 extension WebSocketConnection {
     /// Starts the close handshake. Data already queued goes out before the close frame (so a drain on
     /// shutdown delivers it), except for a slow consumer, whose backlog is the problem.
-    func close(_ reason: DisconnectReason, code: CloseCode? = nil, message: String? = nil) {
+    func close(
+        _ reason: DisconnectReason, code: CloseCode? = nil, message: String? = nil, reconnectAfter: TimeAmount? = nil
+    ) {
         guard case .sendClose(let code, let message) = machine.close(reason, code: code, message: message) else {
             return
         }
         if reason == .slowConsumer { discardQueue() }
-        sendCloseFrame(code, message)
+        let notice = hub.application.disconnectNotice(
+            reason: reason, code: code, message: message, reconnectAfter: reconnectAfter)
+        sendCloseFrame(code, message, notice: notice)
     }
 
     /// The peer broke the protocol: send the close frame, stop reading the now unparseable stream,
@@ -30,7 +34,7 @@ extension WebSocketConnection {
         startCloseTimer()
     }
 
-    private func sendCloseFrame(_ code: CloseCode, _ message: String) {
+    private func sendCloseFrame(_ code: CloseCode, _ message: String, notice: ByteBuffer?) {
         guard let context else { return }
         let before = queue.count
         while let frame = queue.popFirst() {
@@ -39,6 +43,7 @@ extension WebSocketConnection {
             context.write(wrapOutboundOut(frame), promise: nil)
         }
         shard.queuedMessages -= before
+        if let notice { context.write(wrapOutboundOut(notice), promise: nil) }
         context.writeAndFlush(
             wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),
             promise: nil)

@@ -48,6 +48,9 @@ public final class Hub: Sendable {
         }
     }
 
+    /// The event loops, in shard order: `ConnectionID.shard` indexes this array.
+    public var eventLoops: [any EventLoop] { shards.map(\.eventLoop) }
+
     func shard(for eventLoop: any EventLoop) -> LoopShard? {
         shards.first { $0.eventLoop === eventLoop }
     }

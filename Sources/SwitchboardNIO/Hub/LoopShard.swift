@@ -195,7 +195,9 @@ final class LoopShard: @unchecked Sendable {
         let window = max(configuration.reconnectJitterWindow.nanoseconds / 1_000_000, 1)
         for connection in batch {
             let after = Int64.random(in: 0...window, using: &rng)
-            connection.close(.shutdown, message: "server shutting down; reconnect after \(after) ms")
+            connection.close(
+                .shutdown, message: "server shutting down; reconnect after \(after) ms",
+                reconnectAfter: .milliseconds(after))
         }
         let rest = Array(remaining.dropFirst(batch.count))
         guard !rest.isEmpty else { return }

@@ -27,6 +27,11 @@ public protocol SwitchboardApplication: Sendable {
     func connectionOpened(_ connection: ConnectionHandle)
     func connection(_ connection: ConnectionHandle, received message: DataMessage)
     func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason)
+    /// A message to send just before the close frame when the server ends a connection (the client
+    /// protocol's disconnect notice), or nil. `reconnectAfter` is the jittered hint of a shutdown.
+    func disconnectNotice(
+        reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
+    ) -> ByteBuffer?
 }
 
 extension SwitchboardApplication {
@@ -42,6 +47,9 @@ extension SwitchboardApplication {
 
     public func connectionOpened(_ connection: ConnectionHandle) {}
     public func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason) {}
+    public func disconnectNotice(
+        reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
+    ) -> ByteBuffer? { nil }
 }
 
 /// A connection as the application sees it: its identity and a way to talk to it from any thread.
@@ -49,7 +57,7 @@ public struct ConnectionHandle: Sendable, Hashable {
     public let id: ConnectionID
     public let userID: String?
     public let subprotocol: String?
-    let hub: Hub
+    public let hub: Hub
 
     public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }

@@ -1,0 +1,39 @@
+import NIOCore
+import SwitchboardCore
+
+/// One channel's state in the in-process broker: offsets, epoch, the history ring and presence.
+struct ChannelState {
+    let epoch: String
+    var offset = 0
+    var history = CircularBuffer<Publication>()
+    var subscribers = 0
+    var members: [ConnectionID: PresenceMember] = [:]
+
+    init() {
+        epoch = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    }
+
+    /// Nothing worth keeping: the channel can be forgotten and costs nothing.
+    var isIdle: Bool { subscribers == 0 && history.isEmpty && members.isEmpty }
+
+    mutating func append(_ publication: Publication, options: NamespaceOptions) {
+        guard options.historySize > 0 else { return }
+        history.append(publication)
+        while history.count > options.historySize { history.removeFirst() }
+    }
+
+    mutating func expire(now: Int64, options: NamespaceOptions) {
+        let ttl = options.historyTTL.nanoseconds
+        guard ttl > 0 else { return }
+        while let first = history.first, now - first.time > ttl { history.removeFirst() }
+    }
+
+    /// Publications after `offset`, oldest first, at most `limit`; `complete` when none after it
+    /// is missing from history.
+    func publications(after offset: Int, limit: Int) -> (publications: [Publication], complete: Bool) {
+        let oldest = history.first?.offset ?? self.offset + 1
+        let complete = offset >= oldest - 1 && offset <= self.offset
+        let missed = history.filter { $0.offset > offset }
+        return (Array(missed.prefix(limit)), complete && missed.count <= limit)
+    }
+}

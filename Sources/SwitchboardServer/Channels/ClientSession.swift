@@ -1,0 +1,27 @@
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+/// One connection's channel-layer state, owned by its event loop's `ChannelsShard`.
+final class ClientSession {
+    enum SubscriptionState {
+        /// Waiting for the broker's snapshot; live publications wait here, in order.
+        case recovering([(Publication, ByteBuffer)])
+        /// Delivering; publications at or below `lastOffset` are duplicates of the snapshot.
+        case live(lastOffset: Int)
+    }
+
+    let handle: ConnectionHandle
+    var subscriptions: [String: SubscriptionState] = [:]
+    var bucket: TokenBucket
+    var rejectedPublishes = 0
+
+    init(handle: ConnectionHandle, bucket: TokenBucket) {
+        self.handle = handle
+        self.bucket = bucket
+    }
+
+    var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID) }
+
+    func send(_ frame: ByteBuffer) { handle.send(frame: frame) }
+}

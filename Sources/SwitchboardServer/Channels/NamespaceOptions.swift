@@ -1,0 +1,51 @@
+import NIOCore
+
+/// How the channels of one namespace (`chat` in `chat:lobby`) behave.
+public struct NamespaceOptions: Sendable {
+    /// Publications kept per channel for `history` and recovery. Default 0: no history.
+    public var historySize = 0
+    /// Publications older than this leave history. Default 5 minutes; zero keeps them until pushed out.
+    public var historyTTL = TimeAmount.minutes(5)
+    /// Track who is in each channel. Default off.
+    public var presence = false
+    /// Push join and leave events to subscribers. Default off.
+    public var joinLeave = false
+    /// Answer `presence` with counts only (connections and unique users), for big rooms. Default off.
+    public var countsOnly = false
+    /// Join/leave pushes stop once a channel has more members than this: in a big room they would
+    /// flood every subscriber; `presence` still answers. Default 1,000.
+    public var joinLeaveMaxMembers = 1000
+    /// Whether clients may publish (the server can always publish). Default true.
+    public var clientsMayPublish = true
+    /// Include the publisher's user id in publications. Default true.
+    public var showPublisher = true
+
+    public init() {}
+}
+
+/// Channel-layer settings: namespaces and per-connection limits.
+public struct ChannelsConfiguration: Sendable {
+    /// Options per namespace. A channel without a `:` belongs to the namespace "" (the default).
+    public var namespaces: [String: NamespaceOptions] = ["": NamespaceOptions()]
+    /// Subscriptions one connection may hold. Default 128.
+    public var maxSubscriptionsPerConnection = 128
+    /// Sustained publishes per second per connection (token bucket). Default 20.
+    public var publishRate = 20.0
+    /// Publishes allowed in a burst. Default 40.
+    public var publishBurst = 40.0
+    /// Rejected publishes in a row after which the connection is closed with 1008. Default 100.
+    public var maxRejectedPublishes = 100
+
+    public init() {}
+
+    /// A namespace with history, presence and join/leave: what a chat room wants.
+    public static var chatDefaults: ChannelsConfiguration {
+        var configuration = ChannelsConfiguration()
+        var chat = NamespaceOptions()
+        chat.historySize = 100
+        chat.presence = true
+        chat.joinLeave = true
+        configuration.namespaces["chat"] = chat
+        return configuration
+    }
+}

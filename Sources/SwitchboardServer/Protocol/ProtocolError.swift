@@ -1,0 +1,20 @@
+/// The error replies of client protocol v1 (docs/PROTOCOL.md keeps the same table).
+public struct ProtocolError: Error, Equatable, Sendable {
+    public let code: Int
+    public let message: String
+
+    public init(_ code: Int, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public static func badRequest(_ detail: String) -> ProtocolError { .init(100, "bad request: \(detail)") }
+    public static let unknownCommand = ProtocolError(101, "unknown command")
+    public static let unknownNamespace = ProtocolError(102, "unknown namespace")
+    public static let invalidChannel = ProtocolError(103, "invalid channel name")
+    public static func notAllowed(_ what: String) -> ProtocolError { .init(104, "not allowed: \(what)") }
+    public static let tooManySubscriptions = ProtocolError(105, "limit exceeded: too many subscriptions")
+    public static let rateLimited = ProtocolError(106, "limit exceeded: publish rate")
+    public static let alreadySubscribed = ProtocolError(107, "already subscribed")
+    public static let notSubscribed = ProtocolError(108, "not subscribed")
+}

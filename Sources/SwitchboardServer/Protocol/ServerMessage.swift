@@ -1,0 +1,50 @@
+import Foundation
+import NIOCore
+import SwitchboardCore
+
+/// Builds the server's JSON messages as text frames. Hand-assembled so a publication's data goes out
+/// as the very bytes the publisher sent, and a push for many subscribers is encoded once.
+public enum ServerMessage {
+    public static func reply(id: Int, result: String = "{}") -> ByteBuffer {
+        frame("{\"id\":\(id),\"ok\":\(result)}")
+    }
+
+    public static func error(id: Int?, _ error: ProtocolError) -> ByteBuffer {
+        let id = id.map(String.init) ?? "null"
+        return frame("{\"id\":\(id),\"error\":{\"code\":\(error.code),\"message\":\(quote(error.message))}}")
+    }
+
+    public static func publication(_ publication: Publication, channel: String, showUser: Bool) -> ByteBuffer {
+        frame(publicationJSON(publication, channel: channel, showUser: showUser, push: true))
+    }
+
+    static func publicationJSON(_ publication: Publication, channel: String?, showUser: Bool, push: Bool) -> String {
+        var json = push ? "{\"push\":\"pub\",\"channel\":\(quote(channel ?? "")),\"offset\":" : "{\"offset\":"
+        json += "\(publication.offset),\"data\":\(publication.data)"
+        if showUser, let user = publication.user { json += ",\"user\":\(quote(user))" }
+        return json + "}"
+    }
+
+    public static func membership(_ event: String, channel: String, member: PresenceMember) -> ByteBuffer {
+        frame("{\"push\":\"\(event)\",\"channel\":\(quote(channel)),\"info\":\(member.json)}")
+    }
+
+    public static func disconnect(code: CloseCode, reason: String, reconnect: Bool, afterMilliseconds: Int?)
+        -> ByteBuffer
+    {
+        var json =
+            "{\"push\":\"disconnect\",\"code\":\(code.rawValue),\"reason\":\(quote(reason)),\"reconnect\":\(reconnect)"
+        if let after = afterMilliseconds { json += ",\"after_ms\":\(after)" }
+        return frame(json + "}")
+    }
+
+    static func frame(_ json: String) -> ByteBuffer { FrameEncoder.encodeText(json) }
+
+    /// A JSON string literal.
+    public static func quote(_ string: String) -> String {
+        guard let data = try? JSONSerialization.data(withJSONObject: string, options: [.fragmentsAllowed]) else {
+            return "\"\""
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}

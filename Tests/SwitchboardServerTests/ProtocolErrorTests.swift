@@ -1,0 +1,68 @@
+import Foundation
+import NIOCore
+import SwitchboardClient
+import SwitchboardServer
+import Testing
+
+@Suite("Protocol errors and limits")
+struct ProtocolErrorTests {
+    @Test func everyErrorIsAnsweredAndTheConnectionLivesOn() async throws {
+        let server = try await ChannelsServer.start { $0.maxSubscriptionsPerConnection = 2 }
+        let client = try await server.connect(user: "ada")
+
+        client.client.send(text: "{not json")
+        let bad = try await client.next()
+        #expect(bad.errorCode == 100)
+        #expect(bad["id"] is NSNull)
+
+        let cases: [([String: Any], Int)] = [
+            (["cmd": "teleport"], 101),
+            (["channel": "chat:x"], 100),
+            (["cmd": "subscribe"], 100),
+            (["cmd": "subscribe", "channel": "nowhere:x"], 102),
+            (["cmd": "subscribe", "channel": "bad channel!"], 103),
+            (["cmd": "subscribe", "channel": String(repeating: "a", count: 256)], 103),
+            (["cmd": "publish", "channel": "ro:news", "data": 1], 104),
+            (["cmd": "presence", "channel": "plain"], 104),
+            (["cmd": "history", "channel": "plain"], 104),
+            (["cmd": "unsubscribe", "channel": "chat:never"], 108),
+            (["cmd": "subscribe", "channel": "chat:recover", "recover": ["offset": 1]], 100),
+        ]
+        for (command, code) in cases {
+            let reply = try await client.call(command).reply
+            #expect(reply.errorCode == code, "\(command)")
+        }
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:a"]).reply.ok != nil)
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:a"]).reply.errorCode == 107)
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:b"]).reply.ok != nil)
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:c"]).reply.errorCode == 105)
+        #expect(try await client.call(["cmd": "ping"]).reply.ok != nil)
+        await server.stop()
+    }
+
+    @Test func binaryMessagesCloseWith1003() async throws {
+        let server = try await ChannelsServer.start()
+        let client = try await server.connect()
+        client.client.send(binary: [1, 2, 3])
+        #expect(try await client.client.waitForClose()?.code == 1003)
+        await server.stop()
+    }
+
+    @Test func publishRateIsLimitedAndSustainedAbuseCloses() async throws {
+        let server = try await ChannelsServer.start {
+            $0.publishRate = 0.001
+            $0.publishBurst = 2
+            $0.maxRejectedPublishes = 3
+        }
+        let client = try await server.connect(user: "spammer")
+        var codes: [Int?] = []
+        for _ in 0..<6 {
+            codes.append(try await client.call(["cmd": "publish", "channel": "chat:s", "data": 1]).reply.errorCode)
+        }
+        #expect(codes == [nil, nil, 106, 106, 106, 106])
+        let notice = try await client.nextPush("disconnect")
+        #expect(notice["code"] as? Int == 1008)
+        #expect(try await client.client.waitForClose()?.code == 1008)
+        await server.stop()
+    }
+}
