@@ -11,7 +11,7 @@ struct OutboundQueueTests {
         var queue = OutboundQueue(maxBytes: 100, maxMessages: 10, policy: .disconnect)
         for size in 1...4 { #expect(queue.enqueue(frame(size)) == .queued) }
         #expect(queue.byteCount == 10)
-        #expect((1...4).map { _ in queue.popFirst()?.readableBytes } == [1, 2, 3, 4])
+        #expect((1...4).map { _ in queue.popFirst()?.frame.readableBytes } == [1, 2, 3, 4])
         #expect(queue.isEmpty && queue.byteCount == 0)
     }
 
@@ -32,9 +32,40 @@ struct OutboundQueueTests {
         #expect(queue.count == 3)
         #expect(queue.byteCount == 100)
         #expect(queue.enqueue(frame(5)) == .queuedAfterDropping(1))  // now the message count binds
-        #expect(queue.popFirst()?.readableBytes == 20)
+        #expect(queue.popFirst()?.frame.readableBytes == 20)
         #expect(queue.removeAll() == 2)
         #expect(queue.byteCount == 0)
+    }
+}
+
+@Suite("Outbound queue lanes")
+struct OutboundQueueLaneTests {
+    private func frame(_ size: Int) -> ByteBuffer { ByteBuffer(repeating: 1, count: size) }
+
+    @Test func latestKeepsOnlyTheNewestPendingMessagePerLane() {
+        var queue = OutboundQueue(maxBytes: 1000, maxMessages: 100, policy: .disconnect)
+        let prices = DeliveryLane(name: "prices", policy: .latest)
+        let chat = DeliveryLane(name: "chat", policy: .disconnect)
+        #expect(queue.enqueue(frame(1), lane: prices) == .queued)
+        #expect(queue.enqueue(frame(2), lane: chat) == .queued)
+        #expect(queue.enqueue(frame(3), lane: prices) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(4), lane: prices) == .queuedAfterDropping(1))
+        #expect(queue.count == 2)
+        #expect(queue.takeGap(for: prices) == 2)
+        #expect(queue.takeGap(for: chat) == nil)
+        #expect(queue.popFirst()?.frame.readableBytes == 2)
+        #expect(queue.popFirst()?.frame.readableBytes == 4)
+    }
+
+    @Test func laneDropsAreRecordedAsGapsAndDisconnectLanesOverflow() {
+        var queue = OutboundQueue(maxBytes: 10, maxMessages: 100, policy: .disconnect)
+        let feed = DeliveryLane(name: "feed", policy: .dropOldest)
+        let strict = DeliveryLane(name: "strict", policy: .disconnect)
+        for _ in 0..<5 { _ = queue.enqueue(frame(2), lane: feed) }
+        #expect(queue.enqueue(frame(4), lane: feed) == .queuedAfterDropping(2))
+        #expect(queue.enqueue(frame(1), lane: strict) == .overflow)
+        #expect(queue.takeAllGaps() == [feed: 2])
+        #expect(!queue.hasGaps)
     }
 }
 

@@ -46,7 +46,7 @@ struct HeartbeatTests {
     @Test func idleClientIsClosedButActivityKeepsItOpen() async throws {
         let server = try await TestServer.start {
             $0.pingInterval = .zero
-            $0.idleTimeout = .milliseconds(300)
+            $0.idleTimeout = .seconds(1)
         }
         let idle = try await server.connectRegistered()
         let close = try await idle.waitForClose()
@@ -54,11 +54,11 @@ struct HeartbeatTests {
         #expect(close?.reason == "idle timeout")
         #expect(server.closedCount(.idleTimeout) == 1)
         let chatty = try await server.connectRegistered()
-        // The chatty one keeps talking every 100 ms for 600 ms (twice the idle timeout).
-        for index in 0..<6 {
+        // The chatty one keeps talking every 150 ms for 2.4 s (more than twice the idle timeout).
+        for index in 0..<16 {
             chatty.send(text: "\(index)")
             #expect(try await chatty.nextMessage() == .text("\(index)"))
-            try await Task.sleep(for: .milliseconds(100))
+            try await Task.sleep(for: .milliseconds(150))
         }
         #expect(server.hub.connectionCount == 1)
         await chatty.disconnect()

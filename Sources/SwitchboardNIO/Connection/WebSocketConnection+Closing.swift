@@ -37,10 +37,10 @@ extension WebSocketConnection {
     private func sendCloseFrame(_ code: CloseCode, _ message: String, notice: ByteBuffer?) {
         guard let context else { return }
         let before = queue.count
-        while let frame = queue.popFirst() {
+        while let entry = queue.popFirst() {
             shard.counters.messagesOut += 1
-            shard.counters.bytesOut += frame.readableBytes
-            context.write(wrapOutboundOut(frame), promise: nil)
+            shard.counters.bytesOut += entry.frame.readableBytes
+            context.write(wrapOutboundOut(entry.frame), promise: nil)
         }
         shard.queuedMessages -= before
         if let notice { context.write(wrapOutboundOut(notice), promise: nil) }

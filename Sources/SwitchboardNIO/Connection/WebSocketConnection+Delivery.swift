@@ -6,14 +6,15 @@ import SwitchboardCore
 /// when it is full. Flushes are requested from the shard, which issues one per connection per batch.
 extension WebSocketConnection {
     /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
-    func enqueue(_ frame: ByteBuffer, requestingFlush: Bool = true) {
+    func enqueue(_ frame: ByteBuffer, lane: DeliveryLane? = nil, requestingFlush: Bool = true) {
         guard machine.state == .open, let context else { return }
         if queue.isEmpty, context.channel.isWritable {
+            if queue.hasGaps { drainQueue() }  // report what a lane lost before its next message
             write(frame, context: context, requestingFlush: requestingFlush)
             return
         }
         let before = queue.count
-        let result = queue.enqueue(frame)
+        let result = queue.enqueue(frame, lane: lane)
         shard.queuedMessages += queue.count - before
         switch result {
         case .queued:
@@ -46,13 +47,23 @@ extension WebSocketConnection {
         requestFlush()
     }
 
+    /// Writes queued messages while the socket takes them. A lane that lost messages gets its gap
+    /// notice (a control message) right before its next message, or once the queue is empty.
     func drainQueue() {
-        guard let context, !queue.isEmpty else { return }
+        guard let context, !queue.isEmpty || queue.hasGaps else { return }
         let before = queue.count
-        while context.channel.isWritable, let frame = queue.popFirst() {
-            write(frame, context: context)
+        while context.channel.isWritable, let entry = queue.popFirst() {
+            if let lane = entry.lane, let dropped = queue.takeGap(for: lane) { writeGapNotice(lane, dropped) }
+            write(entry.frame, context: context)
+        }
+        if queue.isEmpty {
+            for (lane, dropped) in queue.takeAllGaps() { writeGapNotice(lane, dropped) }
         }
         shard.queuedMessages -= before - queue.count
+    }
+
+    private func writeGapNotice(_ lane: DeliveryLane, _ dropped: Int) {
+        if let notice = hub.application.gapNotice(lane: lane, dropped: dropped) { writeControl(notice) }
     }
 
     func discardQueue() {

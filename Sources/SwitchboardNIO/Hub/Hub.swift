@@ -96,9 +96,9 @@ public final class Hub: Sendable {
     }
 
     /// Queues an encoded frame (see `FrameEncoder`) for one connection; unknown ids are ignored.
-    public func send(frame: ByteBuffer, to id: ConnectionID) {
+    public func send(frame: ByteBuffer, to id: ConnectionID, lane: DeliveryLane? = nil) {
         guard shards.indices.contains(id.shard) else { return }
-        onShard(shards[id.shard]) { $0.deliver(frame, to: id) }
+        onShard(shards[id.shard]) { $0.deliver(frame, to: id, lane: lane) }
     }
 
     /// Queues an encoded frame for every connection of a user, on every loop.

@@ -76,8 +76,8 @@ final class LoopShard: @unchecked Sendable {
 
     // MARK: delivery
 
-    func deliver(_ frame: ByteBuffer, to id: ConnectionID) {
-        registry[id]?.enqueue(frame)
+    func deliver(_ frame: ByteBuffer, to id: ConnectionID, lane: DeliveryLane? = nil) {
+        registry[id]?.enqueue(frame, lane: lane)
     }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {

@@ -32,6 +32,9 @@ public protocol SwitchboardApplication: Sendable {
     func disconnectNotice(
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer?
+    /// A message telling the client that `dropped` messages of `lane` were dropped for it (the client
+    /// protocol's gap notice), sent before the lane's next message; or nil.
+    func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer?
 }
 
 extension SwitchboardApplication {
@@ -50,6 +53,7 @@ extension SwitchboardApplication {
     public func disconnectNotice(
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer? { nil }
+    public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? { nil }
 }
 
 /// A connection as the application sees it: its identity and a way to talk to it from any thread.
@@ -62,8 +66,8 @@ public struct ConnectionHandle: Sendable, Hashable {
     public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
-    /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection.
-    public func send(frame: ByteBuffer) { hub.send(frame: frame, to: id) }
+    /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection, in `lane` if given.
+    public func send(frame: ByteBuffer, lane: DeliveryLane? = nil) { hub.send(frame: frame, to: id, lane: lane) }
 
     public func send(text: String) { hub.send(frame: FrameEncoder.encodeText(text), to: id) }
 

@@ -96,14 +96,19 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
             afterMilliseconds: reconnectAfter.map { Int($0.nanoseconds / 1_000_000) })
     }
 
+    public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? {
+        ServerMessage.gap(channel: lane.name, dropped: dropped)
+    }
+
     // MARK: BrokerDelivery
 
     public func deliver(_ publication: Publication, channel: String) {
         guard let shards = attached?.shards else { return }
-        let frame = ServerMessage.publication(
-            publication, channel: channel, showUser: options(for: channel)?.showPublisher ?? false)
+        let options = options(for: channel) ?? NamespaceOptions()
+        let frame = ServerMessage.publication(publication, channel: channel, showUser: options.showPublisher)
+        let lane = DeliveryLane(name: channel, policy: options.slowConsumer)
         for shard in shards {
-            shard.eventLoop.execute { shard.deliver(publication, frame: frame, channel: channel) }
+            shard.eventLoop.execute { shard.deliver(publication, frame: frame, lane: lane, channel: channel) }
         }
     }
 
@@ -215,8 +220,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
                 }
                 session.send(ServerMessage.reply(id: id, result: result + "}"))
                 var last = max(snapshot.offset, snapshot.publications.last?.offset ?? 0)
-                for (publication, frame) in pending where publication.offset > last {
-                    session.send(frame)
+                for (publication, frame, lane) in pending where publication.offset > last {
+                    session.send(frame, lane: lane)
                     last = publication.offset
                 }
                 session.subscriptions[channel] = .live(lastOffset: last)

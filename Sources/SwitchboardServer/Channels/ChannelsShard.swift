@@ -20,17 +20,17 @@ final class ChannelsShard: @unchecked Sendable {
     }
 
     /// A publication fanned out to this loop: the same encoded frame for every local subscriber.
-    func deliver(_ publication: Publication, frame: ByteBuffer, channel: String) {
+    func deliver(_ publication: Publication, frame: ByteBuffer, lane: DeliveryLane, channel: String) {
         guard let ids = subscribers[channel] else { return }
         for id in ids {
             guard let session = sessions[id], let state = session.subscriptions[channel] else { continue }
             switch state {
             case .recovering(var pending):
-                pending.append((publication, frame))
+                pending.append((publication, frame, lane))
                 session.subscriptions[channel] = .recovering(pending)
             case .live(let last) where publication.offset > last:
                 session.subscriptions[channel] = .live(lastOffset: publication.offset)
-                session.send(frame)
+                session.send(frame, lane: lane)
             case .live:
                 break  // already delivered by the subscribe snapshot
             }

@@ -6,7 +6,7 @@ import SwitchboardNIO
 final class ClientSession {
     enum SubscriptionState {
         /// Waiting for the broker's snapshot; live publications wait here, in order.
-        case recovering([(Publication, ByteBuffer)])
+        case recovering([(Publication, ByteBuffer, DeliveryLane)])
         /// Delivering; publications at or below `lastOffset` are duplicates of the snapshot.
         case live(lastOffset: Int)
     }
@@ -23,5 +23,5 @@ final class ClientSession {
 
     var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID) }
 
-    func send(_ frame: ByteBuffer) { handle.send(frame: frame) }
+    func send(_ frame: ByteBuffer, lane: DeliveryLane? = nil) { handle.send(frame: frame, lane: lane) }
 }

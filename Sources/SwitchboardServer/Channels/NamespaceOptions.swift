@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 
 /// How the channels of one namespace (`chat` in `chat:lobby`) behave.
 public struct NamespaceOptions: Sendable {
@@ -19,6 +20,10 @@ public struct NamespaceOptions: Sendable {
     public var clientsMayPublish = true
     /// Include the publisher's user id in publications. Default true.
     public var showPublisher = true
+    /// What a lagging subscriber loses: `disconnect` (close 1008; it reconnects and recovers),
+    /// `dropOldest`, or `latest` (only the newest pending publication of the channel is kept). The two
+    /// dropping policies are followed by a `gap` push. Default: disconnect.
+    public var slowConsumer = SlowConsumerPolicy.disconnect
 
     public init() {}
 }

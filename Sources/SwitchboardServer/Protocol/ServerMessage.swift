@@ -29,6 +29,10 @@ public enum ServerMessage {
         frame("{\"push\":\"\(event)\",\"channel\":\(quote(channel)),\"info\":\(member.json)}")
     }
 
+    public static func gap(channel: String, dropped: Int) -> ByteBuffer {
+        frame("{\"push\":\"gap\",\"channel\":\(quote(channel)),\"dropped\":\(dropped)}")
+    }
+
     public static func disconnect(code: CloseCode, reason: String, reconnect: Bool, afterMilliseconds: Int?)
         -> ByteBuffer
     {

@@ -1,0 +1,79 @@
+import Foundation
+import NIOCore
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardServer
+import Testing
+
+/// A subscriber stops reading while 3,000 publications of 4 KiB (12 MiB, more than the kernel's
+/// socket buffers hold) go out; then it reads again and we look at what it got.
+/// Serialized: each flood is heavy for a 2-core machine running the rest of the suite.
+@Suite("Per-channel slow-consumer policies", .serialized)
+struct SlowConsumerPolicyTests {
+    static let count = 3000
+
+    private func flood(_ channel: String) async throws -> (ChannelsServer, ProtocolClient) {
+        let server = try await ChannelsServer.start(transport: {
+            $0.queueMaxBytes = 64 * 1024
+            $0.queueMaxMessages = 1000
+            // The subscriber resumes reading only after the whole flood; until then the server must
+            // not give up on the close handshake and drop the connection, notice unread.
+            $0.closeTimeout = .seconds(120)
+            $0.pingInterval = .zero  // a client that is not reading cannot answer pings either
+        })
+        let slow = try await server.connect(user: "slow")
+        _ = try await slow.call(["cmd": "subscribe", "channel": channel])
+        try await slow.client.channel.setOption(.autoRead, value: false).get()
+        let publisher = try await server.connect(user: "pub")
+        let payload = String(repeating: "p", count: 4096)
+        for index in 1...Self.count {
+            publisher.send(["cmd": "publish", "channel": channel, "data": ["n": index, "pad": payload]])
+        }
+        _ = try await publisher.call(["cmd": "ping"])  // every publish has been handled
+        try await slow.client.channel.setOption(.autoRead, value: true).get()
+        return (server, slow)
+    }
+
+    @Test(arguments: ["prices:eurusd", "feed:news"])
+    func droppingPoliciesReportExactlyWhatWasDropped(channel: String) async throws {
+        let (server, slow) = try await flood(channel)
+        var received: [Int] = []
+        var dropped = 0
+        while received.last != Self.count {
+            let message = try await slow.next()
+            switch message.push {
+            case "pub": received.append(message.offset ?? -1)
+            case "gap":
+                #expect(message["channel"] as? String == channel)
+                dropped += message["dropped"] as? Int ?? 0
+            default: Issue.record("unexpected message \(message.object)")
+            }
+        }
+        #expect(received == received.sorted() && Set(received).count == received.count, "in order, once each")
+        #expect(dropped > 0, "the subscriber fell behind, so something was dropped")
+        #expect(received.count + dropped == Self.count, "every publication is either delivered or reported")
+        // Still connected and in sync.
+        #expect(try await slow.call(["cmd": "ping"]).reply.ok != nil)
+        await server.stop()
+    }
+
+    @Test func disconnectPolicyClosesTheLaggingSubscriber() async throws {
+        let (server, slow) = try await flood("strict:orders")
+        var notice: JSONMessage?
+        while notice == nil {
+            let event = try await slow.client.next()
+            guard case .text(let text) = event else {
+                Issue.record("got \(event) before a disconnect notice")
+                return
+            }
+            let message = JSONMessage(
+                object: try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:])
+            if message.push == "disconnect" { notice = message }
+            #expect(message.push != "gap")
+        }
+        #expect(notice?["code"] as? Int == 1008)
+        #expect(notice?["reason"] as? String == "slow consumer")
+        #expect(try await slow.client.waitForClose()?.code == 1008)
+        await server.stop()
+    }
+}
