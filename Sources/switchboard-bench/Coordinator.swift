@@ -14,7 +14,10 @@ final class Coordinator: @unchecked Sendable {
     private var latest: [WorkerReport]
     private var finals: [WorkerReport?]
 
-    init(plans: [WorkerPlan], serverPID: Int32?, duration: Double, settle: Double) {
+    private let receiversPerPublication: Int
+
+    init(plans: [WorkerPlan], serverPID: Int32?, duration: Double, settle: Double, receiversPerPublication: Int) {
+        self.receiversPerPublication = receiversPerPublication
         self.plans = plans
         self.serverPID = serverPID
         self.duration = duration
@@ -148,7 +151,7 @@ final class Coordinator: @unchecked Sendable {
     ) {
         let connections = end.connected
         let delivered = end.received - atGo.received
-        let expected = mode == .fanout ? end.sent * connections : (mode == .echo ? end.sent : 0)
+        let expected = mode == .fanout ? end.sent * receiversPerPublication : (mode == .echo ? end.sent : 0)
         var result: [String: Double] = [
             "connections": Double(connections), "connect_failures": Double(end.connectFailures),
             "connect_seconds": connectSeconds, "run_seconds": runSeconds,

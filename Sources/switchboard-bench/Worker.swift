@@ -25,6 +25,7 @@ final class Worker: @unchecked Sendable {
         var seq: UInt32 = 0
         var inFlight = 0
         var started: UInt64 = 0
+        var channelName: String?
         init(id: UInt32, channel: any Channel) {
             self.id = id
             self.channel = channel
@@ -36,6 +37,7 @@ final class Worker: @unchecked Sendable {
     final class Receiver: ClientFrameSink, @unchecked Sendable {
         unowned let worker: Worker
         var sender: Sender?
+        var channelName: String?
         init(worker: Worker) { self.worker = worker }
         func received(_ frame: ServerFrame, on channel: any Channel) { worker.received(frame, by: self) }
         func disconnected() { worker.report.disconnected += 1 }
@@ -108,9 +110,17 @@ final class Worker: @unchecked Sendable {
                 sink: { _ in receiver })
             loop.execute {
                 self.channels.append(channel)
-                self.report.connected += 1
-                if local < self.plan.senders {
+                if let name = self.channelName(forIndex: index) {
+                    // Counted as connected once the subscription is confirmed (see `received`).
+                    receiver.channelName = name
+                    channel.writeAndFlush(
+                        ClientFrameEncoder.text(#"{"id":1,"cmd":"subscribe","channel":"\#(name)"}"#), promise: nil)
+                } else {
+                    self.report.connected += 1
+                }
+                if index < self.plan.totalSenders {
                     let sender = Sender(id: UInt32(index), channel: channel)
+                    sender.channelName = receiver.channelName
                     receiver.sender = sender
                     self.senders.append(sender)
                 }
@@ -146,7 +156,22 @@ final class Worker: @unchecked Sendable {
         }
     }
 
+    private func channelName(forIndex index: Int) -> String? {
+        guard let channel = plan.channel else { return nil }
+        return plan.channels > 1 ? "\(channel)\(index % plan.channels)" : channel
+    }
+
     private func send(_ sender: Sender) {
+        if let name = sender.channelName {
+            sender.seq &+= 1
+            sender.inFlight += 1
+            report.sent += 1
+            let padding = String(repeating: "x", count: max(plan.messageSize - 40, 0))
+            let json =
+                #"{"id":2,"cmd":"publish","channel":"\#(name)","data":{"t":\#(Self.now()),"s":\#(sender.id),"p":"\#(padding)"}}"#
+            sender.channel.writeAndFlush(ClientFrameEncoder.text(json), promise: nil)
+            return
+        }
         var payload = [UInt8](repeating: 0x2E, count: max(plan.messageSize, 16))
         withUnsafeBytes(of: Self.now().littleEndian) { payload.replaceSubrange(0..<8, with: $0) }
         withUnsafeBytes(of: sender.id.littleEndian) { payload.replaceSubrange(8..<12, with: $0) }
@@ -158,7 +183,76 @@ final class Worker: @unchecked Sendable {
         sender.channel.writeAndFlush(frame, promise: nil)
     }
 
+    /// A protocol v1 text frame: the subscribe reply, a publish reply, or a publication push whose
+    /// data carries the send time `t` and sender `s`. Scanned, not JSON-decoded: the generator must
+    /// stay cheaper than the server it measures.
+    private func receivedProtocol(_ payload: ByteBuffer, by receiver: Receiver) {
+        let scanned = payload.withUnsafeReadableBytes { bytes -> (kind: Int, sent: Int?, from: Int?) in
+            guard bytes.count > 12 else { return (0, nil, nil) }
+            if Self.hasPrefix(bytes, Self.replyPrefix) { return (1, nil, nil) }
+            guard Self.hasPrefix(bytes, Self.pubPrefix) else { return (0, nil, nil) }
+            return (2, Self.integer(after: Self.timeKey, in: bytes), Self.integer(after: Self.senderKey, in: bytes))
+        }
+        switch scanned.kind {
+        case 1:
+            report.connected += 1
+            return
+        case 2:
+            report.received += 1
+        default:
+            return
+        }
+        let now = Self.now()
+        if let sent = scanned.sent, now > UInt64(sent) { histogram.record((now - UInt64(sent)) / 1000) }
+        guard let sender = receiver.sender, scanned.from == Int(sender.id) else { return }
+        sender.inFlight -= 1
+        if sending, plan.ratePerSender == 0, sender.inFlight < max(plan.window, 1) { send(sender) }
+    }
+
+    private static let replyPrefix = Array(#"{"id":1,"#.utf8)
+    private static let pubPrefix = Array(#"{"push":"pub""#.utf8)
+    private static let timeKey = Array(#""t":"#.utf8)
+    private static let senderKey = Array(#""s":"#.utf8)
+
+    private static func hasPrefix(_ bytes: UnsafeRawBufferPointer, _ prefix: [UInt8]) -> Bool {
+        guard bytes.count >= prefix.count else { return false }
+        for index in prefix.indices where bytes[index] != prefix[index] { return false }
+        return true
+    }
+
+    /// The decimal integer right after the first occurrence of `key`.
+    private static func integer(after key: [UInt8], in bytes: UnsafeRawBufferPointer) -> Int? {
+        let count = bytes.count
+        var start = 0
+        while start + key.count <= count {
+            if bytes[start] == key[0] {
+                var matched = true
+                for offset in 1..<key.count where bytes[start + offset] != key[offset] {
+                    matched = false
+                    break
+                }
+                if matched {
+                    var index = start + key.count
+                    var value = 0
+                    var digits = 0
+                    while index < count, bytes[index] >= 48, bytes[index] <= 57 {
+                        value = value * 10 + Int(bytes[index] - 48)
+                        index += 1
+                        digits += 1
+                    }
+                    return digits > 0 ? value : nil
+                }
+            }
+            start += 1
+        }
+        return nil
+    }
+
     fileprivate func received(_ frame: ServerFrame, by receiver: Receiver) {
+        if receiver.channelName != nil {
+            if frame.opcode == 1 { receivedProtocol(frame.payload, by: receiver) }
+            return
+        }
         // Counted from the moment the connection is open, so a worker told "go" a moment later than
         // the sender's worker does not miss the first broadcasts.
         guard frame.opcode == 2, frame.payload.readableBytes >= 16 else { return }
@@ -202,6 +296,8 @@ final class Worker: @unchecked Sendable {
             loop.execute { self.churnOnce(slot: slot, round: round + 1) }
         }
     }
+
+    // MARK: helpers
 
     final class NullSink: ClientFrameSink, Sendable {
         func received(_ frame: ServerFrame, on channel: any Channel) {}

@@ -13,8 +13,8 @@ struct WorkerPlan: Codable, Sendable {
     /// Global index of this worker's first connection; picks source addresses and sender ids.
     var firstIndex: Int
     var sourceAddresses: Int
-    /// How many of this worker's connections send (fanout); all of them in echo mode.
-    var senders: Int
+    /// Connections with a global index below this send (fanout); all of them in echo mode.
+    var totalSenders: Int
     /// Messages per second per sender; 0 sends as fast as the window allows.
     var ratePerSender: Double
     /// Messages a sender may have in flight (its own broadcast not yet seen back) at maximum rate.
@@ -22,6 +22,10 @@ struct WorkerPlan: Codable, Sendable {
     var messageSize: Int
     /// Connections opened at once while connecting.
     var connectConcurrency: Int
+    /// Speak client protocol v1 (`switchboard serve`): connection i subscribes to channel
+    /// `channel` (or `channel` + (i % channels) when channels > 1), senders publish to their own.
+    var channel: String?
+    var channels: Int
 }
 
 /// One line a worker prints on stdout, as JSON: progress every second, then a final report.

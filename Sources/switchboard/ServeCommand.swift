@@ -10,7 +10,7 @@ struct ServeCommand: AsyncParsableCommand {
         abstract: "Run the Switchboard hub (single node, in-process; nothing else to start).",
         discussion: """
             Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Namespaces: the default one (channels \
-            without ':'; no history, no presence) and `chat` (history of 100 publications for 5 minutes, \
+            without ':'; no history, no presence) and `chat` (history of --chat-history-size publications for 5 minutes, \
             presence, join/leave events).
             """)
 
@@ -19,12 +19,25 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Path of the WebSocket endpoint.")
     var path = "/ws"
 
+    @Option(help: "Publications each `chat:` channel keeps for history and recovery.")
+    var chatHistorySize = 100
+
+    @Option(help: "Publishes per second one connection may sustain.")
+    var publishRate = 20.0
+
+    @Option(help: "Publishes one connection may make in a burst.")
+    var publishBurst = 40.0
+
     @Flag(help: "Development only: take the user id from the `user` query parameter, unauthenticated.")
     var insecureUserFromQuery = false
 
     func run() async throws {
         let trustQuery = insecureUserFromQuery
-        let application = ChannelsApplication(configuration: .chatDefaults) { request in
+        var channels = ChannelsConfiguration.chatDefaults
+        channels.namespaces["chat"]?.historySize = max(chatHistorySize, 0)
+        channels.publishRate = publishRate
+        channels.publishBurst = publishBurst
+        let application = ChannelsApplication(configuration: channels) { request in
             .accept(userID: trustQuery ? queryParameter("user", in: request.uri) : nil, subprotocol: nil)
         }
         try await runServer(transport, path: path, application: application)

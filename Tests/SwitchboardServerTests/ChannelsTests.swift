@@ -134,6 +134,23 @@ struct ChannelsTests {
         await server.stop()
     }
 
+    @Test func recoveryWorksFromAnEmptyChannelTheSubscriberLeft() async throws {
+        let server = try await ChannelsServer.start()
+        let ada = try await server.connect(user: "ada")
+        let first = try await ada.call(["cmd": "subscribe", "channel": "chat:quiet"]).reply
+        let epoch = try #require(first.ok?["epoch"] as? String)
+        await ada.client.disconnect()  // the channel now has no subscriber and no history
+        let publisher = try await server.connect(user: "pub")
+        _ = try await publisher.call(["cmd": "publish", "channel": "chat:quiet", "data": "while you were away"])
+        let back = try await server.connect(user: "ada")
+        let reply = try await back.call([
+            "cmd": "subscribe", "channel": "chat:quiet", "recover": ["offset": 0, "epoch": epoch],
+        ]).reply
+        #expect(reply.ok?["recovered"] as? Bool == true)
+        #expect((reply.ok?["publications"] as? [[String: Any]])?.count == 1)
+        await server.stop()
+    }
+
     @Test func recoveryIsRefusedWhenTheEpochChanged() async throws {
         let first = try await ChannelsServer.start()
         let ada = try await first.connect(user: "ada")

@@ -101,6 +101,15 @@ public final class Hub: Sendable {
         onShard(shards[id.shard]) { $0.deliver(frame, to: id, lane: lane) }
     }
 
+    /// Fan-out from inside an event loop: queues one encoded frame for each of `ids` living on
+    /// `eventLoop` (the caller's loop), flushing each connection as soon as its frame is written, so
+    /// the first receivers do not wait for the last. Ids on other loops are ignored.
+    public func send(frame: ByteBuffer, toLocal ids: [ConnectionID], lane: DeliveryLane?, on eventLoop: any EventLoop) {
+        guard let shard = shard(for: eventLoop) else { return }
+        eventLoop.preconditionInEventLoop()
+        shard.deliverNow(frame, to: ids, lane: lane)
+    }
+
     /// Queues an encoded frame for every connection of a user, on every loop.
     public func send(frame: ByteBuffer, toUser user: String) {
         for shard in shards { onShard(shard) { $0.deliver(frame, toUser: user) } }

@@ -80,6 +80,10 @@ final class LoopShard: @unchecked Sendable {
         registry[id]?.enqueue(frame, lane: lane)
     }
 
+    func deliverNow(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?) {
+        for id in ids { registry[id]?.enqueueNow(frame, lane: lane) }
+    }
+
     func deliver(_ frame: ByteBuffer, toUser user: String) {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
     }

@@ -68,7 +68,7 @@ public protocol Broker: Sendable {
     func subscribe(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot>
-    func unsubscribe(channel: String, on eventLoop: any EventLoop)
+    func unsubscribe(channel: String, options: NamespaceOptions, on eventLoop: any EventLoop)
     func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<(epoch: String, offset: Int, publications: [Publication])>

@@ -9,12 +9,17 @@ struct ChannelState {
     var subscribers = 0
     var members: [ConnectionID: PresenceMember] = [:]
 
-    init() {
-        epoch = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    init(epoch: String) {
+        self.epoch = epoch
     }
 
-    /// Nothing worth keeping: the channel can be forgotten and costs nothing.
-    var isIdle: Bool { subscribers == 0 && history.isEmpty && members.isEmpty }
+    /// Nothing worth keeping: the channel can be forgotten and costs nothing. A channel that keeps
+    /// history and has published stays (epoch and offset, a few dozen bytes) so that its offsets never
+    /// restart within an epoch; it goes once its history has expired, and comes back with the broker's
+    /// epoch only if it never published.
+    func isIdle(_ options: NamespaceOptions) -> Bool {
+        subscribers == 0 && members.isEmpty && history.isEmpty && (offset == 0 || options.historySize == 0)
+    }
 
     mutating func append(_ publication: Publication, options: NamespaceOptions) {
         guard options.historySize > 0 else { return }

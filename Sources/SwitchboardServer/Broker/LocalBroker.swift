@@ -8,6 +8,9 @@ import SwitchboardCore
 /// (delivery only enqueues one task per event loop, so the lock is held briefly).
 public final class LocalBroker: Broker {
     private let stripes: [NIOLockedValueBox<[String: ChannelState]>]
+    /// This broker's history continuity: a restart means a new epoch, so clients learn that their
+    /// offsets no longer mean anything.
+    private let epoch = String(UInt64.random(in: 0...UInt64.max), radix: 36)
     // Lock: guards the delivery target, attached once at start.
     private let target = NIOLockedValueBox<(any BrokerDelivery)?>(nil)
 
@@ -32,14 +35,14 @@ public final class LocalBroker: Broker {
     ) -> EventLoopFuture<Publication> {
         let delivery = target.withLockedValue { $0 }
         let publication = stripe(channel).withLockedValue { states -> Publication in
-            var state = states[channel] ?? ChannelState()
+            var state = states[channel] ?? ChannelState(epoch: epoch)
             let now = Self.now()
             state.expire(now: now, options: options)
             state.offset += 1
             let publication = Publication(offset: state.offset, data: data, user: user, time: now)
             state.append(publication, options: options)
             if state.subscribers > 0 { delivery?.deliver(publication, channel: channel) }
-            states[channel] = state.isIdle ? nil : state
+            states[channel] = state.isIdle(options) ? nil : state
             return publication
         }
         return eventLoop.makeSucceededFuture(publication)
@@ -49,7 +52,7 @@ public final class LocalBroker: Broker {
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
         let snapshot = stripe(channel).withLockedValue { states -> SubscribeSnapshot in
-            var state = states[channel] ?? ChannelState()
+            var state = states[channel] ?? ChannelState(epoch: epoch)
             state.expire(now: Self.now(), options: options)
             state.subscribers += 1
             states[channel] = state
@@ -60,17 +63,19 @@ public final class LocalBroker: Broker {
                 return SubscribeSnapshot(epoch: state.epoch, offset: state.offset, publications: [], recovered: false)
             }
             let (missed, complete) = state.publications(after: since.offset, limit: options.historySize)
+            // Without history nothing can be replayed, so recovery is never claimed.
+            let recovered = complete && options.historySize > 0
             return SubscribeSnapshot(
-                epoch: state.epoch, offset: state.offset, publications: complete ? missed : [], recovered: complete)
+                epoch: state.epoch, offset: state.offset, publications: recovered ? missed : [], recovered: recovered)
         }
         return eventLoop.makeSucceededFuture(snapshot)
     }
 
-    public func unsubscribe(channel: String, on eventLoop: any EventLoop) {
+    public func unsubscribe(channel: String, options: NamespaceOptions, on eventLoop: any EventLoop) {
         stripe(channel).withLockedValue { states in
             guard var state = states[channel] else { return }
             state.subscribers = max(state.subscribers - 1, 0)
-            states[channel] = state.isIdle ? nil : state
+            states[channel] = state.isIdle(options) ? nil : state
         }
     }
 
@@ -78,9 +83,9 @@ public final class LocalBroker: Broker {
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<(epoch: String, offset: Int, publications: [Publication])> {
         let result = stripe(channel).withLockedValue { states -> (String, Int, [Publication]) in
-            guard var state = states[channel] else { return (ChannelState().epoch, 0, []) }
+            guard var state = states[channel] else { return (ChannelState(epoch: epoch).epoch, 0, []) }
             state.expire(now: Self.now(), options: options)
-            states[channel] = state.isIdle ? nil : state
+            states[channel] = state.isIdle(options) ? nil : state
             let all = Array(state.history)
             let selected = since.map { offset in all.filter { $0.offset > offset } } ?? all
             // Without `since`, the newest `limit`; with it, the oldest `limit` after it.
@@ -93,7 +98,7 @@ public final class LocalBroker: Broker {
     public func join(channel: String, member: PresenceMember, options: NamespaceOptions) {
         let delivery = target.withLockedValue { $0 }
         stripe(channel).withLockedValue { states in
-            var state = states[channel] ?? ChannelState()
+            var state = states[channel] ?? ChannelState(epoch: epoch)
             state.members[member.client] = member
             if options.joinLeave, state.members.count <= options.joinLeaveMaxMembers {
                 delivery?.deliverPresence(joined: true, member: member, channel: channel)
@@ -109,7 +114,7 @@ public final class LocalBroker: Broker {
             if options.joinLeave, state.members.count < options.joinLeaveMaxMembers {
                 delivery?.deliverPresence(joined: false, member: member, channel: channel)
             }
-            states[channel] = state.isIdle ? nil : state
+            states[channel] = state.isIdle(options) ? nil : state
         }
     }
 

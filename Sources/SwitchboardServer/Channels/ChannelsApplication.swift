@@ -103,12 +103,14 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
     // MARK: BrokerDelivery
 
     public func deliver(_ publication: Publication, channel: String) {
-        guard let shards = attached?.shards else { return }
+        guard let attached else { return }
+        let shards = attached.shards
+        let hub = attached.hub
         let options = options(for: channel) ?? NamespaceOptions()
         let frame = ServerMessage.publication(publication, channel: channel, showUser: options.showPublisher)
         let lane = DeliveryLane(name: channel, policy: options.slowConsumer)
         for shard in shards {
-            shard.eventLoop.execute { shard.deliver(publication, frame: frame, lane: lane, channel: channel) }
+            shard.eventLoop.execute { shard.deliver(publication, frame: frame, lane: lane, channel: channel, hub: hub) }
         }
     }
 
@@ -232,9 +234,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
     private func leave(_ channel: String, session: ClientSession, shard: ChannelsShard) {
         session.subscriptions[channel] = nil
         shard.remove(session.handle.id, from: channel)
-        broker.unsubscribe(channel: channel, on: shard.eventLoop)
-        if let options = options(for: channel), options.presence {
-            broker.leave(channel: channel, member: session.member, options: options)
-        }
+        let options = options(for: channel) ?? NamespaceOptions()
+        broker.unsubscribe(channel: channel, options: options, on: shard.eventLoop)
+        if options.presence { broker.leave(channel: channel, member: session.member, options: options) }
     }
 }

@@ -20,7 +20,10 @@ final class ChannelsShard: @unchecked Sendable {
     }
 
     /// A publication fanned out to this loop: the same encoded frame for every local subscriber.
-    func deliver(_ publication: Publication, frame: ByteBuffer, lane: DeliveryLane, channel: String) {
+    /// Receivers of the publication being delivered; kept to avoid an allocation per publication.
+    private var receivers: [ConnectionID] = []
+
+    func deliver(_ publication: Publication, frame: ByteBuffer, lane: DeliveryLane, channel: String, hub: Hub) {
         guard let ids = subscribers[channel] else { return }
         for id in ids {
             guard let session = sessions[id], let state = session.subscriptions[channel] else { continue }
@@ -30,11 +33,13 @@ final class ChannelsShard: @unchecked Sendable {
                 session.subscriptions[channel] = .recovering(pending)
             case .live(let last) where publication.offset > last:
                 session.subscriptions[channel] = .live(lastOffset: publication.offset)
-                session.send(frame, lane: lane)
+                receivers.append(id)
             case .live:
                 break  // already delivered by the subscribe snapshot
             }
         }
+        hub.send(frame: frame, toLocal: receivers, lane: lane, on: eventLoop)
+        receivers.removeAll(keepingCapacity: true)
     }
 
     func deliverToSubscribers(_ frame: ByteBuffer, channel: String) {

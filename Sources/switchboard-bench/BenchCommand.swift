@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 
-struct Bench: ParsableCommand {
+@main
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
         abstract: "Load generator for Switchboard (run against `switchboard echo --broadcast` or `switchboard echo`).",
@@ -12,7 +13,7 @@ struct Bench: ParsableCommand {
             loopback addresses (127.0.0.2, .3, ...) to stay under the per-process file limit and the
             ephemeral port range. Given --server-pid, reports server RSS per connection and CPU per delivery.
             """,
-        subcommands: [Run.self, WorkerCommand.self], defaultSubcommand: Run.self)
+        subcommands: [Run.self, RecoveryBenchmark.self, WorkerCommand.self], defaultSubcommand: Run.self)
 }
 
 struct Run: ParsableCommand {
@@ -21,7 +22,7 @@ struct Run: ParsableCommand {
     @Argument(help: "idle | fanout | echo | churn") var mode: WorkerPlan.Mode
     @Option var host = "127.0.0.1"
     @Option var port = 9001
-    @Option var path = "/"
+    @Option(help: "WebSocket path (`/ws` for `switchboard serve`).") var path = "/"
     @Option(help: "Connections in total (fanout: receivers plus senders; churn: connections in flight).")
     var connections = 1000
     @Option(help: "Sending connections (fanout).") var senders = 1
@@ -34,6 +35,13 @@ struct Run: ParsableCommand {
     @Option(help: "Worker processes.") var workers = 2
     @Option(help: "Loopback source addresses to spread connections over.") var sourceAddresses = 8
     @Option(help: "Connections opened at once per worker.") var connectConcurrency = 256
+    @Option(
+        help: "Speak client protocol v1 (against `switchboard serve`): subscribe to this channel and publish to it.")
+    var channel: String?
+    @Option(
+        help:
+            "With --channel: spread connections over this many channels (name + number); senders publish to their own.")
+    var channels = 1
     @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery.")
     var serverPid: Int32?
 
@@ -43,22 +51,21 @@ struct Run: ParsableCommand {
         let workers = max(1, min(self.workers, connections))
         var plans: [WorkerPlan] = []
         var first = 0
-        var sendersLeft = mode == .echo ? connections : (mode == .fanout ? senders : 0)
         for index in 0..<workers {
             let share = connections / workers + (index < connections % workers ? 1 : 0)
-            let mySenders = min(
-                sendersLeft, mode == .echo ? share : (sendersLeft + workers - index - 1) / (workers - index))
-            sendersLeft -= mySenders
-            let totalSenders = mode == .echo ? connections : max(senders, 1)
+            let totalSenders = mode == .echo ? connections : (mode == .fanout ? max(senders, 1) : 0)
             plans.append(
                 WorkerPlan(
                     mode: mode, host: host, port: port, path: path, connections: share, firstIndex: first,
-                    sourceAddresses: sourceAddresses, senders: mySenders,
+                    sourceAddresses: sourceAddresses, totalSenders: totalSenders,
                     ratePerSender: rate / Double(totalSenders), window: window, messageSize: messageSize,
-                    connectConcurrency: connectConcurrency))
+                    connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1)))
             first += share
         }
-        try Coordinator(plans: plans, serverPID: serverPid, duration: duration, settle: settle).run()
+        try Coordinator(
+            plans: plans, serverPID: serverPid, duration: duration, settle: settle,
+            receiversPerPublication: channel == nil ? connections : connections / max(channels, 1)
+        ).run()
     }
 }
 
@@ -81,5 +88,3 @@ struct WorkerCommand: ParsableCommand {
 }
 
 extension WorkerPlan.Mode: ExpressibleByArgument {}
-
-Bench.main()
