@@ -2,8 +2,8 @@ import Foundation
 
 /// Spawns the worker processes, starts and stops them together, prints a progress line every
 /// second and a final table plus one JSON line.
+// Unchecked Sendable: `latest` and `finals` are guarded by `lock`; the rest is set before threads start.
 final class Coordinator: @unchecked Sendable {
-    // @unchecked Sendable: `latest` is guarded by `lock`; everything else is set before threads start.
     private let plans: [WorkerPlan]
     private let serverPID: Int32?
     private let duration: Double

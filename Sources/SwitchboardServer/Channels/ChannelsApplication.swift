@@ -59,7 +59,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
     }
 
     public func connectionOpened(_ connection: ConnectionHandle) {
-        let attachment = attachment.storeIfNilThenLoad(Attachment(hub: connection.hub))
+        // The hub is known only once connections arrive; the per-loop shards are made once.
+        let attachment = attachment.load() ?? attachment.storeIfNilThenLoad(Attachment(hub: connection.hub))
         let session = ClientSession(
             handle: connection,
             bucket: TokenBucket(
