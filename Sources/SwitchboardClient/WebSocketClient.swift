@@ -71,6 +71,12 @@ public final class WebSocketClient: Sendable {
             upgraded.fail(error)
             throw error
         }
+        // A server at its file limit may accept TCP (the kernel's backlog) and never answer: give up
+        // after the connect timeout rather than wait forever.
+        let timeout = loop.scheduleTask(in: options.connectTimeout) {
+            upgraded.fail(HandshakeFailure(status: 0, headers: [:], body: "no upgrade response within the timeout"))
+        }
+        upgraded.futureResult.whenComplete { _ in timeout.cancel() }
         do {
             let subprotocol = try await upgraded.futureResult.get()
             return (channel, subprotocol)

@@ -58,7 +58,7 @@ struct Run: ParsableCommand {
                 WorkerPlan(
                     mode: mode, host: host, port: port, path: path, connections: share, firstIndex: first,
                     sourceAddresses: sourceAddresses, totalSenders: totalSenders,
-                    ratePerSender: rate / Double(totalSenders), window: window, messageSize: messageSize,
+                    ratePerSender: rate / Double(max(totalSenders, 1)), window: window, messageSize: messageSize,
                     connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1)))
             first += share
         }

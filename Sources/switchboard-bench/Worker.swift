@@ -83,7 +83,7 @@ final class Worker: @unchecked Sendable {
     private func options(forIndex index: Int) -> ClientOptions {
         var options = ClientOptions(path: plan.path)
         options.localAddress = "127.0.0.\(2 + index % max(plan.sourceAddresses, 1))"
-        options.connectTimeout = .seconds(30)
+        options.connectTimeout = .seconds(10)
         return options
     }
 
