@@ -40,15 +40,6 @@ extension WebSocketConnection {
         }
     }
 
-    /// Delivers one frame of a fan-out and flushes it at once.
-    func enqueueNow(_ frame: ByteBuffer, lane: DeliveryLane?) {
-        enqueue(frame, lane: lane, requestingFlush: false)
-        if wroteUnflushed {
-            wroteUnflushed = false
-            context?.flush()
-        }
-    }
-
     /// Control frames bypass the queue: they are never dropped and never wait behind data.
     func writeControl(_ frame: ByteBuffer) {
         guard let context else { return }

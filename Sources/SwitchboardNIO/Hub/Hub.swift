@@ -101,13 +101,23 @@ public final class Hub: Sendable {
         onShard(shards[id.shard]) { $0.deliver(frame, to: id, lane: lane) }
     }
 
-    /// Fan-out from inside an event loop: queues one encoded frame for each of `ids` living on
-    /// `eventLoop` (the caller's loop), flushing each connection as soon as its frame is written, so
-    /// the first receivers do not wait for the last. Ids on other loops are ignored.
-    public func send(frame: ByteBuffer, toLocal ids: [ConnectionID], lane: DeliveryLane?, on eventLoop: any EventLoop) {
-        guard let shard = shard(for: eventLoop) else { return }
+    /// Fan-out from inside an event loop: writes one encoded frame for each of `ids` living on
+    /// `eventLoop` (the caller's loop). With `flushEach`, each receiver is flushed as soon as its frame
+    /// is written, so the first do not wait for the last; without, `flushLocal(on:)` later flushes
+    /// every connection written since, once, so several publications share one syscall per receiver.
+    /// Ids on other loops are ignored.
+    public func send(
+        frame: ByteBuffer, toLocal ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool,
+        on eventLoop: any EventLoop
+    ) {
         eventLoop.preconditionInEventLoop()
-        shard.deliverNow(frame, to: ids, lane: lane)
+        shard(for: eventLoop)?.deliverUnflushed(frame, to: ids, lane: lane, flushEach: flushEach)
+    }
+
+    /// Flushes the connections written by `send(frame:toLocal:lane:on:)` on this loop.
+    public func flushLocal(on eventLoop: any EventLoop) {
+        eventLoop.preconditionInEventLoop()
+        shard(for: eventLoop)?.flushUnflushed()
     }
 
     /// Queues an encoded frame for every connection of a user, on every loop.

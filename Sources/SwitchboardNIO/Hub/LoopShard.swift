@@ -80,8 +80,30 @@ final class LoopShard: @unchecked Sendable {
         registry[id]?.enqueue(frame, lane: lane)
     }
 
-    func deliverNow(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?) {
-        for id in ids { registry[id]?.enqueueNow(frame, lane: lane) }
+    /// Connections written without a flush during the current fan-out pass.
+    private var unflushed: [WebSocketConnection] = []
+
+    func deliverUnflushed(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool) {
+        for id in ids {
+            guard let connection = registry[id] else { continue }
+            let wasPending = connection.wroteUnflushed
+            connection.enqueue(frame, lane: lane, requestingFlush: false)
+            guard connection.wroteUnflushed else { continue }
+            if flushEach {
+                connection.wroteUnflushed = false
+                connection.context?.flush()
+            } else if !wasPending {
+                unflushed.append(connection)
+            }
+        }
+    }
+
+    func flushUnflushed() {
+        for connection in unflushed where connection.wroteUnflushed {
+            connection.wroteUnflushed = false
+            connection.context?.flush()
+        }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {

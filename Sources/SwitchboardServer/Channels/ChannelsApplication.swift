@@ -110,9 +110,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
         let options = options(for: channel) ?? NamespaceOptions()
         let frame = ServerMessage.publication(publication, channel: channel, showUser: options.showPublisher)
         let lane = DeliveryLane(name: channel, policy: options.slowConsumer)
-        for shard in shards {
-            shard.eventLoop.execute { shard.deliver(publication, frame: frame, lane: lane, channel: channel, hub: hub) }
-        }
+        let delivery = ChannelsShard.Delivery(publication: publication, frame: frame, lane: lane, channel: channel)
+        for shard in shards { shard.submit(delivery, hub: hub) }
     }
 
     public func deliverPresence(joined: Bool, member: PresenceMember, channel: String) {

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
@@ -23,7 +24,49 @@ final class ChannelsShard: @unchecked Sendable {
     /// Receivers of the publication being delivered; kept to avoid an allocation per publication.
     private var receivers: [ConnectionID] = []
 
-    func deliver(_ publication: Publication, frame: ByteBuffer, lane: DeliveryLane, channel: String, hub: Hub) {
+    struct Delivery {
+        let publication: Publication
+        let frame: ByteBuffer
+        let lane: DeliveryLane
+        let channel: String
+    }
+
+    // Lock: guards publications waiting for this loop, appended from any thread, taken by the loop.
+    private let inbox = NIOLockedValueBox<(pending: [Delivery], scheduled: Bool)>(([], false))
+    private var taken: [Delivery] = []
+
+    /// Queues a publication for this loop. Publications that arrive before the loop gets to them are
+    /// delivered in one pass with one flush per subscriber, as broadcasts are.
+    func submit(_ delivery: Delivery, hub: Hub) {
+        let schedule = inbox.withLockedValue { inbox -> Bool in
+            inbox.pending.append(delivery)
+            guard !inbox.scheduled else { return false }
+            inbox.scheduled = true
+            return true
+        }
+        if schedule { eventLoop.execute { self.deliverPending(hub: hub) } }
+    }
+
+    private func deliverPending(hub: Hub) {
+        inbox.withLockedValue { inbox in
+            inbox.scheduled = false
+            swap(&inbox.pending, &taken)
+        }
+        // One publication: flush each subscriber at once (lowest latency). Several: one flush each at
+        // the end (fewest syscalls, which is what keeps a busy loop from falling behind).
+        let flushEach = taken.count == 1
+        for delivery in taken {
+            deliver(
+                delivery.publication, frame: delivery.frame, lane: delivery.lane, channel: delivery.channel, hub: hub,
+                flushEach: flushEach)
+        }
+        taken.removeAll(keepingCapacity: true)
+        if !flushEach { hub.flushLocal(on: eventLoop) }
+    }
+
+    private func deliver(
+        _ publication: Publication, frame: ByteBuffer, lane: DeliveryLane, channel: String, hub: Hub, flushEach: Bool
+    ) {
         guard let ids = subscribers[channel] else { return }
         for id in ids {
             guard let session = sessions[id], let state = session.subscriptions[channel] else { continue }
@@ -38,7 +81,7 @@ final class ChannelsShard: @unchecked Sendable {
                 break  // already delivered by the subscribe snapshot
             }
         }
-        hub.send(frame: frame, toLocal: receivers, lane: lane, on: eventLoop)
+        hub.send(frame: frame, toLocal: receivers, lane: lane, flushEach: flushEach, on: eventLoop)
         receivers.removeAll(keepingCapacity: true)
     }
 
