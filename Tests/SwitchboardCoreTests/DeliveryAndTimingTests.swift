@@ -140,10 +140,10 @@ struct RegistryShardTests {
         #expect(a.shard == 3)
         #expect(shard[b] == "b")
         #expect(shard.connections(ofUser: "ada") == [a, b])
-        #expect(shard.remove(a) == "a")
-        #expect(shard.remove(a) == nil)
+        #expect(shard.remove(a, user: "ada") == "a")
+        #expect(shard.remove(a, user: "ada") == nil)
         #expect(shard.connections(ofUser: "ada") == [b])
-        shard.remove(b)
+        shard.remove(b, user: "ada")
         #expect(shard.userCount == 0)
         #expect(shard.count == 1)
     }

@@ -1,9 +1,9 @@
 /// One shard's tables: connections by id and by user. Owned by one event loop, so it needs no lock;
-/// insert, remove and lookups are O(1).
+/// insert, remove and lookups are O(1). The caller names the user again on removal (a connection
+/// knows its own user), so no second id → user table is kept per connection.
 public struct RegistryShard<Value> {
     public private(set) var byID: [ConnectionID: Value] = [:]
     private var byUser: [String: Set<ConnectionID>] = [:]
-    private var userOf: [ConnectionID: String] = [:]
 
     public init() {}
 
@@ -12,16 +12,13 @@ public struct RegistryShard<Value> {
 
     public mutating func insert(_ value: Value, id: ConnectionID, user: String?) {
         byID[id] = value
-        if let user {
-            byUser[user, default: []].insert(id)
-            userOf[id] = user
-        }
+        if let user { byUser[user, default: []].insert(id) }
     }
 
     @discardableResult
-    public mutating func remove(_ id: ConnectionID) -> Value? {
+    public mutating func remove(_ id: ConnectionID, user: String?) -> Value? {
         guard let value = byID.removeValue(forKey: id) else { return nil }
-        if let user = userOf.removeValue(forKey: id) {
+        if let user {
             byUser[user]?.remove(id)
             if byUser[user]?.isEmpty == true { byUser[user] = nil }
         }
@@ -31,6 +28,4 @@ public struct RegistryShard<Value> {
     public subscript(id: ConnectionID) -> Value? { byID[id] }
 
     public func connections(ofUser user: String) -> Set<ConnectionID> { byUser[user] ?? [] }
-
-    public func user(of id: ConnectionID) -> String? { userOf[id] }
 }

@@ -67,7 +67,7 @@ final class LoopShard: @unchecked Sendable {
     }
 
     func unregister(_ connection: WebSocketConnection) {
-        registry.remove(connection.id)
+        registry.remove(connection.id, user: connection.userID)
         if registry.count == 0, let draining {
             self.draining = nil
             draining.succeed()

@@ -15,6 +15,11 @@ public struct PresenceMember: Sendable, Hashable {
     public let client: ConnectionID
     public let user: String?
 
+    public init(client: ConnectionID, user: String?) {
+        self.client = client
+        self.user = user
+    }
+
     var json: String {
         "{\"client\":\"\(client)\",\"user\":\(user.map(ServerMessage.quote) ?? "null")}"
     }

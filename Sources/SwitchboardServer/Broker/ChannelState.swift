@@ -13,10 +13,11 @@ struct ChannelState {
         self.epoch = epoch
     }
 
-    /// Nothing worth keeping: the channel can be forgotten and costs nothing. A channel that keeps
-    /// history and has published stays (epoch and offset, a few dozen bytes) so that its offsets never
-    /// restart within an epoch; it goes once its history has expired, and comes back with the broker's
-    /// epoch only if it never published.
+    /// Nothing worth keeping: the channel can be forgotten and costs nothing. A channel in a history
+    /// namespace that has published stays (its offset and an empty ring, a few dozen bytes) even after
+    /// its history expires: forgetting it would restart its offsets within the same epoch, and a client
+    /// holding an old offset could then be told it recovered when it did not. Channels without history
+    /// are forgotten; they never claim recovery.
     func isIdle(_ options: NamespaceOptions) -> Bool {
         subscribers == 0 && members.isEmpty && history.isEmpty && (offset == 0 || options.historySize == 0)
     }

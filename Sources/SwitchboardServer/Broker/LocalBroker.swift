@@ -18,6 +18,9 @@ public final class LocalBroker: Broker {
         self.stripes = (0..<max(stripes, 1)).map { _ in NIOLockedValueBox([:]) }
     }
 
+    /// Channels with state (subscribers, history, presence, or an offset to keep); idle ones cost nothing.
+    public var channelCount: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+
     public func attach(_ delivery: any BrokerDelivery) {
         target.withLockedValue { $0 = delivery }
     }
