@@ -9,9 +9,10 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the Switchboard hub (single node, in-process; nothing else to start).",
         discussion: """
-            Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Namespaces: the default one (channels \
-            without ':'; no history, no presence) and `chat` (history of --chat-history-size publications for 5 minutes, \
-            presence, join/leave events).
+            Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Without --config there are two namespaces: the \
+            default one (channels without ':'; no history, no presence) and `chat` (history of 100 publications for \
+            5 minutes, presence, join/leave events). --config FILE replaces them with the namespaces and limits in a \
+            JSON file (docs/CONFIGURATION.md); the options below override the file.
             """)
 
     @OptionGroup var transport: TransportOptions
@@ -19,26 +20,61 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Path of the WebSocket endpoint.")
     var path = "/ws"
 
-    @Option(help: "Publications each `chat:` channel keeps for history and recovery.")
-    var chatHistorySize = 100
+    @Option(help: "JSON file with namespaces and per-connection limits (docs/CONFIGURATION.md).")
+    var config: String?
 
-    @Option(help: "Publishes per second one connection may sustain.")
-    var publishRate = 20.0
+    @Option(help: "Publications each `chat:` channel keeps for history and recovery (default 100).")
+    var chatHistorySize: Int?
 
-    @Option(help: "Publishes one connection may make in a burst.")
-    var publishBurst = 40.0
+    @Option(help: "Publishes per second one connection may sustain (default 20).")
+    var publishRate: Double?
 
-    @Flag(help: "Development only: take the user id from the `user` query parameter, unauthenticated.")
+    @Option(help: "Publishes one connection may make in a burst (default 40).")
+    var publishBurst: Double?
+
+    @Flag(
+        help:
+            "Development only: take the user id from the `user` query parameter and the connection's presence data from `info` (as a JSON string), unauthenticated."
+    )
     var insecureUserFromQuery = false
+
+    func validate() throws {
+        if let chatHistorySize, chatHistorySize < 0 { throw ValidationError("--chat-history-size must be ≥ 0") }
+        if let publishRate, !(publishRate > 0) { throw ValidationError("--publish-rate must be > 0") }
+        if let publishBurst, !(publishBurst >= 1) { throw ValidationError("--publish-burst must be ≥ 1") }
+    }
+
+    private func channelsConfiguration() throws -> ChannelsConfiguration {
+        var channels = ChannelsConfiguration.chatDefaults
+        if let config {
+            guard let data = FileManager.default.contents(atPath: config) else {
+                throw ValidationError("cannot read --config \(config)")
+            }
+            do {
+                channels = try ChannelsConfiguration(json: data)
+            } catch let error as ConfigurationError {
+                throw ValidationError("\(config): \(error)")
+            }
+        }
+        if let chatHistorySize {
+            guard channels.namespaces["chat"] != nil else {
+                throw ValidationError("--chat-history-size: the configuration has no `chat` namespace")
+            }
+            channels.namespaces["chat"]?.historySize = chatHistorySize
+        }
+        if let publishRate { channels.publishRate = publishRate }
+        if let publishBurst { channels.publishBurst = publishBurst }
+        return channels
+    }
 
     func run() async throws {
         let trustQuery = insecureUserFromQuery
-        var channels = ChannelsConfiguration.chatDefaults
-        channels.namespaces["chat"]?.historySize = max(chatHistorySize, 0)
-        channels.publishRate = publishRate
-        channels.publishBurst = publishBurst
+        let channels = try channelsConfiguration()
         let application = ChannelsApplication(configuration: channels) { request in
-            .accept(userID: trustQuery ? queryParameter("user", in: request.uri) : nil, subprotocol: nil)
+            guard trustQuery else { return .accept(userID: nil, subprotocol: nil) }
+            return .accept(
+                userID: queryParameter("user", in: request.uri), subprotocol: nil,
+                info: queryParameter("info", in: request.uri).map(ServerMessage.quote))
         }
         try await runServer(transport, path: path, application: application)
     }

@@ -47,7 +47,8 @@ struct ChannelsServer {
         logger.logLevel = .critical
         let application = ChannelsApplication(configuration: channels, logger: logger) { request in
             let user = request.uri.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
-            return .accept(userID: user, subprotocol: nil)
+            // Presence data as an authenticator would take it from a token.
+            return .accept(userID: user, subprotocol: nil, info: user.map { "{\"name\":\"\($0.uppercased())\"}" })
         }
         let server = SwitchboardServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()

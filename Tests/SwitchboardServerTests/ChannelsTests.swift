@@ -67,13 +67,19 @@ struct ChannelsTests {
         let bob = try await server.connect(user: "bob")
         _ = try await bob.call(["cmd": "subscribe", "channel": "chat:p"])
         let join = try await ada.nextMembership("join", user: "bob")
-        #expect((join["info"] as? [String: Any])?["client"] is String)
+        let joined = join["info"] as? [String: Any]
+        #expect(joined?["client"] is String)
+        #expect((joined?["data"] as? [String: Any])?["name"] as? String == "BOB")
 
         let presence = try await ada.call(["cmd": "presence", "channel": "chat:p"]).reply
         #expect(presence.ok?["connections"] as? Int == 2)
         #expect(presence.ok?["users"] as? Int == 2)
         let users = (presence.ok?["members"] as? [[String: Any]])?.compactMap { $0["user"] as? String }
         #expect(Set(users ?? []) == ["ada", "bob"])
+        let names = (presence.ok?["members"] as? [[String: Any]])?.compactMap {
+            ($0["data"] as? [String: Any])?["name"] as? String
+        }
+        #expect(Set(names ?? []) == ["ADA", "BOB"])
 
         await bob.client.disconnect()
         let leave = try await ada.nextMembership("leave", user: "bob")

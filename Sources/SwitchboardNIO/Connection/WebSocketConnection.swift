@@ -13,6 +13,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let id: ConnectionID
     let userID: String?
     let subprotocol: String?
+    let info: String?
     let hub: Hub
     let shard: LoopShard
     var context: ChannelHandlerContext?
@@ -29,10 +30,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var wroteUnflushed = false
     var closeTimer: Scheduled<Void>?
 
-    init(id: ConnectionID, userID: String?, subprotocol: String?, hub: Hub, shard: LoopShard) {
+    init(id: ConnectionID, userID: String?, subprotocol: String?, info: String?, hub: Hub, shard: LoopShard) {
         self.id = id
         self.userID = userID
         self.subprotocol = subprotocol
+        self.info = info
         self.hub = hub
         self.shard = shard
         let configuration = hub.configuration
@@ -43,7 +45,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         heartbeat = shard.newHeartbeat()
     }
 
-    var handle: ConnectionHandle { ConnectionHandle(id: id, userID: userID, subprotocol: subprotocol, hub: hub) }
+    var handle: ConnectionHandle {
+        ConnectionHandle(id: id, userID: userID, subprotocol: subprotocol, info: info, hub: hub)
+    }
 
     var logger: Logger {
         var logger = hub.logger

@@ -106,8 +106,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.eventLoop.assumeIsolated().execute {
                 self.state = .done
                 switch result {
-                case .success(.accept(let userID, let subprotocol)):
-                    self.upgrade(head, accept: accept, userID: userID, subprotocol: subprotocol, context: context)
+                case .success(.accept(let userID, let subprotocol, let info)):
+                    self.upgrade(
+                        head, accept: accept, identity: (userID, subprotocol, info), context: context)
                 case .success(.reject(let status, let reason)):
                     self.hub.releaseConnectionSlot()
                     self.reject(.init(status: status, reason: reason, kind: .rejectedByApplication), context: context)
@@ -123,7 +124,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func upgrade(
-        _ head: HTTPRequestHead, accept: String, userID: String?, subprotocol: String?, context: ChannelHandlerContext
+        _ head: HTTPRequestHead, accept: String, identity: (userID: String?, subprotocol: String?, info: String?),
+        context: ChannelHandlerContext
     ) {
         guard context.channel.isActive else {
             hub.releaseConnectionSlot()
@@ -132,14 +134,15 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = HTTPHeaders([
             ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept),
         ])
-        if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        if let subprotocol = identity.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
             promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
 
         let connection = WebSocketConnection(
-            id: shard.nextConnectionID(), userID: userID, subprotocol: subprotocol, hub: hub, shard: shard)
+            id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
+            info: identity.info, hub: hub, shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))

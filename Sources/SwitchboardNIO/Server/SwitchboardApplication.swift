@@ -4,8 +4,9 @@ import SwitchboardCore
 
 /// The answer to an upgrade request: this is where authentication plugs in.
 public enum UpgradeDecision: Sendable {
-    /// Upgrade; the connection carries `userID` (if any) and the chosen subprotocol (if any).
-    case accept(userID: String?, subprotocol: String?)
+    /// Upgrade; the connection carries `userID` (if any), the chosen subprotocol (if any) and `info`:
+    /// application data about the connection (a JSON value, e.g. from a token), shown to others in presence.
+    case accept(userID: String?, subprotocol: String?, info: String? = nil)
     /// Refuse with an HTTP status and a reason sent as the response body.
     case reject(HTTPResponseStatus, reason: String)
 }
@@ -61,6 +62,8 @@ public struct ConnectionHandle: Sendable, Hashable {
     public let id: ConnectionID
     public let userID: String?
     public let subprotocol: String?
+    /// The `info` of the upgrade decision.
+    public let info: String?
     public let hub: Hub
 
     public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }

@@ -14,14 +14,18 @@ public struct Publication: Sendable, Equatable {
 public struct PresenceMember: Sendable, Hashable {
     public let client: ConnectionID
     public let user: String?
+    /// The connection's application data (a JSON value), when its upgrade attached some.
+    public let data: String?
 
-    public init(client: ConnectionID, user: String?) {
+    public init(client: ConnectionID, user: String?, data: String? = nil) {
         self.client = client
         self.user = user
+        self.data = data
     }
 
     var json: String {
-        "{\"client\":\"\(client)\",\"user\":\(user.map(ServerMessage.quote) ?? "null")}"
+        let user = user.map(ServerMessage.quote) ?? "null"
+        return "{\"client\":\"\(client)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
     }
 }
 

@@ -16,6 +16,11 @@ enum ChannelName {
         }
     }
 
+    /// A namespace is a channel name's prefix, so it follows the same rules, without `:`.
+    static func validNamespace(_ name: String) -> Bool {
+        validate(name) && !name.contains(":")
+    }
+
     static func namespace(of name: String) -> String {
         name.firstIndex(of: ":").map { String(name[..<$0]) } ?? ""
     }

@@ -21,7 +21,7 @@ final class ClientSession {
         self.bucket = bucket
     }
 
-    var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID) }
+    var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID, data: handle.info) }
 
     func send(_ frame: ByteBuffer, lane: DeliveryLane? = nil) { handle.send(frame: frame, lane: lane) }
 }
