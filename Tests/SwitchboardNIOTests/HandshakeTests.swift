@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
 import Testing
@@ -129,5 +130,43 @@ struct HandshakeTests {
 
     @Test func acceptValueMatchesRFC6455Example() {
         #expect(HandshakeValidator.acceptValue(for: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    }
+
+    /// The validator's header reading, case by case: tokens in lists and in any case, values trimmed,
+    /// duplicates of single-valued headers refused.
+    @Test func validatorReadsHeadersAsRFC7230Says() {
+        func validate(_ headers: [(String, String)], uri: String = "/ws") -> String? {
+            var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
+            head.headers = HTTPHeaders([("Host", "x")] + headers)
+            switch HandshakeValidator.validate(head, path: "/ws") {
+            case .success(let accept): return accept
+            case .failure(let rejection): return "\(rejection.status.code) \(rejection.reason)"
+            }
+        }
+        let key = ("Sec-WebSocket-Key", " dGhlIHNhbXBsZSBub25jZQ== ")
+        let good = [
+            ("upgrade", "WebSocket"), ("connection", "keep-alive, Upgrade"), key, ("sec-websocket-version", "13"),
+        ]
+        #expect(validate(good) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        #expect(validate(good, uri: "/ws?token=1") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        #expect(validate(good, uri: "/wsx")?.hasPrefix("404") == true)
+        #expect(validate(good, uri: "/w")?.hasPrefix("404") == true)
+        #expect(validate(good + [("Connection", "close")]) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        #expect(
+            validate(good.filter { $0.0 != "connection" } + [("Connection", "keep-alive, upgraded")])?.hasPrefix("400")
+                == true)
+        #expect(validate(good + [("Sec-WebSocket-Version", "13")])?.hasPrefix("426") == true)
+        #expect(
+            validate(good.filter { $0.0 != "sec-websocket-version" } + [("Sec-WebSocket-Version", "13, 8")])?.hasPrefix(
+                "426") == true)
+        #expect(validate(good + [key])?.hasPrefix("400 Sec-WebSocket-Key") == true)
+        for bad in [
+            "dGhlIHNhbXBsZSBub25jZQ=", "dGhlIHNhbXBsZSBub25jZQ!=", "dGhlIHNhbXBsZSBub25jZQAA",
+            "dGhlIHNhbXBsZSBub25jZ===",
+        ] {
+            let headers = good.filter { $0.0 != "Sec-WebSocket-Key" } + [("Sec-WebSocket-Key", bad)]
+            #expect(validate(headers)?.hasPrefix("400 Sec-WebSocket-Key") == true, "\(bad)")
+        }
+        #expect(validate(good.filter { $0.0 != "upgrade" } + [("Upgrade", "h2c")])?.hasPrefix("426") == true)
     }
 }

@@ -24,7 +24,7 @@ extension WebSocketConnection {
     /// into a reset that destroys the close frame in flight).
     func fail(_ failure: WebSocketFailure) {
         guard case .sendClose(let code, let message) = machine.fail(failure), let context else { return }
-        logger.info("closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
+        log(.info, "closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
         discardingInput = true
         discardQueue()
         let frame = FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)
@@ -68,7 +68,7 @@ extension WebSocketConnection {
         discardQueue()
         shard.unregister(self)
         hub.connectionClosed(reason)
-        logger.debug("connection closed", metadata: ["reason": "\(reason.rawValue)"])
+        log(.debug, "connection closed", metadata: ["reason": "\(reason.rawValue)"])
         hub.application.connectionClosed(handle, reason: reason)
         context = nil
     }

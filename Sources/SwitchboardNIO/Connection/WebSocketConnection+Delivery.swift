@@ -21,9 +21,10 @@ extension WebSocketConnection {
             break
         case .queuedAfterDropping(let dropped):
             shard.counters.queueDropped += dropped
-            logger.debug("slow consumer: dropped oldest queued messages", metadata: ["dropped": "\(dropped)"])
+            log(.debug, "slow consumer: dropped oldest queued messages", metadata: ["dropped": "\(dropped)"])
         case .overflow:
-            logger.info(
+            log(
+                .info,
                 "slow consumer: queue full, disconnecting",
                 metadata: ["queued_messages": "\(queue.count)", "queued_bytes": "\(queue.byteCount)"])
             close(.slowConsumer)

@@ -49,11 +49,17 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         ConnectionHandle(id: id, userID: userID, subprotocol: subprotocol, info: info, hub: hub)
     }
 
-    var logger: Logger {
+    /// Logs with the connection's id (and user) in the metadata. The level is checked first: building a
+    /// logger with metadata costs more than the rest of opening a connection when nothing is logged.
+    func log(
+        _ level: Logger.Level, _ message: @autoclosure () -> Logger.Message,
+        metadata: @autoclosure () -> Logger.Metadata = [:]
+    ) {
+        guard hub.logger.logLevel <= level else { return }
         var logger = hub.logger
         logger[metadataKey: "connection"] = "\(id)"
         if let userID { logger[metadataKey: "user"] = "\(userID)" }
-        return logger
+        logger.log(level: level, message(), metadata: metadata())
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -68,7 +74,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         shard.register(self)
         hub.connectionOpened()
-        logger.debug("connection opened")
+        log(.debug, "connection opened")
         hub.application.connectionOpened(handle)
     }
 
@@ -138,7 +144,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Resets and other socket errors end the connection; `channelInactive` does the bookkeeping.
-        logger.debug("connection error", metadata: ["error": "\(error)"])
+        log(.debug, "connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 }

@@ -17,16 +17,17 @@ enum HandshakeValidator {
         static func bad(_ reason: String) -> Rejection { .init(status: .badRequest, reason: reason, kind: .badRequest) }
     }
 
-    /// Returns the `Sec-WebSocket-Accept` value for a valid request.
+    /// Returns the `Sec-WebSocket-Accept` value for a valid request. Runs for every connection, so it
+    /// reads headers in place instead of splitting, lowercasing and decoding them into new strings.
     static func validate(_ head: HTTPRequestHead, path: String?) -> Result<String, Rejection> {
-        if let path, head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) != path {
+        if let path, !head.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) {
             return .failure(.init(status: .notFound, reason: "no WebSocket endpoint at this path", kind: .notFound))
         }
         guard head.method == .GET else { return .failure(.bad("WebSocket upgrade requires GET")) }
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return .failure(.bad("WebSocket upgrade requires HTTP/1.1"))
         }
-        guard !head.headers["Host"].isEmpty else { return .failure(.bad("missing Host header")) }
+        guard head.headers.contains(name: "Host") else { return .failure(.bad("missing Host header")) }
         guard hasToken(head.headers, "Upgrade", "websocket") else {
             return .failure(
                 .init(
@@ -36,28 +37,67 @@ enum HandshakeValidator {
         guard hasToken(head.headers, "Connection", "upgrade") else {
             return .failure(.bad("Connection header must include Upgrade"))
         }
-        let versions = head.headers[canonicalForm: "Sec-WebSocket-Version"]
-        guard versions.count == 1, versions[0] == "13" else {
+        guard let version = onlyValue(head.headers, "Sec-WebSocket-Version"), version.elementsEqual("13".utf8) else {
             return .failure(
                 .init(
                     status: .upgradeRequired, reason: "unsupported WebSocket version; this server speaks 13",
                     kind: .unsupportedVersion, extraHeaders: [("Sec-WebSocket-Version", "13")]))
         }
-        let keys = head.headers["Sec-WebSocket-Key"]
-        guard keys.count == 1, let key = keys.first?.trimmingCharacters(in: .whitespaces),
-            let decoded = Data(base64Encoded: key), decoded.count == 16
-        else {
+        guard let key = onlyValue(head.headers, "Sec-WebSocket-Key"), isBase64Of16Bytes(key) else {
             return .failure(.bad("Sec-WebSocket-Key must be 16 bytes in base64"))
         }
-        return .success(acceptValue(for: key))
+        return .success(acceptValue(for: String(decoding: key, as: UTF8.self)))
     }
 
     static func acceptValue(for key: String) -> String {
-        let digest = Insecure.SHA1.hash(data: Data((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").utf8))
-        return Data(digest).base64EncodedString()
+        var sha1 = Insecure.SHA1()
+        sha1.update(data: Array(key.utf8))
+        sha1.update(data: Array("258EAFA5-E914-47DA-95CA-C5AB0DC85B11".utf8))
+        return Data(sha1.finalize()).base64EncodedString()
     }
 
+    /// 16 bytes in base64 are 22 characters of the alphabet and "==".
+    private static func isBase64Of16Bytes(_ key: Substring.UTF8View) -> Bool {
+        guard key.count == 24, key.suffix(2).allSatisfy({ $0 == UInt8(ascii: "=") }) else { return false }
+        return key.prefix(22).allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"):
+                true
+            default: false
+            }
+        }
+    }
+
+    /// The value of a header that must appear once, without surrounding whitespace.
+    private static func onlyValue(_ headers: HTTPHeaders, _ name: String) -> Substring.UTF8View? {
+        var found: Substring.UTF8View?
+        for (headerName, value) in headers where equalsIgnoringCase(headerName.utf8, name.utf8) {
+            guard found == nil else { return nil }
+            found = trimmed(value.utf8)
+        }
+        return found
+    }
+
+    /// Whether a comma-separated header (in any of its lines) lists `token`, in any letter case.
     private static func hasToken(_ headers: HTTPHeaders, _ name: String, _ token: String) -> Bool {
-        headers[canonicalForm: name].contains { $0.lowercased() == token }
+        headers.contains { headerName, value in
+            equalsIgnoringCase(headerName.utf8, name.utf8)
+                && value.utf8.split(separator: UInt8(ascii: ",")).contains {
+                    equalsIgnoringCase(trimmed($0), token.utf8)
+                }
+        }
+    }
+
+    private static func trimmed<Bytes: BidirectionalCollection<UInt8>>(_ bytes: Bytes) -> Bytes.SubSequence {
+        let isSpace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }) else { return bytes[bytes.endIndex...] }
+        let last = bytes.lastIndex(where: { !isSpace($0) }) ?? first
+        return bytes[first...last]
+    }
+
+    private static func equalsIgnoringCase(_ lhs: some Collection<UInt8>, _ rhs: some Collection<UInt8>) -> Bool {
+        func lower(_ byte: UInt8) -> UInt8 { byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte }
+        return lhs.count == rhs.count && zip(lhs, rhs).allSatisfy { lower($0) == lower($1) }
     }
 }

@@ -248,7 +248,7 @@ extension WebSocketConnection {
             writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
             return checkAt
         case .pongTimeout:
-            logger.debug("pong timeout")
+            log(.debug, "pong timeout")
             close(.pongTimeout)
             return nil
         case .idleTimeout:
