@@ -47,8 +47,9 @@ struct ChannelsServer {
         logger.logLevel = .critical
         let application = ChannelsApplication(configuration: channels, logger: logger) { request in
             let user = request.uri.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
-            // Presence data as an authenticator would take it from a token.
-            return .accept(userID: user, subprotocol: nil, info: user.map { "{\"name\":\"\($0.uppercased())\"}" })
+            // Presence data as an authenticator would take it from a token; "raw" gets info that is not JSON.
+            let info = user == "raw" ? "not json" : user.map { "{\"name\":\"\($0.uppercased())\"}" }
+            return .accept(userID: user, subprotocol: nil, info: info)
         }
         let server = SwitchboardServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()

@@ -87,6 +87,18 @@ struct ChannelsTests {
         await server.stop()
     }
 
+    @Test func connectionInfoThatIsNotJSONIsLeftOutOfPresence() async throws {
+        let server = try await ChannelsServer.start()
+        let raw = try await server.connect(user: "raw")
+        _ = try await raw.call(["cmd": "subscribe", "channel": "chat:r"])
+        let presence = try await raw.call(["cmd": "presence", "channel": "chat:r"]).reply
+        let members = try #require(presence.ok?["members"] as? [[String: Any]])
+        #expect(members.count == 1)
+        #expect(members.first?["user"] as? String == "raw")
+        #expect(members.first?["data"] == nil)
+        await server.stop()
+    }
+
     @Test func countsOnlyPresence() async throws {
         let server = try await ChannelsServer.start()
         var clients: [ProtocolClient] = []

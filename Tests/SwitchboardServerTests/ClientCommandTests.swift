@@ -59,6 +59,14 @@ struct ClientCommandTests {
         }
     }
 
+    @Test func connectionInfoMustBeOneJSONValue() {
+        #expect(JSONScanner.isValue(#" {"name": "Ada"} "#))
+        #expect(JSONScanner.isValue(#""plain""#))
+        #expect(!JSONScanner.isValue("Ada"))
+        #expect(!JSONScanner.isValue(#"{"name": "Ada"}, 1"#))
+        #expect(!JSONScanner.isValue(""))
+    }
+
     @Test func nestingIsBoundedNotRecursedWithoutLimit() {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         #expect(failure(#"{"id":1,"cmd":"publish","channel":"a","data":\#(deep)}"#)?.id == nil)

@@ -69,6 +69,11 @@ struct ConfigurationFileTests {
             problem(#"{"namespaces": {"chat": {"historySize": 2.5}}}"#)
                 == "namespaces.chat.historySize: must be a whole number")
         #expect(problem(#"{"publishRate": -1}"#) == "publishRate: must not be negative")
+        #expect(problem(#"{"publishRate": 0}"#) == "publishRate: must be greater than 0")
+        #expect(problem(#"{"publishBurst": 0.5}"#) == "publishBurst: must be at least 1")
+        #expect(
+            problem(#"{"namespaces": {"a": {"historyTTL": 1e300}}}"#)
+                == "namespaces.a.historyTTL: must be at most 31536000 seconds (a year)")
         #expect(
             problem(#"{"namespaces": {"a": {"slowConsumer": "fast"}}}"#)
                 == #"namespaces.a.slowConsumer: must be "disconnect", "dropOldest" or "latest""#)

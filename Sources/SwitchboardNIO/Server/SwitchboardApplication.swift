@@ -5,7 +5,8 @@ import SwitchboardCore
 /// The answer to an upgrade request: this is where authentication plugs in.
 public enum UpgradeDecision: Sendable {
     /// Upgrade; the connection carries `userID` (if any), the chosen subprotocol (if any) and `info`:
-    /// application data about the connection (a JSON value, e.g. from a token), shown to others in presence.
+    /// application data about the connection (a JSON value, e.g. from a token), shown to others in presence
+    /// (the channel layer leaves out, with a warning, info that is not JSON).
     case accept(userID: String?, subprotocol: String?, info: String? = nil)
     /// Refuse with an HTTP status and a reason sent as the response body.
     case reject(HTTPResponseStatus, reason: String)

@@ -61,11 +61,18 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerDelivery {
     public func connectionOpened(_ connection: ConnectionHandle) {
         // The hub is known only once connections arrive; the per-loop shards are made once.
         let attachment = attachment.load() ?? attachment.storeIfNilThenLoad(Attachment(hub: connection.hub))
+        var presenceData = connection.info
+        if let info = presenceData, !JSONScanner.isValue(info) {
+            logger.warning(
+                "connection info is not JSON; presence leaves it out", metadata: ["connection": "\(connection.id)"])
+            presenceData = nil
+        }
         let session = ClientSession(
             handle: connection,
             bucket: TokenBucket(
                 rate: configuration.publishRate, burst: configuration.publishBurst,
-                now: Int64(NIODeadline.now().uptimeNanoseconds)))
+                now: Int64(NIODeadline.now().uptimeNanoseconds)),
+            presenceData: presenceData)
         attachment.shards[connection.id.shard].sessions[connection.id] = session
     }
 

@@ -25,6 +25,8 @@ extension ChannelsConfiguration {
         maxSubscriptionsPerConnection = try reader.int("maxSubscriptionsPerConnection") ?? maxSubscriptionsPerConnection
         publishRate = try reader.number("publishRate") ?? publishRate
         publishBurst = try reader.number("publishBurst") ?? publishBurst
+        guard publishRate > 0 else { throw reader.error("publishRate", "must be greater than 0") }
+        guard publishBurst >= 1 else { throw reader.error("publishBurst", "must be at least 1") }
         maxRejectedPublishes = try reader.int("maxRejectedPublishes") ?? maxRejectedPublishes
         if let namespaces = try reader.object("namespaces") {
             self.namespaces = [:]
@@ -40,11 +42,16 @@ extension ChannelsConfiguration {
 }
 
 extension NamespaceOptions {
+    fileprivate static let maxHistoryTTLSeconds = 365.0 * 24 * 3600
+
     fileprivate init(_ reader: ObjectReader) throws {
         var reader = reader
         self.init()
         historySize = try reader.int("historySize") ?? historySize
         if let seconds = try reader.number("historyTTL") {
+            guard seconds <= Self.maxHistoryTTLSeconds else {
+                throw reader.error("historyTTL", "must be at most \(Int(Self.maxHistoryTTLSeconds)) seconds (a year)")
+            }
             historyTTL = .nanoseconds(Int64(seconds * 1e9))
         }
         presence = try reader.bool("presence") ?? presence

@@ -16,12 +16,16 @@ final class ClientSession {
     var bucket: TokenBucket
     var rejectedPublishes = 0
 
-    init(handle: ConnectionHandle, bucket: TokenBucket) {
+    /// The connection's info as presence shows it: only if it is JSON, since it is sent as is.
+    let presenceData: String?
+
+    init(handle: ConnectionHandle, bucket: TokenBucket, presenceData: String?) {
         self.handle = handle
         self.bucket = bucket
+        self.presenceData = presenceData
     }
 
-    var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID, data: handle.info) }
+    var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID, data: presenceData) }
 
     func send(_ frame: ByteBuffer, lane: DeliveryLane? = nil) { handle.send(frame: frame, lane: lane) }
 }

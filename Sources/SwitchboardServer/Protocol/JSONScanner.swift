@@ -18,6 +18,17 @@ struct JSONScanner {
 
     var atEnd: Bool { index == bytes.count }
 
+    /// Whether `text` is exactly one JSON value (whitespace around it allowed).
+    static func isValue(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in
+            var scanner = JSONScanner(UnsafeRawBufferPointer(bytes))
+            guard (try? scanner.skipValue()) != nil else { return false }
+            scanner.skipWhitespace()
+            return scanner.atEnd
+        }
+    }
+
     /// Goes back to `position` (an index this scanner passed), to read a value another way.
     mutating func rewind(to position: Int) {
         index = position
