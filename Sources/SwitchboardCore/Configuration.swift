@@ -16,6 +16,14 @@ public struct SwitchboardConfiguration: Sendable {
     public var maxConnections = 100_000
     /// Time a client has to complete the HTTP upgrade after connecting. Default 10 s.
     public var handshakeTimeout = TimeAmount.seconds(10)
+    /// Connections that have not finished their upgrade, at most, at once (each event loop takes its
+    /// share, rounded up); beyond, a new TCP connection is closed at accept and counted. Bounds what
+    /// silent or slow clients can hold. Default 4,096.
+    public var maxPendingHandshakes = 4096
+    /// Upgrades admitted per second (spread over the event loops, each with a second's worth of burst);
+    /// beyond, 503 with `Retry-After: 1`. Spreads a reconnect storm so the connections already open keep
+    /// their latency. Default 0: no limit.
+    public var maxUpgradesPerSecond = 0.0
     /// Time between server pings (jittered by ±10%). Default 25 s; zero disables pings.
     public var pingInterval = TimeAmount.seconds(25)
     /// Time a ping may go unanswered before the connection is closed. Default 10 s.

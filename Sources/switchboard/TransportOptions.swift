@@ -22,6 +22,12 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "Seconds a client has to complete the HTTP upgrade after connecting.")
     var handshakeTimeout = 10.0
 
+    @Option(help: "Handshakes in progress allowed at once; connections beyond are closed at accept.")
+    var maxPendingHandshakes = 4096
+
+    @Option(help: "New upgrades admitted per second (beyond: HTTP 503 with Retry-After); 0 admits all.")
+    var maxUpgradesPerSecond = 0.0
+
     @Option(help: "Seconds between server pings (jittered ±10%); 0 disables pings.")
     var pingInterval = 25.0
 
@@ -54,6 +60,8 @@ struct TransportOptions: ParsableArguments {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard maxMessageSize >= 1 else { throw ValidationError("--max-message-size must be positive") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be positive") }
+        guard maxPendingHandshakes >= 1 else { throw ValidationError("--max-pending-handshakes must be positive") }
+        guard maxUpgradesPerSecond >= 0 else { throw ValidationError("--max-upgrades-per-second cannot be negative") }
         guard queueMaxBytes >= 1, queueMaxMessages >= 1 else { throw ValidationError("queue bounds must be positive") }
         for (name, value) in [
             ("--handshake-timeout", handshakeTimeout), ("--pong-timeout", pongTimeout),
@@ -74,6 +82,8 @@ struct TransportOptions: ParsableArguments {
         configuration.maxMessageSize = maxMessageSize
         configuration.maxConnections = maxConnections
         configuration.handshakeTimeout = .seconds(handshakeTimeout)
+        configuration.maxPendingHandshakes = maxPendingHandshakes
+        configuration.maxUpgradesPerSecond = maxUpgradesPerSecond
         configuration.pingInterval = .seconds(pingInterval)
         configuration.pongTimeout = .seconds(pongTimeout)
         configuration.idleTimeout = .seconds(idleTimeout)

@@ -170,3 +170,58 @@ struct HandshakeTests {
         #expect(validate(good.filter { $0.0 != "upgrade" } + [("Upgrade", "h2c")])?.hasPrefix("426") == true)
     }
 }
+
+@Suite("Admission")
+struct AdmissionTests {
+    private func pendingHandshakes(_ server: TestServer) async throws -> Int {
+        try await server.hub.statistics().get().pendingHandshakes
+    }
+
+    @Test func connectionsBeyondThePendingHandshakeBoundAreClosedAtAccept() async throws {
+        let server = try await TestServer.start {
+            $0.threads = 1
+            $0.maxPendingHandshakes = 2
+            $0.handshakeTimeout = .seconds(60)
+        }
+        let silent = [
+            try await RawConnection.connect(port: server.port), try await RawConnection.connect(port: server.port),
+        ]
+        try await eventually("two handshakes pending") { try await pendingHandshakes(server) == 2 }
+
+        let refused = try await RawConnection.connect(port: server.port)
+        #expect(try await refused.waitForServerClose().isEmpty)
+        #expect(server.rejectedCount("too_many_pending") == 1)
+
+        // Room again once a pending one goes: a real client upgrades.
+        await silent[0].close()
+        try await eventually("one handshake pending") { try await pendingHandshakes(server) == 1 }
+        let client = try await server.connect()
+        client.send(text: "still serving")
+        #expect(try await client.nextMessage() == .text("still serving"))
+
+        await silent[1].close()
+        await client.disconnect()
+        try await server.expectNoConnections()
+        #expect(try await pendingHandshakes(server) == 0)
+        await server.stop()
+    }
+
+    @Test func upgradesBeyondTheRateGet503WithRetryAfter() async throws {
+        // 0.2 upgrades per second: a burst of one, then the next token comes after 5 s.
+        let server = try await TestServer.start {
+            $0.threads = 1
+            $0.maxUpgradesPerSecond = 0.2
+        }
+        let first = try await server.connect()
+        let response = try await exchange(upgradeRequest(), port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 503"), "\(response)")
+        #expect(response.contains("Retry-After: 1"))
+        #expect(response.contains("retry later"))
+        #expect(server.rejectedCount("rate_limited") == 1)
+        first.send(text: "unaffected")
+        #expect(try await first.nextMessage() == .text("unaffected"))
+        await first.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+}

@@ -33,6 +33,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        shard.admission.handshakeStarted()
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         timeout = context.eventLoop.scheduleTask(in: hub.configuration.handshakeTimeout) {
             let (handler, context) = loopBound.value
@@ -41,6 +42,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        shard.admission.handshakeEnded()
         timeout?.cancel()
     }
 
@@ -93,6 +95,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             return reject(
                 .init(status: .serviceUnavailable, reason: "server shutting down", kind: .shuttingDown),
                 context: context)
+        }
+        guard shard.admission.admitUpgrade(now: LoopShard.now()) else {
+            state = .done
+            return reject(
+                .init(
+                    status: .serviceUnavailable, reason: "too many new connections; retry later", kind: .rateLimited,
+                    extraHeaders: [("Retry-After", "1")]), context: context)
         }
         guard hub.reserveConnectionSlot() else {
             state = .done

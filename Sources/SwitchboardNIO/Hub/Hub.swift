@@ -19,6 +19,8 @@ public struct HubStatistics: Sendable {
     public var bytesOut = 0
     public var queueDropped = 0
     public var queuedMessages = 0
+    /// Connections accepted whose upgrade is not finished (the ones `maxPendingHandshakes` bounds).
+    public var pendingHandshakes = 0
 }
 
 /// The registry and delivery front door, usable from any thread. Each operation crosses to each
@@ -160,11 +162,14 @@ public final class Hub: Sendable {
     public func statistics() -> EventLoopFuture<HubStatistics> {
         let open = connectionCount
         let perLoop = shards.map { shard in
-            shard.eventLoop.submit { (shard.registry.count, shard.totals, shard.counters, shard.queuedMessages) }
+            shard.eventLoop.submit {
+                (shard.registry.count, shard.totals, shard.counters, shard.queuedMessages, shard.admission.pending)
+            }
         }
         return EventLoopFuture.whenAllSucceed(perLoop, on: shards[0].eventLoop).map { parts in
             var stats = HubStatistics(openConnections: open)
-            for (registered, totals, pending, queued) in parts {
+            for (registered, totals, pending, queued, handshakes) in parts {
+                stats.pendingHandshakes += handshakes
                 stats.registeredConnections += registered
                 stats.messagesIn += totals.messagesIn + pending.messagesIn
                 stats.messagesOut += totals.messagesOut + pending.messagesOut

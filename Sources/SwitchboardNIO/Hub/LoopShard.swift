@@ -24,6 +24,7 @@ final class LoopShard: @unchecked Sendable {
     var counters = LoopCounters()
     private(set) var totals = LoopCounters()
     var queuedMessages = 0
+    var admission: AdmissionControl
     private var draining: EventLoopPromise<Void>?
     private var rng = SystemRandomNumberGenerator()
     // Lock: guards the broadcasts waiting for this loop, appended from any thread and taken by the loop.
@@ -42,6 +43,10 @@ final class LoopShard: @unchecked Sendable {
         self.metrics = metrics
         self.queueDepthGauge = metrics.queueDepthGauge(loop: index)
         self.wheel = TimingWheel(tick: Self.tick(for: configuration), slotCount: 1024, now: Self.now())
+        let loops = max(configuration.threads, 1)
+        self.admission = AdmissionControl(
+            maxPending: (configuration.maxPendingHandshakes + loops - 1) / loops,
+            upgradesPerSecond: configuration.maxUpgradesPerSecond / Double(loops), now: Self.now())
     }
 
     static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }

@@ -13,6 +13,8 @@ public final class SwitchboardMetrics: Sendable {
         case rejectedByApplication = "rejected_by_application"
         case timeout = "timeout"
         case shuttingDown = "shutting_down"
+        case tooManyPending = "too_many_pending"
+        case rateLimited = "rate_limited"
     }
 
     let connectionsAccepted: Counter

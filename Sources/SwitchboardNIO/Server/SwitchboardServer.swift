@@ -62,6 +62,12 @@ public final class SwitchboardServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let shard = hub.shard(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
+                    guard shard.admission.hasRoomForHandshake else {
+                        // Closed before anything is allocated for it; the client sees the connection end.
+                        hub.metrics.rejected(.tooManyPending)
+                        hub.logger.debug("connection closed at accept: too many handshakes in progress")
+                        throw TooManyPendingHandshakes()
+                    }
                     let encoder = HTTPResponseEncoder()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let sync = channel.pipeline.syncOperations
@@ -108,3 +114,6 @@ public final class SwitchboardServer: Service, Sendable {
         }
     }
 }
+
+/// Thrown from the child channel initializer to have NIO close a connection admission refused.
+struct TooManyPendingHandshakes: Error {}
