@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests (real sockets on loopback), then the Autobahn
-# conformance quick set against `switchboard echo`, then a SIGTERM drain check of the real binary.
+# conformance quick set against `switchboard echo`, a SIGTERM drain check of the real binary, and the
+# real binary at its open-file limit.
 # Installs what it needs itself (the Autobahn venv from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,4 +53,46 @@ if [ "$rc" -ne 0 ]; then
   exit 1
 fi
 grep -q "stopped" "$log" || { cat "$log"; echo "no drain logged"; exit 1; }
+
+echo "== at the open-file limit: the server keeps serving, pauses accepting without spinning, recovers"
+# The real binary under a 64-descriptor limit, asked for 100 connections by the load generator.
+flog="$(mktemp)"
+(ulimit -n 64; exec .build/debug/switchboard echo --broadcast --port 0 --threads 1) >"$flog" 2>&1 &
+fserver=$!
+trap 'kill -9 $fserver 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  grep -q "listening on" "$flog" && break
+  sleep 0.1
+done
+fport="$(grep -o 'ws://[^ ]*' "$flog" | head -1 | sed -E 's#.*:([0-9]+)/.*#\1#')"
+cpu() { awk '{print $14 + $15}' "/proc/$fserver/stat"; }
+cpu0="$(cpu)"; t0="$(date +%s)"
+fill="$(.build/debug/switchboard-bench idle --port "$fport" --connections 100 --workers 1 \
+  --connect-concurrency 60 --duration 2 --settle 0.5 --source-addresses 2 | tail -1)"
+cpu1="$(cpu)"; t1="$(date +%s)"
+after="$(.build/debug/switchboard-bench fanout --port "$fport" --connections 2 --senders 1 --rate 10 \
+  --workers 1 --duration 1 --settle 0.2 | tail -1)"
+kill -0 "$fserver" || { cat "$flog"; echo "server died at the file limit"; exit 1; }
+kill -TERM "$fserver"; wait "$fserver" || true; trap - EXIT
+python3 - "$fill" "$after" "$((cpu1 - cpu0))" "$((t1 - t0))" "$flog" <<'PY'
+import json, sys
+fill, after = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cpu_s, wall_s, log = int(sys.argv[3]) / 100, max(int(sys.argv[4]), 1), open(sys.argv[5]).read()
+problems = []
+if not (fill["connections"] >= 30 and fill["connect_failures"] >= 1):
+    problems.append(f"expected the limit to be reached with connections held: {fill}")
+if fill["disconnected"] > fill["connect_failures"]:
+    problems.append(f"held connections were dropped: {fill}")
+if cpu_s > 0.25 * wall_s:
+    problems.append(f"server used {cpu_s:.1f} s of CPU in {wall_s} s at the limit (spinning?)")
+if not (after["connect_failures"] == 0 and after["lost"] == 0 and after["delivered"] > 0):
+    problems.append(f"server did not recover once descriptors were free: {after}")
+if "cannot accept connections" not in log or "accepting connections again" not in log:
+    problems.append("the pause and the recovery were not logged")
+print(f"held {fill['connections']}, refused {fill['connect_failures']}, server CPU {cpu_s:.2f} s in {wall_s} s, "
+      f"then {after['delivered']} deliveries on fresh connections")
+if problems:
+    print(log)
+    sys.exit("\n".join(problems))
+PY
 echo "== all tests passed"

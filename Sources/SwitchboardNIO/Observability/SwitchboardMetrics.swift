@@ -27,6 +27,8 @@ public final class SwitchboardMetrics: Sendable {
     let bytesOut: Counter
     let queueDropped: Counter
     let slowConsumerDisconnects: Counter
+    /// accept(2) failures for lack of descriptors or memory; each pauses accepting briefly.
+    let acceptPaused: Counter
     private let factory: any MetricsFactory
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
@@ -56,6 +58,7 @@ public final class SwitchboardMetrics: Sendable {
         bytesOut = Counter(label: "switchboard_bytes_out_total", factory: factory)
         queueDropped = Counter(label: "switchboard_queue_dropped_total", factory: factory)
         slowConsumerDisconnects = Counter(label: "switchboard_slow_consumer_disconnects_total", factory: factory)
+        acceptPaused = Counter(label: "switchboard_accept_paused_total", factory: factory)
         self.factory = factory
     }
 
