@@ -31,22 +31,37 @@ struct ClientHandshake {
         var headerLength: Int
     }
 
-    /// Parses the response head once it is complete in `buffer`; header names are lower-cased.
+    /// Parses the response head once it is complete in `buffer`; header names are lower-cased. Works on
+    /// bytes: the load generator parses one of these per connection it opens.
     static func parseHead(_ buffer: ByteBuffer) -> Response? {
-        let view = buffer.readableBytesView
-        guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
-        let text = String(decoding: view[view.startIndex..<end.lowerBound], as: UTF8.self)
-        let lines = text.components(separatedBy: "\r\n")
-        let statusParts = lines.first?.split(separator: " ") ?? []
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else {
-            return Response(status: 0, headers: [:], headerLength: end.upperBound - view.startIndex)
+        buffer.withUnsafeReadableBytes { bytes -> Response? in
+            guard let headEnd = headLength(bytes) else { return nil }
+            var lines = bytes[0..<(headEnd - 4)].split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+                .map { line in
+                    String(decoding: line.last == UInt8(ascii: "\r") ? line.dropLast() : line, as: UTF8.self)
+                }[...]
+            let statusParts = lines.popFirst()?.split(separator: " ") ?? []
+            guard statusParts.count >= 2, let status = Int(statusParts[1]) else {
+                return Response(status: 0, headers: [:], headerLength: headEnd)
+            }
+            var headers: [String: String] = [:]
+            for line in lines {
+                guard let colon = line.firstIndex(of: ":") else { continue }
+                let value = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+                headers[line[..<colon].lowercased()] = String(
+                    value.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+            }
+            return Response(status: status, headers: headers, headerLength: headEnd)
         }
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
-                in: .whitespaces)
+    }
+
+    /// Bytes up to and including the blank line that ends the head, once it has arrived.
+    private static func headLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= 4 else { return nil }
+        for index in 3..<bytes.count
+        where bytes[index] == 0x0A && bytes[index - 1] == 0x0D && bytes[index - 2] == 0x0A && bytes[index - 3] == 0x0D {
+            return index + 1
         }
-        return Response(status: status, headers: headers, headerLength: end.upperBound - view.startIndex)
+        return nil
     }
 }

@@ -275,25 +275,24 @@ final class Worker: @unchecked Sendable {
         for slot in 0..<plan.connections { churnOnce(slot: slot, round: 0) }
     }
 
+    /// One connection's life, again and again: open (TCP and upgrade), close, next. All on the worker's
+    /// loop with futures: a task per connection would cost the generator more than the server.
     private func churnOnce(slot: Int, round: Int) {
         guard churning else { return }
-        let options = options(forIndex: plan.firstIndex + slot + round)
-        let plan = self.plan
-        let loop = self.loop
-        Task {
-            do {
-                let (channel, _) = try await WebSocketClient.open(
-                    host: plan.host, port: plan.port, options: options, group: loop,
-                    sink: { _ in NullSink() })
-                try? await channel.close()
-                loop.execute { self.report.churned += 1 }
-            } catch {
-                loop.execute {
-                    self.report.connectFailures += 1
-                    self.report.lastError = "\(error)"
-                }
+        WebSocketClient.openFuture(
+            host: plan.host, port: plan.port, options: options(forIndex: plan.firstIndex + slot + round), on: loop,
+            sink: { _ in NullSink() }
+        ).flatMap { channel, _ in
+            channel.close().recover { _ in }  // already closed by the server is fine too
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                self.report.churned += 1
+            case .failure(let error):
+                self.report.connectFailures += 1
+                self.report.lastError = "\(error)"
             }
-            loop.execute { self.churnOnce(slot: slot, round: round + 1) }
+            self.churnOnce(slot: slot, round: round + 1)
         }
     }
 
