@@ -113,6 +113,38 @@ public final class WebSocketClient: Sendable {
         try await inbox.next(timeout: timeout).get()
     }
 
+    /// Every event from the server, in order, as an async sequence that ends after `.disconnected`,
+    /// or fails with `ClientTimeout` when the server stays silent for `idleTimeout`. It is the
+    /// connection's reader: iterate it from one task and do not mix it with `next`. Once iteration
+    /// stops, the read behind it ends within a second.
+    public func events(idleTimeout: TimeAmount = .hours(1)) -> AsyncThrowingStream<ClientEvent, any Error> {
+        let poll = TimeAmount.seconds(1)
+        return AsyncThrowingStream { continuation in
+            let reader = Task {
+                var silent = TimeAmount.zero
+                do {
+                    while !Task.isCancelled {
+                        let event: ClientEvent
+                        do {
+                            event = try await self.next(timeout: min(poll, idleTimeout))
+                        } catch is ClientTimeout {
+                            silent = silent + min(poll, idleTimeout)
+                            if silent >= idleTimeout { throw ClientTimeout() }
+                            continue
+                        }
+                        silent = .zero
+                        continuation.yield(event)
+                        if event == .disconnected { break }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in reader.cancel() }
+        }
+    }
+
     /// The next text or binary message, skipping pings and pongs; fails on close or disconnect.
     public func nextMessage(timeout: TimeAmount = .seconds(10)) async throws -> ClientEvent {
         while true {

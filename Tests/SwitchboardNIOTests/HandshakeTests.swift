@@ -19,6 +19,22 @@ struct HandshakeTests {
         await server.stop()
     }
 
+    @Test func clientEventsArriveInOrderAsAnAsyncSequence() async throws {
+        let server = try await TestServer.start()
+        let client = try await server.connect()
+        for text in ["one", "two", "three"] { client.send(text: text) }
+        client.close(code: 1000, reason: "done")  // the server echoes the code, without a reason
+        var seen: [ClientEvent] = []
+        for try await event in client.events(idleTimeout: .seconds(20)) {
+            if case .ping = event { continue }
+            seen.append(event)
+        }
+        #expect(
+            seen == [.text("one"), .text("two"), .text("three"), .close(code: 1000, reason: ""), .disconnected])
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
     @Test func selectsTheApplicationsPreferredSubprotocol() async throws {
         let server = try await TestServer.start()
         let client = try await server.connect(subprotocols: ["chat.v1", "chat.v2"])
