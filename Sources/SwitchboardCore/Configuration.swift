@@ -14,6 +14,9 @@ public struct SwitchboardConfiguration: Sendable {
     public var maxMessageSize = 1 << 20
     /// Open WebSocket connections allowed at once; further upgrades get 503. Default 100,000.
     public var maxConnections = 100_000
+    /// Which web pages may connect (checked on the `Origin` header browsers send). Default: the
+    /// server's own origin only; clients without `Origin` are not affected.
+    public var originPolicy = OriginPolicy.sameOrigin
     /// Time a client has to complete the HTTP upgrade after connecting. Default 10 s.
     public var handshakeTimeout = TimeAmount.seconds(10)
     /// Connections that have not finished their upgrade, at most, at once (each event loop takes its

@@ -22,6 +22,13 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "Seconds a client has to complete the HTTP upgrade after connecting.")
     var handshakeTimeout = 10.0
 
+    @Option(
+        help: ArgumentHelp(
+            "A web origin allowed to connect (repeatable; `*` for any). Default: only the server's own origin.",
+            discussion: "Requests without an Origin header (clients that are not browsers) are not affected.",
+            valueName: "origin"))
+    var allowedOrigin: [String] = []
+
     @Option(help: "Handshakes in progress allowed at once; connections beyond are closed at accept.")
     var maxPendingHandshakes = 4096
 
@@ -83,6 +90,11 @@ struct TransportOptions: ParsableArguments {
         configuration.maxConnections = maxConnections
         configuration.handshakeTimeout = .seconds(handshakeTimeout)
         configuration.maxPendingHandshakes = maxPendingHandshakes
+        if allowedOrigin.contains("*") {
+            configuration.originPolicy = .any
+        } else if !allowedOrigin.isEmpty {
+            configuration.originPolicy = .allowList(allowedOrigin)
+        }
         configuration.maxUpgradesPerSecond = maxUpgradesPerSecond
         configuration.pingInterval = .seconds(pingInterval)
         configuration.pongTimeout = .seconds(pongTimeout)

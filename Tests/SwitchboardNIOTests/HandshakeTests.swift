@@ -76,6 +76,21 @@ struct HandshakeTests {
         await server.stop()
     }
 
+    @Test func pagesFromOtherOriginsGet403() async throws {
+        let server = try await TestServer.start()
+        let foreign = try await exchange(upgradeRequest(extra: "Origin: https://evil.example\r\n"), port: server.port)
+        #expect(foreign.hasPrefix("HTTP/1.1 403"), "\(foreign)")
+        #expect(foreign.contains("origin not allowed"))
+        #expect(server.rejectedCount("origin_not_allowed") == 1)
+        // The page's own origin (the Host it connects to) may connect.
+        let own = try await RawConnection.connect(port: server.port)
+        own.send(upgradeRequest(extra: "Origin: http://127.0.0.1\r\n"))
+        try await eventually("101 for the page's own origin") { own.receivedText.hasPrefix("HTTP/1.1 101") }
+        await own.close()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
     @Test func unknownPathGets404() async throws {
         let server = try await TestServer.start()
         let response = try await exchange(upgradeRequest(path: "/elsewhere"), port: server.port)

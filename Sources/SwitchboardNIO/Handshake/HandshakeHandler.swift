@@ -83,7 +83,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let accept: String
-        switch HandshakeValidator.validate(head, path: hub.configuration.path) {
+        switch HandshakeValidator.validate(head, path: hub.configuration.path, origins: hub.configuration.originPolicy)
+        {
         case .failure(let rejection):
             state = .done
             return reject(rejection, context: context)

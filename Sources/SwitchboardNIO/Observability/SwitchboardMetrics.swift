@@ -15,6 +15,7 @@ public final class SwitchboardMetrics: Sendable {
         case shuttingDown = "shutting_down"
         case tooManyPending = "too_many_pending"
         case rateLimited = "rate_limited"
+        case originNotAllowed = "origin_not_allowed"
     }
 
     let connectionsAccepted: Counter

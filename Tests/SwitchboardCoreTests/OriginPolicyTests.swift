@@ -1,0 +1,37 @@
+import SwitchboardCore
+import Testing
+
+@Suite("Origin policy")
+struct OriginPolicyTests {
+    @Test func clientsWithoutAnOriginAreNotBrowsersAndPass() {
+        for policy in [OriginPolicy.sameOrigin, .allowList([]), .any] {
+            #expect(policy.allows(origin: nil, host: "example.com"))
+        }
+    }
+
+    @Test func sameOriginComparesTheAuthorityWithTheHost() {
+        let policy = OriginPolicy.sameOrigin
+        #expect(policy.allows(origin: "https://Chat.Example.com", host: "chat.example.com"))
+        #expect(policy.allows(origin: "http://127.0.0.1:8080", host: "127.0.0.1:8080"))
+        #expect(policy.allows(origin: "https://example.com", host: "example.com:443"))
+        #expect(policy.allows(origin: "http://example.com:80", host: "example.com"))
+        #expect(!policy.allows(origin: "https://evil.example", host: "chat.example.com"))
+        #expect(!policy.allows(origin: "http://127.0.0.1:3000", host: "127.0.0.1:8080"))
+        #expect(!policy.allows(origin: "null", host: "example.com"))
+        #expect(!policy.allows(origin: "https://example.com", host: nil))
+    }
+
+    @Test func allowListMatchesWholeOriginsWithoutCaseOrDefaultPorts() {
+        let policy = OriginPolicy.allowList(["https://app.example.com", "http://localhost:3000/"])
+        #expect(policy.allows(origin: "https://APP.example.com", host: "api.example.com"))
+        #expect(policy.allows(origin: "https://app.example.com:443", host: "api.example.com"))
+        #expect(policy.allows(origin: "http://localhost:3000", host: "localhost:8080"))
+        #expect(!policy.allows(origin: "http://app.example.com", host: "api.example.com"))
+        #expect(!policy.allows(origin: "https://app.example.com.evil.example", host: "api.example.com"))
+        #expect(!policy.allows(origin: "http://localhost:3001", host: "localhost:8080"))
+    }
+
+    @Test func anyAllowsEveryOrigin() {
+        #expect(OriginPolicy.any.allows(origin: "https://anywhere.example", host: "example.com"))
+    }
+}
