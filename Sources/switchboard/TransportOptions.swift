@@ -53,7 +53,10 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "Messages queued per connection while its socket is not writable.")
     var queueMaxMessages = 4096
 
-    @Option(help: "When a connection's queue is full: disconnect (close 1008) or drop-oldest.")
+    @Option(
+        help:
+            "When a connection's queue is full: disconnect (close 1008), drop-oldest, or latest (only the newest pending message of each channel)."
+    )
     var slowConsumer = SlowConsumerPolicy.disconnect
 
     @Option(help: "Seconds shutdown waits for queues to drain and close handshakes to finish.")
