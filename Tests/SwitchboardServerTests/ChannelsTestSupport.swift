@@ -13,6 +13,7 @@ import Testing
 struct ChannelsServer {
     let server: SwitchboardServer
     let port: Int
+    let broker: LocalBroker
 
     static func start(
         transport: (inout SwitchboardConfiguration) -> Void = { _ in },
@@ -45,7 +46,8 @@ struct ChannelsServer {
         transport(&configuration)
         var logger = Logger(label: "channels-test")
         logger.logLevel = .critical
-        let application = ChannelsApplication(configuration: channels, logger: logger) { request in
+        let broker = LocalBroker()
+        let application = ChannelsApplication(configuration: channels, broker: broker, logger: logger) { request in
             let user = request.uri.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
             // Presence data as an authenticator would take it from a token; "raw" gets info that is not JSON.
             let info = user == "raw" ? "not json" : user.map { "{\"name\":\"\($0.uppercased())\"}" }
@@ -53,7 +55,7 @@ struct ChannelsServer {
         }
         let server = SwitchboardServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
-        return ChannelsServer(server: server, port: address.port ?? 0)
+        return ChannelsServer(server: server, port: address.port ?? 0, broker: broker)
     }
 
     func connect(user: String? = nil) async throws -> ProtocolClient {
@@ -147,4 +149,17 @@ final class NIOLockedBoxInt: Sendable {
 struct ConditionFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Waits for a condition that an event will make true, checking every 5 ms, failing after `timeout`.
+func eventually(
+    timeout: Duration = .seconds(20), _ what: String = "condition", _ condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw ConditionFailure("timed out waiting for \(what)")
 }
