@@ -55,6 +55,20 @@ struct ConfigurationFileTests {
         #expect(try parse("{}").namespaces.keys.sorted() == [""])
     }
 
+    /// The example in docs/CONFIGURATION.md is a file users copy: it must stay valid.
+    @Test func theDocumentedExampleParses() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/CONFIGURATION.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        let blocks = text.components(separatedBy: "```json\n").dropFirst().compactMap {
+            $0.components(separatedBy: "```").first
+        }
+        let example = try #require(blocks.first)
+        let configuration = try parse(example)
+        #expect(Set(configuration.namespaces.keys) == ["", "chat", "hall", "prices", "feed"])
+        #expect(configuration.namespaces["prices"]?.slowConsumer == .latest)
+    }
+
     @Test func mistakesAreNamedByTheirPath() {
         #expect(problem("{")?.hasPrefix("configuration: not valid JSON") == true)
         #expect(problem("[]") == "configuration: must be an object")
