@@ -39,9 +39,16 @@ struct RecoveryBenchmark: AsyncParsableCommand {
                     text: #"{"id":\#(index + 10),"cmd":"publish","channel":"\#(channel)","data":{"n":\#(index)}}"#)
             }
             publisher.send(text: #"{"id":1,"cmd":"ping"}"#)
+            var refused = 0
             while true {
-                guard case .text(let text) = try await publisher.nextMessage(timeout: .seconds(30)) else { continue }
+                let text = try await nextText(publisher)
                 if text.hasPrefix(#"{"id":1,"#) { break }
+                if text.contains(#""error":"#) { refused += 1 }
+            }
+            guard refused == 0 else {
+                throw ValidationError(
+                    "the server refused \(refused) of \(missed) publications (its publish rate limit?): run serve "
+                        + "with --publish-rate and --publish-burst of at least --missed")
             }
             let again = try await WebSocketClient.connect(host: host, port: port, options: options, group: group)
             let start = DispatchTime.now().uptimeNanoseconds
@@ -72,11 +79,28 @@ struct RecoveryBenchmark: AsyncParsableCommand {
 
     private func reply(_ client: WebSocketClient) async throws -> [String: Any] {
         while true {
-            guard case .text(let text) = try await client.nextMessage(timeout: .seconds(30)),
-                text.hasPrefix(#"{"id":1,"#),
+            let text = try await nextText(client)
+            guard text.hasPrefix(#"{"id":1,"#),
                 let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
             else { continue }
             return object["ok"] as? [String: Any] ?? [:]
+        }
+    }
+
+    /// The next text message; a close or a dropped connection is reported, not waited on forever.
+    private func nextText(_ client: WebSocketClient) async throws -> String {
+        while true {
+            switch try await client.nextMessage(timeout: .seconds(30)) {
+            case .text(let text):
+                return text
+            case .close(let code, let reason):
+                throw ValidationError(
+                    "the server closed the connection: \(code.map(String.init) ?? "no code") \(reason)")
+            case .disconnected:
+                throw ValidationError("the server dropped the connection")
+            default:
+                continue
+            }
         }
     }
 }
