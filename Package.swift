@@ -88,6 +88,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Helpers shared by the integration test targets.
+        .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore"],
@@ -96,7 +98,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardServerTests",
             dependencies: [
-                "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient",
+                "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -105,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardNIOTests",
             dependencies: [
-                "SwitchboardNIO", "SwitchboardClient",
+                "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

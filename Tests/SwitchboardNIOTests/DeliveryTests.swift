@@ -3,6 +3,7 @@ import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 /// A receiver that counts messages on its event loop and checks they arrive in order, once each.

@@ -2,6 +2,7 @@ import NIOCore
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 /// Each malformed input gets its close code; the bystander connection keeps working; nothing leaks.

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardClient
 import SwitchboardCore
+import SwitchboardTestSupport
 import Testing
 
 @testable import SwitchboardNIO

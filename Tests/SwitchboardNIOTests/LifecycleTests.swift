@@ -2,6 +2,7 @@ import NIOCore
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 #if canImport(Glibc)

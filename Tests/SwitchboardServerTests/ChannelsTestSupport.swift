@@ -150,16 +150,3 @@ struct ConditionFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
-
-/// Waits for a condition that an event will make true, checking every 5 ms, failing after `timeout`.
-func eventually(
-    timeout: Duration = .seconds(20), _ what: String = "condition", _ condition: () async throws -> Bool
-) async throws {
-    let clock = ContinuousClock()
-    let deadline = clock.now + timeout
-    while clock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    throw ConditionFailure("timed out waiting for \(what)")
-}

@@ -1,6 +1,7 @@
 import NIOCore
 import SwitchboardClient
 import SwitchboardServer
+import SwitchboardTestSupport
 import Testing
 
 /// Many clients subscribing, unsubscribing, publishing and leaving at once, on two event loops.

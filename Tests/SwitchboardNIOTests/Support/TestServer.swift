@@ -7,6 +7,7 @@ import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 /// An application that echoes, takes the user id from `?user=`, refuses `?reject=1` with 403 and
@@ -130,21 +131,4 @@ struct TestServer {
     }
 
     func stop() async { await server.shutdown() }
-}
-
-struct ConditionTimeout: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Waits for a condition that an event will make true, checking every 5 ms, failing after `timeout`.
-func eventually(
-    timeout: Duration = .seconds(20), _ what: String = "condition", _ condition: () async throws -> Bool
-) async throws {
-    let clock = ContinuousClock()
-    let deadline = clock.now + timeout
-    while clock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    throw ConditionTimeout(description: "timed out waiting for \(what)")
 }

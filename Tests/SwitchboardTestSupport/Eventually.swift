@@ -1,0 +1,18 @@
+/// A condition that did not become true in time.
+public struct ConditionTimeout: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Waits for a condition that an event will make true, checking every 5 ms, failing after `timeout`:
+/// tests wait for events, never for fixed sleeps.
+public func eventually(
+    timeout: Duration = .seconds(20), _ what: String = "condition", _ condition: () async throws -> Bool
+) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + timeout
+    while clock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    throw ConditionTimeout(description: "timed out waiting for \(what)")
+}
