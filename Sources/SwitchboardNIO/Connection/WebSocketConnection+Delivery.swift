@@ -6,11 +6,11 @@ import SwitchboardCore
 /// when it is full. Flushes are requested from the shard, which issues one per connection per batch.
 extension WebSocketConnection {
     /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
-    func enqueue(_ frame: ByteBuffer, lane: DeliveryLane? = nil, requestingFlush: Bool = true) {
+    func enqueue(_ frame: ByteBuffer, lane: DeliveryLane? = nil) {
         guard machine.state == .open, let context else { return }
         if queue.isEmpty, context.channel.isWritable {
             if queue.hasGaps { drainQueue() }  // report what a lane lost before its next message
-            write(frame, context: context, requestingFlush: requestingFlush)
+            write(frame, context: context)
             return
         }
         let before = queue.count
@@ -34,11 +34,8 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
-        for frame in frames { enqueue(frame, requestingFlush: false) }
-        if wroteUnflushed {
-            wroteUnflushed = false
-            context?.flush()
-        }
+        for frame in frames { enqueue(frame) }
+        if flushPending { flushNow() }
     }
 
     /// Control frames bypass the queue: they are never dropped and never wait behind data.
@@ -76,15 +73,11 @@ extension WebSocketConnection {
         context?.flush()
     }
 
-    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext, requestingFlush: Bool = true) {
+    private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
         context.write(wrapOutboundOut(frame), promise: nil)
-        if requestingFlush {
-            requestFlush()
-        } else {
-            wroteUnflushed = true
-        }
+        requestFlush()
     }
 
     private func requestFlush() {

@@ -25,9 +25,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private var partialInput: ByteBuffer?
     /// Set after a protocol failure: the byte stream can no longer be parsed, so input is discarded.
     var discardingInput = false
+    /// Written since the last flush; the shard's flush list holds the connection until it is flushed.
     var flushPending = false
-    /// Written during a broadcast batch, to be flushed at its end.
-    var wroteUnflushed = false
     var closeTimer: Scheduled<Void>?
 
     init(id: ConnectionID, userID: String?, subprotocol: String?, info: String?, hub: Hub, shard: LoopShard) {

@@ -113,13 +113,14 @@ public final class Hub: Sendable {
         on eventLoop: any EventLoop
     ) {
         eventLoop.preconditionInEventLoop()
-        shard(for: eventLoop)?.deliverUnflushed(frame, to: ids, lane: lane, flushEach: flushEach)
+        shard(for: eventLoop)?.deliver(frame, to: ids, lane: lane, flushEach: flushEach)
     }
 
-    /// Flushes the connections written by `send(frame:toLocal:lane:on:)` on this loop.
+    /// Flushes every connection on this loop written and not yet flushed (those of
+    /// `send(frame:toLocal:lane:flushEach:on:)` among them) now, rather than at the end of the loop's turn.
     public func flushLocal(on eventLoop: any EventLoop) {
         eventLoop.preconditionInEventLoop()
-        shard(for: eventLoop)?.flushUnflushed()
+        shard(for: eventLoop)?.flushAll()
     }
 
     /// Queues an encoded frame for every connection of a user, on every loop.

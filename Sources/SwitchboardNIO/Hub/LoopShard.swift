@@ -85,30 +85,15 @@ final class LoopShard: @unchecked Sendable {
         registry[id]?.enqueue(frame, lane: lane)
     }
 
-    /// Connections written without a flush during the current fan-out pass.
-    private var unflushed: [WebSocketConnection] = []
-
-    func deliverUnflushed(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool) {
+    /// Writes one frame to each of `ids`; with `flushEach` each receiver is flushed at once, otherwise
+    /// they wait in the flush list for `flushAll` (called at the end of the caller's pass, or by the
+    /// task `scheduleFlush` queued).
+    func deliver(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool) {
         for id in ids {
             guard let connection = registry[id] else { continue }
-            let wasPending = connection.wroteUnflushed
-            connection.enqueue(frame, lane: lane, requestingFlush: false)
-            guard connection.wroteUnflushed else { continue }
-            if flushEach {
-                connection.wroteUnflushed = false
-                connection.context?.flush()
-            } else if !wasPending {
-                unflushed.append(connection)
-            }
+            connection.enqueue(frame, lane: lane)
+            if flushEach, connection.flushPending { connection.flushNow() }
         }
-    }
-
-    func flushUnflushed() {
-        for connection in unflushed where connection.wroteUnflushed {
-            connection.wroteUnflushed = false
-            connection.context?.flush()
-        }
-        unflushed.removeAll(keepingCapacity: true)
     }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {
@@ -138,18 +123,22 @@ final class LoopShard: @unchecked Sendable {
     }
 
     /// Collects connections that wrote this turn and flushes each once, after every task already
-    /// queued on the loop has run: many messages per connection share one syscall.
+    /// queued on the loop has run (or sooner, when a fan-out pass calls `flushAll` at its end): many
+    /// messages per connection share one syscall. The one flush mechanism for data and control frames.
     func scheduleFlush(_ connection: WebSocketConnection) {
         pendingFlush.append(connection)
         guard !flushScheduled else { return }
         flushScheduled = true
-        eventLoop.execute { self.flushAll() }
+        eventLoop.execute {
+            self.flushScheduled = false
+            self.flushAll()
+        }
     }
 
-    private func flushAll() {
-        flushScheduled = false
+    func flushAll() {
         swap(&pendingFlush, &flushing)
-        for connection in flushing { connection.flushNow() }
+        // Connections flushed early (a broadcast batch, `flushEach`) are still listed; skip them.
+        for connection in flushing where connection.flushPending { connection.flushNow() }
         flushing.removeAll(keepingCapacity: true)
     }
 
