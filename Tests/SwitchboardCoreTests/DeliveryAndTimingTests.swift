@@ -46,10 +46,10 @@ struct OutboundQueueLaneTests {
         var queue = OutboundQueue(maxBytes: 1000, maxMessages: 100, policy: .disconnect)
         let prices = DeliveryLane(name: "prices", policy: .latest)
         let chat = DeliveryLane(name: "chat", policy: .disconnect)
-        #expect(queue.enqueue(frame(1), lane: prices) == .queued)
-        #expect(queue.enqueue(frame(2), lane: chat) == .queued)
-        #expect(queue.enqueue(frame(3), lane: prices) == .queuedAfterDropping(1))
-        #expect(queue.enqueue(frame(4), lane: prices) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(1), as: .lane(prices)) == .queued)
+        #expect(queue.enqueue(frame(2), as: .lane(chat)) == .queued)
+        #expect(queue.enqueue(frame(3), as: .lane(prices)) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(4), as: .lane(prices)) == .queuedAfterDropping(1))
         #expect(queue.count == 2)
         #expect(queue.takeGap(for: prices) == 2)
         #expect(queue.takeGap(for: chat) == nil)
@@ -61,11 +61,64 @@ struct OutboundQueueLaneTests {
         var queue = OutboundQueue(maxBytes: 10, maxMessages: 100, policy: .disconnect)
         let feed = DeliveryLane(name: "feed", policy: .dropOldest)
         let strict = DeliveryLane(name: "strict", policy: .disconnect)
-        for _ in 0..<5 { _ = queue.enqueue(frame(2), lane: feed) }
-        #expect(queue.enqueue(frame(4), lane: feed) == .queuedAfterDropping(2))
-        #expect(queue.enqueue(frame(1), lane: strict) == .overflow)
+        for _ in 0..<5 { _ = queue.enqueue(frame(2), as: .lane(feed)) }
+        #expect(queue.enqueue(frame(4), as: .lane(feed)) == .queuedAfterDropping(2))
+        #expect(queue.enqueue(frame(1), as: .lane(strict)) == .overflow)
         #expect(queue.takeAllGaps() == [feed: 2])
         #expect(!queue.hasGaps)
+    }
+
+    /// Before: a dropping lane's overflow dropped from the head whatever it was, replies included.
+    @Test func overflowOfADroppingLaneNeverDropsReliableOrDisconnectLaneMessages() {
+        var queue = OutboundQueue(maxBytes: 1000, maxMessages: 6, policy: .disconnect)
+        let feed = DeliveryLane(name: "feed", policy: .dropOldest)
+        let strict = DeliveryLane(name: "strict", policy: .disconnect)
+        #expect(queue.enqueue(frame(1), as: .reliable) == .queued)
+        #expect(queue.enqueue(frame(2), as: .lane(strict)) == .queued)
+        #expect(queue.enqueue(frame(3), as: .lane(feed)) == .queued)
+        #expect(queue.enqueue(frame(4), as: .reliable) == .queued)
+        #expect(queue.enqueue(frame(5), as: .lane(feed)) == .queued)
+        #expect(queue.enqueue(frame(6), as: .reliable) == .queued)
+        // Full: each newcomer takes the place of the oldest feed message, never of the others.
+        #expect(queue.enqueue(frame(7), as: .lane(feed)) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(8), as: .reliable) == .queuedAfterDropping(1))
+        #expect(queue.takeGap(for: feed) == 2)
+        // Only what may not be dropped is left (7 is the last feed message): the connection must close.
+        #expect(queue.enqueue(frame(9), as: .lane(feed)) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(10), as: .reliable) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(11), as: .reliable) == .overflow)
+        #expect(queue.enqueue(frame(12), as: .lane(feed)) == .overflow)
+        var sizes: [Int] = []
+        while let entry = queue.popFirst() { sizes.append(entry.frame.readableBytes) }
+        #expect(sizes == [1, 2, 4, 6, 8, 10], "in order, with every reliable and disconnect-lane message")
+    }
+
+    @Test func latestSupersedesInPlaceAndStaysBounded() {
+        var queue = OutboundQueue(maxBytes: 1 << 20, maxMessages: 100, policy: .disconnect)
+        let prices = DeliveryLane(name: "prices", policy: .latest)
+        let cursor = DeliveryLane(name: "cursor", policy: .latest)
+        #expect(queue.enqueue(frame(1), as: .reliable) == .queued)
+        for index in 0..<10_000 {
+            _ = queue.enqueue(frame(2), as: .lane(index.isMultiple(of: 2) ? prices : cursor))
+        }
+        #expect(queue.enqueue(frame(3), as: .reliable) == .queued)
+        #expect(queue.count == 4)
+        #expect(queue.byteCount == 8)
+        #expect(queue.takeAllGaps() == [prices: 4999, cursor: 4999])
+        let lanes = (0..<4).map { _ in queue.popFirst()?.lane?.name }
+        #expect(lanes == [nil, "prices", "cursor", nil])
+        #expect(queue.isEmpty)
+    }
+
+    @Test func standardMessagesFollowTheConnectionPolicy() {
+        var queue = OutboundQueue(maxBytes: 1000, maxMessages: 2, policy: .dropOldest)
+        #expect(queue.enqueue(frame(1), as: .reliable) == .queued)
+        #expect(queue.enqueue(frame(2)) == .queued)
+        #expect(queue.enqueue(frame(3)) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(4), as: .reliable) == .queuedAfterDropping(1))
+        #expect(queue.enqueue(frame(5)) == .overflow)
+        #expect(queue.popFirst()?.frame.readableBytes == 1)
+        #expect(queue.popFirst()?.frame.readableBytes == 4)
     }
 }
 

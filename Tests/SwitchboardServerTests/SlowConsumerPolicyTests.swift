@@ -12,7 +12,9 @@ import Testing
 struct SlowConsumerPolicyTests {
     static let count = 3000
 
-    private func flood(_ channel: String) async throws -> (ChannelsServer, ProtocolClient) {
+    /// Floods `channel` while the subscriber, not reading, sends a ping command every 100 publications;
+    /// returns the ids of those pings.
+    private func flood(_ channel: String) async throws -> (ChannelsServer, ProtocolClient, [Int]) {
         let server = try await ChannelsServer.start(transport: {
             $0.queueMaxBytes = 64 * 1024
             $0.queueMaxMessages = 1000
@@ -26,20 +28,24 @@ struct SlowConsumerPolicyTests {
         try await slow.client.channel.setOption(.autoRead, value: false).get()
         let publisher = try await server.connect(user: "pub")
         let payload = String(repeating: "p", count: 4096)
+        var pings: [Int] = []
         for index in 1...Self.count {
             publisher.send(["cmd": "publish", "channel": channel, "data": ["n": index, "pad": payload]])
+            if index.isMultiple(of: 100) { pings.append(slow.send(["cmd": "ping"])) }
         }
         _ = try await publisher.call(["cmd": "ping"])  // every publish has been handled
+        _ = try await publisher.call(["cmd": "presence", "channel": "chat:x"])  // so have the pings, most likely
         try await slow.client.channel.setOption(.autoRead, value: true).get()
-        return (server, slow)
+        return (server, slow, pings)
     }
 
     @Test(arguments: ["prices:eurusd", "feed:news"])
     func droppingPoliciesReportExactlyWhatWasDropped(channel: String) async throws {
-        let (server, slow) = try await flood(channel)
+        let (server, slow, pings) = try await flood(channel)
         var received: [Int] = []
+        var replies: [Int] = []
         var dropped = 0
-        while received.last != Self.count {
+        while received.last != Self.count || replies.count < pings.count {
             // Publications are scanned, not JSON-decoded: 12 MiB of JSON would hog the test threads.
             guard case .text(let text) = try await slow.client.nextMessage() else {
                 Issue.record("connection ended early")
@@ -51,6 +57,10 @@ struct SlowConsumerPolicyTests {
                 let gap = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
                 #expect(gap?["channel"] as? String == channel)
                 dropped += gap?["dropped"] as? Int ?? 0
+            } else if text.hasPrefix(#"{"id":"#) {
+                let reply = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+                #expect(reply?["ok"] != nil)
+                replies.append(reply?["id"] as? Int ?? -1)
             } else {
                 Issue.record("unexpected message \(text.prefix(80))")
             }
@@ -58,13 +68,14 @@ struct SlowConsumerPolicyTests {
         #expect(received == received.sorted() && Set(received).count == received.count, "in order, once each")
         #expect(dropped > 0, "the subscriber fell behind, so something was dropped")
         #expect(received.count + dropped == Self.count, "every publication is either delivered or reported")
+        #expect(replies == pings, "every reply to the lagging subscriber's commands, in order")
         // Still connected and in sync.
         #expect(try await slow.call(["cmd": "ping"]).reply.ok != nil)
         await server.stop()
     }
 
     @Test func disconnectPolicyClosesTheLaggingSubscriber() async throws {
-        let (server, slow) = try await flood("strict:orders")
+        let (server, slow, _) = try await flood("strict:orders")
         var notice: JSONMessage?
         while notice == nil {
             let event = try await slow.client.next()

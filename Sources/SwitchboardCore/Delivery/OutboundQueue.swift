@@ -1,15 +1,35 @@
 import NIOCore
 
+/// How a queued message may be treated while its connection lags.
+public enum OutboundClass: Hashable, Sendable {
+    /// Never dropped: replies, errors, presence events, notices. Counts toward the bound; when the
+    /// bound is hit and nothing droppable is left to make room, the connection is closed as a slow
+    /// consumer (1008) rather than silently losing one.
+    case reliable
+    /// Follows the connection's default policy (`SwitchboardConfiguration.slowConsumerPolicy`).
+    case standard
+    /// A channel's message, with the channel's own policy.
+    case lane(DeliveryLane)
+
+    var lane: DeliveryLane? {
+        if case .lane(let lane) = self { return lane }
+        return nil
+    }
+}
+
 /// The data messages waiting for one connection while its socket is not writable, bounded in bytes
 /// and in messages. Holds encoded frames, often shared with every other receiver of a broadcast.
-/// Control frames never enter it, so they can never be dropped. Messages may belong to a lane
-/// (a channel) with its own policy; what a lane loses is remembered as a gap to report.
+/// Control frames never enter it. Only messages of a dropping policy (`dropOldest`, `latest`) are
+/// ever dropped, and only to make room or to be superseded; what a lane loses is remembered as a gap
+/// to report. A dropped message leaves a hole in place (so superseding the pending message of a
+/// `latest` lane is O(1)); holes are compacted away once they outnumber the live messages.
 public struct OutboundQueue: Sendable {
     public enum EnqueueResult: Equatable, Sendable {
         case queued
         /// Queued after dropping this many older messages.
         case queuedAfterDropping(Int)
-        /// The bound was hit under the `disconnect` policy; nothing was queued.
+        /// The bound was hit and the message may not be dropped, nor room made for it: the connection
+        /// must be closed as a slow consumer. Nothing was queued.
         case overflow
     }
 
@@ -18,12 +38,26 @@ public struct OutboundQueue: Sendable {
         public let lane: DeliveryLane?
     }
 
+    private struct Slot: Sendable {
+        /// nil once dropped.
+        var frame: ByteBuffer?
+        let kind: OutboundClass
+    }
+
     public let maxBytes: Int
     public let maxMessages: Int
-    /// The policy for messages without a lane.
+    /// The policy for `.standard` messages.
     public let policy: SlowConsumerPolicy
     /// Allocated on first use and released when emptied: most connections are idle most of the time.
-    private var entries: CircularBuffer<Entry>?
+    private var slots: CircularBuffer<Slot>?
+    /// The sequence number of the first slot; slot sequence numbers are consecutive.
+    private var headSequence = 0
+    /// No droppable message lives below this sequence number: the search for the oldest droppable
+    /// message starts here, so a queue led by reliable messages is not rescanned on every overflow.
+    private var dropSearchStart = 0
+    /// The pending message of each `latest` lane, by sequence number.
+    private var pendingLatest: [DeliveryLane: Int] = [:]
+    public private(set) var count = 0
     public private(set) var byteCount = 0
     /// Messages dropped per lane and not yet reported.
     private var gaps: [DeliveryLane: Int] = [:]
@@ -34,38 +68,58 @@ public struct OutboundQueue: Sendable {
         self.policy = policy
     }
 
-    public var isEmpty: Bool { entries?.isEmpty ?? true }
-    public var count: Int { entries?.count ?? 0 }
+    public var isEmpty: Bool { count == 0 }
     public var hasGaps: Bool { !gaps.isEmpty }
 
-    public mutating func enqueue(_ frame: ByteBuffer, lane: DeliveryLane? = nil) -> EnqueueResult {
+    private func droppable(_ kind: OutboundClass) -> Bool {
+        switch kind {
+        case .reliable: return false
+        case .standard: return policy != .disconnect
+        case .lane(let lane): return lane.policy != .disconnect
+        }
+    }
+
+    private func full(adding size: Int) -> Bool { byteCount + size > maxBytes || count >= maxMessages }
+
+    public mutating func enqueue(_ frame: ByteBuffer, as kind: OutboundClass = .standard) -> EnqueueResult {
         let size = frame.readableBytes
         var dropped = 0
-        if let lane, lane.policy == .latest, let index = entries?.lastIndex(where: { $0.lane == lane }) {
+        if let lane = kind.lane, lane.policy == .latest, let sequence = pendingLatest[lane] {
             // The connection lags: the pending message of this lane is superseded by the new one.
-            drop(at: index)
+            drop(sequence: sequence)
             dropped += 1
         }
-        guard byteCount + size > maxBytes || count >= maxMessages else {
-            append(Entry(frame: frame, lane: lane))
-            return dropped > 0 ? .queuedAfterDropping(dropped) : .queued
-        }
-        if (lane?.policy ?? policy) == .disconnect { return .overflow }
-        while let first = entries?.startIndex, !isEmpty, byteCount + size > maxBytes || count >= maxMessages {
-            drop(at: first)
-            dropped += 1
+        if full(adding: size), !isEmpty {
+            // A `disconnect` message closes the connection rather than take another's place.
+            if kind != .reliable, !droppable(kind) { return .overflow }
+            while full(adding: size), !isEmpty, let sequence = oldestDroppable() {
+                drop(sequence: sequence)
+                dropped += 1
+            }
+            // Only messages that may not be dropped are left, and they fill the bound.
+            if full(adding: size), !isEmpty { return .overflow }
         }
         // A single frame larger than the whole bound is still delivered, alone: dropping the newest
         // message would lose it without making room for anything.
-        append(Entry(frame: frame, lane: lane))
-        return .queuedAfterDropping(dropped)
+        append(Slot(frame: frame, kind: kind))
+        compactIfSparse()
+        return dropped > 0 ? .queuedAfterDropping(dropped) : .queued
     }
 
     public mutating func popFirst() -> Entry? {
-        guard let entry = entries?.popFirst() else { return nil }
-        byteCount -= entry.frame.readableBytes
-        if entries?.isEmpty == true { entries = nil }
-        return entry
+        while let slot = slots?.popFirst() {
+            let sequence = headSequence
+            headSequence += 1
+            guard let frame = slot.frame else { continue }
+            count -= 1
+            byteCount -= frame.readableBytes
+            if let lane = slot.kind.lane, lane.policy == .latest, pendingLatest[lane] == sequence {
+                pendingLatest[lane] = nil
+            }
+            if count == 0 { releaseSlots() }
+            return Entry(frame: frame, lane: slot.kind.lane)
+        }
+        return nil
     }
 
     /// The drops to report for a lane before its next message goes out; clears them.
@@ -83,21 +137,75 @@ public struct OutboundQueue: Sendable {
     @discardableResult
     public mutating func removeAll() -> Int {
         let discarded = count
-        entries = nil
-        byteCount = 0
+        releaseSlots()
         gaps = [:]
         return discarded
     }
 
-    private mutating func drop(at index: CircularBuffer<Entry>.Index) {
-        guard let entry = entries?.remove(at: index) else { return }
-        byteCount -= entry.frame.readableBytes
-        if let lane = entry.lane { gaps[lane, default: 0] += 1 }
+    private mutating func releaseSlots() {
+        headSequence += slots?.count ?? 0
+        slots = nil
+        dropSearchStart = headSequence
+        pendingLatest = [:]
+        count = 0
+        byteCount = 0
     }
 
-    private mutating func append(_ entry: Entry) {
-        if entries == nil { entries = CircularBuffer(initialCapacity: 8) }
-        entries?.append(entry)
-        byteCount += entry.frame.readableBytes
+    private func index(of sequence: Int) -> CircularBuffer<Slot>.Index? {
+        guard let slots, sequence >= headSequence, sequence - headSequence < slots.count else { return nil }
+        return slots.index(slots.startIndex, offsetBy: sequence - headSequence)
+    }
+
+    private mutating func oldestDroppable() -> Int? {
+        guard let slots else { return nil }
+        var sequence = max(dropSearchStart, headSequence)
+        var index = slots.index(slots.startIndex, offsetBy: sequence - headSequence)
+        while index != slots.endIndex {
+            let slot = slots[index]
+            if slot.frame != nil, droppable(slot.kind) {
+                dropSearchStart = sequence
+                return sequence
+            }
+            sequence += 1
+            index = slots.index(after: index)
+        }
+        dropSearchStart = sequence
+        return nil
+    }
+
+    private mutating func drop(sequence: Int) {
+        guard let index = index(of: sequence), let slot = slots?[index], let frame = slot.frame else { return }
+        slots?[index].frame = nil
+        count -= 1
+        byteCount -= frame.readableBytes
+        if let lane = slot.kind.lane {
+            gaps[lane, default: 0] += 1
+            if lane.policy == .latest, pendingLatest[lane] == sequence { pendingLatest[lane] = nil }
+        }
+    }
+
+    private mutating func append(_ slot: Slot) {
+        if slots == nil { slots = CircularBuffer(initialCapacity: 8) }
+        let sequence = headSequence + (slots?.count ?? 0)
+        slots?.append(slot)
+        count += 1
+        byteCount += slot.frame?.readableBytes ?? 0
+        if let lane = slot.kind.lane, lane.policy == .latest { pendingLatest[lane] = sequence }
+    }
+
+    /// Removes the holes once they outnumber the live messages: amortised O(1) per drop, and the
+    /// memory held stays within twice the bound.
+    private mutating func compactIfSparse() {
+        guard let old = slots, old.count - count > max(count, 16) else { return }
+        var compacted = CircularBuffer<Slot>(initialCapacity: count)
+        pendingLatest = [:]
+        for slot in old where slot.frame != nil {
+            if let lane = slot.kind.lane, lane.policy == .latest {
+                pendingLatest[lane] = headSequence + compacted.count
+            }
+            compacted.append(slot)
+        }
+        slots = compacted
+        dropSearchStart = headSequence
     }
 }

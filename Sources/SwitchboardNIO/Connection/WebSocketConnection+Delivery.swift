@@ -6,7 +6,7 @@ import SwitchboardCore
 /// when it is full. Flushes are requested from the shard, which issues one per connection per batch.
 extension WebSocketConnection {
     /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
-    func enqueue(_ frame: ByteBuffer, lane: DeliveryLane? = nil) {
+    func enqueue(_ frame: ByteBuffer, as kind: OutboundClass = .standard) {
         guard machine.state == .open, let context else { return }
         if queue.isEmpty, context.channel.isWritable {
             if queue.hasGaps { drainQueue() }  // report what a lane lost before its next message
@@ -14,7 +14,7 @@ extension WebSocketConnection {
             return
         }
         let before = queue.count
-        let result = queue.enqueue(frame, lane: lane)
+        let result = queue.enqueue(frame, as: kind)
         shard.queuedMessages += queue.count - before
         switch result {
         case .queued:

@@ -98,9 +98,10 @@ public final class Hub: Sendable {
     }
 
     /// Queues an encoded frame (see `FrameEncoder`) for one connection; unknown ids are ignored.
-    public func send(frame: ByteBuffer, to id: ConnectionID, lane: DeliveryLane? = nil) {
+    /// `kind` says what may happen to it while the connection lags (`.reliable`: never dropped).
+    public func send(frame: ByteBuffer, to id: ConnectionID, as kind: OutboundClass = .standard) {
         guard shards.indices.contains(id.shard) else { return }
-        onShard(shards[id.shard]) { $0.deliver(frame, to: id, lane: lane) }
+        onShard(shards[id.shard]) { $0.deliver(frame, to: id, as: kind) }
     }
 
     /// Fan-out from inside an event loop: writes one encoded frame for each of `ids` living on

@@ -81,8 +81,8 @@ final class LoopShard: @unchecked Sendable {
 
     // MARK: delivery
 
-    func deliver(_ frame: ByteBuffer, to id: ConnectionID, lane: DeliveryLane? = nil) {
-        registry[id]?.enqueue(frame, lane: lane)
+    func deliver(_ frame: ByteBuffer, to id: ConnectionID, as kind: OutboundClass) {
+        registry[id]?.enqueue(frame, as: kind)
     }
 
     /// Writes one frame to each of `ids`; with `flushEach` each receiver is flushed at once, otherwise
@@ -91,7 +91,7 @@ final class LoopShard: @unchecked Sendable {
     func deliver(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool) {
         for id in ids {
             guard let connection = registry[id] else { continue }
-            connection.enqueue(frame, lane: lane)
+            connection.enqueue(frame, as: lane.map(OutboundClass.lane) ?? .standard)
             if flushEach, connection.flushPending { connection.flushNow() }
         }
     }

@@ -70,8 +70,9 @@ public struct ConnectionHandle: Sendable, Hashable {
     public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
-    /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection, in `lane` if given.
-    public func send(frame: ByteBuffer, lane: DeliveryLane? = nil) { hub.send(frame: frame, to: id, lane: lane) }
+    /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection; `kind` says what may happen
+    /// to it while the connection lags.
+    public func send(frame: ByteBuffer, as kind: OutboundClass = .standard) { hub.send(frame: frame, to: id, as: kind) }
 
     public func send(text: String) { hub.send(frame: FrameEncoder.encodeText(text), to: id) }
 

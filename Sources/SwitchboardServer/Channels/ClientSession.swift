@@ -27,5 +27,8 @@ final class ClientSession {
 
     var member: PresenceMember { PresenceMember(client: handle.id, user: handle.userID, data: presenceData) }
 
-    func send(_ frame: ByteBuffer, lane: DeliveryLane? = nil) { handle.send(frame: frame, lane: lane) }
+    /// Replies, errors and notices: never dropped.
+    func send(_ frame: ByteBuffer) { handle.send(frame: frame, as: .reliable) }
+
+    func send(_ frame: ByteBuffer, lane: DeliveryLane) { handle.send(frame: frame, as: .lane(lane)) }
 }
