@@ -12,6 +12,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     case idleTimeout = "idle_timeout"
     case slowConsumer = "slow_consumer"
     case shutdown = "shutdown"
+    /// The credentials the connection was accepted with expired (the upgrade decision's `expiresAt`).
+    case tokenExpired = "token_expired"
     /// The application closed the connection.
     case serverClosed = "server_closed"
 
@@ -24,6 +26,7 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .messageTooBig: return .messageTooBig
         case .pongTimeout, .idleTimeout, .slowConsumer: return .policyViolation
         case .shutdown: return .goingAway
+        case .tokenExpired: return .tokenExpired
         }
     }
 
@@ -38,6 +41,7 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .idleTimeout: return "idle timeout"
         case .slowConsumer: return "slow consumer"
         case .shutdown: return "server shutting down"
+        case .tokenExpired: return "token expired"
         case .serverClosed: return "closed by server"
         }
     }

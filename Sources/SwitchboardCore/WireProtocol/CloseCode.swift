@@ -17,6 +17,9 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let messageTooBig = CloseCode(1009)
     public static let internalError = CloseCode(1011)
     public static let tryAgainLater = CloseCode(1013)
+    /// Switchboard's own (4000–4999 are the application's): the connection's credentials expired;
+    /// reconnect with fresh ones.
+    public static let tokenExpired = CloseCode(4001)
 
     /// Whether a peer may legitimately send this code in a close frame. 1005, 1006 and 1015 are
     /// reserved for local use, 1004 and 1016–2999 are unassigned; 3000–4999 belong to libraries and apps.

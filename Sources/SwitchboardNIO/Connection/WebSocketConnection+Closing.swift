@@ -65,6 +65,8 @@ extension WebSocketConnection {
     func unregister(_ reason: DisconnectReason) {
         closeTimer?.cancel()
         closeTimer = nil
+        expiryTimer?.cancel()
+        expiryTimer = nil
         discardQueue()
         shard.unregister(self)
         hub.connectionClosed(reason)

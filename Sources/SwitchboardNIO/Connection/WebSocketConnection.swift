@@ -28,12 +28,19 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Written since the last flush; the shard's flush list holds the connection until it is flushed.
     var flushPending = false
     var closeTimer: Scheduled<Void>?
+    /// When the connection's credentials expire (the upgrade decision's `expiresAt`).
+    let expiresAt: NIODeadline?
+    var expiryTimer: Scheduled<Void>?
 
-    init(id: ConnectionID, userID: String?, subprotocol: String?, info: String?, hub: Hub, shard: LoopShard) {
+    init(
+        id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
+        hub: Hub, shard: LoopShard
+    ) {
         self.id = id
         self.userID = userID
         self.subprotocol = subprotocol
         self.info = info
+        self.expiresAt = expiresAt
         self.hub = hub
         self.shard = shard
         let configuration = hub.configuration
@@ -75,6 +82,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         hub.connectionOpened()
         log(.debug, "connection opened")
         hub.application.connectionOpened(handle)
+        if let expiresAt {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            expiryTimer = context.eventLoop.scheduleTask(deadline: expiresAt) { loopBound.value.close(.tokenExpired) }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

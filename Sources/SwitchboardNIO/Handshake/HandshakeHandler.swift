@@ -24,6 +24,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var state = State.awaitingHead
     private var timeout: Scheduled<Void>?
+    /// Holds one of `maxConnections` from the reservation until the connection takes it over; released
+    /// when the handler goes (the client left, the handshake timed out, the pipeline could not change).
+    private var holdsSlot = false
 
     init(hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.hub = hub
@@ -44,6 +47,15 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         shard.admission.handshakeEnded()
         timeout?.cancel()
+        // A decision that completes after this finds the handshake over and does nothing.
+        state = .done
+        releaseSlot()
+    }
+
+    private func releaseSlot() {
+        guard holdsSlot else { return }
+        holdsSlot = false
+        hub.releaseConnectionSlot()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -111,36 +123,57 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                     status: .serviceUnavailable, reason: "too many connections", kind: .tooManyConnections,
                     extraHeaders: [("Retry-After", "5")]), context: context)
         }
-        hub.application.shouldUpgrade(head, on: context.eventLoop).assumeIsolated().whenComplete { result in
-            // Always continue on a fresh stack: the decision may arrive while the HTTP decoder is mid-read.
-            context.eventLoop.assumeIsolated().execute {
-                self.state = .done
-                switch result {
-                case .success(.accept(let userID, let subprotocol, let info)):
-                    self.upgrade(
-                        head, accept: accept, identity: (userID, subprotocol, info), context: context)
-                case .success(.reject(let status, let reason)):
-                    self.hub.releaseConnectionSlot()
-                    self.reject(.init(status: status, reason: reason, kind: .rejectedByApplication), context: context)
-                case .failure(let error):
-                    self.hub.releaseConnectionSlot()
-                    self.hub.logger.error("upgrade decision failed", metadata: ["error": "\(error)"])
-                    self.reject(
-                        .init(status: .internalServerError, reason: "upgrade failed", kind: .rejectedByApplication),
-                        context: context)
-                }
-            }
+        holdsSlot = true
+        // The decision is the application's (a database, an HTTP call for keys...): it may complete on any
+        // event loop, late or never. Hop to this channel's loop before touching it; the handshake timeout,
+        // still running, bounds the wait. Always continue on a fresh stack: the decision may arrive while
+        // the HTTP decoder is mid-read.
+        let loop = context.eventLoop
+        hub.application.shouldUpgrade(head, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
+            loop.assumeIsolated().execute { self.decided(result, head: head, accept: accept, context: context) }
         }
     }
 
-    private func upgrade(
-        _ head: HTTPRequestHead, accept: String, identity: (userID: String?, subprotocol: String?, info: String?),
+    private func decided(
+        _ result: Result<UpgradeDecision, any Error>, head: HTTPRequestHead, accept: String,
         context: ChannelHandlerContext
     ) {
-        guard context.channel.isActive else {
-            hub.releaseConnectionSlot()
-            return
+        // The client left or the handshake timed out while the application was deciding.
+        guard case .deciding = state, context.channel.isActive else { return }
+        state = .done
+        switch result {
+        case .success(.accept(let userID, let subprotocol, let info, let expiresAt)):
+            guard !hub.isShuttingDown else {
+                // Drain started while the application decided: the drain will not see this connection.
+                releaseSlot()
+                return reject(
+                    .init(status: .serviceUnavailable, reason: "server shutting down", kind: .shuttingDown),
+                    context: context)
+            }
+            upgrade(
+                head, accept: accept,
+                identity: .init(userID: userID, subprotocol: subprotocol, info: info, expiresAt: expiresAt),
+                context: context)
+        case .success(.reject(let status, let reason)):
+            releaseSlot()
+            reject(.init(status: status, reason: reason, kind: .rejectedByApplication), context: context)
+        case .failure(let error):
+            releaseSlot()
+            hub.logger.error("upgrade decision failed", metadata: ["error": "\(error)"])
+            reject(
+                .init(status: .internalServerError, reason: "upgrade failed", kind: .rejectedByApplication),
+                context: context)
         }
+    }
+
+    struct Identity {
+        let userID: String?
+        let subprotocol: String?
+        let info: String?
+        let expiresAt: NIODeadline?
+    }
+
+    private func upgrade(_ head: HTTPRequestHead, accept: String, identity: Identity, context: ChannelHandlerContext) {
         var headers = HTTPHeaders([
             ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept),
         ])
@@ -152,10 +185,11 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
-            info: identity.info, hub: hub, shard: shard)
+            info: identity.info, expiresAt: identity.expiresAt, hub: hub, shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))
+            holdsSlot = false  // the connection owns it now, and releases it when it closes
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
             connection.start()
@@ -163,6 +197,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             // connection, which now sits right behind it.
             pipeline.removeHandler(decoder, promise: nil)
         } catch {
+            // Still holding the slot: closing removes this handler, which releases it.
             hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])
             context.close(promise: nil)
         }

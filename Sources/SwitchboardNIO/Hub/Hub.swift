@@ -62,7 +62,8 @@ public final class Hub: Sendable {
     /// Open WebSocket connections (registered, not yet unregistered).
     public var connectionCount: Int { open.load(ordering: .relaxed) }
 
-    var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
+    /// Whether the server has begun its graceful shutdown: new upgrades are refused with 503.
+    public var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
 
     func reserveConnectionSlot() -> Bool {
         if slots.loadThenWrappingIncrement(ordering: .relaxed) >= configuration.maxConnections {

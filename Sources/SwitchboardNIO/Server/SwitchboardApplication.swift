@@ -6,8 +6,9 @@ import SwitchboardCore
 public enum UpgradeDecision: Sendable {
     /// Upgrade; the connection carries `userID` (if any), the chosen subprotocol (if any) and `info`:
     /// application data about the connection (a JSON value, e.g. from a token), shown to others in presence
-    /// (the channel layer leaves out, with a warning, info that is not JSON).
-    case accept(userID: String?, subprotocol: String?, info: String? = nil)
+    /// (the channel layer leaves out, with a warning, info that is not JSON). At `expiresAt` (a token's
+    /// `exp`, say) the hub closes the connection with 4001 "token expired"; nil: never.
+    case accept(userID: String?, subprotocol: String?, info: String? = nil, expiresAt: NIODeadline? = nil)
     /// Refuse with an HTTP status and a reason sent as the response body.
     case reject(HTTPResponseStatus, reason: String)
 }
@@ -21,8 +22,16 @@ public enum DataMessage: Sendable, Equatable {
 /// The application behind the transport. Every callback runs on the connection's event loop, in order
 /// for that connection; do not block in them.
 public protocol SwitchboardApplication: Sendable {
-    /// Decide on an upgrade request that passed the protocol checks. The default accepts it anonymously,
-    /// choosing the first offered subprotocol among `supportedSubprotocols`.
+    /// Decides on an upgrade request that passed the protocol checks (authentication plugs in here).
+    ///
+    /// - Parameters:
+    ///   - request: the upgrade request's head (path with query, headers).
+    ///   - eventLoop: the connection's event loop; called on it.
+    /// - Returns: the decision. The future may complete on any event loop, at any later time: the
+    ///   handshake hops it back to the connection's loop, and closes the connection if it has not
+    ///   completed within the handshake timeout (or answers 503 if the server began draining meanwhile).
+    ///   The default accepts anonymously, choosing the first offered subprotocol among
+    ///   `supportedSubprotocols`.
     func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision>
     /// Subprotocols this application speaks, in order of preference.
     var supportedSubprotocols: [String] { get }

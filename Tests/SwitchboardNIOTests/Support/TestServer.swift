@@ -17,12 +17,21 @@ final class RecordingApplication: SwitchboardApplication {
     private let state = NIOLockedValueBox<(opened: [ConnectionHandle], closed: [(ConnectionHandle, DisconnectReason)])>(
         ([], []))
     let echo: Bool
+    /// Replaces the decision below, for tests of the seam (decisions from other event loops, late or never).
+    let decide: (@Sendable (HTTPRequestHead, any EventLoop) -> EventLoopFuture<UpgradeDecision>)?
 
-    init(echo: Bool = true) { self.echo = echo }
+    init(
+        echo: Bool = true,
+        decide: (@Sendable (HTTPRequestHead, any EventLoop) -> EventLoopFuture<UpgradeDecision>)? = nil
+    ) {
+        self.echo = echo
+        self.decide = decide
+    }
 
     var supportedSubprotocols: [String] { ["chat.v2", "chat.v1"] }
 
     func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision> {
+        if let decide { return decide(request, eventLoop) }
         let query = request.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
         var user: String?
         for pair in query.split(separator: "&") {
@@ -57,6 +66,10 @@ final class RecordingApplication: SwitchboardApplication {
     var closedReasons: [DisconnectReason] { state.withLockedValue { $0.closed.map(\.1) } }
 }
 
+struct Decider {
+    let body: @Sendable (HTTPRequestHead, any EventLoop) -> EventLoopFuture<UpgradeDecision>
+}
+
 /// A server on a free loopback port with short timers, test metrics and a recording application.
 struct TestServer {
     let server: SwitchboardServer
@@ -64,8 +77,12 @@ struct TestServer {
     let app: RecordingApplication
     let port: Int
 
+    /// - Parameter decide: replaces the application's upgrade decision (an optional wrapped in a struct so
+    ///   that a trailing closure still means `configure`).
     static func start(
-        echo: Bool = true, _ configure: (inout SwitchboardConfiguration) -> Void = { _ in }
+        echo: Bool = true,
+        decide: Decider? = nil,
+        _ configure: (inout SwitchboardConfiguration) -> Void = { _ in }
     ) async throws -> TestServer {
         var configuration = SwitchboardConfiguration()
         configuration.port = 0
@@ -76,7 +93,7 @@ struct TestServer {
         configuration.shutdownTimeout = .seconds(5)
         configure(&configuration)
         let metrics = TestMetrics()
-        let app = RecordingApplication(echo: echo)
+        let app = RecordingApplication(echo: echo, decide: decide?.body)
         var logger = Logger(label: "switchboard-test")
         logger.logLevel = .critical
         let server = SwitchboardServer(
