@@ -6,14 +6,17 @@ import SwitchboardServer
 import Testing
 
 /// Records what the broker fans out.
-final class RecordingDelivery: BrokerDelivery {
+final class RecordingDelivery: BrokerEventHandler {
     // Lock: guards the records, written by whichever thread publishes.
     private let records = NIOLockedValueBox<(publications: [Int], presence: [Bool])>(([], []))
-    func deliver(_ publication: Publication, channel: String) {
+    func handlePublication(_ publication: Publication, channel: String) {
         records.withLockedValue { $0.publications.append(publication.offset) }
     }
-    func deliverPresence(joined: Bool, member: PresenceMember, channel: String) {
-        records.withLockedValue { $0.presence.append(joined) }
+    func handleJoin(_ member: PresenceMember, channel: String) {
+        records.withLockedValue { $0.presence.append(true) }
+    }
+    func handleLeave(_ member: PresenceMember, channel: String) {
+        records.withLockedValue { $0.presence.append(false) }
     }
     var publications: [Int] { records.withLockedValue { $0.publications } }
     var presence: [Bool] { records.withLockedValue { $0.presence } }
@@ -26,10 +29,10 @@ struct LocalBrokerTests {
     @Test func aChannelWithNothingToKeepIsForgotten() async throws {
         let broker = LocalBroker()
         let options = NamespaceOptions()  // no history, no presence
-        _ = try await broker.subscribe(channel: "room", since: nil, options: options, on: loop).get()
+        try await broker.subscribe(channel: "room", on: loop).get()
         _ = try await broker.publish(channel: "room", data: "1", user: nil, options: options, on: loop).get()
         #expect(broker.channelCount == 1)
-        broker.unsubscribe(channel: "room", options: options, on: loop)
+        try await broker.unsubscribe(channel: "room", on: loop).get()
         #expect(broker.channelCount == 0)
         // Publishing to a channel nobody listens to leaves nothing behind either.
         _ = try await broker.publish(channel: "void", data: "1", user: nil, options: options, on: loop).get()
@@ -67,7 +70,8 @@ struct LocalBrokerTests {
         let options = NamespaceOptions()
         // Published before anyone subscribed: not delivered (and, without history, not kept either).
         _ = try await broker.publish(channel: "c", data: "0", user: nil, options: options, on: loop).get()
-        let snapshot = try await broker.subscribe(channel: "c", since: nil, options: options, on: loop).get()
+        try await broker.subscribe(channel: "c", on: loop).get()
+        let snapshot = try await broker.recover(channel: "c", since: nil, options: options, on: loop).get()
         await withTaskGroup(of: Void.self) { group in
             for index in 0..<100 {
                 group.addTask {
@@ -79,22 +83,34 @@ struct LocalBrokerTests {
         #expect(delivery.publications == Array((snapshot.offset + 1)...(snapshot.offset + 100)))
     }
 
-    @Test func joinAndLeaveStopInABigRoom() {
+    @Test func joinAndLeaveReachTheNodeOnlyWhileSubscribedInOrderWithPublications() async throws {
         let broker = LocalBroker()
         let delivery = RecordingDelivery()
         broker.attach(delivery)
-        var options = NamespaceOptions()
-        options.presence = true
-        options.joinLeave = true
-        options.joinLeaveMaxMembers = 2
+        let member = PresenceMember(client: ConnectionID(shard: 0, sequence: 1), user: "u")
+        try await broker.publishJoin(channel: "hall", member: member, on: loop).get()
+        #expect(delivery.presence.isEmpty)
+        try await broker.subscribe(channel: "hall", on: loop).get()
+        try await broker.publishJoin(channel: "hall", member: member, on: loop).get()
+        try await broker.publishLeave(channel: "hall", member: member, on: loop).get()
+        #expect(delivery.presence == [true, false])
+    }
+
+    @Test func presenceCountsMembersInPlace() async throws {
+        let presence = LocalPresence()
         let members = (1...3).map {
-            PresenceMember(client: ConnectionID(shard: 0, sequence: UInt64($0)), user: "u\($0)")
+            PresenceMember(client: ConnectionID(shard: 0, sequence: UInt64($0)), user: $0 == 3 ? "u2" : "u\($0)")
         }
-        for member in members { broker.join(channel: "hall", member: member, options: options) }
-        #expect(delivery.presence == [true, true])  // the third join is not pushed
-        broker.leave(channel: "hall", member: members[2], options: options)
-        #expect(delivery.presence == [true, true])  // still at the cutoff: not pushed
-        broker.leave(channel: "hall", member: members[1], options: options)
-        #expect(delivery.presence == [true, true, false])
+        var counts: [Int] = []
+        for member in members { counts.append(try await presence.add(member, to: "hall", on: loop).get()) }
+        #expect(counts == [1, 2, 3])
+        #expect(try await presence.add(members[0], to: "hall", on: loop).get() == 3, "adding again refreshes")
+        let snapshot = try await presence.presence(channel: "hall", on: loop).get()
+        #expect(snapshot.connections == 3 && snapshot.users == 2)
+        #expect(try await presence.remove(members[1], from: "hall", on: loop).get() == 2)
+        #expect(try await presence.remove(members[1], from: "hall", on: loop).get() == nil)
+        _ = try await presence.remove(members[0], from: "hall", on: loop).get()
+        _ = try await presence.remove(members[2], from: "hall", on: loop).get()
+        #expect(presence.channelCount == 0)
     }
 }

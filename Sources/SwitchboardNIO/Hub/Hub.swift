@@ -48,6 +48,7 @@ public final class Hub: Sendable {
         self.shards = eventLoops.enumerated().map { index, loop in
             LoopShard(index: index, eventLoop: loop, configuration: configuration, metrics: metrics)
         }
+        application.attached(to: self)
     }
 
     /// The event loops, in shard order: `ConnectionID.shard` indexes this array.
@@ -90,57 +91,34 @@ public final class Hub: Sendable {
 
     // MARK: delivery
 
-    private func onShard(_ shard: LoopShard, _ body: @escaping @Sendable (LoopShard) -> Void) {
-        if shard.eventLoop.inEventLoop {
-            body(shard)
-        } else {
-            shard.eventLoop.execute { body(shard) }
-        }
-    }
+    /// The per-loop shards, in `eventLoops` order: an application keeps per-loop state beside them and
+    /// queues work for a loop with `LoopShard.submit`.
+    public var loopShards: [LoopShard] { shards }
 
-    /// Queues an encoded frame (see `FrameEncoder`) for one connection; unknown ids are ignored.
-    /// `kind` says what may happen to it while the connection lags (`.reliable`: never dropped).
+    /// Queues an encoded frame (see `FrameEncoder`) for one connection, from any thread; unknown ids are
+    /// ignored. Frames sent from one thread to one connection arrive in order. `kind` says what may
+    /// happen to the frame while the connection lags (`.reliable`: never dropped).
     public func send(frame: ByteBuffer, to id: ConnectionID, as kind: OutboundClass = .standard) {
         guard shards.indices.contains(id.shard) else { return }
-        onShard(shards[id.shard]) { $0.deliver(frame, to: id, as: kind) }
+        shards[id.shard].submitSend(frame, to: id, kind: kind)
     }
 
-    /// Fan-out from inside an event loop: writes one encoded frame for each of `ids` living on
-    /// `eventLoop` (the caller's loop). With `flushEach`, each receiver is flushed as soon as its frame
-    /// is written, so the first do not wait for the last; without, `flushLocal(on:)` later flushes
-    /// every connection written since, once, so several publications share one syscall per receiver.
-    /// Ids on other loops are ignored.
-    public func send(
-        frame: ByteBuffer, toLocal ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool,
-        on eventLoop: any EventLoop
-    ) {
-        eventLoop.preconditionInEventLoop()
-        shard(for: eventLoop)?.deliver(frame, to: ids, lane: lane, flushEach: flushEach)
-    }
-
-    /// Flushes every connection on this loop written and not yet flushed (those of
-    /// `send(frame:toLocal:lane:flushEach:on:)` among them) now, rather than at the end of the loop's turn.
-    public func flushLocal(on eventLoop: any EventLoop) {
-        eventLoop.preconditionInEventLoop()
-        shard(for: eventLoop)?.flushAll()
-    }
-
-    /// Queues an encoded frame for every connection of a user, on every loop.
+    /// Queues an encoded frame for every connection of a user, on every loop, from any thread.
     public func send(frame: ByteBuffer, toUser user: String) {
-        for shard in shards { onShard(shard) { $0.deliver(frame, toUser: user) } }
+        for shard in shards { shard.submitSend(frame, toUser: user) }
     }
 
-    /// Queues one encoded frame for every open connection.
+    /// Queues one encoded frame for every open connection, from any thread.
     public func broadcast(frame: ByteBuffer) {
         for shard in shards { shard.submitBroadcast(frame) }
     }
 
     public func broadcast(text: String) { broadcast(frame: FrameEncoder.encodeText(text)) }
 
-    /// Starts the close handshake of one connection.
+    /// Starts the close handshake of one connection, from any thread.
     public func close(_ id: ConnectionID, code: CloseCode = .normal, reason: String = "") {
         guard shards.indices.contains(id.shard) else { return }
-        onShard(shards[id.shard]) { $0.registry[id]?.close(.serverClosed, code: code, message: reason) }
+        shards[id.shard].submitClose(id, code: code, reason: reason)
     }
 
     // MARK: queries

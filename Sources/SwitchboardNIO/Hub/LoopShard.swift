@@ -3,13 +3,25 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 
+/// Work an application queues for one event loop from any thread (a channel's publication for the
+/// loop's subscribers, say): it runs on that loop, in the order submitted, in the same ordered stream
+/// as the hub's own sends and broadcasts to the loop.
+public protocol LoopTask: AnyObject, Sendable {
+    /// Runs on `shard.eventLoop`. `alone` is true when nothing else arrived in the same batch: write
+    /// and flush each receiver at once (lowest latency); otherwise write, and leave the flush to the
+    /// shard, which flushes every written connection once at the end of the batch.
+    func run(on shard: LoopShard, alone: Bool)
+}
+
 /// Everything one event loop owns: its registry shard, its heartbeat wheel, its batch of pending
-/// flushes and its counters. Work from other threads arrives as one `execute` per loop, so the hot
-/// path takes no lock.
-// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
-final class LoopShard: @unchecked Sendable {
-    let index: Int
-    let eventLoop: any EventLoop
+/// flushes and its counters. Work from other threads arrives through one inbox per loop (a short lock,
+/// one `execute` per batch), so the hot path takes no lock and what one thread sends to a loop arrives
+/// in order.
+// @unchecked Sendable: every mutable property is read and written only on `eventLoop`; the inbox has its lock.
+public final class LoopShard: @unchecked Sendable {
+    /// This loop's place in `Hub.eventLoops`, and the `shard` of every `ConnectionID` made here.
+    public let index: Int
+    public let eventLoop: any EventLoop
     private let configuration: SwitchboardConfiguration
     private let metrics: SwitchboardMetrics
     private let queueDepthGauge: Gauge
@@ -27,12 +39,23 @@ final class LoopShard: @unchecked Sendable {
     var admission: AdmissionControl
     private var draining: EventLoopPromise<Void>?
     private var rng = SystemRandomNumberGenerator()
-    // Lock: guards the broadcasts waiting for this loop, appended from any thread and taken by the loop.
-    private let inbox = NIOLockedValueBox(BroadcastInbox())
-    private var outgoing: [ByteBuffer] = []
+    // Lock: guards the work waiting for this loop, appended from any thread and taken by the loop.
+    private let inbox = NIOLockedValueBox(Inbox())
+    private var taken: [Work] = []
+    private var runningInbox = false
+    private var broadcastRun: [ByteBuffer] = []
 
-    private struct BroadcastInbox {
-        var frames: [ByteBuffer] = []
+    /// What other threads ask of this loop, in one ordered stream.
+    private enum Work {
+        case broadcast(ByteBuffer)
+        case send(ByteBuffer, to: ConnectionID, kind: OutboundClass)
+        case sendToUser(ByteBuffer, user: String)
+        case close(ConnectionID, code: CloseCode, reason: String)
+        case task(any LoopTask)
+    }
+
+    private struct Inbox {
+        var work: [Work] = []
         var scheduled = false
     }
 
@@ -81,45 +104,78 @@ final class LoopShard: @unchecked Sendable {
 
     // MARK: delivery
 
-    func deliver(_ frame: ByteBuffer, to id: ConnectionID, as kind: OutboundClass) {
-        registry[id]?.enqueue(frame, as: kind)
-    }
-
-    /// Writes one frame to each of `ids`; with `flushEach` each receiver is flushed at once, otherwise
-    /// they wait in the flush list for `flushAll` (called at the end of the caller's pass, or by the
-    /// task `scheduleFlush` queued).
-    func deliver(_ frame: ByteBuffer, to ids: [ConnectionID], lane: DeliveryLane?, flushEach: Bool) {
-        for id in ids {
-            guard let connection = registry[id] else { continue }
-            connection.enqueue(frame, as: lane.map(OutboundClass.lane) ?? .standard)
-            if flushEach, connection.flushPending { connection.flushNow() }
-        }
+    /// The open connection with this id on this loop. Call on `eventLoop`.
+    public func connection(_ id: ConnectionID) -> (any LocalConnection)? {
+        eventLoop.preconditionInEventLoop()
+        return registry[id]
     }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
     }
 
-    /// Queues a broadcast for this loop from any thread. Broadcasts that arrive before the loop gets
-    /// to them go out together: one pass over the connections, one flush (one syscall) per connection
-    /// for all of them, and one `execute` per batch rather than per broadcast.
-    func submitBroadcast(_ frame: ByteBuffer) {
+    /// Queues `task` to run on this loop, from any thread, after everything submitted before it.
+    public func submit(_ task: any LoopTask) { submit(.task(task)) }
+
+    func submitBroadcast(_ frame: ByteBuffer) { submit(.broadcast(frame)) }
+    func submitSend(_ frame: ByteBuffer, to id: ConnectionID, kind: OutboundClass) {
+        // On this loop with nothing queued before it, the send cannot overtake anything: skip the inbox.
+        if eventLoop.inEventLoop, !runningInbox, inbox.withLockedValue({ $0.work.isEmpty }) {
+            registry[id]?.enqueue(frame, as: kind)
+        } else {
+            submit(.send(frame, to: id, kind: kind))
+        }
+    }
+    func submitSend(_ frame: ByteBuffer, toUser user: String) { submit(.sendToUser(frame, user: user)) }
+    func submitClose(_ id: ConnectionID, code: CloseCode, reason: String) {
+        submit(.close(id, code: code, reason: reason))
+    }
+
+    /// Work that arrives before the loop gets to it goes out together: consecutive broadcasts in one
+    /// pass over the connections, and one flush (one syscall) per connection for the whole batch.
+    private func submit(_ work: Work) {
         let schedule = inbox.withLockedValue { inbox -> Bool in
-            inbox.frames.append(frame)
+            inbox.work.append(work)
             guard !inbox.scheduled else { return false }
             inbox.scheduled = true
             return true
         }
-        if schedule { eventLoop.execute { self.broadcastPending() } }
+        if schedule { eventLoop.execute { self.runInbox() } }
     }
 
-    private func broadcastPending() {
+    private func runInbox() {
         inbox.withLockedValue { inbox in
             inbox.scheduled = false
-            swap(&inbox.frames, &outgoing)
+            swap(&inbox.work, &taken)
         }
-        for connection in registry.byID.values { connection.enqueue(batch: outgoing) }
-        outgoing.removeAll(keepingCapacity: true)
+        let alone = taken.count == 1
+        runningInbox = true
+        defer { runningInbox = false }
+        for work in taken {
+            if case .broadcast(let frame) = work {
+                broadcastRun.append(frame)
+                continue
+            }
+            broadcastPending()
+            switch work {
+            case .broadcast: break
+            case .send(let frame, let id, let kind): registry[id]?.enqueue(frame, as: kind)
+            case .sendToUser(let frame, let user): deliver(frame, toUser: user)
+            case .close(let id, let code, let reason): registry[id]?.close(.serverClosed, code: code, message: reason)
+            case .task(let task): task.run(on: self, alone: alone)
+            }
+        }
+        broadcastPending()
+        taken.removeAll(keepingCapacity: true)
+        flushAll()
+    }
+
+    /// One pass over the connections for a run of broadcasts, flushing each connection as soon as it
+    /// has them all: the first receivers of a broadcast to thousands do not wait for the last.
+    private func broadcastPending() {
+        guard !broadcastRun.isEmpty else { return }
+        for connection in registry.byID.values { connection.enqueue(batch: broadcastRun) }
+        broadcastRun.removeAll(keepingCapacity: true)
     }
 
     /// Collects connections that wrote this turn and flushes each once, after every task already
@@ -135,7 +191,8 @@ final class LoopShard: @unchecked Sendable {
         }
     }
 
-    func flushAll() {
+    /// Flushes every connection written and not yet flushed on this loop. Call on `eventLoop`.
+    public func flushAll() {
         swap(&pendingFlush, &flushing)
         // Connections flushed early (a broadcast batch, `flushEach`) are still listed; skip them.
         for connection in flushing where connection.flushPending { connection.flushNow() }

@@ -35,6 +35,9 @@ public protocol SwitchboardApplication: Sendable {
     func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision>
     /// Subprotocols this application speaks, in order of preference.
     var supportedSubprotocols: [String] { get }
+    /// Called once, when the server that runs this application has made its hub, before any connection:
+    /// an application that keeps per-loop state makes it here, beside `hub.loopShards`.
+    func attached(to hub: Hub)
     func connectionOpened(_ connection: ConnectionHandle)
     func connection(_ connection: ConnectionHandle, received message: DataMessage)
     func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason)
@@ -50,6 +53,7 @@ public protocol SwitchboardApplication: Sendable {
 
 extension SwitchboardApplication {
     public var supportedSubprotocols: [String] { [] }
+    public func attached(to hub: Hub) {}
 
     public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<
         UpgradeDecision

@@ -8,31 +8,13 @@ public struct Publication: Sendable, Equatable {
     public let user: String?
     /// Monotonic nanoseconds when it was published (for history TTL).
     public let time: Int64
-}
 
-/// Someone present in a channel.
-public struct PresenceMember: Sendable, Hashable {
-    public let client: ConnectionID
-    public let user: String?
-    /// The connection's application data (a JSON value), when its upgrade attached some.
-    public let data: String?
-
-    public init(client: ConnectionID, user: String?, data: String? = nil) {
-        self.client = client
-        self.user = user
+    public init(offset: Int, data: String, user: String?, time: Int64) {
+        self.offset = offset
         self.data = data
+        self.user = user
+        self.time = time
     }
-
-    var json: String {
-        let user = user.map(ServerMessage.quote) ?? "null"
-        return "{\"client\":\"\(client)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
-    }
-}
-
-public struct PresenceSnapshot: Sendable, Equatable {
-    public let members: [PresenceMember]
-    public let connections: Int
-    public let users: Int
 }
 
 /// What a subscription starts from: the channel's epoch, its newest offset, and (when recovering)
@@ -43,45 +25,92 @@ public struct SubscribeSnapshot: Sendable, Equatable {
     public let publications: [Publication]
     /// True when `publications` is exactly what the client missed since its position.
     public let recovered: Bool
+
+    public init(epoch: String, offset: Int, publications: [Publication], recovered: Bool) {
+        self.epoch = epoch
+        self.offset = offset
+        self.publications = publications
+        self.recovered = recovered
+    }
 }
 
-/// Where a broker hands what it fans out to this node. Calls for one channel arrive in the
-/// channel's order and never concurrently with each other.
-public protocol BrokerDelivery: AnyObject, Sendable {
-    func deliver(_ publication: Publication, channel: String)
-    func deliverPresence(joined: Bool, member: PresenceMember, channel: String)
+/// A page of a channel's history with the stream's current position.
+public struct HistoryPage: Sendable, Equatable {
+    public let epoch: String
+    public let offset: Int
+    public let publications: [Publication]
+
+    public init(epoch: String, offset: Int, publications: [Publication]) {
+        self.epoch = epoch
+        self.offset = offset
+        self.publications = publications
+    }
 }
 
-/// The seam between the hub and where channel state lives: in this process (`LocalBroker`) or
-/// shared by several nodes (a Redis broker, later). The hub never assumes which.
+/// Where a broker hands this node what happens in the channels the node is subscribed to.
 ///
-/// Contract:
-/// - `publish` assigns the channel's next offset (exactly one more than the previous publication's,
-///   within one epoch), appends the publication to history (when the namespace keeps history) and
-///   hands it to the `BrokerDelivery` of every node subscribed to the channel. These three happen
-///   atomically with respect to other `publish` and `subscribe` calls on the same channel, so every
-///   node sees a channel's publications in offset order.
-/// - Delivery to nodes is at most once: a node that is not subscribed when a publication is made
-///   does not get it later, except through `history`.
-/// - `subscribe` registers the node (so later publications are delivered) and returns the snapshot
-///   taken at the same instant; publications delivered to the node after it may repeat offsets at or
-///   below `snapshot.offset`, which the caller de-duplicates.
-/// - The epoch changes whenever continuity is lost (an in-memory broker restarted, history evicted
-///   while nobody listened); offsets from another epoch say nothing about this one.
-/// - Presence entries belong to connections of this node and are removed by `leave`.
+/// Contract: for one channel, calls arrive in the channel's order (publications in offset order, and
+/// join/leave events where they happened among them) and never concurrently with each other. They may
+/// come on any thread, possibly while the broker holds a lock of its own: an implementation must return
+/// quickly and must not call back into the broker synchronously (`ChannelsApplication` only queues the
+/// event for each event loop; `LocalBroker` enforces this with a precondition in debug builds).
+public protocol BrokerEventHandler: AnyObject, Sendable {
+    func handlePublication(_ publication: Publication, channel: String)
+    func handleJoin(_ member: PresenceMember, channel: String)
+    func handleLeave(_ member: PresenceMember, channel: String)
+}
+
+/// The seam between the hub and where channel streams live: in this process (`LocalBroker`) or shared
+/// by several nodes (Redis). The shape is centrifuge's: a node subscribes to a channel once, when its
+/// first local subscriber arrives, and unsubscribes after the last; clients subscribe to the node, never
+/// to the broker (with Redis that would be a network round trip per client). Presence is a separate
+/// contract (`PresenceManager`).
+///
+/// Every method may be called from any thread and returns a future that may complete on any event
+/// loop, at any later time, or fail (`BrokerError`, or the broker's own errors). Callers hop results to
+/// their own loop and bound them with a timeout.
+///
+/// - `subscribe`/`unsubscribe` are called in order for a channel (the caller serializes them) and take
+///   effect in that order: after `subscribe`'s future succeeds, every later publication in the channel
+///   reaches the handler, until `unsubscribe`.
+/// - `publish` assigns the channel's next offset (one more than the previous publication's, within one
+///   epoch), appends the publication to history when the namespace keeps history, and hands it to every
+///   subscribed node, atomically with respect to other publications in the channel, so every node sees
+///   a channel in offset order. Delivery is at most once: a node not subscribed when a publication is
+///   made gets it only through history.
+/// - `publishJoin`/`publishLeave` reach subscribed nodes in the channel's order with publications.
+/// - `recover` reads the stream's position and, with `since`, the publications after it. A subscriber
+///   calls it after its node's `subscribe` succeeded and holds live publications meanwhile, then drops
+///   those at or below the snapshot's offset: no gap, no duplicate.
+/// - The epoch changes whenever continuity is lost (an in-memory broker restarted, history evicted while
+///   offsets were kept); offsets from another epoch say nothing about this one.
 public protocol Broker: Sendable {
-    func attach(_ delivery: any BrokerDelivery)
+    /// Sets where fanned-out events go. Called once, before any other call.
+    func attach(_ handler: any BrokerEventHandler)
+    /// Subscribes this node to `channel`.
+    func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    /// Unsubscribes this node from `channel`.
+    func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
     func publish(
         channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication>
-    func subscribe(
+    func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    /// The stream's epoch and newest offset and, with `since` in the current epoch and within history,
+    /// the publications after it (`recovered` true). Without history nothing is ever claimed recovered.
+    func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot>
-    func unsubscribe(channel: String, options: NamespaceOptions, on eventLoop: any EventLoop)
+    /// Without `since`, the newest `limit` publications; with it, the oldest `limit` after that offset.
     func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<(epoch: String, offset: Int, publications: [Publication])>
-    func join(channel: String, member: PresenceMember, options: NamespaceOptions)
-    func leave(channel: String, member: PresenceMember, options: NamespaceOptions)
-    func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot>
+    ) -> EventLoopFuture<HistoryPage>
+}
+
+/// Why a broker or presence call failed, in terms a client can be told.
+public struct BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+
+    public static let timedOut = BrokerError("broker timed out")
 }

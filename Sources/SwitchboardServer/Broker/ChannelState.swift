@@ -1,13 +1,17 @@
 import NIOCore
 import SwitchboardCore
 
-/// One channel's state in the in-process broker: offsets, epoch, the history ring and presence.
+/// One channel's stream in the in-process broker: offsets, epoch, the history ring, and whether this
+/// node is subscribed. Mutated in place under its stripe's lock (never copied out and back: that would
+/// copy the whole history ring on every publish).
 struct ChannelState {
     let epoch: String
     var offset = 0
     var history = CircularBuffer<Publication>()
-    var subscribers = 0
-    var members: [ConnectionID: PresenceMember] = [:]
+    /// This node listens: publications are handed to the delivery handler.
+    var subscribed = false
+    /// A namespace with history published here: the offset must be kept even once history expires.
+    var keepsOffset = false
 
     init(epoch: String) {
         self.epoch = epoch
@@ -18,12 +22,11 @@ struct ChannelState {
     /// its history expires: forgetting it would restart its offsets within the same epoch, and a client
     /// holding an old offset could then be told it recovered when it did not. Channels without history
     /// are forgotten; they never claim recovery.
-    func isIdle(_ options: NamespaceOptions) -> Bool {
-        subscribers == 0 && members.isEmpty && history.isEmpty && (offset == 0 || options.historySize == 0)
-    }
+    var isIdle: Bool { !subscribed && history.isEmpty && !keepsOffset }
 
     mutating func append(_ publication: Publication, options: NamespaceOptions) {
         guard options.historySize > 0 else { return }
+        keepsOffset = true
         history.append(publication)
         while history.count > options.historySize { history.removeFirst() }
     }

@@ -1,28 +1,34 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 
-/// The in-process broker, the default for a single node. Channel state is split over lock stripes
-/// by channel name, so publishers to different channels rarely meet and there is no global lock.
-/// Delivery happens under the channel's stripe lock, which is what keeps each channel in offset order
-/// (delivery only enqueues one task per event loop, so the lock is held briefly).
+/// The in-process broker, the default for a single node. Channel state is split over lock stripes by
+/// channel name, so publishers to different channels rarely meet and there is no global lock. Every
+/// call completes at once, on the caller's `eventLoop`.
+///
+/// Publication and join/leave events are handed to the `BrokerEventHandler` under the channel's stripe
+/// lock: that is what keeps each channel in order for every event loop. The handler only queues them
+/// (encoding happens later, on the loops), so the lock is held briefly. Lock order: a stripe lock is the
+/// innermost lock taken by callers (`NodeSubscriptions` holds its own while subscribing); the handler
+/// takes only the event loops' inbox locks under it.
 public final class LocalBroker: Broker {
     private let stripes: [NIOLockedValueBox<[String: ChannelState]>]
     /// This broker's history continuity: a restart means a new epoch, so clients learn that their
     /// offsets no longer mean anything.
     private let epoch = String(UInt64.random(in: 0...UInt64.max), radix: 36)
     // Lock: guards the delivery target, attached once at start.
-    private let target = NIOLockedValueBox<(any BrokerDelivery)?>(nil)
+    private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
 
     public init(stripes: Int = 64) {
         self.stripes = (0..<max(stripes, 1)).map { _ in NIOLockedValueBox([:]) }
     }
 
-    /// Channels with state (subscribers, history, presence, or an offset to keep); idle ones cost nothing.
+    /// Channels with state (this node subscribed, history, or an offset to keep); idle ones cost nothing.
     public var channelCount: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
 
-    public func attach(_ delivery: any BrokerDelivery) {
-        target.withLockedValue { $0 = delivery }
+    public func attach(_ handler: any BrokerEventHandler) {
+        target.withLockedValue { $0 = handler }
     }
 
     private func stripe(_ channel: String) -> NIOLockedValueBox<[String: ChannelState]> {
@@ -33,36 +39,79 @@ public final class LocalBroker: Broker {
 
     private static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
 
+    /// Runs `body` on the channel's state in place, under its stripe lock; forgets the channel if it is
+    /// left idle.
+    private func withState<T>(_ channel: String, _ body: (inout ChannelState) -> T) -> T {
+        stripe(channel).withLockedValue { states in
+            let result = body(&states[channel, default: ChannelState(epoch: epoch)])
+            if states[channel]?.isIdle == true { states[channel] = nil }
+            return result
+        }
+    }
+
+    /// Hands an event to the handler, checking (in debug builds) that it does not call back into a broker.
+    private func deliver(_ body: (any BrokerEventHandler) -> Void) {
+        guard let handler = target.withLockedValue({ $0 }) else { return }
+        assert(Self.enterDelivery(), "a BrokerEventHandler called back into the broker synchronously")
+        body(handler)
+        assert(Self.leaveDelivery())
+    }
+
+    public func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        checkNotReentrant()
+        withState(channel) { $0.subscribed = true }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    public func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        checkNotReentrant()
+        withState(channel) { $0.subscribed = false }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
     public func publish(
         channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
-        let delivery = target.withLockedValue { $0 }
-        let publication = stripe(channel).withLockedValue { states -> Publication in
-            var state = states[channel] ?? ChannelState(epoch: epoch)
+        checkNotReentrant()
+        let publication = withState(channel) { state -> Publication in
             let now = Self.now()
             state.expire(now: now, options: options)
             state.offset += 1
             let publication = Publication(offset: state.offset, data: data, user: user, time: now)
             state.append(publication, options: options)
-            if state.subscribers > 0 { delivery?.deliver(publication, channel: channel) }
-            states[channel] = state.isIdle(options) ? nil : state
+            if state.subscribed { deliver { $0.handlePublication(publication, channel: channel) } }
             return publication
         }
         return eventLoop.makeSucceededFuture(publication)
     }
 
-    public func subscribe(
+    public func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<
+        Void
+    > {
+        checkNotReentrant()
+        withState(channel) { state in
+            if state.subscribed { deliver { $0.handleJoin(member, channel: channel) } }
+        }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    public func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop)
+        -> EventLoopFuture<Void>
+    {
+        checkNotReentrant()
+        withState(channel) { state in
+            if state.subscribed { deliver { $0.handleLeave(member, channel: channel) } }
+        }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    public func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
-        let snapshot = stripe(channel).withLockedValue { states -> SubscribeSnapshot in
-            var state = states[channel] ?? ChannelState(epoch: epoch)
+        checkNotReentrant()
+        let snapshot = withState(channel) { state -> SubscribeSnapshot in
             state.expire(now: Self.now(), options: options)
-            state.subscribers += 1
-            states[channel] = state
-            guard let since else {
-                return SubscribeSnapshot(epoch: state.epoch, offset: state.offset, publications: [], recovered: false)
-            }
-            guard since.epoch == state.epoch else {
+            guard let since, since.epoch == state.epoch else {
                 return SubscribeSnapshot(epoch: state.epoch, offset: state.offset, publications: [], recovered: false)
             }
             let (missed, complete) = state.publications(after: since.offset, limit: options.historySize)
@@ -74,60 +123,37 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededFuture(snapshot)
     }
 
-    public func unsubscribe(channel: String, options: NamespaceOptions, on eventLoop: any EventLoop) {
-        stripe(channel).withLockedValue { states in
-            guard var state = states[channel] else { return }
-            state.subscribers = max(state.subscribers - 1, 0)
-            states[channel] = state.isIdle(options) ? nil : state
-        }
-    }
-
     public func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<(epoch: String, offset: Int, publications: [Publication])> {
-        let result = stripe(channel).withLockedValue { states -> (String, Int, [Publication]) in
-            guard var state = states[channel] else { return (ChannelState(epoch: epoch).epoch, 0, []) }
+    ) -> EventLoopFuture<HistoryPage> {
+        checkNotReentrant()
+        let page = withState(channel) { state -> HistoryPage in
             state.expire(now: Self.now(), options: options)
-            states[channel] = state.isIdle(options) ? nil : state
-            let all = Array(state.history)
-            let selected = since.map { offset in all.filter { $0.offset > offset } } ?? all
+            let selected = since.map { offset in state.history.filter { $0.offset > offset } } ?? Array(state.history)
             // Without `since`, the newest `limit`; with it, the oldest `limit` after it.
-            let page = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
-            return (state.epoch, state.offset, page)
+            let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
+            return HistoryPage(epoch: state.epoch, offset: state.offset, publications: publications)
         }
-        return eventLoop.makeSucceededFuture((epoch: result.0, offset: result.1, publications: result.2))
+        return eventLoop.makeSucceededFuture(page)
     }
 
-    public func join(channel: String, member: PresenceMember, options: NamespaceOptions) {
-        let delivery = target.withLockedValue { $0 }
-        stripe(channel).withLockedValue { states in
-            var state = states[channel] ?? ChannelState(epoch: epoch)
-            state.members[member.client] = member
-            if options.joinLeave, state.members.count <= options.joinLeaveMaxMembers {
-                delivery?.deliverPresence(joined: true, member: member, channel: channel)
-            }
-            states[channel] = state
-        }
+    // MARK: re-entrancy check (debug builds)
+
+    private func checkNotReentrant() {
+        assert(!Self.insideDelivery, "a BrokerEventHandler called back into the broker synchronously")
     }
 
-    public func leave(channel: String, member: PresenceMember, options: NamespaceOptions) {
-        let delivery = target.withLockedValue { $0 }
-        stripe(channel).withLockedValue { states in
-            guard var state = states[channel], state.members.removeValue(forKey: member.client) != nil else { return }
-            if options.joinLeave, state.members.count < options.joinLeaveMaxMembers {
-                delivery?.deliverPresence(joined: false, member: member, channel: channel)
-            }
-            states[channel] = state.isIdle(options) ? nil : state
-        }
+    private static let deliveryKey = "switchboard.LocalBroker.delivering"
+
+    private static var insideDelivery: Bool { Thread.current.threadDictionary[deliveryKey] != nil }
+
+    private static func enterDelivery() -> Bool {
+        Thread.current.threadDictionary[deliveryKey] = true
+        return true
     }
 
-    public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
-        let snapshot = stripe(channel).withLockedValue { states -> PresenceSnapshot in
-            let members = states[channel].map { Array($0.members.values) } ?? []
-            return PresenceSnapshot(
-                members: members.sorted { $0.client < $1.client }, connections: members.count,
-                users: Set(members.compactMap(\.user)).count)
-        }
-        return eventLoop.makeSucceededFuture(snapshot)
+    private static func leaveDelivery() -> Bool {
+        Thread.current.threadDictionary.removeObject(forKey: deliveryKey)
+        return true
     }
 }

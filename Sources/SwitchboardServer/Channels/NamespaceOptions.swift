@@ -38,8 +38,11 @@ public struct ChannelsConfiguration: Sendable {
     public var publishRate = 20.0
     /// Publishes allowed in a burst. Default 40.
     public var publishBurst = 40.0
-    /// Rejected publishes in a row after which the connection is closed with 1008. Default 100.
+    /// Rejected publishes in a row after which the connection is closed with 1008 (the closing one is the
+    /// last rejected). Default 100.
     public var maxRejectedPublishes = 100
+    /// How long a command waits for the broker or presence before it is answered with error 110. Default 5 s.
+    public var brokerTimeout = TimeAmount.seconds(5)
 
     public init() {}
 

@@ -17,4 +17,6 @@ public struct ProtocolError: Error, Equatable, Sendable {
     public static let rateLimited = ProtocolError(106, "limit exceeded: publish rate")
     public static let alreadySubscribed = ProtocolError(107, "already subscribed")
     public static let notSubscribed = ProtocolError(108, "not subscribed")
+    public static let tooManyWaitingCommands = ProtocolError(109, "limit exceeded: too many commands waiting")
+    public static let unavailable = ProtocolError(110, "temporarily unavailable")
 }

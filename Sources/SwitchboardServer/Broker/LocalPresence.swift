@@ -1,0 +1,51 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchboardCore
+
+/// In-process presence, the default for a single node: members per channel, split over lock stripes by
+/// channel name. Every call completes at once, on the caller's `eventLoop`; members are changed in
+/// place (filling a room of n members is O(n), not O(n²)).
+public final class LocalPresence: PresenceManager {
+    private let stripes: [NIOLockedValueBox<[String: [ConnectionID: PresenceMember]]>]
+
+    public init(stripes: Int = 64) {
+        self.stripes = (0..<max(stripes, 1)).map { _ in NIOLockedValueBox([:]) }
+    }
+
+    /// Channels with at least one member.
+    public var channelCount: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+
+    private func stripe(_ channel: String) -> NIOLockedValueBox<[String: [ConnectionID: PresenceMember]]> {
+        var hasher = Hasher()
+        hasher.combine(channel)
+        return stripes[Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))]
+    }
+
+    public func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        let count = stripe(channel).withLockedValue { channels -> Int in
+            channels[channel, default: [:]][member.client] = member
+            return channels[channel]?.count ?? 0
+        }
+        return eventLoop.makeSucceededFuture(count)
+    }
+
+    public func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop)
+        -> EventLoopFuture<Int?>
+    {
+        let count = stripe(channel).withLockedValue { channels -> Int? in
+            guard channels[channel]?.removeValue(forKey: member.client) != nil else { return nil }
+            let left = channels[channel]?.count ?? 0
+            if left == 0 { channels[channel] = nil }
+            return left
+        }
+        return eventLoop.makeSucceededFuture(count)
+    }
+
+    public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
+        let members = stripe(channel).withLockedValue { $0[channel].map { Array($0.values) } ?? [] }
+        let snapshot = PresenceSnapshot(
+            members: members.sorted { $0.client < $1.client }, connections: members.count,
+            users: Set(members.compactMap(\.user)).count)
+        return eventLoop.makeSucceededFuture(snapshot)
+    }
+}

@@ -1,0 +1,49 @@
+import NIOCore
+import SwitchboardCore
+
+/// Someone present in a channel: one connection.
+public struct PresenceMember: Sendable, Hashable {
+    public let client: ConnectionID
+    public let user: String?
+    /// The connection's application data (a JSON value), when its upgrade attached some.
+    public let data: String?
+
+    public init(client: ConnectionID, user: String?, data: String? = nil) {
+        self.client = client
+        self.user = user
+        self.data = data
+    }
+
+    var json: String {
+        let user = user.map(ServerMessage.quote) ?? "null"
+        return "{\"client\":\"\(client)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
+    }
+}
+
+public struct PresenceSnapshot: Sendable, Equatable {
+    public let members: [PresenceMember]
+    public let connections: Int
+    public let users: Int
+
+    public init(members: [PresenceMember], connections: Int, users: Int) {
+        self.members = members
+        self.connections = connections
+        self.users = users
+    }
+}
+
+/// Who is in each channel: its own contract, apart from the `Broker` (as in centrifuge), because it is
+/// stored and expired differently (a hash per channel refreshed by each node, in a cluster).
+///
+/// Every method may be called from any thread and returns a future that may complete on any event
+/// loop, later, or fail; callers hop and bound it. Entries belong to connections of this node: the node
+/// removes them when the connection leaves the channel or closes (a clustered implementation also
+/// expires the entries of a node that died). Join/leave events are not sent from here: the caller
+/// publishes them through the broker, so they stay in order with the channel's publications.
+public protocol PresenceManager: Sendable {
+    /// Adds (or refreshes) a member; returns the channel's member count afterwards.
+    func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int>
+    /// Removes a member; returns the count afterwards, or nil when it was not there.
+    func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
+    func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot>
+}

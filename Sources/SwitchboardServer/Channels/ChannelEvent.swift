@@ -1,0 +1,62 @@
+import Atomics
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+/// Something that happened in a channel, on its way from the broker to each event loop's subscribers:
+/// one object for all the loops, queued in each loop's inbox (the same ordered stream as everything
+/// else the loop is sent), so a join never overtakes an earlier publication. The frame is encoded once,
+/// by the first loop that has a subscriber for it, outside every lock.
+final class ChannelEvent: LoopTask {
+    enum Kind {
+        case publication(Publication)
+        case join(PresenceMember)
+        case leave(PresenceMember)
+    }
+
+    let channel: String
+    let kind: Kind
+    private let loops: ChannelsLoops
+    private let encoded = ManagedAtomicLazyReference<EncodedFrame>()
+
+    init(channel: String, kind: Kind, loops: ChannelsLoops) {
+        self.channel = channel
+        self.kind = kind
+        self.loops = loops
+    }
+
+    func run(on shard: LoopShard, alone: Bool) {
+        loops.loops[shard.index].deliver(self, alone: alone)
+    }
+
+    /// The push for every subscriber (the namespace's options decide whether the publisher is shown).
+    func frame(options: NamespaceOptions) -> ByteBuffer {
+        if let frame = encoded.load() { return frame.bytes }
+        let bytes: ByteBuffer
+        switch kind {
+        case .publication(let publication):
+            bytes = ServerMessage.publication(publication, channel: channel, showUser: options.showPublisher)
+        case .join(let member):
+            bytes = ServerMessage.membership("join", channel: channel, member: member)
+        case .leave(let member):
+            bytes = ServerMessage.membership("leave", channel: channel, member: member)
+        }
+        return encoded.storeIfNilThenLoad(EncodedFrame(bytes)).bytes
+    }
+}
+
+final class EncodedFrame: Sendable {
+    let bytes: ByteBuffer
+    init(_ bytes: ByteBuffer) { self.bytes = bytes }
+}
+
+/// The channel layer's per-loop state, one per event loop in `Hub.eventLoops` order.
+final class ChannelsLoops: Sendable {
+    let hub: Hub
+    let loops: [ChannelsLoop]
+
+    init(hub: Hub, nodeSubscriptions: NodeSubscriptions) {
+        self.hub = hub
+        self.loops = hub.loopShards.map { ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions) }
+    }
+}

@@ -1,0 +1,218 @@
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+/// The client's commands, run on the connection's event loop. Every command gets exactly one reply.
+/// Subscribe and unsubscribe commands for a channel with a subscribe in flight wait their turn, so
+/// their replies come in command order and the last one decides the final state.
+extension ChannelsApplication {
+    /// Commands one connection may have waiting behind an in-flight subscribe to one channel.
+    static let maxWaitingCommands = 16
+
+    func handle(_ command: ClientCommand, session: ClientSession, loop: ChannelsLoop) {
+        let id = command.id
+        func fail(_ error: ProtocolError) { session.reply(ServerMessage.error(id: id, error)) }
+        switch command.kind {
+        case .subscribe(let channel, _), .unsubscribe(let channel):
+            guard session.waiting[channel] == nil else {
+                guard session.waiting[channel, default: []].count < Self.maxWaitingCommands else {
+                    return fail(.tooManyWaitingCommands)
+                }
+                session.waiting[channel, default: []].append(command)
+                return
+            }
+        default:
+            break
+        }
+        switch command.kind {
+        case .ping:
+            session.reply(ServerMessage.reply(id: id))
+        case .subscribe(let channel, let recover):
+            guard let options = checkedOptions(channel, fail: fail) else { return }
+            guard session.subscriptions[channel] == nil else { return fail(.alreadySubscribed) }
+            guard session.subscriptions.count < configuration.maxSubscriptionsPerConnection else {
+                return fail(.tooManySubscriptions)
+            }
+            subscribe(channel, id: id, recover: recover, options: options, session: session, loop: loop)
+        case .unsubscribe(let channel):
+            guard checkedOptions(channel, fail: fail) != nil else { return }
+            guard let subscription = session.subscriptions.removeValue(forKey: channel) else {
+                return fail(.notSubscribed)
+            }
+            leave(subscription, session: session, loop: loop)
+            session.reply(ServerMessage.reply(id: id))
+        case .publish(let channel, let data):
+            guard let options = checkedOptions(channel, fail: fail) else { return }
+            guard options.clientsMayPublish else { return fail(.notAllowed("clients may not publish here")) }
+            guard session.bucket.take(now: Int64(NIODeadline.now().uptimeNanoseconds)) else {
+                session.rejectedPublishes += 1
+                fail(.rateLimited)
+                if session.rejectedPublishes >= configuration.maxRejectedPublishes {
+                    logger.info("closing publish-rate abuser", metadata: ["connection": "\(session.id)"])
+                    session.connection.close(code: .policyViolation, reason: "publish rate exceeded")
+                }
+                return
+            }
+            session.rejectedPublishes = 0
+            let published = broker.publish(
+                channel: channel, data: data, user: session.connection.userID, options: options, on: loop.eventLoop)
+            answer(published, id: id, session: session, loop: loop) { "{\"offset\":\($0.offset)}" }
+        case .presence(let channel):
+            guard let options = checkedOptions(channel, fail: fail) else { return }
+            guard options.presence else { return fail(.notAllowed("presence is off in this namespace")) }
+            answer(presence.presence(channel: channel, on: loop.eventLoop), id: id, session: session, loop: loop) {
+                snapshot in
+                var result = "{\"connections\":\(snapshot.connections),\"users\":\(snapshot.users)"
+                if !options.countsOnly {
+                    result += ",\"members\":[" + snapshot.members.map(\.json).joined(separator: ",") + "]"
+                }
+                return result + "}"
+            }
+        case .history(let channel, let limit, let since):
+            guard let options = checkedOptions(channel, fail: fail) else { return }
+            guard options.historySize > 0 else { return fail(.notAllowed("no history in this namespace")) }
+            let page = broker.history(channel: channel, since: since, limit: limit, options: options, on: loop.eventLoop)
+            answer(page, id: id, session: session, loop: loop) { page in
+                let publications = page.publications.map {
+                    ServerMessage.publicationJSON($0, channel: nil, showUser: options.showPublisher, push: false)
+                }
+                return "{\"epoch\":\(ServerMessage.quote(page.epoch)),\"offset\":\(page.offset),"
+                    + "\"publications\":[\(publications.joined(separator: ","))]}"
+            }
+        }
+    }
+
+    /// Replies to command `id` with the future's result, on the connection's loop, within the broker
+    /// timeout; a failure is answered with error 110.
+    private func answer<T>(
+        _ future: EventLoopFuture<T>, id: Int, session: ClientSession, loop: ChannelsLoop,
+        _ result: @escaping (T) -> String
+    ) {
+        future.arriving(on: loop.eventLoop, within: configuration.brokerTimeout).assumeIsolated().whenComplete {
+            outcome in
+            guard !session.isClosed else { return }
+            switch outcome {
+            case .success(let value):
+                session.reply(ServerMessage.reply(id: id, result: result(value)))
+            case .failure(let error):
+                self.logger.warning("broker call failed", metadata: ["error": "\(error)"])
+                session.reply(ServerMessage.error(id: id, .unavailable))
+            }
+        }
+    }
+
+    private func checkedOptions(_ channel: String, fail: (ProtocolError) -> Void) -> NamespaceOptions? {
+        guard ChannelName.validate(channel) else {
+            fail(.invalidChannel)
+            return nil
+        }
+        guard let options = options(for: channel) else {
+            fail(.unknownNamespace)
+            return nil
+        }
+        return options
+    }
+
+    /// Subscribe first (live events start arriving and wait in the subscription), then, once the node
+    /// receives the channel, take the broker's snapshot, reply with what was missed, then release the
+    /// waiting publications newer than the snapshot: no gap, no duplicate.
+    private func subscribe(
+        _ channel: String, id: Int, recover: StreamPosition?, options: NamespaceOptions, session: ClientSession,
+        loop: ChannelsLoop
+    ) {
+        session.nextGeneration += 1
+        let generation = session.nextGeneration
+        let local = loop.channel(channel, options: options)
+        let subscription = Subscription(connection: session.connection, channel: local, generation: generation)
+        loop.add(subscription)
+        session.subscriptions[channel] = subscription
+        session.waiting[channel] = []
+        let broker = self.broker
+        let eventLoop = loop.eventLoop
+        local.nodeSubscribed
+            .flatMap { broker.recover(channel: channel, since: recover, options: options, on: eventLoop) }
+            .arriving(on: eventLoop, within: configuration.brokerTimeout)
+            .assumeIsolated()
+            .whenComplete { result in
+                // A late answer for an earlier generation (or a closed connection) completes nothing.
+                if !session.isClosed, session.subscriptions[channel]?.generation == generation {
+                    self.subscribed(
+                        result, id: id, recover: recover, subscription: subscription, session: session, loop: loop)
+                }
+                self.runWaiting(channel, session: session, loop: loop)
+            }
+    }
+
+    private func subscribed(
+        _ result: Result<SubscribeSnapshot, any Error>, id: Int, recover: StreamPosition?,
+        subscription: Subscription, session: ClientSession, loop: ChannelsLoop
+    ) {
+        let options = subscription.channel.options
+        let channel = subscription.channel.name
+        guard case .success(let snapshot) = result else {
+            if case .failure(let error) = result {
+                logger.warning("subscribe failed at the broker", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            }
+            session.subscriptions[channel] = nil
+            loop.remove(subscription)
+            session.reply(ServerMessage.error(id: id, .unavailable))
+            return
+        }
+        var result = "{\"epoch\":\(ServerMessage.quote(snapshot.epoch)),\"offset\":\(snapshot.offset)"
+        if recover != nil {
+            let recovered = snapshot.publications.map {
+                ServerMessage.publicationJSON($0, channel: nil, showUser: options.showPublisher, push: false)
+            }
+            result += ",\"recovered\":\(snapshot.recovered),\"publications\":[\(recovered.joined(separator: ","))]"
+        }
+        session.reply(ServerMessage.reply(id: id, result: result + "}"))
+        subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
+        guard options.presence else { return }
+        subscription.present = true
+        let member = session.member
+        let broker = self.broker
+        let eventLoop = loop.eventLoop
+        presence.add(member, to: channel, on: eventLoop).whenComplete { [logger] result in
+            switch result {
+            case .success(let members) where options.joinLeave && members <= options.joinLeaveMaxMembers:
+                _ = broker.publishJoin(channel: channel, member: member, on: eventLoop)
+            case .success:
+                break
+            case .failure(let error):
+                logger.warning("presence add failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Runs the commands that waited behind a subscribe, in order, until one goes in flight again.
+    private func runWaiting(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
+        guard var queued = session.waiting.removeValue(forKey: channel) else { return }
+        while !queued.isEmpty, session.waiting[channel] == nil, !session.isClosed {
+            handle(queued.removeFirst(), session: session, loop: loop)
+        }
+        if !queued.isEmpty, !session.isClosed { session.waiting[channel, default: []].insert(contentsOf: queued, at: 0) }
+    }
+
+    /// Takes a subscription out of the loop's tables (the node unsubscribes after the loop's last) and
+    /// out of presence. The caller has removed it from the session.
+    func leave(_ subscription: Subscription, session: ClientSession, loop: ChannelsLoop) {
+        loop.remove(subscription)
+        guard subscription.present else { return }
+        subscription.present = false
+        let options = subscription.channel.options
+        let channel = subscription.channel.name
+        let member = session.member
+        let broker = self.broker
+        let eventLoop = loop.eventLoop
+        presence.remove(member, from: channel, on: eventLoop).whenComplete { [logger] result in
+            switch result {
+            case .success(let members?) where options.joinLeave && members < options.joinLeaveMaxMembers:
+                _ = broker.publishLeave(channel: channel, member: member, on: eventLoop)
+            case .success:
+                break
+            case .failure(let error):
+                logger.warning("presence remove failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            }
+        }
+    }
+}

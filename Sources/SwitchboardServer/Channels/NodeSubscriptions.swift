@@ -1,0 +1,66 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// This node's subscriptions at the broker: one per channel that has a subscriber on any event loop,
+/// made when the first loop gains a subscriber and dropped when the last loop loses its last one. A
+/// client's subscribe never costs a broker call of its own (with Redis, a network round trip).
+///
+/// Lock order: a stripe lock here is held while calling the broker's `subscribe`/`unsubscribe` (which
+/// keeps those calls in order for a channel); the broker never calls back into this type.
+final class NodeSubscriptions: Sendable {
+    private struct Entry {
+        /// Event loops with at least one subscriber.
+        var loops: Int
+        /// Completes (on any loop) once the broker subscription is in place.
+        let ready: EventLoopFuture<Void>
+    }
+
+    private let broker: any Broker
+    private let logger: Logger
+    // Lock: each stripe guards the entries of the channels that hash to it.
+    private let stripes: [NIOLockedValueBox<[String: Entry]>]
+
+    init(broker: any Broker, logger: Logger, stripes: Int = 64) {
+        self.broker = broker
+        self.logger = logger
+        self.stripes = (0..<stripes).map { _ in NIOLockedValueBox([:]) }
+    }
+
+    private func stripe(_ channel: String) -> NIOLockedValueBox<[String: Entry]> {
+        var hasher = Hasher()
+        hasher.combine(channel)
+        return stripes[Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))]
+    }
+
+    /// Channels this node is subscribed to at the broker.
+    var count: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+
+    /// An event loop gained its first subscriber to `channel`; returns when the node receives the channel.
+    func acquire(_ channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        stripe(channel).withLockedValue { entries in
+            if let ready = entries[channel]?.ready {
+                entries[channel]?.loops += 1
+                return ready
+            }
+            let ready = broker.subscribe(channel: channel, on: eventLoop)
+            entries[channel] = Entry(loops: 1, ready: ready)
+            return ready
+        }
+    }
+
+    /// An event loop lost its last subscriber to `channel`.
+    func release(_ channel: String, on eventLoop: any EventLoop) {
+        stripe(channel).withLockedValue { entries in
+            guard let loops = entries[channel]?.loops else { return }
+            guard loops <= 1 else {
+                entries[channel]?.loops = loops - 1
+                return
+            }
+            entries[channel] = nil
+            broker.unsubscribe(channel: channel, on: eventLoop).whenFailure { [logger] error in
+                logger.warning("broker unsubscribe failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+/// One channel's subscribers on one event loop. Publications walk `subscribers`, an array of
+/// subscription objects that each hold their connection: no hashing of the channel name per subscriber
+/// and no lookup of the connection by id on the fan-out path.
+final class LocalChannel {
+    let name: String
+    let options: NamespaceOptions
+    let lane: DeliveryLane
+    var subscribers: [Subscription] = []
+    /// Completes (on any loop) once this node receives the channel from the broker.
+    let nodeSubscribed: EventLoopFuture<Void>
+
+    init(name: String, options: NamespaceOptions, nodeSubscribed: EventLoopFuture<Void>) {
+        self.name = name
+        self.options = options
+        self.lane = DeliveryLane(name: name, policy: options.slowConsumer)
+        self.nodeSubscribed = nodeSubscribed
+    }
+}
+
+/// One client's subscription to one channel.
+final class Subscription {
+    let connection: any LocalConnection
+    let channel: LocalChannel
+    /// Tells this subscription from an earlier or later one of the same client to the same channel: a
+    /// broker answer for another generation must not complete this one.
+    let generation: UInt64
+    /// Waiting for the broker's snapshot; live events wait in `held`, in order.
+    var recovering = true
+    var held: [ChannelEvent] = []
+    /// Publications at or below this offset were delivered (by the snapshot or live): skipped.
+    var lastOffset = 0
+    /// Whether this subscription entered presence (so leaving removes it).
+    var present = false
+    /// Position in `channel.subscribers`.
+    var index = -1
+
+    init(connection: any LocalConnection, channel: LocalChannel, generation: UInt64) {
+        self.connection = connection
+        self.channel = channel
+        self.generation = generation
+    }
+
+    /// Sends a channel event now (live) or after the snapshot (recovering).
+    func deliver(_ event: ChannelEvent, alone: Bool) {
+        guard !recovering else {
+            held.append(event)
+            return
+        }
+        switch event.kind {
+        case .publication(let publication):
+            guard publication.offset > lastOffset else { return }  // already in the snapshot
+            lastOffset = publication.offset
+            connection.send(event.frame(options: channel.options), as: .lane(channel.lane), flush: alone)
+        case .join, .leave:
+            connection.send(event.frame(options: channel.options), as: .reliable, flush: alone)
+        }
+    }
+
+    /// The snapshot went out (it ended at `offset`): what was held follows, without duplicates.
+    func goLive(after offset: Int) {
+        recovering = false
+        lastOffset = offset
+        let held = self.held
+        self.held = []
+        for event in held { deliver(event, alone: false) }
+    }
+}
+
+/// The channel layer's part of one event loop: the sessions of its connections and its channels'
+/// subscribers. Touched only on its loop; events reach it through the loop's inbox.
+// @unchecked Sendable: every mutable property is read and written only on `shard.eventLoop`.
+final class ChannelsLoop: @unchecked Sendable {
+    let shard: LoopShard
+    private let nodeSubscriptions: NodeSubscriptions
+    var sessions: [ConnectionID: ClientSession] = [:]
+    private(set) var channels: [String: LocalChannel] = [:]
+
+    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions) {
+        self.shard = shard
+        self.nodeSubscriptions = nodeSubscriptions
+    }
+
+    var eventLoop: any EventLoop { shard.eventLoop }
+
+    /// The loop's table for `name`, made (and the node subscribed) on its first subscriber.
+    func channel(_ name: String, options: NamespaceOptions) -> LocalChannel {
+        if let channel = channels[name] { return channel }
+        let channel = LocalChannel(
+            name: name, options: options, nodeSubscribed: nodeSubscriptions.acquire(name, on: eventLoop))
+        channels[name] = channel
+        return channel
+    }
+
+    func add(_ subscription: Subscription) {
+        subscription.index = subscription.channel.subscribers.count
+        subscription.channel.subscribers.append(subscription)
+    }
+
+    func remove(_ subscription: Subscription) {
+        let channel = subscription.channel
+        let index = subscription.index
+        guard channel.subscribers.indices.contains(index), channel.subscribers[index] === subscription else { return }
+        let last = channel.subscribers.removeLast()
+        if last !== subscription {
+            channel.subscribers[index] = last
+            last.index = index
+        }
+        subscription.index = -1
+        if channel.subscribers.isEmpty {
+            channels[channel.name] = nil
+            nodeSubscriptions.release(channel.name, on: eventLoop)
+        }
+    }
+
+    func deliver(_ event: ChannelEvent, alone: Bool) {
+        guard let channel = channels[event.channel] else { return }
+        for subscription in channel.subscribers { subscription.deliver(event, alone: alone) }
+    }
+}
