@@ -13,9 +13,10 @@ import Testing
 struct ChannelsServer {
     let server: SwitchboardServer
     let port: Int
-    let broker: LocalBroker
+    let application: ChannelsApplication
 
     static func start(
+        broker: any Broker = LocalBroker(), presence: any PresenceManager = LocalPresence(),
         transport: (inout SwitchboardConfiguration) -> Void = { _ in },
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
     ) async throws -> ChannelsServer {
@@ -46,8 +47,9 @@ struct ChannelsServer {
         transport(&configuration)
         var logger = Logger(label: "channels-test")
         logger.logLevel = .critical
-        let broker = LocalBroker()
-        let application = ChannelsApplication(configuration: channels, broker: broker, logger: logger) { request in
+        let application = ChannelsApplication(
+            configuration: channels, broker: broker, presence: presence, logger: logger
+        ) { request in
             let user = request.uri.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
             // Presence data as an authenticator would take it from a token; "raw" gets info that is not JSON.
             let info = user == "raw" ? "not json" : user.map { "{\"name\":\"\($0.uppercased())\"}" }
@@ -55,7 +57,7 @@ struct ChannelsServer {
         }
         let server = SwitchboardServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
-        return ChannelsServer(server: server, port: address.port ?? 0, broker: broker)
+        return ChannelsServer(server: server, port: address.port ?? 0, application: application)
     }
 
     func connect(user: String? = nil) async throws -> ProtocolClient {

@@ -26,7 +26,9 @@ struct ChurnTests {
     }
 
     @Test func publicationsArriveOnlyWhileSubscribedInOrderAndNothingIsLeftBehind() async throws {
-        let server = try await ChannelsServer.start()
+        let broker = LocalBroker()
+        let presence = LocalPresence()
+        let server = try await ChannelsServer.start(broker: broker, presence: presence)
         let channels = ["plain1", "plain2", "plain3", "big:hall1", "big:hall2"]
         let (violations, received) = try await withThrowingTaskGroup(of: ([String], Int).self) { group in
             for index in 0..<24 {
@@ -90,7 +92,9 @@ struct ChurnTests {
         #expect(received > 100, "the churn should have delivered publications to subscribers (got \(received))")
         // Every channel here keeps no history, so once everyone is gone nothing may remain of them:
         // no subscriber counts, no presence entries.
-        try await eventually("the broker forgets every channel") { server.broker.channelCount == 0 }
+        try await eventually("the broker forgets every channel") {
+            broker.channelCount == 0 && presence.channelCount == 0 && server.application.nodeSubscriptionCount == 0
+        }
         #expect(try await server.server.hub.statistics().get().registeredConnections == 0)
         await server.stop()
     }

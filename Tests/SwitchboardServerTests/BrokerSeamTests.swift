@@ -1,0 +1,226 @@
+import Atomics
+import Foundation
+import NIOCore
+import NIOPosix
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardServer
+import SwitchboardTestSupport
+import Testing
+
+/// A broker and presence that answer from another event loop group after a delay, as a networked one
+/// (Redis) would, and count the node-level calls. State changes happen at once, in call order, in a
+/// `LocalBroker`; only the answers are late.
+final class RemoteBroker: Broker, PresenceManager {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let inner = LocalBroker()
+    let innerPresence = LocalPresence()
+    let delay: TimeAmount
+    let subscribes = ManagedAtomic(0)
+    let unsubscribes = ManagedAtomic(0)
+
+    init(delay: TimeAmount) { self.delay = delay }
+
+    /// The value of `future`, delivered on the other group after the delay.
+    private func late<T: Sendable>(_ future: EventLoopFuture<T>) -> EventLoopFuture<T> {
+        let loop = group.next()
+        let delay = self.delay
+        return future.hop(to: loop).flatMap { value in loop.scheduleTask(in: delay) { value }.futureResult }
+    }
+
+    private var here: any EventLoop { group.next() }
+
+    func attach(_ handler: any BrokerEventHandler) { inner.attach(handler) }
+    func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        subscribes.wrappingIncrement(ordering: .relaxed)
+        return late(inner.subscribe(channel: channel, on: here))
+    }
+    func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        unsubscribes.wrappingIncrement(ordering: .relaxed)
+        return late(inner.unsubscribe(channel: channel, on: here))
+    }
+    func publish(
+        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Publication> {
+        late(inner.publish(channel: channel, data: data, user: user, options: options, on: here))
+    }
+    func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        late(inner.publishJoin(channel: channel, member: member, on: here))
+    }
+    func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        late(inner.publishLeave(channel: channel, member: member, on: here))
+    }
+    func recover(
+        channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<SubscribeSnapshot> {
+        late(inner.recover(channel: channel, since: since, options: options, on: here))
+    }
+    func history(
+        channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<HistoryPage> {
+        late(inner.history(channel: channel, since: since, limit: limit, options: options, on: here))
+    }
+    func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        late(innerPresence.add(member, to: channel, on: here))
+    }
+    func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?> {
+        late(innerPresence.remove(member, from: channel, on: here))
+    }
+    func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
+        late(innerPresence.presence(channel: channel, on: here))
+    }
+
+    func shutdown() async throws { try await group.shutdownGracefully() }
+}
+
+/// The channel layer against a broker and presence on another event loop group that answer late.
+@Suite("Broker seam")
+struct BrokerSeamTests {
+    private func start(_ broker: RemoteBroker) async throws -> ChannelsServer {
+        try await ChannelsServer.start(broker: broker, presence: broker)
+    }
+
+    @Test func everyCommandWorksWhenTheBrokerAnswersLateFromAnotherGroup() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(30))
+        let server = try await start(broker)
+        let ada = try await server.connect(user: "ada")
+        let bob = try await server.connect(user: "bob")
+        #expect(try await ada.call(["cmd": "subscribe", "channel": "chat:late"]).reply.ok?["offset"] as? Int == 0)
+        let published = try await bob.call(["cmd": "publish", "channel": "chat:late", "data": ["n": 1]]).reply
+        #expect(published.ok?["offset"] as? Int == 1)
+        #expect(try await ada.nextPush("pub").offset == 1)
+        let presence = try await bob.call(["cmd": "presence", "channel": "chat:late"]).reply
+        #expect(presence.ok?["connections"] as? Int == 1)
+        let history = try await bob.call(["cmd": "history", "channel": "chat:late"]).reply
+        #expect((history.ok?["publications"] as? [[String: Any]])?.count == 1)
+        let recovered = try await bob.call([
+            "cmd": "subscribe", "channel": "chat:late",
+            "recover": ["offset": 0, "epoch": history.ok?["epoch"] as? String ?? ""],
+        ]).reply
+        #expect(recovered.ok?["recovered"] as? Bool == true)
+        #expect((recovered.ok?["publications"] as? [[String: Any]])?.count == 1)
+        await server.stop()
+        try await broker.shutdown()
+    }
+
+    /// Before: the first subscribe's late answer took over the second subscription and the third command
+    /// never got its reply.
+    @Test func subscribeUnsubscribeSubscribeGetsThreeRepliesInOrderAndEndsSubscribed() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(100))
+        let server = try await start(broker)
+        let client = try await server.connect(user: "ada")
+        let ids = [
+            client.send(["cmd": "subscribe", "channel": "chat:race"]),
+            client.send(["cmd": "unsubscribe", "channel": "chat:race"]),
+            client.send(["cmd": "subscribe", "channel": "chat:race"]),
+        ]
+        var replies: [JSONMessage] = []
+        while replies.count < 3 {
+            let message = try await client.next()
+            if message.id != nil { replies.append(message) }
+        }
+        #expect(replies.map(\.id) == ids)
+        #expect(replies.allSatisfy { $0.ok != nil }, "\(replies.map(\.object))")
+        let publisher = try await server.connect(user: "pub")
+        _ = try await publisher.call(["cmd": "publish", "channel": "chat:race", "data": 1])
+        #expect(try await client.nextPush("pub").offset == 1, "the final state is the last command's: subscribed")
+        let (again, _) = try await client.call(["cmd": "subscribe", "channel": "chat:race"])
+        #expect(again.errorCode == 107)
+        await server.stop()
+        try await broker.shutdown()
+    }
+
+    @Test func theNodeSubscribesToAChannelOnceWhateverItsClientsDo() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(5))
+        let server = try await start(broker)
+        var clients: [ProtocolClient] = []
+        for index in 0..<10 {
+            let client = try await server.connect(user: "u\(index)")
+            #expect(try await client.call(["cmd": "subscribe", "channel": "shared"]).reply.ok != nil)
+            clients.append(client)
+        }
+        #expect(broker.subscribes.load(ordering: .relaxed) == 1)
+        for client in clients {
+            #expect(try await client.call(["cmd": "unsubscribe", "channel": "shared"]).reply.ok != nil)
+        }
+        try await eventually("the node unsubscribes after the last") {
+            broker.unsubscribes.load(ordering: .relaxed) == 1
+        }
+        #expect(server.application.nodeSubscriptionCount == 0)
+        await server.stop()
+        try await broker.shutdown()
+    }
+
+    /// Pushes follow the order in which the broker delivered them: every publication made before a
+    /// join (its offset at or below the joiner's subscribe offset) reaches a subscriber before the join.
+    @Test func joinAndLeaveKeepTheirPlaceAmongPublications() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(1))
+        let server = try await start(broker)
+        let watcher = try await server.connect(user: "watcher")
+        _ = try await watcher.call(["cmd": "subscribe", "channel": "chat:order"])
+        let publisher = try await server.connect(user: "pub")
+        for index in 1...300 { publisher.send(["cmd": "publish", "channel": "chat:order", "data": index]) }
+        let joiner = try await server.connect(user: "joiner")
+        let joined = try await joiner.call(["cmd": "subscribe", "channel": "chat:order"]).reply
+        let joinOffset = try #require(joined.ok?["offset"] as? Int)
+        _ = try await joiner.call(["cmd": "unsubscribe", "channel": "chat:order"])
+        for index in 301...400 { publisher.send(["cmd": "publish", "channel": "chat:order", "data": index]) }
+        var offsets: [Int] = []
+        var joinAt: Int?
+        var leaveAt: Int?
+        while offsets.last != 400 {
+            let message = try await watcher.next()
+            let user = (message["info"] as? [String: Any])?["user"] as? String
+            switch message.push {
+            case "pub": offsets.append(message.offset ?? -1)
+            case "join" where user == "joiner": joinAt = offsets.count
+            case "leave" where user == "joiner": leaveAt = offsets.count
+            default: break
+            }
+        }
+        #expect(offsets == Array(1...400))
+        let join = try #require(joinAt)
+        #expect(join >= joinOffset, "publications up to \(joinOffset) came before the join, which came at \(join)")
+        #expect(try #require(leaveAt) >= join)
+        // Leaving on unsubscribe took the joiner out of presence.
+        let presence = try await watcher.call(["cmd": "presence", "channel": "chat:order"]).reply
+        #expect(presence.ok?["connections"] as? Int == 1)
+        await server.stop()
+        try await broker.shutdown()
+    }
+
+    @Test func theServerPublishesWithoutAConnection() async throws {
+        let server = try await ChannelsServer.start()
+        let client = try await server.connect(user: "ada")
+        _ = try await client.call(["cmd": "subscribe", "channel": "ro:news"])
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let publication = try await server.application.publish(channel: "ro:news", data: #"{"t":"x"}"#, on: loop).get()
+        #expect(publication.offset == 1)
+        let push = try await client.nextPush("pub")
+        #expect((push["data"] as? [String: Any])?["t"] as? String == "x")
+        #expect(push["user"] == nil)
+        await #expect(throws: ProtocolError.unknownNamespace) {
+            _ = try await server.application.publish(channel: "nowhere:x", data: "1", on: loop).get()
+        }
+        await #expect(throws: ProtocolError.self) {
+            _ = try await server.application.publish(channel: "ro:news", data: "{not json", on: loop).get()
+        }
+        await server.stop()
+    }
+
+    @Test func aBrokerThatNeverAnswersGetsError110AfterTheTimeout() async throws {
+        let broker = RemoteBroker(delay: .seconds(30))
+        let server = try await ChannelsServer.start(broker: broker, presence: broker) { _ in
+        } channels: {
+            $0.brokerTimeout = .milliseconds(200)
+        }
+        let client = try await server.connect(user: "ada")
+        let (reply, _) = try await client.call(["cmd": "publish", "channel": "chat:slow", "data": 1])
+        #expect(reply.errorCode == 110)
+        let (subscribed, _) = try await client.call(["cmd": "subscribe", "channel": "chat:slow"])
+        #expect(subscribed.errorCode == 110)
+        #expect(try await client.call(["cmd": "ping"]).reply.ok != nil, "the connection carries on")
+        await server.stop()
+        try await broker.shutdown()
+    }
+}
