@@ -71,7 +71,8 @@ extension ChannelsApplication {
         case .history(let channel, let limit, let since):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.historySize > 0 else { return fail(.notAllowed("no history in this namespace")) }
-            let page = broker.history(channel: channel, since: since, limit: limit, options: options, on: loop.eventLoop)
+            let page = broker.history(
+                channel: channel, since: since, limit: limit, options: options, on: loop.eventLoop)
             answer(page, id: id, session: session, loop: loop) { page in
                 let publications = page.publications.map {
                     ServerMessage.publicationJSON($0, channel: nil, showUser: options.showPublisher, push: false)
@@ -151,7 +152,8 @@ extension ChannelsApplication {
         let channel = subscription.channel.name
         guard case .success(let snapshot) = result else {
             if case .failure(let error) = result {
-                logger.warning("subscribe failed at the broker", metadata: ["channel": "\(channel)", "error": "\(error)"])
+                logger.warning(
+                    "subscribe failed at the broker", metadata: ["channel": "\(channel)", "error": "\(error)"])
             }
             session.subscriptions[channel] = nil
             loop.remove(subscription)
@@ -190,7 +192,9 @@ extension ChannelsApplication {
         while !queued.isEmpty, session.waiting[channel] == nil, !session.isClosed {
             handle(queued.removeFirst(), session: session, loop: loop)
         }
-        if !queued.isEmpty, !session.isClosed { session.waiting[channel, default: []].insert(contentsOf: queued, at: 0) }
+        if !queued.isEmpty, !session.isClosed {
+            session.waiting[channel, default: []].insert(contentsOf: queued, at: 0)
+        }
     }
 
     /// Takes a subscription out of the loop's tables (the node unsubscribes after the loop's last) and
