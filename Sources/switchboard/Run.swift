@@ -16,7 +16,7 @@ func runServer(_ options: TransportOptions, path: String?, application: any Swit
         return handler
     }
     let logger = Logger(label: "switchboard")
-    let server = SwitchboardServer(
+    let server = WebSocketServer(
         configuration: options.configuration(path: path), application: application, logger: logger)
     let announced = AnnouncingServer(server: server) { address in
         print("switchboard listening on ws://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
@@ -30,7 +30,7 @@ func runServer(_ options: TransportOptions, path: String?, application: any Swit
 
 /// Starts the server inside the service group, then announces where it listens.
 private struct AnnouncingServer: Service {
-    let server: SwitchboardServer
+    let server: WebSocketServer
     let announce: @Sendable (SocketAddress) -> Void
 
     func run() async throws {

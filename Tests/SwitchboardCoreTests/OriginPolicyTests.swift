@@ -31,6 +31,14 @@ struct OriginPolicyTests {
         #expect(!policy.allows(origin: "http://localhost:3001", host: "localhost:8080"))
     }
 
+    /// Before: `--allowed-origin http://good.example` locked out the server's own pages with 403.
+    @Test func anAllowListWidensTheDefaultInsteadOfReplacingIt() {
+        let policy = OriginPolicy.allowList(["http://good.example"])
+        #expect(policy.allows(origin: "http://127.0.0.1:8080", host: "127.0.0.1:8080"))
+        #expect(policy.allows(origin: "http://good.example", host: "127.0.0.1:8080"))
+        #expect(!policy.allows(origin: "http://bad.example", host: "127.0.0.1:8080"))
+    }
+
     @Test func anyAllowsEveryOrigin() {
         #expect(OriginPolicy.any.allows(origin: "https://anywhere.example", host: "example.com"))
     }

@@ -53,14 +53,21 @@ struct HeartbeatTests {
         let close = try await idle.waitForClose()
         #expect(close?.code == 1008)
         #expect(close?.reason == "idle timeout")
-        #expect(server.closedCount(.idleTimeout) == 1)
+        try await eventually("the idle close is counted") { server.closedCount(.idleTimeout) == 1 }
+        // The chatty client opens first, so its idle deadline comes before the silent one's: if talking
+        // did not push it back, it would be closed first. Talk until the silent one is closed.
         let chatty = try await server.connectRegistered()
-        // The chatty one keeps talking every 150 ms for 2.4 s (more than twice the idle timeout).
-        for index in 0..<16 {
+        let silent = try await server.connectRegistered()
+        var index = 0
+        while server.closedCount(.idleTimeout) < 2 {
             chatty.send(text: "\(index)")
             #expect(try await chatty.nextMessage() == .text("\(index)"))
-            try await Task.sleep(for: .milliseconds(150))
+            index += 1
+            try await Task.sleep(for: .milliseconds(50))  // pacing the talk, well inside the idle timeout
         }
+        #expect(try await silent.waitForClose()?.reason == "idle timeout")
+        chatty.send(text: "still here")
+        #expect(try await chatty.nextMessage() == .text("still here"))
         #expect(server.hub.connectionCount == 1)
         await chatty.disconnect()
         try await server.expectNoConnections()

@@ -1,4 +1,6 @@
+import Logging
 import NIOCore
+import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
@@ -44,5 +46,35 @@ struct ShutdownTests {
         #expect(clock.now - started < .seconds(15))
         #expect(server.hub.connectionCount == 0)
         await client.disconnect()
+    }
+
+    @Test func anEmbeddersEventLoopGroupIsUsedAndOutlivesTheServer() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        var configuration = SwitchboardConfiguration()
+        configuration.port = 0
+        configuration.threads = 1  // ignored: the group decides
+        var logger = Logger(label: "embedded")
+        logger.logLevel = .critical
+        let server = WebSocketServer(
+            configuration: configuration, application: EchoApplication(broadcast: false), eventLoopGroup: group,
+            logger: logger)
+        #expect(server.hub.eventLoops.count == 3)
+        let port = try await server.start().port ?? 0
+        var clients: [WebSocketClient] = []
+        for _ in 0..<6 {
+            let client = try await WebSocketClient.connect(
+                host: "127.0.0.1", port: port, options: ClientOptions(path: "/ws"),
+                group: MultiThreadedEventLoopGroup.singleton)
+            client.send(text: "hi")
+            #expect(try await client.nextMessage() == .text("hi"))
+            clients.append(client)
+        }
+        #expect(Set(try await server.hub.snapshot().get().map(\.id.shard)).count == 3)
+        async let stopped: Void = server.shutdown()
+        for client in clients { _ = try await client.waitForClose() }
+        await stopped
+        // The group is the embedder's: still running after the server stopped.
+        #expect(try await group.next().submit { 42 }.get() == 42)
+        try await group.shutdownGracefully()
     }
 }

@@ -11,7 +11,7 @@ import Testing
 
 /// A server speaking client protocol v1, with namespaces for each behaviour under test.
 struct ChannelsServer {
-    let server: SwitchboardServer
+    let server: WebSocketServer
     let port: Int
     let application: ChannelsApplication
 
@@ -55,7 +55,7 @@ struct ChannelsServer {
             let info = user == "raw" ? "not json" : user.map { "{\"name\":\"\($0.uppercased())\"}" }
             return .accept(userID: user, subprotocol: nil, info: info)
         }
-        let server = SwitchboardServer(configuration: configuration, application: application, logger: logger)
+        let server = WebSocketServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
         return ChannelsServer(server: server, port: address.port ?? 0, application: application)
     }

@@ -40,11 +40,22 @@ struct ProtocolErrorTests {
         await server.stop()
     }
 
-    @Test func binaryMessagesCloseWith1003() async throws {
-        let server = try await ChannelsServer.start()
+    /// Before: no notice preceded 1009, 1007 and 1002, although a client needs it most there (it must not
+    /// reconnect and repeat the error).
+    @Test(arguments: [
+        (ClientFrameEncoder.encode(opcode: 1, payload: [UInt8](repeating: 0x61, count: 5000)), 1009),
+        (ClientFrameEncoder.encode(opcode: 1, payload: [0x61, 0xED, 0xA0, 0x80]), 1007),
+        (ClientFrameEncoder.encode(opcode: 3, payload: []), 1002),
+        (ClientFrameEncoder.encode(opcode: 2, payload: [1, 2, 3]), 1003),
+    ])
+    func theServerSaysWhyAndWhetherToReconnectBeforeClosing(frame: ByteBuffer, code: Int) async throws {
+        let server = try await ChannelsServer.start(transport: { $0.maxMessageSize = 4096 })
         let client = try await server.connect()
-        client.client.send(binary: [1, 2, 3])
-        #expect(try await client.client.waitForClose()?.code == 1003)
+        client.client.sendRaw(frame)
+        let notice = try await client.nextPush("disconnect")
+        #expect(notice["code"] as? Int == code)
+        #expect(notice["reconnect"] as? Bool == false)
+        #expect(try await client.client.waitForClose()?.code == UInt16(code))
         await server.stop()
     }
 

@@ -5,8 +5,9 @@
 public enum OriginPolicy: Sendable, Equatable {
     /// `Origin`, when present, must name the host the request was sent to.
     case sameOrigin
-    /// `Origin`, when present, must be one of these (`https://app.example.com`, compared without
-    /// letter case and default ports).
+    /// `Origin`, when present, must name the host the request was sent to or be one of these
+    /// (`https://app.example.com`, compared without letter case and default ports): the list widens
+    /// the default, so adding a second origin never locks out the server's own pages.
     case allowList([String])
     /// Any origin: for servers that authenticate every connection by token, not by cookie.
     case any
@@ -18,14 +19,16 @@ public enum OriginPolicy: Sendable, Equatable {
         case .any:
             return true
         case .sameOrigin:
-            guard let host, let authority = Self.authority(of: origin) else {
-                return false
-            }
-            return Self.normalized(authority, scheme: Self.scheme(of: origin)) == Self.normalized(host, scheme: nil)
+            return Self.isSameOrigin(origin, host: host)
         case .allowList(let allowed):
             let candidate = Self.canonical(origin)
-            return allowed.contains { Self.canonical($0) == candidate }
+            return Self.isSameOrigin(origin, host: host) || allowed.contains { Self.canonical($0) == candidate }
         }
+    }
+
+    private static func isSameOrigin(_ origin: String, host: String?) -> Bool {
+        guard let host, let authority = authority(of: origin) else { return false }
+        return normalized(authority, scheme: scheme(of: origin)) == normalized(host, scheme: nil)
     }
 
     private static func scheme(of origin: String) -> String? {

@@ -1,19 +1,19 @@
 /// `rate` tokens per second up to `burst`: for publishes per connection and upgrades per event loop.
 /// Time is monotonic nanoseconds, passed in so that the bucket is a plain value, testable without clocks.
-public struct TokenBucket: Sendable {
-    public let rate: Double
-    public let burst: Double
+package struct TokenBucket: Sendable {
+    package let rate: Double
+    package let burst: Double
     private var tokens: Double
     private var last: Int64
 
-    public init(rate: Double, burst: Double, now: Int64) {
+    package init(rate: Double, burst: Double, now: Int64) {
         self.rate = rate
         self.burst = burst
         self.tokens = burst
         self.last = now
     }
 
-    public mutating func take(now: Int64) -> Bool {
+    package mutating func take(now: Int64) -> Bool {
         tokens = min(burst, tokens + Double(max(now - last, 0)) / 1e9 * rate)
         last = max(last, now)
         guard tokens >= 1 else { return false }

@@ -23,8 +23,8 @@ public enum OutboundClass: Hashable, Sendable {
 /// ever dropped, and only to make room or to be superseded; what a lane loses is remembered as a gap
 /// to report. A dropped message leaves a hole in place (so superseding the pending message of a
 /// `latest` lane is O(1)); holes are compacted away once they outnumber the live messages.
-public struct OutboundQueue: Sendable {
-    public enum EnqueueResult: Equatable, Sendable {
+package struct OutboundQueue: Sendable {
+    package enum EnqueueResult: Equatable, Sendable {
         case queued
         /// Queued after dropping this many older messages.
         case queuedAfterDropping(Int)
@@ -33,9 +33,9 @@ public struct OutboundQueue: Sendable {
         case overflow
     }
 
-    public struct Entry: Sendable {
-        public let frame: ByteBuffer
-        public let lane: DeliveryLane?
+    package struct Entry: Sendable {
+        package let frame: ByteBuffer
+        package let lane: DeliveryLane?
     }
 
     private struct Slot: Sendable {
@@ -44,10 +44,10 @@ public struct OutboundQueue: Sendable {
         let kind: OutboundClass
     }
 
-    public let maxBytes: Int
-    public let maxMessages: Int
+    package let maxBytes: Int
+    package let maxMessages: Int
     /// The policy for `.standard` messages.
-    public let policy: SlowConsumerPolicy
+    package let policy: SlowConsumerPolicy
     /// Allocated on first use and released when emptied: most connections are idle most of the time.
     private var slots: CircularBuffer<Slot>?
     /// The sequence number of the first slot; slot sequence numbers are consecutive.
@@ -57,19 +57,19 @@ public struct OutboundQueue: Sendable {
     private var dropSearchStart = 0
     /// The pending message of each `latest` lane, by sequence number.
     private var pendingLatest: [DeliveryLane: Int] = [:]
-    public private(set) var count = 0
-    public private(set) var byteCount = 0
+    package private(set) var count = 0
+    package private(set) var byteCount = 0
     /// Messages dropped per lane and not yet reported.
     private var gaps: [DeliveryLane: Int] = [:]
 
-    public init(maxBytes: Int, maxMessages: Int, policy: SlowConsumerPolicy) {
+    package init(maxBytes: Int, maxMessages: Int, policy: SlowConsumerPolicy) {
         self.maxBytes = maxBytes
         self.maxMessages = maxMessages
         self.policy = policy
     }
 
-    public var isEmpty: Bool { count == 0 }
-    public var hasGaps: Bool { !gaps.isEmpty }
+    package var isEmpty: Bool { count == 0 }
+    package var hasGaps: Bool { !gaps.isEmpty }
 
     private func droppable(_ kind: OutboundClass) -> Bool {
         switch kind {
@@ -81,7 +81,7 @@ public struct OutboundQueue: Sendable {
 
     private func full(adding size: Int) -> Bool { byteCount + size > maxBytes || count >= maxMessages }
 
-    public mutating func enqueue(_ frame: ByteBuffer, as kind: OutboundClass = .standard) -> EnqueueResult {
+    package mutating func enqueue(_ frame: ByteBuffer, as kind: OutboundClass = .standard) -> EnqueueResult {
         let size = frame.readableBytes
         var dropped = 0
         if let lane = kind.lane, lane.policy == .latest, let sequence = pendingLatest[lane] {
@@ -106,7 +106,7 @@ public struct OutboundQueue: Sendable {
         return dropped > 0 ? .queuedAfterDropping(dropped) : .queued
     }
 
-    public mutating func popFirst() -> Entry? {
+    package mutating func popFirst() -> Entry? {
         while let slot = slots?.popFirst() {
             let sequence = headSequence
             headSequence += 1
@@ -123,19 +123,19 @@ public struct OutboundQueue: Sendable {
     }
 
     /// The drops to report for a lane before its next message goes out; clears them.
-    public mutating func takeGap(for lane: DeliveryLane) -> Int? {
+    package mutating func takeGap(for lane: DeliveryLane) -> Int? {
         gaps.removeValue(forKey: lane)
     }
 
     /// Every unreported gap; clears them.
-    public mutating func takeAllGaps() -> [DeliveryLane: Int] {
+    package mutating func takeAllGaps() -> [DeliveryLane: Int] {
         defer { gaps = [:] }
         return gaps
     }
 
     /// Frees everything, returning how many messages were discarded.
     @discardableResult
-    public mutating func removeAll() -> Int {
+    package mutating func removeAll() -> Int {
         let discarded = count
         releaseSlots()
         gaps = [:]

@@ -1,8 +1,8 @@
 /// Heartbeat timing for one connection, in monotonic nanoseconds. The server pings every
 /// `pingInterval`; a ping unanswered for `pongTimeout` ends the connection, and so does
 /// `idleTimeout` without a data message from the client (when enabled).
-public struct HeartbeatState: Sendable {
-    public enum Verdict: Equatable, Sendable {
+package struct HeartbeatState: Sendable {
+    package enum Verdict: Equatable, Sendable {
         /// Nothing due: look again at this time.
         case wait(until: Int64)
         /// Send a ping now, then look again at this time (the pong deadline or the idle deadline).
@@ -11,28 +11,28 @@ public struct HeartbeatState: Sendable {
         case idleTimeout
     }
 
-    public let pongTimeout: Int64
+    package let pongTimeout: Int64
     /// Zero disables the idle timeout.
-    public let idleTimeout: Int64
+    package let idleTimeout: Int64
     private var nextPingAt: Int64
     private var pingSentAt: Int64?
     private var lastDataAt: Int64
 
-    public init(now: Int64, firstPingAt: Int64, pongTimeout: Int64, idleTimeout: Int64) {
+    package init(now: Int64, firstPingAt: Int64, pongTimeout: Int64, idleTimeout: Int64) {
         self.nextPingAt = firstPingAt
         self.pongTimeout = pongTimeout
         self.idleTimeout = idleTimeout
         self.lastDataAt = now
     }
 
-    public var awaitingPong: Bool { pingSentAt != nil }
+    package var awaitingPong: Bool { pingSentAt != nil }
 
-    public mutating func pongReceived() { pingSentAt = nil }
+    package mutating func pongReceived() { pingSentAt = nil }
 
-    public mutating func dataReceived(now: Int64) { lastDataAt = now }
+    package mutating func dataReceived(now: Int64) { lastDataAt = now }
 
     /// - Parameter nextInterval: the (jittered) interval until the ping after one sent now.
-    public mutating func evaluate(now: Int64, nextInterval: Int64) -> Verdict {
+    package mutating func evaluate(now: Int64, nextInterval: Int64) -> Verdict {
         if idleTimeout > 0, now >= lastDataAt + idleTimeout { return .idleTimeout }
         if let sent = pingSentAt {
             if now >= sent + pongTimeout { return .pongTimeout }

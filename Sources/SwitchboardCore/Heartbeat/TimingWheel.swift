@@ -2,29 +2,29 @@
 /// touches only the slots that passed and the entries in them, never every connection.
 /// Entries are not removed when they become moot; the owner re-checks each one it gets back
 /// (lazy cancellation keeps schedule and cancel O(1) without bookkeeping).
-public struct TimingWheel<Element: Sendable>: Sendable {
+package struct TimingWheel<Element: Sendable>: Sendable {
     private struct Entry: Sendable {
         var element: Element
         var deadline: Int64
     }
 
-    public let tick: Int64
+    package let tick: Int64
     private var slots: [[Entry]]
     /// The first tick not yet fully processed.
     private var cursor: Int64
-    public private(set) var count = 0
+    package private(set) var count = 0
 
     /// - Parameters:
     ///   - tick: slot width in nanoseconds; deadlines fire up to one tick late.
     ///   - slotCount: deadlines further than `tick * slotCount` away wait extra rounds in their slot.
-    public init(tick: Int64, slotCount: Int, now: Int64) {
+    package init(tick: Int64, slotCount: Int, now: Int64) {
         precondition(tick > 0 && slotCount > 0)
         self.tick = tick
         self.slots = Array(repeating: [], count: slotCount)
         self.cursor = now / tick
     }
 
-    public mutating func schedule(_ element: Element, at deadline: Int64) {
+    package mutating func schedule(_ element: Element, at deadline: Int64) {
         // Never file into a slot already passed: it would wait a whole round.
         let target = max(deadline / tick, cursor)
         slots[Int(target % Int64(slots.count))].append(Entry(element: element, deadline: deadline))
@@ -33,7 +33,7 @@ public struct TimingWheel<Element: Sendable>: Sendable {
 
     /// Removes and returns, in deadline-slot order, every element whose deadline is at or before `now`.
     /// Never early; at most one tick late when advanced every tick.
-    public mutating func advance(to now: Int64, into expired: inout [Element]) {
+    package mutating func advance(to now: Int64, into expired: inout [Element]) {
         let last = now / tick
         guard last >= cursor else { return }
         // More than one full round elapsed: each slot needs visiting only once.

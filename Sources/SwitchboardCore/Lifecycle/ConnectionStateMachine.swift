@@ -1,8 +1,8 @@
 /// The life of one WebSocket connection after its upgrade: open → closing → closed. A value type
 /// that returns what to do, so every transition is unit-tested without sockets; the channel handler
 /// performs the actions.
-public struct ConnectionStateMachine: Sendable {
-    public enum State: Equatable, Sendable {
+package struct ConnectionStateMachine: Sendable {
+    package enum State: Equatable, Sendable {
         case connecting
         case open
         /// We sent a close frame and wait for the peer's, bounded by the close timeout.
@@ -10,7 +10,7 @@ public struct ConnectionStateMachine: Sendable {
         case closed
     }
 
-    public enum Action: Equatable, Sendable {
+    package enum Action: Equatable, Sendable {
         case none
         /// Add to the registry and start heartbeats.
         case register
@@ -28,19 +28,19 @@ public struct ConnectionStateMachine: Sendable {
         case unregister(DisconnectReason)
     }
 
-    public private(set) var state: State = .connecting
+    package private(set) var state: State = .connecting
     /// Why the connection is ending; set by the first cause and never overwritten.
-    public private(set) var reason: DisconnectReason?
+    package private(set) var reason: DisconnectReason?
 
-    public init() {}
+    package init() {}
 
-    public mutating func upgraded() -> Action {
+    package mutating func upgraded() -> Action {
         guard state == .connecting else { return .none }
         state = .open
         return .register
     }
 
-    public mutating func received(_ message: InboundMessage) -> Action {
+    package mutating func received(_ message: InboundMessage) -> Action {
         switch (state, message) {
         case (.open, .text), (.open, .binary): return .deliver
         case (.open, .ping), (.closing, .ping): return state == .open ? .sendPong : .none
@@ -58,24 +58,24 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     /// The server decides to end the connection (protocol failure, timeout, slow consumer, shutdown…).
-    public mutating func close(_ why: DisconnectReason, code: CloseCode? = nil, message: String? = nil) -> Action {
+    package mutating func close(_ why: DisconnectReason, code: CloseCode? = nil, message: String? = nil) -> Action {
         guard state == .open || state == .connecting else { return .none }
         state = .closing
         reason = why
         return .sendClose(code ?? why.closeCode, message ?? why.defaultMessage)
     }
 
-    public mutating func fail(_ failure: WebSocketFailure) -> Action {
+    package mutating func fail(_ failure: WebSocketFailure) -> Action {
         close(DisconnectReason(failure: failure), code: failure.code, message: failure.reason)
     }
 
     /// The peer did not answer our close frame in time.
-    public mutating func closeTimedOut() -> Action {
+    package mutating func closeTimedOut() -> Action {
         state == .closing ? .disconnect : .none
     }
 
     /// TCP is gone, for whatever reason. Always the last event.
-    public mutating func transportClosed() -> Action {
+    package mutating func transportClosed() -> Action {
         guard state != .closed else { return .none }
         let wasRegistered = state != .connecting
         state = .closed

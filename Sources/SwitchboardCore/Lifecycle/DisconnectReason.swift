@@ -6,6 +6,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     /// TCP ended (EOF or reset) without a close handshake.
     case connectionLost = "connection_lost"
     case protocolError = "protocol_error"
+    /// The client sent data the application does not take (a binary message where only text is spoken).
+    case unsupportedData = "unsupported_data"
     case invalidPayload = "invalid_payload"
     case messageTooBig = "message_too_big"
     case pongTimeout = "pong_timeout"
@@ -22,6 +24,7 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .clientClosed, .serverClosed: return .normal
         case .connectionLost: return .abnormal
         case .protocolError: return .protocolError
+        case .unsupportedData: return .unsupportedData
         case .invalidPayload: return .invalidPayload
         case .messageTooBig: return .messageTooBig
         case .pongTimeout, .idleTimeout, .slowConsumer: return .policyViolation
@@ -35,6 +38,7 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .clientClosed: return ""
         case .connectionLost: return "connection lost"
         case .protocolError: return "protocol error"
+        case .unsupportedData: return "unsupported data"
         case .invalidPayload: return "invalid payload"
         case .messageTooBig: return "message too big"
         case .pongTimeout: return "pong timeout"
@@ -50,13 +54,13 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     /// oversized messages would only repeat the error.
     public var shouldReconnect: Bool {
         switch self {
-        case .protocolError, .invalidPayload, .messageTooBig: return false
+        case .protocolError, .unsupportedData, .invalidPayload, .messageTooBig: return false
         default: return true
         }
     }
 
     /// The reason matching a wire-level failure the server detected.
-    public init(failure: WebSocketFailure) {
+    package init(failure: WebSocketFailure) {
         switch failure.code {
         case .invalidPayload: self = .invalidPayload
         case .messageTooBig: self = .messageTooBig

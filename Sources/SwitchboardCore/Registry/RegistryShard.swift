@@ -1,22 +1,22 @@
 /// One shard's tables: connections by id and by user. Owned by one event loop, so it needs no lock;
 /// insert, remove and lookups are O(1). The caller names the user again on removal (a connection
 /// knows its own user), so no second id → user table is kept per connection.
-public struct RegistryShard<Value> {
-    public private(set) var byID: [ConnectionID: Value] = [:]
+package struct RegistryShard<Value> {
+    package private(set) var byID: [ConnectionID: Value] = [:]
     private var byUser: [String: Set<ConnectionID>] = [:]
 
-    public init() {}
+    package init() {}
 
-    public var count: Int { byID.count }
-    public var userCount: Int { byUser.count }
+    package var count: Int { byID.count }
+    package var userCount: Int { byUser.count }
 
-    public mutating func insert(_ value: Value, id: ConnectionID, user: String?) {
+    package mutating func insert(_ value: Value, id: ConnectionID, user: String?) {
         byID[id] = value
         if let user { byUser[user, default: []].insert(id) }
     }
 
     @discardableResult
-    public mutating func remove(_ id: ConnectionID, user: String?) -> Value? {
+    package mutating func remove(_ id: ConnectionID, user: String?) -> Value? {
         guard let value = byID.removeValue(forKey: id) else { return nil }
         if let user {
             byUser[user]?.remove(id)
@@ -25,7 +25,7 @@ public struct RegistryShard<Value> {
         return value
     }
 
-    public subscript(id: ConnectionID) -> Value? { byID[id] }
+    package subscript(id: ConnectionID) -> Value? { byID[id] }
 
-    public func connections(ofUser user: String) -> Set<ConnectionID> { byUser[user] ?? [] }
+    package func connections(ofUser user: String) -> Set<ConnectionID> { byUser[user] ?? [] }
 }

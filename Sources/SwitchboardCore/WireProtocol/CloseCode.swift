@@ -35,10 +35,10 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
 
 /// Why the server (or the peer) ended a connection: a close code and a human-readable reason, as sent
 /// in the close frame. The failure cases below are the only places these pairs are spelled out.
-public struct WebSocketFailure: Error, Equatable, Sendable {
-    public var code: CloseCode
-    public var reason: String
-    public init(_ code: CloseCode, _ reason: String) {
+package struct WebSocketFailure: Error, Equatable, Sendable {
+    package var code: CloseCode
+    package var reason: String
+    package init(_ code: CloseCode, _ reason: String) {
         self.code = code
         self.reason = reason
     }

@@ -1,16 +1,16 @@
 import NIOCore
 
 /// A frame header as read off the wire, already validated against RFC 6455 §5.2.
-public struct FrameHeader: Equatable, Sendable {
-    public var fin: Bool
-    public var opcode: Opcode
-    public var payloadLength: Int
+package struct FrameHeader: Equatable, Sendable {
+    package var fin: Bool
+    package var opcode: Opcode
+    package var payloadLength: Int
 }
 
 /// What the reader found next in the byte stream: a header, a chunk of unmasked payload, or the end
 /// of the current frame. Payload is streamed rather than buffered whole so that a text frame can be
 /// UTF-8-checked while it arrives and a large frame does not sit twice in memory.
-public enum FrameEvent: Equatable, Sendable {
+package enum FrameEvent: Equatable, Sendable {
     case header(FrameHeader)
     case payload(ByteBuffer)
     case frameEnd
@@ -18,7 +18,7 @@ public enum FrameEvent: Equatable, Sendable {
 
 /// Incremental parser for client-to-server frames. Hand-written rather than NIOWebSocket's decoder,
 /// which waits for whole frames, accepts reserved bits and opcodes and unmasked frames.
-public struct FrameReader: Sendable {
+package struct FrameReader: Sendable {
     private enum State: Sendable {
         case header
         case payload(remaining: Int, mask: UInt32, maskOffset: Int)
@@ -26,14 +26,14 @@ public struct FrameReader: Sendable {
 
     private var state: State = .header
     /// The largest payload a single frame may announce: larger frames fail with 1009 at the header.
-    public var maxFrameSize: Int
+    package var maxFrameSize: Int
 
-    public init(maxFrameSize: Int) {
+    package init(maxFrameSize: Int) {
         self.maxFrameSize = maxFrameSize
     }
 
     /// Returns the next event, or nil when `buffer` holds too few bytes to make progress.
-    public mutating func next(from buffer: inout ByteBuffer) throws(WebSocketFailure) -> FrameEvent? {
+    package mutating func next(from buffer: inout ByteBuffer) throws(WebSocketFailure) -> FrameEvent? {
         switch state {
         case .header:
             return try readHeader(from: &buffer)

@@ -1,7 +1,7 @@
 import NIOCore
 
 /// A complete message or control frame from the peer, after reassembly and validation.
-public enum InboundMessage: Equatable, Sendable {
+package enum InboundMessage: Equatable, Sendable {
     case text(ByteBuffer)
     case binary(ByteBuffer)
     case ping(ByteBuffer)

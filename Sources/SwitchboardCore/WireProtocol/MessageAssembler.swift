@@ -3,7 +3,7 @@ import NIOCore
 /// Turns frame events into whole messages: enforces the fragmentation rules of RFC 6455 §5.4, the
 /// maximum message size, UTF-8 validity of text (fragment by fragment) and of close reasons, and the
 /// close-code rules of §7.4. Pure logic: the channel handler feeds it bytes and acts on the results.
-public struct MessageAssembler: Sendable {
+package struct MessageAssembler: Sendable {
     private enum DataKind: Sendable { case text, binary }
 
     private var reader: FrameReader
@@ -15,14 +15,14 @@ public struct MessageAssembler: Sendable {
     private var control: ByteBuffer?
     private var utf8 = UTF8Validator()
 
-    public init(maxMessageSize: Int) {
+    package init(maxMessageSize: Int) {
         self.maxMessageSize = maxMessageSize
         self.reader = FrameReader(maxFrameSize: maxMessageSize)
     }
 
     /// Returns the next complete message, or nil when more bytes are needed. Throws the failure to
     /// close with as soon as the input is known to be bad.
-    public mutating func next(from buffer: inout ByteBuffer) throws(WebSocketFailure) -> InboundMessage? {
+    package mutating func next(from buffer: inout ByteBuffer) throws(WebSocketFailure) -> InboundMessage? {
         while let event = try reader.next(from: &buffer) {
             switch event {
             case .header(let header):

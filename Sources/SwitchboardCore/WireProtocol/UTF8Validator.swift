@@ -1,20 +1,20 @@
 /// Incremental UTF-8 validation (RFC 3629), fed chunk by chunk so an invalid text message fails as
 /// soon as the offending fragment arrives, not when the message completes (Autobahn 6.4.*).
 /// Hand-written because the standard library validates whole strings only.
-public struct UTF8Validator: Sendable {
+package struct UTF8Validator: Sendable {
     private var remaining: UInt8 = 0
     private var lower: UInt8 = 0x80
     private var upper: UInt8 = 0xBF
 
-    public init() {}
+    package init() {}
 
     /// True when the bytes seen so far end on a code point boundary.
-    public var isAtBoundary: Bool { remaining == 0 }
+    package var isAtBoundary: Bool { remaining == 0 }
 
-    public mutating func reset() { self = .init() }
+    package mutating func reset() { self = .init() }
 
     /// Returns false as soon as the bytes so far cannot be a prefix of valid UTF-8.
-    public mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    package mutating func feed(_ bytes: UnsafeRawBufferPointer) -> Bool {
         var index = bytes.startIndex
         let end = bytes.endIndex
         while index < end {
@@ -60,7 +60,7 @@ public struct UTF8Validator: Sendable {
 
 extension UTF8Validator {
     /// Validates a complete byte sequence.
-    public static func isValid(_ bytes: some Sequence<UInt8>) -> Bool {
+    package static func isValid(_ bytes: some Sequence<UInt8>) -> Bool {
         var validator = UTF8Validator()
         let array = Array(bytes)
         return array.withUnsafeBytes { validator.feed($0) } && validator.isAtBoundary

@@ -18,8 +18,11 @@ public protocol LocalConnection: AnyObject {
     /// else sent to this connection. With `flush` the socket is flushed at once; otherwise the loop
     /// flushes it once at the end of its current batch of work.
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool)
-    /// Starts the close handshake.
+    /// Starts the close handshake with an application's own code and reason.
     func close(code: CloseCode, reason: String)
+    /// Starts the close handshake for one of the reasons in the table (its code, its reconnect advice
+    /// in the disconnect notice, its metrics label), with `message` or the reason's default text.
+    func close(_ reason: DisconnectReason, message: String?)
 }
 
 extension WebSocketConnection: LocalConnection {
@@ -32,5 +35,9 @@ extension WebSocketConnection: LocalConnection {
 
     func close(code: CloseCode, reason: String) {
         close(.serverClosed, code: code, message: reason)
+    }
+
+    func close(_ reason: DisconnectReason, message: String?) {
+        close(reason, code: nil, message: message)
     }
 }

@@ -27,6 +27,12 @@ extension WebSocketConnection {
         log(.info, "closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
         discardingInput = true
         discardQueue()
+        // The client needs the notice most here: it says not to reconnect and repeat the error.
+        if let notice = hub.application.disconnectNotice(
+            reason: DisconnectReason(failure: failure), code: code, message: message, reconnectAfter: nil)
+        {
+            context.write(wrapOutboundOut(notice), promise: nil)
+        }
         let frame = FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)
         context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
             context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }

@@ -46,7 +46,8 @@ public final class Hub: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.shards = eventLoops.enumerated().map { index, loop in
-            LoopShard(index: index, eventLoop: loop, configuration: configuration, metrics: metrics)
+            LoopShard(
+                index: index, of: eventLoops.count, eventLoop: loop, configuration: configuration, metrics: metrics)
         }
         application.attached(to: self)
     }

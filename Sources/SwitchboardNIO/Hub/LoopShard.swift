@@ -59,14 +59,17 @@ public final class LoopShard: @unchecked Sendable {
         var scheduled = false
     }
 
-    init(index: Int, eventLoop: any EventLoop, configuration: SwitchboardConfiguration, metrics: SwitchboardMetrics) {
+    init(
+        index: Int, of loops: Int, eventLoop: any EventLoop, configuration: SwitchboardConfiguration,
+        metrics: SwitchboardMetrics
+    ) {
         self.index = index
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
         self.queueDepthGauge = metrics.queueDepthGauge(loop: index)
         self.wheel = TimingWheel(tick: Self.tick(for: configuration), slotCount: 1024, now: Self.now())
-        let loops = max(configuration.threads, 1)
+        let loops = max(loops, 1)
         self.admission = AdmissionControl(
             maxPending: (configuration.maxPendingHandshakes + loops - 1) / loops,
             upgradesPerSecond: configuration.maxUpgradesPerSecond / Double(loops), now: Self.now())
@@ -183,7 +186,8 @@ public final class LoopShard: @unchecked Sendable {
     /// messages per connection share one syscall. The one flush mechanism for data and control frames.
     func scheduleFlush(_ connection: WebSocketConnection) {
         pendingFlush.append(connection)
-        guard !flushScheduled else { return }
+        // An inbox batch in progress ends with `flushAll` anyway.
+        guard !flushScheduled, !runningInbox else { return }
         flushScheduled = true
         eventLoop.execute {
             self.flushScheduled = false

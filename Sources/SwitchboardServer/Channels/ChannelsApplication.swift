@@ -107,7 +107,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     public func connection(_ handle: ConnectionHandle, received message: DataMessage) {
         guard let loop = loops?.loops[handle.id.shard], let session = loop.sessions[handle.id] else { return }
         guard case .text(let payload) = message else {
-            session.connection.close(code: .unsupportedData, reason: "binary messages are not part of protocol v1")
+            session.connection.close(.unsupportedData, message: "binary messages are not part of protocol v1")
             return
         }
         switch ClientCommand.parse(payload.readableBytesView) {

@@ -44,8 +44,8 @@ final class Subscription {
         self.generation = generation
     }
 
-    /// Sends a channel event now (live) or after the snapshot (recovering).
-    func deliver(_ event: ChannelEvent, alone: Bool) {
+    /// Sends a channel event (encoded as `frame`) now when live, or after the snapshot when recovering.
+    func deliver(_ event: ChannelEvent, frame: ByteBuffer, alone: Bool) {
         guard !recovering else {
             held.append(event)
             return
@@ -54,9 +54,9 @@ final class Subscription {
         case .publication(let publication):
             guard publication.offset > lastOffset else { return }  // already in the snapshot
             lastOffset = publication.offset
-            connection.send(event.frame(options: channel.options), as: .lane(channel.lane), flush: alone)
+            connection.send(frame, as: .lane(channel.lane), flush: alone)
         case .join, .leave:
-            connection.send(event.frame(options: channel.options), as: .reliable, flush: alone)
+            connection.send(frame, as: .reliable, flush: alone)
         }
     }
 
@@ -66,7 +66,7 @@ final class Subscription {
         lastOffset = offset
         let held = self.held
         self.held = []
-        for event in held { deliver(event, alone: false) }
+        for event in held { deliver(event, frame: event.frame(options: channel.options), alone: false) }
     }
 }
 
@@ -118,6 +118,7 @@ final class ChannelsLoop: @unchecked Sendable {
 
     func deliver(_ event: ChannelEvent, alone: Bool) {
         guard let channel = channels[event.channel] else { return }
-        for subscription in channel.subscribers { subscription.deliver(event, alone: alone) }
+        let frame = event.frame(options: channel.options)
+        for subscription in channel.subscribers { subscription.deliver(event, frame: frame, alone: alone) }
     }
 }

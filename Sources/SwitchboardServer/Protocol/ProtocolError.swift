@@ -1,4 +1,5 @@
-/// The error replies of client protocol v1 (docs/PROTOCOL.md keeps the same table).
+/// The error replies of client protocol v1. `all` is the table docs/PROTOCOL.md prints; a test keeps the
+/// documents (PROTOCOL.md, CONFIGURATION.md) in step with it.
 public struct ProtocolError: Error, Equatable, Sendable {
     public let code: Int
     public let message: String
@@ -19,4 +20,11 @@ public struct ProtocolError: Error, Equatable, Sendable {
     public static let notSubscribed = ProtocolError(108, "not subscribed")
     public static let tooManyWaitingCommands = ProtocolError(109, "limit exceeded: too many commands waiting")
     public static let unavailable = ProtocolError(110, "temporarily unavailable")
+
+    /// Every code with its meaning (the detail of 100 and 104 varies).
+    public static let all: [ProtocolError] = [
+        .init(100, "bad request"), .unknownCommand, .unknownNamespace, .invalidChannel, .init(104, "not allowed"),
+        .tooManySubscriptions, .rateLimited, .alreadySubscribed, .notSubscribed, .tooManyWaitingCommands,
+        .unavailable,
+    ]
 }

@@ -72,7 +72,7 @@ struct Decider {
 
 /// A server on a free loopback port with short timers, test metrics and a recording application.
 struct TestServer {
-    let server: SwitchboardServer
+    let server: WebSocketServer
     let metrics: TestMetrics
     let app: RecordingApplication
     let port: Int
@@ -96,7 +96,7 @@ struct TestServer {
         let app = RecordingApplication(echo: echo, decide: decide?.body)
         var logger = Logger(label: "switchboard-test")
         logger.logLevel = .critical
-        let server = SwitchboardServer(
+        let server = WebSocketServer(
             configuration: configuration, application: app, metrics: SwitchboardMetrics(factory: metrics),
             logger: logger)
         let address = try await server.start()

@@ -9,10 +9,12 @@ import SwitchboardCore
 /// The WebSocket server: binds, accepts (with back-off at the file-descriptor limit), hands each
 /// connection to the `HandshakeHandler`, and shuts down gracefully. Runs as a swift-service-lifecycle
 /// `Service`, so SIGTERM/SIGINT trigger the drain.
-public final class SwitchboardServer: Service, Sendable {
+public final class WebSocketServer: Service, Sendable {
     public let configuration: SwitchboardConfiguration
     public let hub: Hub
-    private let group: MultiThreadedEventLoopGroup
+    private let group: any EventLoopGroup
+    /// Whether `shutdown` stops the group: only when the server made it.
+    private let ownsGroup: Bool
     private let logger: Logger
     // Lock: guards the listening channel, set once by `start` and cleared by `shutdown`.
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
@@ -20,15 +22,31 @@ public final class SwitchboardServer: Service, Sendable {
     private let stopped: AsyncStream<Void>
     private let markStopped: AsyncStream<Void>.Continuation
 
+    /// Makes a server and its hub; nothing is bound until `start` or `run`.
+    ///
+    /// - Parameters:
+    ///   - configuration: limits, timers, address.
+    ///   - application: the hooks (upgrade decision, open, message, close); `attached(to:)` is called
+    ///     here, once.
+    ///   - eventLoopGroup: the event loops to serve on, one registry shard each: an embedding server's own
+    ///     group (a `MultiThreadedEventLoopGroup`), which it keeps and shuts down itself. nil: the server
+    ///     makes one of `configuration.threads` loops and stops it on shutdown.
     public init(
         configuration: SwitchboardConfiguration,
         application: any SwitchboardApplication,
+        eventLoopGroup: (any EventLoopGroup)? = nil,
         metrics: SwitchboardMetrics = SwitchboardMetrics(),
         logger: Logger = Logger(label: "switchboard")
     ) {
         self.configuration = configuration
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.threads, 1))
+        if let eventLoopGroup {
+            self.group = eventLoopGroup
+            self.ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.threads, 1))
+            self.ownsGroup = true
+        }
         let loops = Array(group.makeIterator())
         self.hub = Hub(
             configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops)
@@ -101,7 +119,7 @@ public final class SwitchboardServer: Service, Sendable {
         try? await channel.close()
         try? await hub.drain(deadline: configuration.shutdownTimeout).get()
         logger.info("stopped", metadata: ["connections": "\(hub.connectionCount)"])
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
         markStopped.finish()
     }
 
