@@ -42,6 +42,15 @@ struct UpgradeDecisionSeamTests {
             for promise in held { promise.succeed(.accept(userID: "held", subprotocol: nil)) }
         }
 
+        /// Waits until decisions released by `open` have reached the server's loops and been acted on:
+        /// the gate's loop ran their callbacks (the hop), then each server loop ran what was queued.
+        func settle(_ server: TestServer) async throws {
+            try await group.next().submit {}.get()
+            for _ in 0..<2 {
+                for loop in server.hub.eventLoops { try await loop.submit {}.get() }
+            }
+        }
+
         /// Holds new decisions again.
         func close() { state.withLockedValue { $0.open = false } }
 
@@ -76,7 +85,7 @@ struct UpgradeDecisionSeamTests {
     @Test func theHandshakeTimeoutBoundsAPendingDecisionAndFreesItsSlot() async throws {
         let gate = Gate()
         let server = try await TestServer.start(decide: gate.decide) {
-            $0.handshakeTimeout = .milliseconds(300)
+            $0.handshakeTimeout = .seconds(1)
             $0.maxConnections = 1
         }
         let waiting = try await RawConnection.connect(port: server.port)
@@ -106,6 +115,9 @@ struct UpgradeDecisionSeamTests {
         await leaving.close()
         try await eventually("the handshake is gone") { try await pendingHandshakes(server) == 0 }
         gate.open()  // accepts the departed client: it must not be registered
+        try await gate.settle(server)
+        #expect(server.app.opened.isEmpty)
+        #expect(server.hub.connectionCount == 0)
         let client = try await server.connect()
         client.send(text: "in")
         #expect(try await client.nextMessage() == .text("in"))
@@ -119,7 +131,10 @@ struct UpgradeDecisionSeamTests {
 
     @Test func aDecisionCompletedAfterDrainBeganIsRefusedWith503() async throws {
         let gate = Gate()
-        let server = try await TestServer.start(decide: gate.decide) { $0.shutdownTimeout = .seconds(30) }
+        let server = try await TestServer.start(decide: gate.decide) {
+            $0.shutdownTimeout = .seconds(30)
+            $0.closeTimeout = .seconds(30)
+        }
         gate.open()
         // A client that does not read holds the drain open until the deadline.
         let stuck = try await server.connectRegistered()
@@ -153,6 +168,22 @@ struct UpgradeDecisionSeamTests {
         #expect(close?.reason == "token expired")
         try await eventually { server.closedCount(.tokenExpired) == 1 }
         try await server.expectNoConnections()
+        await server.stop()
+        try await other.shutdownGracefully()
+    }
+
+    @Test func anAcceptanceWhoseCredentialsExpiredMeanwhileIsRefusedWith401() async throws {
+        let other = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await TestServer.start(
+            decide: Decider { _, _ in
+                let expiry = NIODeadline.now() + .milliseconds(20)
+                return other.next().scheduleTask(in: .milliseconds(100)) {
+                    UpgradeDecision.accept(userID: "stale", subprotocol: nil, expiresAt: expiry)
+                }.futureResult
+            })
+        let response = try await exchange(upgradeRequest(), port: server.port)
+        #expect(response.hasPrefix("HTTP/1.1 401"), "\(response)")
+        #expect(server.app.opened.isEmpty)
         await server.stop()
         try await other.shutdownGracefully()
     }

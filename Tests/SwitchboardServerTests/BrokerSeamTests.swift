@@ -12,23 +12,37 @@ import Testing
 /// (Redis) would, and count the node-level calls. State changes happen at once, in call order, in a
 /// `LocalBroker`; only the answers are late.
 final class RemoteBroker: Broker, PresenceManager {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// Lives as long as the test process: NIO forbids shutting a group down with work outstanding, and
+    /// answers may still be on their way when a test ends.
+    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let inner = LocalBroker()
     let innerPresence = LocalPresence()
     let delay: TimeAmount
     let subscribes = ManagedAtomic(0)
     let unsubscribes = ManagedAtomic(0)
+    /// Answers not yet delivered.
+    let outstanding = ManagedAtomic(0)
 
     init(delay: TimeAmount) { self.delay = delay }
 
     /// The value of `future`, delivered on the other group after the delay.
     private func late<T: Sendable>(_ future: EventLoopFuture<T>) -> EventLoopFuture<T> {
-        let loop = group.next()
+        let loop = Self.group.next()
         let delay = self.delay
-        return future.hop(to: loop).flatMap { value in loop.scheduleTask(in: delay) { value }.futureResult }
+        let outstanding = self.outstanding
+        outstanding.wrappingIncrement(ordering: .relaxed)
+        let answer = future.hop(to: loop).flatMap { value in loop.scheduleTask(in: delay) { value }.futureResult }
+        answer.whenComplete { _ in outstanding.wrappingDecrement(ordering: .relaxed) }
+        return answer
     }
 
-    private var here: any EventLoop { group.next() }
+    private var here: any EventLoop { Self.group.next() }
+
+    /// Waits until every answer has been delivered: call before stopping the server, so that none is left
+    /// to hop onto its stopped loops.
+    func shutdown() async throws {
+        try await eventually("the broker's answers are delivered") { outstanding.load(ordering: .relaxed) == 0 }
+    }
 
     func attach(_ handler: any BrokerEventHandler) { inner.attach(handler) }
     func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -70,7 +84,6 @@ final class RemoteBroker: Broker, PresenceManager {
         late(innerPresence.presence(channel: channel, on: here))
     }
 
-    func shutdown() async throws { try await group.shutdownGracefully() }
 }
 
 /// The channel layer against a broker and presence on another event loop group that answer late.
@@ -99,8 +112,8 @@ struct BrokerSeamTests {
         ]).reply
         #expect(recovered.ok?["recovered"] as? Bool == true)
         #expect((recovered.ok?["publications"] as? [[String: Any]])?.count == 1)
-        await server.stop()
         try await broker.shutdown()
+        await server.stop()
     }
 
     /// Before: the first subscribe's late answer took over the second subscription and the third command
@@ -126,8 +139,8 @@ struct BrokerSeamTests {
         #expect(try await client.nextPush("pub").offset == 1, "the final state is the last command's: subscribed")
         let (again, _) = try await client.call(["cmd": "subscribe", "channel": "chat:race"])
         #expect(again.errorCode == 107)
-        await server.stop()
         try await broker.shutdown()
+        await server.stop()
     }
 
     @Test func theNodeSubscribesToAChannelOnceWhateverItsClientsDo() async throws {
@@ -147,8 +160,8 @@ struct BrokerSeamTests {
             broker.unsubscribes.load(ordering: .relaxed) == 1
         }
         #expect(server.application.nodeSubscriptionCount == 0)
-        await server.stop()
         try await broker.shutdown()
+        await server.stop()
     }
 
     /// Pushes follow the order in which the broker delivered them: every publication made before a
@@ -185,8 +198,8 @@ struct BrokerSeamTests {
         // Leaving on unsubscribe took the joiner out of presence.
         let presence = try await watcher.call(["cmd": "presence", "channel": "chat:order"]).reply
         #expect(presence.ok?["connections"] as? Int == 1)
-        await server.stop()
         try await broker.shutdown()
+        await server.stop()
     }
 
     @Test func theServerPublishesWithoutAConnection() async throws {
@@ -209,7 +222,7 @@ struct BrokerSeamTests {
     }
 
     @Test func aBrokerThatNeverAnswersGetsError110AfterTheTimeout() async throws {
-        let broker = RemoteBroker(delay: .seconds(30))
+        let broker = RemoteBroker(delay: .seconds(2))
         let server = try await ChannelsServer.start(broker: broker, presence: broker) { _ in
         } channels: {
             $0.brokerTimeout = .milliseconds(200)
@@ -220,7 +233,55 @@ struct BrokerSeamTests {
         let (subscribed, _) = try await client.call(["cmd": "subscribe", "channel": "chat:slow"])
         #expect(subscribed.errorCode == 110)
         #expect(try await client.call(["cmd": "ping"]).reply.ok != nil, "the connection carries on")
-        await server.stop()
         try await broker.shutdown()
+        await server.stop()
+    }
+
+    @Test func joinAndLeaveStopAboveTheMemberCutoff() async throws {
+        let server = try await ChannelsServer.start(channels: {
+            var small = NamespaceOptions()
+            small.presence = true
+            small.joinLeave = true
+            small.joinLeaveMaxMembers = 2
+            $0.namespaces["small"] = small
+        })
+        let watcher = try await server.connect(user: "w")
+        _ = try await watcher.call(["cmd": "subscribe", "channel": "small:room"])
+        var others: [String: ProtocolClient] = [:]
+        for user in ["b", "c"] {
+            let client = try await server.connect(user: user)
+            _ = try await client.call(["cmd": "subscribe", "channel": "small:room"])
+            others[user] = client
+        }
+        _ = try await others["c"]?.call(["cmd": "unsubscribe", "channel": "small:room"])  // 3 → 2: no leave
+        _ = try await others["b"]?.call(["cmd": "unsubscribe", "channel": "small:room"])  // 2 → 1: leave
+        var events: [String] = []
+        while events.last != "leave b" {
+            let message = try await watcher.next()
+            let user = (message["info"] as? [String: Any])?["user"] as? String ?? "?"
+            if let push = message.push { events.append("\(push) \(user)") }
+        }
+        #expect(events == ["join w", "join b", "leave b"])
+        await server.stop()
+    }
+
+    @Test func commandsBeyondTheWaitingBoundGetError109AndTheRestTheirReplies() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(300))
+        let server = try await start(broker)
+        let client = try await server.connect(user: "ada")
+        var ids: [Int] = []
+        for index in 0..<18 {
+            ids.append(client.send(["cmd": index.isMultiple(of: 2) ? "subscribe" : "unsubscribe", "channel": "race"]))
+        }
+        var codes: [Int: Int?] = [:]
+        while codes.count < ids.count {
+            let message = try await client.next()
+            if let id = message.id { codes[id] = message.errorCode }
+        }
+        // One in flight, 16 waiting, the 18th refused; the others all succeed, ending unsubscribed.
+        #expect(codes[ids[17]] == 109)
+        #expect(ids.dropLast().allSatisfy { codes[$0] == .some(nil) })
+        try await broker.shutdown()
+        await server.stop()
     }
 }

@@ -143,6 +143,12 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .done
         switch result {
         case .success(.accept(let userID, let subprotocol, let info, let expiresAt)):
+            if let expiresAt, expiresAt <= .now() {
+                releaseSlot()
+                return reject(
+                    .init(status: .unauthorized, reason: "credentials expired", kind: .rejectedByApplication),
+                    context: context)
+            }
             guard !hub.isShuttingDown else {
                 // Drain started while the application decided: the drain will not see this connection.
                 releaseSlot()

@@ -124,6 +124,10 @@ public final class Hub: Sendable {
 
     // MARK: queries
 
+    /// Looks up one connection, from any thread.
+    ///
+    /// - Returns: a future that completes on the connection's event loop with its info, or nil when no
+    ///   connection with that id is open.
     public func lookup(_ id: ConnectionID) -> EventLoopFuture<ConnectionInfo?> {
         guard shards.indices.contains(id.shard) else {
             return shards[0].eventLoop.makeSucceededFuture(nil)
@@ -132,15 +136,24 @@ public final class Hub: Sendable {
         return shard.eventLoop.submit { shard.registry[id].map(Self.info) }
     }
 
+    /// Every open connection of `user`, on every loop, from any thread.
+    ///
+    /// - Returns: a future (completing on the first loop) with the ids, sorted; each loop's part is
+    ///   consistent in itself, the loops are asked one after another.
     public func connections(ofUser user: String) -> EventLoopFuture<[ConnectionID]> {
         gather { shard in shard.registry.connections(ofUser: user).sorted() }
     }
 
-    /// A consistent-per-loop snapshot of every open connection.
+    /// Every open connection, from any thread: consistent per loop, one `submit` per loop.
+    ///
+    /// - Returns: a future completing on the first loop. O(connections): for operators, not hot paths.
     public func snapshot() -> EventLoopFuture<[ConnectionInfo]> {
         gather { shard in shard.registry.byID.values.map(Self.info) }
     }
 
+    /// Totals since start, summed over the loops, from any thread.
+    ///
+    /// - Returns: a future completing on the first loop.
     public func statistics() -> EventLoopFuture<HubStatistics> {
         let open = connectionCount
         let perLoop = shards.map { shard in

@@ -153,7 +153,6 @@ public final class LoopShard: @unchecked Sendable {
         }
         let alone = taken.count == 1
         runningInbox = true
-        defer { runningInbox = false }
         for work in taken {
             if case .broadcast(let frame) = work {
                 broadcastRun.append(frame)
@@ -170,6 +169,9 @@ public final class LoopShard: @unchecked Sendable {
         }
         broadcastPending()
         taken.removeAll(keepingCapacity: true)
+        // Off before the flush: a flush can make a connection writable again, and what its queue then
+        // writes needs a flush of its own, scheduled as usual.
+        runningInbox = false
         flushAll()
     }
 

@@ -25,6 +25,12 @@ final class ChannelEvent: LoopTask {
         self.loops = loops
     }
 
+    /// A publication's offset; nil for join and leave.
+    var offset: Int? {
+        if case .publication(let publication) = kind { return publication.offset }
+        return nil
+    }
+
     func run(on shard: LoopShard, alone: Bool) {
         loops.loops[shard.index].deliver(self, alone: alone)
     }
@@ -57,6 +63,9 @@ final class ChannelsLoops: Sendable {
 
     init(hub: Hub, nodeSubscriptions: NodeSubscriptions) {
         self.hub = hub
-        self.loops = hub.loopShards.map { ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions) }
+        let maxHeld = hub.configuration.queueMaxMessages
+        self.loops = hub.loopShards.map {
+            ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions, maxHeld: maxHeld)
+        }
     }
 }

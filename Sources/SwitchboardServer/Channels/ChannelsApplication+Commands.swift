@@ -130,11 +130,16 @@ extension ChannelsApplication {
         session.waiting[channel] = []
         let broker = self.broker
         let eventLoop = loop.eventLoop
-        local.nodeSubscribed
+        let ready = local.nodeSubscribed
+        ready
+            .flatMapError { eventLoop.makeFailedFuture(NodeSubscriptionFailed(underlying: $0)) }
             .flatMap { broker.recover(channel: channel, since: recover, options: options, on: eventLoop) }
             .arriving(on: eventLoop, within: configuration.brokerTimeout)
             .assumeIsolated()
             .whenComplete { result in
+                if case .failure(let error) = result, error is NodeSubscriptionFailed {
+                    loop.retryNodeSubscription(local, failed: ready)
+                }
                 // A late answer for an earlier generation (or a closed connection) completes nothing.
                 if !session.isClosed, session.subscriptions[channel]?.generation == generation {
                     self.subscribed(
@@ -170,20 +175,22 @@ extension ChannelsApplication {
         session.reply(ServerMessage.reply(id: id, result: result + "}"))
         subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
         guard options.presence else { return }
-        subscription.present = true
         let member = session.member
         let broker = self.broker
         let eventLoop = loop.eventLoop
-        presence.add(member, to: channel, on: eventLoop).whenComplete { [logger] result in
-            switch result {
-            case .success(let members) where options.joinLeave && members <= options.joinLeaveMaxMembers:
-                _ = broker.publishJoin(channel: channel, member: member, on: eventLoop)
-            case .success:
-                break
-            case .failure(let error):
-                logger.warning("presence add failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+        // Continuations make their futures on the loop they run on (the store's): the connection's loop
+        // may be gone by then.
+        let added = presence.add(member, to: channel, on: eventLoop)
+        let joined = added.flatMap { members -> EventLoopFuture<Void> in
+            guard options.joinLeave, members <= options.joinLeaveMaxMembers else {
+                return added.eventLoop.makeSucceededVoidFuture()
             }
+            return broker.publishJoin(channel: channel, member: member, on: eventLoop)
         }
+        joined.whenFailure { [logger] error in
+            logger.warning("presence join failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+        }
+        subscription.joined = joined
     }
 
     /// Runs the commands that waited behind a subscribe, in order, until one goes in flight again.
@@ -201,22 +208,30 @@ extension ChannelsApplication {
     /// out of presence. The caller has removed it from the session.
     func leave(_ subscription: Subscription, session: ClientSession, loop: ChannelsLoop) {
         loop.remove(subscription)
-        guard subscription.present else { return }
-        subscription.present = false
+        guard let joined = subscription.joined else { return }
+        subscription.joined = nil
         let options = subscription.channel.options
         let channel = subscription.channel.name
         let member = session.member
         let broker = self.broker
+        let presence = self.presence
         let eventLoop = loop.eventLoop
-        presence.remove(member, from: channel, on: eventLoop).whenComplete { [logger] result in
-            switch result {
-            case .success(let members?) where options.joinLeave && members < options.joinLeaveMaxMembers:
-                _ = broker.publishLeave(channel: channel, member: member, on: eventLoop)
-            case .success:
-                break
-            case .failure(let error):
-                logger.warning("presence remove failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
+        // After the join, whatever became of it: never a remove before the add, nor a leave before the join.
+        let removed = joined.flatMapError { _ in joined.eventLoop.makeSucceededVoidFuture() }
+            .flatMap { presence.remove(member, from: channel, on: eventLoop) }
+        removed.flatMap { members -> EventLoopFuture<Void> in
+            guard let members, options.joinLeave, members < options.joinLeaveMaxMembers else {
+                return removed.eventLoop.makeSucceededVoidFuture()
             }
+            return broker.publishLeave(channel: channel, member: member, on: eventLoop)
+        }
+        .whenFailure { [logger] error in
+            logger.warning("presence leave failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
         }
     }
+}
+
+/// The node's broker subscription failed, as opposed to the read of the stream that follows it.
+struct NodeSubscriptionFailed: Error {
+    let underlying: any Error
 }

@@ -39,7 +39,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         self.presence = presence
         self.authenticate = authenticate
         self.logger = logger
-        self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger)
+        self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
         broker.attach(self)
     }
 
@@ -76,7 +76,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     // MARK: SwitchboardApplication
 
     public func attached(to hub: Hub) {
-        _ = attachment.storeIfNilThenLoad(ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions))
+        let loops = attachment.storeIfNilThenLoad(ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions))
+        precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
     public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<

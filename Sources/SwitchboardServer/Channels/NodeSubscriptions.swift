@@ -18,12 +18,16 @@ final class NodeSubscriptions: Sendable {
 
     private let broker: any Broker
     private let logger: Logger
+    /// A broker subscription not in place within this fails, so subscribers get error 110 and the next
+    /// one tries again.
+    private let timeout: TimeAmount
     // Lock: each stripe guards the entries of the channels that hash to it.
     private let stripes: [NIOLockedValueBox<[String: Entry]>]
 
-    init(broker: any Broker, logger: Logger, stripes: Int = 64) {
+    init(broker: any Broker, logger: Logger, timeout: TimeAmount, stripes: Int = 64) {
         self.broker = broker
         self.logger = logger
+        self.timeout = timeout
         self.stripes = (0..<stripes).map { _ in NIOLockedValueBox([:]) }
     }
 
@@ -43,10 +47,34 @@ final class NodeSubscriptions: Sendable {
                 entries[channel]?.loops += 1
                 return ready
             }
-            let ready = broker.subscribe(channel: channel, on: eventLoop)
+            let ready = subscribe(channel, on: eventLoop)
             entries[channel] = Entry(loops: 1, ready: ready)
             return ready
         }
+    }
+
+    /// A loop saw `failed` fail: subscribes again, unless another loop already did (then returns that).
+    func retry(_ channel: String, failed: EventLoopFuture<Void>, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        stripe(channel).withLockedValue { entries in
+            guard let entry = entries[channel] else { return failed }
+            guard entry.ready === failed else { return entry.ready }
+            let ready = subscribe(channel, on: eventLoop)
+            entries[channel] = Entry(loops: entry.loops, ready: ready)
+            return ready
+        }
+    }
+
+    /// The broker's subscribe, failing with `BrokerError.timedOut` if it has not completed in time. The
+    /// timer lives on the broker future's loop, which answers it, whatever becomes of the caller's.
+    private func subscribe(_ channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let subscribed = broker.subscribe(channel: channel, on: eventLoop)
+        let promise = subscribed.eventLoop.makePromise(of: Void.self)
+        let timer = subscribed.eventLoop.scheduleTask(in: timeout) { promise.fail(BrokerError.timedOut) }
+        subscribed.whenComplete { result in
+            timer.cancel()
+            promise.completeWith(result)
+        }
+        return promise.futureResult
     }
 
     /// An event loop lost its last subscriber to `channel`.

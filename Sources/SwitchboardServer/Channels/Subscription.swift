@@ -11,7 +11,7 @@ final class LocalChannel {
     let lane: DeliveryLane
     var subscribers: [Subscription] = []
     /// Completes (on any loop) once this node receives the channel from the broker.
-    let nodeSubscribed: EventLoopFuture<Void>
+    var nodeSubscribed: EventLoopFuture<Void>
 
     init(name: String, options: NamespaceOptions, nodeSubscribed: EventLoopFuture<Void>) {
         self.name = name
@@ -33,8 +33,9 @@ final class Subscription {
     var held: [ChannelEvent] = []
     /// Publications at or below this offset were delivered (by the snapshot or live): skipped.
     var lastOffset = 0
-    /// Whether this subscription entered presence (so leaving removes it).
-    var present = false
+    /// Entering presence and announcing the join (any loop): leaving waits for it, so a store that
+    /// answers late never sees the remove before the add, nor subscribers the leave before the join.
+    var joined: EventLoopFuture<Void>?
     /// Position in `channel.subscribers`.
     var index = -1
 
@@ -44,18 +45,24 @@ final class Subscription {
         self.generation = generation
     }
 
-    /// Sends a channel event (encoded as `frame`) now when live, or after the snapshot when recovering.
-    func deliver(_ event: ChannelEvent, frame: ByteBuffer, alone: Bool) {
+    /// Sends a channel event (encoded as `frame`; `offset` for a publication, nil for join/leave) now
+    /// when live, or after the snapshot when recovering. Held events are bounded by `maxHeld`: past it
+    /// the subscriber is a slow consumer (closed 1008; it reconnects and recovers from history).
+    func deliver(_ event: ChannelEvent, offset: Int?, frame: ByteBuffer, alone: Bool, maxHeld: Int) {
         guard !recovering else {
+            guard held.count < maxHeld else {
+                held = []
+                connection.close(.slowConsumer, message: nil)
+                return
+            }
             held.append(event)
             return
         }
-        switch event.kind {
-        case .publication(let publication):
-            guard publication.offset > lastOffset else { return }  // already in the snapshot
-            lastOffset = publication.offset
+        if let offset {
+            guard offset > lastOffset else { return }  // already in the snapshot
+            lastOffset = offset
             connection.send(frame, as: .lane(channel.lane), flush: alone)
-        case .join, .leave:
+        } else {
             connection.send(frame, as: .reliable, flush: alone)
         }
     }
@@ -66,7 +73,9 @@ final class Subscription {
         lastOffset = offset
         let held = self.held
         self.held = []
-        for event in held { deliver(event, frame: event.frame(options: channel.options), alone: false) }
+        for event in held {
+            deliver(event, offset: event.offset, frame: event.frame(options: channel.options), alone: false, maxHeld: 0)
+        }
     }
 }
 
@@ -78,10 +87,13 @@ final class ChannelsLoop: @unchecked Sendable {
     private let nodeSubscriptions: NodeSubscriptions
     var sessions: [ConnectionID: ClientSession] = [:]
     private(set) var channels: [String: LocalChannel] = [:]
+    /// Events one recovering subscription may hold (the connection's queue bound in messages).
+    private let maxHeld: Int
 
-    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions) {
+    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int) {
         self.shard = shard
         self.nodeSubscriptions = nodeSubscriptions
+        self.maxHeld = maxHeld
     }
 
     var eventLoop: any EventLoop { shard.eventLoop }
@@ -119,6 +131,16 @@ final class ChannelsLoop: @unchecked Sendable {
     func deliver(_ event: ChannelEvent, alone: Bool) {
         guard let channel = channels[event.channel] else { return }
         let frame = event.frame(options: channel.options)
-        for subscription in channel.subscribers { subscription.deliver(event, frame: frame, alone: alone) }
+        let offset = event.offset
+        for subscription in channel.subscribers {
+            subscription.deliver(event, offset: offset, frame: frame, alone: alone, maxHeld: maxHeld)
+        }
+    }
+
+    /// The node's subscription to `channel` failed (or timed out): the next subscriber tries again
+    /// rather than inherit the failure for as long as the channel has subscribers here.
+    func retryNodeSubscription(_ channel: LocalChannel, failed: EventLoopFuture<Void>) {
+        guard channels[channel.name] === channel, channel.nodeSubscribed === failed else { return }
+        channel.nodeSubscribed = nodeSubscriptions.retry(channel.name, failed: failed, on: eventLoop)
     }
 }
