@@ -13,7 +13,7 @@ import SwitchboardCore
 /// innermost lock taken by callers (`NodeSubscriptions` holds its own while subscribing); the handler
 /// takes only the event loops' inbox locks under it.
 public final class LocalBroker: Broker {
-    private let stripes: [NIOLockedValueBox<[String: ChannelState]>]
+    private let states: StripedTable<ChannelState>
     /// This broker's history continuity: a restart means a new epoch, so clients learn that their
     /// offsets no longer mean anything.
     private let epoch = String(UInt64.random(in: 0...UInt64.max), radix: 36)
@@ -21,20 +21,14 @@ public final class LocalBroker: Broker {
     private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
 
     public init(stripes: Int = 64) {
-        self.stripes = (0..<max(stripes, 1)).map { _ in NIOLockedValueBox([:]) }
+        self.states = StripedTable(stripes: stripes)
     }
 
     /// Channels with state (this node subscribed, history, or an offset to keep); idle ones cost nothing.
-    public var channelCount: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+    public var channelCount: Int { states.count }
 
     public func attach(_ handler: any BrokerEventHandler) {
         target.withLockedValue { $0 = handler }
-    }
-
-    private func stripe(_ channel: String) -> NIOLockedValueBox<[String: ChannelState]> {
-        var hasher = Hasher()
-        hasher.combine(channel)
-        return stripes[Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))]
     }
 
     private static func now() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
@@ -42,7 +36,7 @@ public final class LocalBroker: Broker {
     /// Runs `body` on the channel's state in place, under its stripe lock; forgets the channel if it is
     /// left idle.
     private func withState<T>(_ channel: String, _ body: (inout ChannelState) -> T) -> T {
-        stripe(channel).withLockedValue { states in
+        states.withChannel(channel) { states in
             let result = body(&states[channel, default: ChannelState(epoch: epoch)])
             if states[channel]?.isIdle == true { states[channel] = nil }
             return result

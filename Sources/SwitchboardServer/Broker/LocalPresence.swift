@@ -1,4 +1,3 @@
-import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 
@@ -6,23 +5,17 @@ import SwitchboardCore
 /// channel name. Every call completes at once, on the caller's `eventLoop`; members are changed in
 /// place (filling a room of n members is O(n), not O(n²)).
 public final class LocalPresence: PresenceManager {
-    private let stripes: [NIOLockedValueBox<[String: [ConnectionID: PresenceMember]]>]
+    private let channels: StripedTable<[ConnectionID: PresenceMember]>
 
     public init(stripes: Int = 64) {
-        self.stripes = (0..<max(stripes, 1)).map { _ in NIOLockedValueBox([:]) }
+        self.channels = StripedTable(stripes: stripes)
     }
 
     /// Channels with at least one member.
-    public var channelCount: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
-
-    private func stripe(_ channel: String) -> NIOLockedValueBox<[String: [ConnectionID: PresenceMember]]> {
-        var hasher = Hasher()
-        hasher.combine(channel)
-        return stripes[Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))]
-    }
+    public var channelCount: Int { channels.count }
 
     public func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        let count = stripe(channel).withLockedValue { channels -> Int in
+        let count = channels.withChannel(channel) { channels -> Int in
             channels[channel, default: [:]][member.client] = member
             return channels[channel]?.count ?? 0
         }
@@ -32,7 +25,7 @@ public final class LocalPresence: PresenceManager {
     public func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop)
         -> EventLoopFuture<Int?>
     {
-        let count = stripe(channel).withLockedValue { channels -> Int? in
+        let count = channels.withChannel(channel) { channels -> Int? in
             guard channels[channel]?.removeValue(forKey: member.client) != nil else { return nil }
             let left = channels[channel]?.count ?? 0
             if left == 0 { channels[channel] = nil }
@@ -42,7 +35,7 @@ public final class LocalPresence: PresenceManager {
     }
 
     public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
-        let members = stripe(channel).withLockedValue { $0[channel].map { Array($0.values) } ?? [] }
+        let members = channels.withChannel(channel) { $0[channel].map { Array($0.values) } ?? [] }
         let snapshot = PresenceSnapshot(
             members: members.sorted { $0.client < $1.client }, connections: members.count,
             users: Set(members.compactMap(\.user)).count)

@@ -13,10 +13,16 @@ extension EventLoopFuture {
             assumeIsolated().whenComplete { _ in completed = true }
             if completed { return self }
         }
-        let promise = loop.makePromise(of: Value.self)
-        let timer = loop.scheduleTask(in: timeout) { promise.fail(BrokerError.timedOut) }
-        hop(to: loop).whenComplete { result in
-            // Both this and the timer run on `loop`: whichever comes first completes the promise.
+        return hop(to: loop).bounded(by: timeout)
+    }
+
+    /// This future's result, or `BrokerError.timedOut` after `timeout`, on this future's own loop (which
+    /// answers it, whatever becomes of the caller's).
+    func bounded(by timeout: TimeAmount) -> EventLoopFuture<Value> {
+        let promise = eventLoop.makePromise(of: Value.self)
+        let timer = eventLoop.scheduleTask(in: timeout) { promise.fail(BrokerError.timedOut) }
+        whenComplete { result in
+            // Both this and the timer run on the same loop: whichever comes first completes the promise.
             timer.cancel()
             promise.completeWith(result)
         }

@@ -9,7 +9,7 @@ import NIOCore
 /// Lock order: a stripe lock here is held while calling the broker's `subscribe`/`unsubscribe` (which
 /// keeps those calls in order for a channel); the broker never calls back into this type.
 final class NodeSubscriptions: Sendable {
-    private struct Entry {
+    struct Entry: Sendable {
         /// Event loops with at least one subscriber.
         var loops: Int
         /// Completes (on any loop) once the broker subscription is in place.
@@ -21,28 +21,21 @@ final class NodeSubscriptions: Sendable {
     /// A broker subscription not in place within this fails, so subscribers get error 110 and the next
     /// one tries again.
     private let timeout: TimeAmount
-    // Lock: each stripe guards the entries of the channels that hash to it.
-    private let stripes: [NIOLockedValueBox<[String: Entry]>]
+    private let entries: StripedTable<Entry>
 
     init(broker: any Broker, logger: Logger, timeout: TimeAmount, stripes: Int = 64) {
         self.broker = broker
         self.logger = logger
         self.timeout = timeout
-        self.stripes = (0..<stripes).map { _ in NIOLockedValueBox([:]) }
-    }
-
-    private func stripe(_ channel: String) -> NIOLockedValueBox<[String: Entry]> {
-        var hasher = Hasher()
-        hasher.combine(channel)
-        return stripes[Int(UInt(bitPattern: hasher.finalize()) % UInt(stripes.count))]
+        self.entries = StripedTable(stripes: stripes)
     }
 
     /// Channels this node is subscribed to at the broker.
-    var count: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+    var count: Int { entries.count }
 
     /// An event loop gained its first subscriber to `channel`; returns when the node receives the channel.
     func acquire(_ channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        stripe(channel).withLockedValue { entries in
+        entries.withChannel(channel) { entries in
             if let ready = entries[channel]?.ready {
                 entries[channel]?.loops += 1
                 return ready
@@ -55,7 +48,7 @@ final class NodeSubscriptions: Sendable {
 
     /// A loop saw `failed` fail: subscribes again, unless another loop already did (then returns that).
     func retry(_ channel: String, failed: EventLoopFuture<Void>, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        stripe(channel).withLockedValue { entries in
+        entries.withChannel(channel) { entries in
             guard let entry = entries[channel] else { return failed }
             guard entry.ready === failed else { return entry.ready }
             let ready = subscribe(channel, on: eventLoop)
@@ -67,19 +60,12 @@ final class NodeSubscriptions: Sendable {
     /// The broker's subscribe, failing with `BrokerError.timedOut` if it has not completed in time. The
     /// timer lives on the broker future's loop, which answers it, whatever becomes of the caller's.
     private func subscribe(_ channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let subscribed = broker.subscribe(channel: channel, on: eventLoop)
-        let promise = subscribed.eventLoop.makePromise(of: Void.self)
-        let timer = subscribed.eventLoop.scheduleTask(in: timeout) { promise.fail(BrokerError.timedOut) }
-        subscribed.whenComplete { result in
-            timer.cancel()
-            promise.completeWith(result)
-        }
-        return promise.futureResult
+        broker.subscribe(channel: channel, on: eventLoop).bounded(by: timeout)
     }
 
     /// An event loop lost its last subscriber to `channel`.
     func release(_ channel: String, on eventLoop: any EventLoop) {
-        stripe(channel).withLockedValue { entries in
+        entries.withChannel(channel) { entries in
             guard let loops = entries[channel]?.loops else { return }
             guard loops <= 1 else {
                 entries[channel]?.loops = loops - 1
