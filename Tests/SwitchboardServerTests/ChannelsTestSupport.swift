@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -17,6 +18,7 @@ struct ChannelsServer {
 
     static func start(
         broker: any Broker = LocalBroker(), presence: any PresenceManager = LocalPresence(),
+        verifier: TokenVerifier? = nil, metrics: (any MetricsFactory)? = nil,
         transport: (inout SwitchboardConfiguration) -> Void = { _ in },
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
     ) async throws -> ChannelsServer {
@@ -47,21 +49,25 @@ struct ChannelsServer {
         transport(&configuration)
         var logger = Logger(label: "channels-test")
         logger.logLevel = .critical
-        let application = ChannelsApplication(
-            configuration: channels, broker: broker, presence: presence, logger: logger
-        ) { request in
+        // With a verifier, the built-in token checks; without, the user from `?user=`.
+        let fromQuery: ChannelsApplication.Authenticator = { request in
             let user = request.uri.split(separator: "=", maxSplits: 1).dropFirst().first.map(String.init)
             // Presence data as an authenticator would take it from a token; "raw" gets info that is not JSON.
             let info = user == "raw" ? "not json" : user.map { "{\"name\":\"\($0.uppercased())\"}" }
             return .accept(userID: user, subprotocol: nil, info: info)
         }
+        let application = ChannelsApplication(
+            configuration: channels, broker: broker, presence: presence, verifier: verifier,
+            metricsFactory: metrics ?? NOOPMetricsHandler.instance, logger: logger,
+            authenticate: verifier == nil ? fromQuery : nil)
         let server = WebSocketServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
         return ChannelsServer(server: server, port: address.port ?? 0, application: application)
     }
 
-    func connect(user: String? = nil) async throws -> ProtocolClient {
-        let options = ClientOptions(path: user.map { "/ws?user=\($0)" } ?? "/ws")
+    func connect(user: String? = nil, headers: [(String, String)] = []) async throws -> ProtocolClient {
+        var options = ClientOptions(path: user.map { "/ws?user=\($0)" } ?? "/ws")
+        options.headers = headers
         let client = try await WebSocketClient.connect(
             host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
         return ProtocolClient(client: client)

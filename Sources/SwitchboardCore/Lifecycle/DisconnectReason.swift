@@ -16,12 +16,21 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     case shutdown = "shutdown"
     /// The credentials the connection was accepted with expired (the upgrade decision's `expiresAt`).
     case tokenExpired = "token_expired"
+    /// The connection did not authenticate within the time allowed.
+    case authenticationTimeout = "authentication_timeout"
+    /// The credentials the connection offered were refused.
+    case invalidToken = "invalid_token"
     /// The application closed the connection.
     case serverClosed = "server_closed"
+    /// The application closed the connection and told the client not to come back.
+    case rejected = "rejected"
 
     public var closeCode: CloseCode {
         switch self {
         case .clientClosed, .serverClosed: return .normal
+        case .rejected: return .disconnected
+        case .authenticationTimeout: return .authenticationTimeout
+        case .invalidToken: return .invalidToken
         case .connectionLost: return .abnormal
         case .protocolError: return .protocolError
         case .unsupportedData: return .unsupportedData
@@ -47,6 +56,9 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .shutdown: return "server shutting down"
         case .tokenExpired: return "token expired"
         case .serverClosed: return "closed by server"
+        case .rejected: return "disconnected by server"
+        case .authenticationTimeout: return "not authenticated in time"
+        case .invalidToken: return "invalid token"
         }
     }
 
@@ -54,7 +66,7 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     /// oversized messages would only repeat the error.
     public var shouldReconnect: Bool {
         switch self {
-        case .protocolError, .unsupportedData, .invalidPayload, .messageTooBig: return false
+        case .protocolError, .unsupportedData, .invalidPayload, .messageTooBig, .invalidToken, .rejected: return false
         default: return true
         }
     }

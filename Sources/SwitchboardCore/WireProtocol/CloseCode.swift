@@ -20,6 +20,12 @@ public struct CloseCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// Switchboard's own (4000–4999 are the application's): the connection's credentials expired;
     /// reconnect with fresh ones.
     public static let tokenExpired = CloseCode(4001)
+    /// The connection did not authenticate (the client protocol's `connect`) in time.
+    public static let authenticationTimeout = CloseCode(4002)
+    /// The credentials offered were refused; the reason says why. Reconnecting with the same ones is pointless.
+    public static let invalidToken = CloseCode(4003)
+    /// The application's backend ended the connection (the server API's disconnect, by default).
+    public static let disconnected = CloseCode(4000)
 
     /// Whether a peer may legitimately send this code in a close frame. 1005, 1006 and 1015 are
     /// reserved for local use, 1004 and 1016–2999 are unassigned; 3000–4999 belong to libraries and apps.

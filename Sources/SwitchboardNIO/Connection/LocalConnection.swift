@@ -10,6 +10,18 @@ public protocol LocalConnection: AnyObject {
     var userID: String? { get }
     /// The `info` of the upgrade decision.
     var info: String? { get }
+    /// The upgrade decision's `attachment`.
+    var attachment: (any Sendable)? { get }
+    /// The peer's address (for logs and per-address limits).
+    var remoteAddress: SocketAddress? { get }
+    /// When the connection's credentials expire, if they do.
+    var expiresAt: NIODeadline? { get }
+    /// Names the user (and presence info) after the upgrade: a client that authenticates with its first
+    /// message rather than in the upgrade request. Re-indexes the connection by user.
+    func identify(userID: String?, info: String?)
+    /// Closes the connection with 4001 "token expired" at `deadline`, replacing the earlier deadline
+    /// (a refreshed token); nil: never.
+    func expire(at deadline: NIODeadline?)
     /// The connection's thread-safe handle.
     var handle: ConnectionHandle { get }
     /// False once the connection is closing: what is sent then is discarded.
@@ -18,8 +30,9 @@ public protocol LocalConnection: AnyObject {
     /// else sent to this connection. With `flush` the socket is flushed at once; otherwise the loop
     /// flushes it once at the end of its current batch of work.
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool)
-    /// Starts the close handshake with an application's own code and reason.
-    func close(code: CloseCode, reason: String)
+    /// Starts the close handshake with an application's own code and reason; the disconnect notice advises
+    /// reconnecting unless `reconnect` is false.
+    func close(code: CloseCode, reason: String, reconnect: Bool)
     /// Starts the close handshake for one of the reasons in the table (its code, its reconnect advice
     /// in the disconnect notice, its metrics label), with `message` or the reason's default text.
     func close(_ reason: DisconnectReason, message: String?)
@@ -28,13 +41,15 @@ public protocol LocalConnection: AnyObject {
 extension WebSocketConnection: LocalConnection {
     var isOpen: Bool { machine.state == .open }
 
+    var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
+
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool) {
         enqueue(frame, as: kind)
         if flush, flushPending { flushNow() }
     }
 
-    func close(code: CloseCode, reason: String) {
-        close(.serverClosed, code: code, message: reason)
+    func close(code: CloseCode, reason: String, reconnect: Bool) {
+        close(reconnect ? .serverClosed : .rejected, code: code, message: reason)
     }
 
     func close(_ reason: DisconnectReason, message: String?) {

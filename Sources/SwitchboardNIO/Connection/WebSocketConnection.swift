@@ -11,9 +11,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = ByteBuffer
 
     let id: ConnectionID
-    let userID: String?
+    /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
+    private(set) var userID: String?
     let subprotocol: String?
-    let info: String?
+    private(set) var info: String?
+    let attachment: (any Sendable)?
     let hub: Hub
     let shard: LoopShard
     var context: ChannelHandlerContext?
@@ -28,14 +30,15 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Written since the last flush; the shard's flush list holds the connection until it is flushed.
     var flushPending = false
     var closeTimer: Scheduled<Void>?
-    /// When the connection's credentials expire (the upgrade decision's `expiresAt`).
-    let expiresAt: NIODeadline?
+    /// When the connection's credentials expire (the upgrade decision's `expiresAt`, or `expire(at:)`).
+    private(set) var expiresAt: NIODeadline?
     var expiryTimer: Scheduled<Void>?
 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
-        hub: Hub, shard: LoopShard
+        attachment: (any Sendable)? = nil, hub: Hub, shard: LoopShard
     ) {
+        self.attachment = attachment
         self.id = id
         self.userID = userID
         self.subprotocol = subprotocol
@@ -82,10 +85,24 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         hub.connectionOpened()
         log(.debug, "connection opened")
         hub.application.connectionOpened(handle)
-        if let expiresAt {
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            expiryTimer = context.eventLoop.scheduleTask(deadline: expiresAt) { loopBound.value.close(.tokenExpired) }
-        }
+        expire(at: expiresAt)
+    }
+
+    /// Names the connection's user and info after the upgrade, and re-indexes it by user.
+    func identify(userID: String?, info: String?) {
+        shard.reindex(self, from: self.userID, to: userID)
+        self.userID = userID
+        self.info = info
+    }
+
+    /// Closes the connection with 4001 at `deadline` (replacing any earlier deadline); nil: never.
+    func expire(at deadline: NIODeadline?) {
+        expiryTimer?.cancel()
+        expiryTimer = nil
+        expiresAt = deadline
+        guard let deadline, let context, machine.state == .open else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        expiryTimer = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.close(.tokenExpired) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

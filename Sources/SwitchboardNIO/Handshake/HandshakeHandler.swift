@@ -129,9 +129,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         // still running, bounds the wait. Always continue on a fresh stack: the decision may arrive while
         // the HTTP decoder is mid-read.
         let loop = context.eventLoop
-        hub.application.shouldUpgrade(head, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
-            loop.assumeIsolated().execute { self.decided(result, head: head, accept: accept, context: context) }
-        }
+        hub.application.shouldUpgrade(head, from: context.channel.remoteAddress, on: loop).hop(to: loop)
+            .assumeIsolated().whenComplete { result in
+                loop.assumeIsolated().execute { self.decided(result, head: head, accept: accept, context: context) }
+            }
     }
 
     private func decided(
@@ -142,7 +143,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .deciding = state, context.channel.isActive else { return }
         state = .done
         switch result {
-        case .success(.accept(let userID, let subprotocol, let info, let expiresAt)):
+        case .success(.accept(let userID, let subprotocol, let info, let expiresAt, let attachment)):
             if let expiresAt, expiresAt <= .now() {
                 releaseSlot()
                 return reject(
@@ -158,7 +159,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             upgrade(
                 head, accept: accept,
-                identity: .init(userID: userID, subprotocol: subprotocol, info: info, expiresAt: expiresAt),
+                identity: .init(
+                    userID: userID, subprotocol: subprotocol, info: info, expiresAt: expiresAt, attachment: attachment),
                 context: context)
         case .success(.reject(let status, let reason)):
             releaseSlot()
@@ -177,6 +179,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         let subprotocol: String?
         let info: String?
         let expiresAt: NIODeadline?
+        let attachment: (any Sendable)?
     }
 
     private func upgrade(_ head: HTTPRequestHead, accept: String, identity: Identity, context: ChannelHandlerContext) {
@@ -191,7 +194,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
-            info: identity.info, expiresAt: identity.expiresAt, hub: hub, shard: shard)
+            info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, hub: hub,
+            shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))
@@ -211,7 +215,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func reject(_ rejection: HandshakeValidator.Rejection, context: ChannelHandlerContext) {
         hub.metrics.rejected(rejection.kind)
-        hub.logger.info(
+        // The application logs its own refusals (bad tokens: throttled per address, or a bot floods the log).
+        hub.logger.log(
+            level: rejection.kind == .rejectedByApplication ? .debug : .info,
             "handshake rejected",
             metadata: ["status": "\(rejection.status.code)", "reason": "\(rejection.reason)"])
         var body = context.channel.allocator.buffer(capacity: rejection.reason.utf8.count + 1)

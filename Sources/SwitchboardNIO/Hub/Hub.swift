@@ -116,10 +116,11 @@ public final class Hub: Sendable {
 
     public func broadcast(text: String) { broadcast(frame: FrameEncoder.encodeText(text)) }
 
-    /// Starts the close handshake of one connection, from any thread.
-    public func close(_ id: ConnectionID, code: CloseCode = .normal, reason: String = "") {
+    /// Starts the close handshake of one connection, from any thread; its disconnect notice advises
+    /// reconnecting unless `reconnect` is false.
+    public func close(_ id: ConnectionID, code: CloseCode = .normal, reason: String = "", reconnect: Bool = true) {
         guard shards.indices.contains(id.shard) else { return }
-        shards[id.shard].submitClose(id, code: code, reason: reason)
+        shards[id.shard].submitClose(id, code: code, reason: reason, reconnect: reconnect)
     }
 
     // MARK: queries

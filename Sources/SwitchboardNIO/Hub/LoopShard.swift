@@ -50,7 +50,7 @@ public final class LoopShard: @unchecked Sendable {
         case broadcast(ByteBuffer)
         case send(ByteBuffer, to: ConnectionID, kind: OutboundClass)
         case sendToUser(ByteBuffer, user: String)
-        case close(ConnectionID, code: CloseCode, reason: String)
+        case close(ConnectionID, code: CloseCode, reason: String, reconnect: Bool)
         case task(any LoopTask)
     }
 
@@ -97,6 +97,12 @@ public final class LoopShard: @unchecked Sendable {
         if let first = firstHeartbeatCheck(connection) { wheel.schedule(connection.id, at: first) }
     }
 
+    func reindex(_ connection: WebSocketConnection, from old: String?, to new: String?) {
+        guard old != new, registry[connection.id] != nil else { return }
+        registry.remove(connection.id, user: old)
+        registry.insert(connection, id: connection.id, user: new)
+    }
+
     func unregister(_ connection: WebSocketConnection) {
         registry.remove(connection.id, user: connection.userID)
         if registry.count == 0, let draining {
@@ -112,6 +118,21 @@ public final class LoopShard: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         return registry[id]
     }
+
+    /// The open connections of `user` on this loop. Call on `eventLoop`.
+    public func connections(ofUser user: String) -> [any LocalConnection] {
+        eventLoop.preconditionInEventLoop()
+        return registry.connections(ofUser: user).compactMap { registry[$0] }
+    }
+
+    /// Every open connection on this loop. Call on `eventLoop`.
+    public var allConnections: [any LocalConnection] {
+        eventLoop.preconditionInEventLoop()
+        return Array(registry.byID.values)
+    }
+
+    /// Users with at least one open connection on this loop. Call on `eventLoop`.
+    public var userCount: Int { registry.userCount }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
@@ -130,8 +151,8 @@ public final class LoopShard: @unchecked Sendable {
         }
     }
     func submitSend(_ frame: ByteBuffer, toUser user: String) { submit(.sendToUser(frame, user: user)) }
-    func submitClose(_ id: ConnectionID, code: CloseCode, reason: String) {
-        submit(.close(id, code: code, reason: reason))
+    func submitClose(_ id: ConnectionID, code: CloseCode, reason: String, reconnect: Bool) {
+        submit(.close(id, code: code, reason: reason, reconnect: reconnect))
     }
 
     /// Work that arrives before the loop gets to it goes out together: consecutive broadcasts in one
@@ -163,7 +184,8 @@ public final class LoopShard: @unchecked Sendable {
             case .broadcast: break
             case .send(let frame, let id, let kind): registry[id]?.enqueue(frame, as: kind)
             case .sendToUser(let frame, let user): deliver(frame, toUser: user)
-            case .close(let id, let code, let reason): registry[id]?.close(.serverClosed, code: code, message: reason)
+            case .close(let id, let code, let reason, let reconnect):
+                registry[id]?.close(code: code, reason: reason, reconnect: reconnect)
             case .task(let task): task.run(on: self, alone: alone)
             }
         }

@@ -7,8 +7,11 @@ public enum UpgradeDecision: Sendable {
     /// Upgrade; the connection carries `userID` (if any), the chosen subprotocol (if any) and `info`:
     /// application data about the connection (a JSON value, e.g. from a token), shown to others in presence
     /// (the channel layer leaves out, with a warning, info that is not JSON). At `expiresAt` (a token's
-    /// `exp`, say) the hub closes the connection with 4001 "token expired"; nil: never.
-    case accept(userID: String?, subprotocol: String?, info: String? = nil, expiresAt: NIODeadline? = nil)
+    /// `exp`, say) the hub closes the connection with 4001 "token expired"; nil: never. `attachment` is
+    /// the application's own (a token's claims, say), kept with the connection (`LocalConnection.attachment`).
+    case accept(
+        userID: String?, subprotocol: String?, info: String? = nil, expiresAt: NIODeadline? = nil,
+        attachment: (any Sendable)? = nil)
     /// Refuse with an HTTP status and a reason sent as the response body.
     case reject(HTTPResponseStatus, reason: String)
 }
@@ -26,13 +29,16 @@ public protocol SwitchboardApplication: Sendable {
     ///
     /// - Parameters:
     ///   - request: the upgrade request's head (path with query, headers).
+    ///   - remoteAddress: the client's address (for logs and per-address limits).
     ///   - eventLoop: the connection's event loop; called on it.
     /// - Returns: the decision. The future may complete on any event loop, at any later time: the
     ///   handshake hops it back to the connection's loop, and closes the connection if it has not
     ///   completed within the handshake timeout (or answers 503 if the server began draining meanwhile).
     ///   The default accepts anonymously, choosing the first offered subprotocol among
     ///   `supportedSubprotocols`.
-    func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision>
+    func shouldUpgrade(
+        _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision>
     /// Subprotocols this application speaks, in order of preference.
     var supportedSubprotocols: [String] { get }
     /// Called once, when the server that runs this application has made its hub, before any connection:
@@ -55,7 +61,9 @@ extension SwitchboardApplication {
     public var supportedSubprotocols: [String] { [] }
     public func attached(to hub: Hub) {}
 
-    public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<
+    public func shouldUpgrade(
+        _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<
         UpgradeDecision
     > {
         let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)

@@ -1,5 +1,6 @@
-/// Channel names: 1–255 characters from `A-Z a-z 0-9 _ - . : @ / =`; the part before the first `:`
+/// Channel names: 1–255 characters from `A-Z a-z 0-9 _ - . : @ / = # ,`; the part before the first `:`
 /// is the namespace (`chat:lobby` → `chat`), and a name without `:` is in the default namespace "".
+/// After a `#` come the only users who may use the channel (`dm:#alice,bob`).
 enum ChannelName {
     static let maxLength = 255
 
@@ -11,14 +12,14 @@ enum ChannelName {
                 UInt8(ascii: "0")...UInt8(ascii: "9"):
                 return true
             default:
-                return "_-.:@/=".utf8.contains(byte)
+                return "_-.:@/=#,".utf8.contains(byte)
             }
         }
     }
 
     /// A namespace is a channel name's prefix, so it follows the same rules, without `:`.
     static func validNamespace(_ name: String) -> Bool {
-        validate(name) && !name.contains(":")
+        validate(name) && !name.contains(":") && !name.contains("#")
     }
 
     static func namespace(of name: String) -> String {

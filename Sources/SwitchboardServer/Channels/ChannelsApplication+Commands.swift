@@ -12,8 +12,9 @@ extension ChannelsApplication {
     func handle(_ command: ClientCommand, session: ClientSession, loop: ChannelsLoop) {
         let id = command.id
         func fail(_ error: ProtocolError) { session.reply(ServerMessage.error(id: id, error)) }
+        guard admits(command, session: session) else { return }
         switch command.kind {
-        case .subscribe(let channel, _), .unsubscribe(let channel):
+        case .subscribe(let channel, _, _), .unsubscribe(let channel):
             guard session.waiting[channel] == nil else {
                 guard session.waiting[channel, default: []].count < Self.maxWaitingCommands else {
                     return fail(.tooManyWaitingCommands)
@@ -27,13 +28,42 @@ extension ChannelsApplication {
         switch command.kind {
         case .ping:
             session.reply(ServerMessage.reply(id: id))
-        case .subscribe(let channel, let recover):
+        case .connect(let token, let recover):
+            connect(id: id, token: token, recover: recover, session: session, loop: loop)
+        case .refresh(let token):
+            refresh(id: id, token: token, session: session, loop: loop)
+        case .subscribe(let channel, let recover, let token):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard session.subscriptions[channel] == nil else { return fail(.alreadySubscribed) }
             guard session.subscriptions.count < configuration.maxSubscriptionsPerConnection else {
                 return fail(.tooManySubscriptions)
             }
-            subscribe(channel, id: id, recover: recover, options: options, session: session, loop: loop)
+            if let refusal = refusal(.subscribe, channel, options, session) { return fail(refusal) }
+            guard options.permissions.subscribe == .token else {
+                return subscribe(
+                    channel, answer: .reply(id), recover: recover, options: options, session: session, loop: loop)
+            }
+            guard let token else { return fail(.notAllowed("subscribe needs a subscription token")) }
+            // Later commands for the channel wait for the token check, as they would for the subscribe.
+            session.waiting[channel] = []
+            checkSubscriptionToken(token, channel: channel, session: session, loop: loop).assumeIsolated()
+                .whenComplete { result in
+                    guard !session.isClosed else { return }
+                    switch result {
+                    case .success where session.subscriptions.count >= self.configuration.maxSubscriptionsPerConnection:
+                        fail(.tooManySubscriptions)
+                    case .success:
+                        return self.subscribe(
+                            channel, answer: .reply(id), recover: recover, options: options, session: session,
+                            loop: loop)
+                    case .failure(let failure as TokenFailure):
+                        self.refused(failure, address: session.connection.remoteAddress, during: "subscribe")
+                        fail(.refused(failure))
+                    case .failure:
+                        fail(.unavailable)
+                    }
+                    self.runWaiting(channel, session: session, loop: loop)
+                }
         case .unsubscribe(let channel):
             guard checkedOptions(channel, fail: fail) != nil else { return }
             guard let subscription = session.subscriptions.removeValue(forKey: channel) else {
@@ -44,12 +74,13 @@ extension ChannelsApplication {
         case .publish(let channel, let data):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.clientsMayPublish else { return fail(.notAllowed("clients may not publish here")) }
+            if let refusal = refusal(.publish, channel, options, session) { return fail(refusal) }
             guard session.bucket.take(now: Int64(NIODeadline.now().uptimeNanoseconds)) else {
                 session.rejectedPublishes += 1
                 fail(.rateLimited)
                 if session.rejectedPublishes >= configuration.maxRejectedPublishes {
                     logger.info("closing publish-rate abuser", metadata: ["connection": "\(session.id)"])
-                    session.connection.close(code: .policyViolation, reason: "publish rate exceeded")
+                    session.connection.close(code: .policyViolation, reason: "publish rate exceeded", reconnect: true)
                 }
                 return
             }
@@ -60,6 +91,7 @@ extension ChannelsApplication {
         case .presence(let channel):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.presence else { return fail(.notAllowed("presence is off in this namespace")) }
+            if let refusal = refusal(.presence, channel, options, session) { return fail(refusal) }
             answer(presence.presence(channel: channel, on: loop.eventLoop), id: id, session: session, loop: loop) {
                 snapshot in
                 var result = "{\"connections\":\(snapshot.connections),\"users\":\(snapshot.users)"
@@ -71,6 +103,7 @@ extension ChannelsApplication {
         case .history(let channel, let limit, let since):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.historySize > 0 else { return fail(.notAllowed("no history in this namespace")) }
+            if let refusal = refusal(.history, channel, options, session) { return fail(refusal) }
             let page = broker.history(
                 channel: channel, since: since, limit: limit, options: options, on: loop.eventLoop)
             answer(page, id: id, session: session, loop: loop) { page in
@@ -102,6 +135,40 @@ extension ChannelsApplication {
         }
     }
 
+    private func refusal(
+        _ action: ChannelPermissions.Action, _ channel: String, _ options: NamespaceOptions, _ session: ClientSession
+    ) -> ProtocolError? {
+        options.permissions.refusal(
+            action, channel: channel, user: session.connection.userID,
+            isSubscribed: session.subscriptions[channel] != nil)
+    }
+
+    /// Subscribes the session on the server's initiative (a token's `channels`, the server API): no
+    /// permission check, answered with a `subscribed` push (or `unsubscribed` with the error).
+    func subscribeOnServer(_ channel: String, recover: StreamPosition?, session: ClientSession, loop: ChannelsLoop) {
+        guard ChannelName.validate(channel), let options = options(for: channel) else {
+            logger.warning(
+                "server-side subscription to an unknown channel skipped", metadata: ["channel": "\(channel)"])
+            return session.reply(ServerMessage.unsubscribed(channel: channel, error: .unknownNamespace))
+        }
+        guard session.subscriptions[channel] == nil, session.waiting[channel] == nil else { return }
+        subscribe(channel, answer: .push, recover: recover, options: options, session: session, loop: loop)
+    }
+
+    /// Ends a subscription on the server's initiative, with an `unsubscribed` push.
+    func unsubscribeOnServer(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
+        guard session.waiting[channel] == nil, let subscription = session.subscriptions.removeValue(forKey: channel)
+        else { return }
+        leave(subscription, session: session, loop: loop)
+        session.reply(ServerMessage.unsubscribed(channel: channel, error: nil))
+    }
+
+    /// Where the outcome of a subscribe goes: the command's reply, or a push for one the server made.
+    enum Answer {
+        case reply(Int)
+        case push
+    }
+
     private func checkedOptions(_ channel: String, fail: (ProtocolError) -> Void) -> NamespaceOptions? {
         guard ChannelName.validate(channel) else {
             fail(.invalidChannel)
@@ -118,8 +185,8 @@ extension ChannelsApplication {
     /// receives the channel, take the broker's snapshot, reply with what was missed, then release the
     /// waiting publications newer than the snapshot: no gap, no duplicate.
     private func subscribe(
-        _ channel: String, id: Int, recover: StreamPosition?, options: NamespaceOptions, session: ClientSession,
-        loop: ChannelsLoop
+        _ channel: String, answer: Answer, recover: StreamPosition?, options: NamespaceOptions,
+        session: ClientSession, loop: ChannelsLoop
     ) {
         session.nextGeneration += 1
         let generation = session.nextGeneration
@@ -127,7 +194,7 @@ extension ChannelsApplication {
         let subscription = Subscription(connection: session.connection, channel: local, generation: generation)
         loop.add(subscription)
         session.subscriptions[channel] = subscription
-        session.waiting[channel] = []
+        if session.waiting[channel] == nil { session.waiting[channel] = [] }
         let broker = self.broker
         let eventLoop = loop.eventLoop
         let ready = local.nodeSubscribed
@@ -143,14 +210,15 @@ extension ChannelsApplication {
                 // A late answer for an earlier generation (or a closed connection) completes nothing.
                 if !session.isClosed, session.subscriptions[channel]?.generation == generation {
                     self.subscribed(
-                        result, id: id, recover: recover, subscription: subscription, session: session, loop: loop)
+                        result, answer: answer, recover: recover, subscription: subscription, session: session,
+                        loop: loop)
                 }
                 self.runWaiting(channel, session: session, loop: loop)
             }
     }
 
     private func subscribed(
-        _ result: Result<SubscribeSnapshot, any Error>, id: Int, recover: StreamPosition?,
+        _ result: Result<SubscribeSnapshot, any Error>, answer: Answer, recover: StreamPosition?,
         subscription: Subscription, session: ClientSession, loop: ChannelsLoop
     ) {
         let options = subscription.channel.options
@@ -162,7 +230,10 @@ extension ChannelsApplication {
             }
             session.subscriptions[channel] = nil
             loop.remove(subscription)
-            session.reply(ServerMessage.error(id: id, .unavailable))
+            switch answer {
+            case .reply(let id): session.reply(ServerMessage.error(id: id, .unavailable))
+            case .push: session.reply(ServerMessage.unsubscribed(channel: channel, error: .unavailable))
+            }
             return
         }
         var result = "{\"epoch\":\(ServerMessage.quote(snapshot.epoch)),\"offset\":\(snapshot.offset)"
@@ -172,7 +243,10 @@ extension ChannelsApplication {
             }
             result += ",\"recovered\":\(snapshot.recovered),\"publications\":[\(recovered.joined(separator: ","))]"
         }
-        session.reply(ServerMessage.reply(id: id, result: result + "}"))
+        switch answer {
+        case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result + "}"))
+        case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result + "}"))
+        }
         subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
         guard options.presence else { return }
         let member = session.member
@@ -194,7 +268,7 @@ extension ChannelsApplication {
     }
 
     /// Runs the commands that waited behind a subscribe, in order, until one goes in flight again.
-    private func runWaiting(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
+    func runWaiting(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
         guard var queued = session.waiting.removeValue(forKey: channel) else { return }
         while !queued.isEmpty, session.waiting[channel] == nil, !session.isClosed {
             handle(queued.removeFirst(), session: session, loop: loop)

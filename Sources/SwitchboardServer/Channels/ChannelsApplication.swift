@@ -1,4 +1,6 @@
 import Atomics
+import CoreMetrics
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -22,22 +24,46 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     let presence: any PresenceManager
     let nodeSubscriptions: NodeSubscriptions
     private let authenticate: Authenticator?
+    /// Checks tokens (upgrade header, `connect`, `refresh`, subscription tokens); nil: tokens are refused as
+    /// malformed requests and every connection is anonymous unless the authenticator names a user.
+    let verifier: TokenVerifier?
+    /// Whether connections without a user may use the server.
+    let anonymousAllowed: Bool
+    let authFailures: [TokenFailure: Counter]
+    let failureLog: ThrottledLog
     let logger: Logger
     private let attachment = ManagedAtomicLazyReference<ChannelsLoops>()
 
     /// - Parameters:
     ///   - broker: where channel streams live; `LocalBroker` (in-process) by default.
     ///   - presence: who is in each channel; `LocalPresence` by default.
-    ///   - authenticate: decides each upgrade; nil accepts everyone anonymously.
+    ///   - verifier: checks tokens (docs/PROTOCOL.md, "Authentication"); nil: no tokens.
+    ///   - metricsFactory: where the channel layer's metrics go (auth failures).
+    ///   - authenticate: decides each upgrade instead of the built-in `Authorization: Bearer` check; nil
+    ///     accepts every upgrade, authenticated by a valid bearer token or else not yet.
     public init(
         configuration: ChannelsConfiguration = .chatDefaults, broker: any Broker = LocalBroker(),
-        presence: any PresenceManager = LocalPresence(), logger: Logger = Logger(label: "switchboard.channels"),
-        authenticate: Authenticator? = nil
+        presence: any PresenceManager = LocalPresence(), verifier: TokenVerifier? = nil,
+        metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil
     ) {
         self.configuration = configuration
         self.broker = broker
         self.presence = presence
         self.authenticate = authenticate
+        self.verifier = verifier
+        let auth = verifier?.configuration ?? AuthConfiguration()
+        self.anonymousAllowed = verifier == nil || auth.anonymousAllowed
+        self.authFailures = Dictionary(
+            uniqueKeysWithValues: TokenFailure.allCases.map {
+                (
+                    $0,
+                    Counter(
+                        label: "switchboard_auth_failures_total", dimensions: [("reason", $0.rawValue)],
+                        factory: metricsFactory)
+                )
+            })
+        self.failureLog = ThrottledLog(interval: auth.failureLogInterval, logger: logger)
         self.logger = logger
         self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
         broker.attach(self)
@@ -80,13 +106,40 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
-    public func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<
+    public func shouldUpgrade(
+        _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<
         UpgradeDecision
     > {
-        guard let authenticate else { return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: nil)) }
-        let promise = eventLoop.makePromise(of: UpgradeDecision.self)
-        promise.completeWithTask { try await authenticate(request) }
-        return promise.futureResult
+        if let authenticate {
+            let promise = eventLoop.makePromise(of: UpgradeDecision.self)
+            promise.completeWithTask { try await authenticate(request) }
+            return promise.futureResult
+        }
+        guard let verifier, let token = Self.bearerToken(in: request.headers) else {
+            return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: nil))
+        }
+        let anonymousAllowed = self.anonymousAllowed
+        return verifier.verify(token, on: eventLoop).flatMapThrowing { claims -> UpgradeDecision in
+            guard !claims.subject.isEmpty || anonymousAllowed else { throw TokenFailure.anonymousNotAllowed }
+            return .accept(
+                userID: claims.subject.isEmpty ? nil : claims.subject, subprotocol: nil, info: claims.info,
+                expiresAt: claims.expiresAt.map(verifier.deadline), attachment: claims)
+        }.flatMapErrorThrowing { error in
+            guard let failure = error as? TokenFailure else { throw error }
+            self.refused(failure, address: remoteAddress, during: "upgrade")
+            return .reject(.unauthorized, reason: failure.message)
+        }
+    }
+
+    static func bearerToken(in headers: HTTPHeaders) -> String? {
+        for value in headers["Authorization"] {
+            let parts = value.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                return parts[1].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return nil
     }
 
     public func connectionOpened(_ handle: ConnectionHandle) {
@@ -102,7 +155,9 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         let bucket = TokenBucket(
             rate: configuration.publishRate, burst: configuration.publishBurst,
             now: Int64(NIODeadline.now().uptimeNanoseconds))
-        loop.sessions[handle.id] = ClientSession(connection: connection, bucket: bucket, presenceData: presenceData)
+        let session = ClientSession(connection: connection, bucket: bucket, presenceData: presenceData)
+        loop.sessions[handle.id] = session
+        startAuthentication(session, loop: loop)
     }
 
     public func connection(_ handle: ConnectionHandle, received message: DataMessage) {
@@ -123,6 +178,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         guard let loop = loops?.loops[handle.id.shard], let session = loop.sessions.removeValue(forKey: handle.id)
         else { return }
         session.isClosed = true
+        session.cancelTimers()
+        session.held = []
         session.waiting = [:]
         for subscription in session.subscriptions.values { leave(subscription, session: session, loop: loop) }
         session.subscriptions = [:]

@@ -66,6 +66,19 @@ extension NamespaceOptions {
             }
             slowConsumer = parsed
         }
+        if let permissions = try reader.object("permissions") {
+            var permissionsReader = permissions
+            for action in ChannelPermissions.Action.allCases {
+                guard let value = try permissionsReader.string(action.rawValue) else { continue }
+                let allowed = ChannelPermissions.allowed(for: action)
+                guard let access = ChannelPermissions.Access(rawValue: value), allowed.contains(access) else {
+                    throw permissionsReader.error(
+                        action.rawValue, "must be " + allowed.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))
+                }
+                self.permissions[action] = access
+            }
+            try permissionsReader.finish()
+        }
         if (joinLeave || countsOnly) && !presence {
             throw reader.error("presence", "must be true when joinLeave or countsOnly is")
         }

@@ -6,7 +6,18 @@ import SwitchboardNIO
 final class ClientSession {
     let connection: any LocalConnection
     /// The connection as presence shows it (its info only if it is JSON, since it is sent as is).
-    let member: PresenceMember
+    var member: PresenceMember
+    /// Where the connection is in authenticating: commands other than `connect` and `ping` wait while
+    /// a `connect` is being verified, and are refused before it where anonymous access is not allowed.
+    var authState = AuthState.awaitingConnect
+    /// Commands that arrived while `connect` was being verified, run once it is.
+    var held: [ClientCommand] = []
+    /// Closes a connection that has not authenticated in time.
+    var connectTimer: Scheduled<Void>?
+    /// Sends the `refresh` push before the token expires.
+    var refreshTimer: Scheduled<Void>?
+    /// The token's `exp` (Unix seconds), for the connect and refresh replies.
+    var expiresAt: Double?
     var subscriptions: [String: Subscription] = [:]
     /// Channels with a subscribe in flight at the broker, each with the subscribe and unsubscribe
     /// commands that arrived meanwhile: they run in order once it completes, so every command gets
@@ -24,7 +35,16 @@ final class ClientSession {
         self.member = PresenceMember(client: connection.id, user: connection.userID, data: presenceData)
     }
 
+    enum AuthState { case awaitingConnect, connecting, connected }
+
     var id: ConnectionID { connection.id }
+
+    func cancelTimers() {
+        connectTimer?.cancel()
+        connectTimer = nil
+        refreshTimer?.cancel()
+        refreshTimer = nil
+    }
 
     /// Replies, errors and notices: never dropped, flushed with the rest of the loop's batch.
     func reply(_ frame: ByteBuffer) { connection.send(frame, as: .reliable, flush: false) }

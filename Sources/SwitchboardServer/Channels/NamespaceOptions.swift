@@ -24,6 +24,8 @@ public struct NamespaceOptions: Sendable {
     /// `dropOldest`, or `latest` (only the newest pending publication of the channel is kept). The two
     /// dropping policies are followed by a `gap` push. Default: disconnect.
     public var slowConsumer = SlowConsumerPolicy.disconnect
+    /// Who may subscribe, publish, read presence and read history. Default: anyone.
+    public var permissions = ChannelPermissions()
 
     public init() {}
 }

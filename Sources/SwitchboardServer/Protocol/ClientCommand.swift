@@ -1,7 +1,13 @@
 /// A command from a client: `{"id": 1, "cmd": "subscribe", "channel": "chat:lobby", ...}`.
 public struct ClientCommand: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
-        case subscribe(channel: String, recover: StreamPosition?)
+        /// Authenticates the connection (the first command); `recover` names, per channel of the token's
+        /// `channels` claim, the last position seen.
+        case connect(token: String?, recover: [String: StreamPosition])
+        /// A new token for the connection's user, before the current one expires.
+        case refresh(token: String)
+        /// `token`: a subscription token, for namespaces that require one.
+        case subscribe(channel: String, recover: StreamPosition?, token: String? = nil)
         case unsubscribe(channel: String)
         /// `data` is the publication's JSON, kept as the exact bytes the client sent.
         case publish(channel: String, data: String)
@@ -41,6 +47,20 @@ public struct ClientCommand: Sendable, Equatable {
         if let problem = fields.problem { return fail(problem) }
         guard let cmd = fields.cmd else { return fail("missing cmd") }
         if cmd == "ping" { return .success(ClientCommand(id: id, kind: .ping)) }
+        if cmd == "connect" {
+            var positions: [String: StreamPosition] = [:]
+            if let range = fields.recover {
+                guard let parsed = Fields.positions(UnsafeRawBufferPointer(rebasing: bytes[range])) else {
+                    return fail("recover must map channels to {offset, epoch}")
+                }
+                positions = parsed
+            }
+            return .success(ClientCommand(id: id, kind: .connect(token: fields.token, recover: positions)))
+        }
+        if cmd == "refresh" {
+            guard let token = fields.token else { return fail("missing token") }
+            return .success(ClientCommand(id: id, kind: .refresh(token: token)))
+        }
         guard ["subscribe", "unsubscribe", "publish", "presence", "history"].contains(cmd) else {
             return .failure(CommandFailure(id: id, error: .unknownCommand))
         }
@@ -48,7 +68,14 @@ public struct ClientCommand: Sendable, Equatable {
         let kind: Kind
         switch cmd {
         case "subscribe":
-            kind = .subscribe(channel: channel, recover: fields.recover)
+            var recover: StreamPosition?
+            if let range = fields.recover {
+                guard let position = Fields.position(UnsafeRawBufferPointer(rebasing: bytes[range])) else {
+                    return fail("recover needs offset and epoch")
+                }
+                recover = position
+            }
+            kind = .subscribe(channel: channel, recover: recover, token: fields.token)
         case "unsubscribe":
             kind = .unsubscribe(channel: channel)
         case "publish":
@@ -70,7 +97,9 @@ public struct ClientCommand: Sendable, Equatable {
         var cmd: String?
         var channel: String?
         var data: Range<Int>?
-        var recover: StreamPosition?
+        /// Read once `cmd` is known: a position for subscribe, a map of them for connect.
+        var recover: Range<Int>?
+        var token: String?
         var limit: Int?
         var since: Int?
         var problem: String?
@@ -84,22 +113,40 @@ public struct ClientCommand: Sendable, Equatable {
             case "data": data = try scanner.skipValue()
             case "limit": limit = try typed(&scanner, else: "limit must be a whole number") { try $0.readInteger() }
             case "since": since = try typed(&scanner, else: "since must be a whole number") { try $0.readInteger() }
-            case "recover":
-                recover = try typed(&scanner, else: "recover needs offset and epoch") { scanner in
-                    var offset: Int?
-                    var epoch: String?
-                    try scanner.readObject { scanner, key in
-                        switch key {
-                        case "offset": offset = try scanner.readInteger()
-                        case "epoch": epoch = try scanner.readString()
-                        default: _ = try scanner.skipValue()
-                        }
-                    }
-                    guard let offset, let epoch else { throw JSONScanner.Failure() }
-                    return StreamPosition(offset: offset, epoch: epoch)
-                }
+            case "recover": recover = try scanner.skipValue()
+            case "token": token = try typed(&scanner, else: "token must be a string") { try $0.readString() }
             default: _ = try scanner.skipValue()
             }
+        }
+
+        static func position(_ bytes: UnsafeRawBufferPointer) -> StreamPosition? {
+            var scanner = JSONScanner(bytes)
+            return try? position(&scanner)
+        }
+
+        static func positions(_ bytes: UnsafeRawBufferPointer) -> [String: StreamPosition]? {
+            var scanner = JSONScanner(bytes)
+            var positions: [String: StreamPosition] = [:]
+            do {
+                try scanner.readObject { scanner, channel in positions[channel] = try position(&scanner) }
+            } catch {
+                return nil
+            }
+            return positions
+        }
+
+        private static func position(_ scanner: inout JSONScanner) throws -> StreamPosition {
+            var offset: Int?
+            var epoch: String?
+            try scanner.readObject { scanner, key in
+                switch key {
+                case "offset": offset = try scanner.readInteger()
+                case "epoch": epoch = try scanner.readString()
+                default: _ = try scanner.skipValue()
+                }
+            }
+            guard let offset, let epoch else { throw JSONScanner.Failure() }
+            return StreamPosition(offset: offset, epoch: epoch)
         }
 
         /// Reads a value with `read`; if it is valid JSON of another shape, skips it and notes `problem`.

@@ -20,11 +20,24 @@ public struct ProtocolError: Error, Equatable, Sendable {
     public static let notSubscribed = ProtocolError(108, "not subscribed")
     public static let tooManyWaitingCommands = ProtocolError(109, "limit exceeded: too many commands waiting")
     public static let unavailable = ProtocolError(110, "temporarily unavailable")
+    public static let notAuthenticated = ProtocolError(111, "not authenticated")
+    public static func invalidToken(_ failure: TokenFailure) -> ProtocolError { .init(112, failure.message) }
+    public static let tokenExpired = ProtocolError(113, "token expired")
+    public static let alreadyConnected = ProtocolError(114, "already connected")
+    public static let unauthorized = ProtocolError(115, "unauthorized")
+    public static let notFound = ProtocolError(116, "not found")
+    public static let tooLarge = ProtocolError(117, "request too large")
+
+    /// A refused token as an error reply: 113 when a fresh token would do, 112 otherwise.
+    public static func refused(_ failure: TokenFailure) -> ProtocolError {
+        failure == .expired ? .tokenExpired : .invalidToken(failure)
+    }
 
     /// Every code with its meaning (the detail of 100 and 104 varies).
     public static let all: [ProtocolError] = [
         .init(100, "bad request"), .unknownCommand, .unknownNamespace, .invalidChannel, .init(104, "not allowed"),
         .tooManySubscriptions, .rateLimited, .alreadySubscribed, .notSubscribed, .tooManyWaitingCommands,
-        .unavailable,
+        .unavailable, .notAuthenticated, .init(112, "invalid token"), .tokenExpired, .alreadyConnected,
+        .unauthorized, .notFound, .tooLarge,
     ]
 }

@@ -42,6 +42,28 @@ public enum ServerMessage {
         return frame(json + "}")
     }
 
+    /// The token expires at `expiresAt` (Unix seconds): send `refresh` with a new one before then.
+    public static func refresh(expiresAt: Double) -> ByteBuffer {
+        frame("{\"push\":\"refresh\",\"expires_at\":\(Int(expiresAt))}")
+    }
+
+    /// The server subscribed the connection to a channel (a token's `channels`, or the server API).
+    /// `result` is the object a subscribe reply would carry.
+    static func subscribed(channel: String, result: String) -> ByteBuffer {
+        frame("{\"push\":\"subscribed\",\"channel\":\(quote(channel))," + result.dropFirst())
+    }
+
+    /// The server ended a subscription (the server API, or a server-side subscribe that failed).
+    static func unsubscribed(channel: String, error: ProtocolError?) -> ByteBuffer {
+        let error = error.map { ",\"error\":{\"code\":\($0.code),\"message\":\(quote($0.message))}" } ?? ""
+        return frame("{\"push\":\"unsubscribed\",\"channel\":\(quote(channel))\(error)}")
+    }
+
+    /// A message the application's backend sent to this user (the server API's `send`).
+    public static func message(data: String) -> ByteBuffer {
+        frame("{\"push\":\"message\",\"data\":\(data)}")
+    }
+
     static func frame(_ json: String) -> ByteBuffer { FrameEncoder.encodeText(json) }
 
     /// A JSON string literal.

@@ -30,7 +30,9 @@ final class RecordingApplication: SwitchboardApplication {
 
     var supportedSubprotocols: [String] { ["chat.v2", "chat.v1"] }
 
-    func shouldUpgrade(_ request: HTTPRequestHead, on eventLoop: any EventLoop) -> EventLoopFuture<UpgradeDecision> {
+    func shouldUpgrade(
+        _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision> {
         if let decide { return decide(request, eventLoop) }
         let query = request.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
         var user: String?

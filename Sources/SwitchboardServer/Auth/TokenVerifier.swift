@@ -1,0 +1,184 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Where tokens come from and what they must say: the keys, a JWKS URL, the claim rules.
+public struct AuthConfiguration: Sendable {
+    public var keys: [TokenKey] = []
+    /// A JWKS fetched over HTTP(S): at start, again when a token names an unknown `kid` (at most once per
+    /// `jwksMinimumRefetchInterval`), and in the background once the copy is older than `jwksMaximumAge`.
+    public var jwksURL: String?
+    public var jwksMinimumRefetchInterval = TimeAmount.seconds(30)
+    public var jwksMaximumAge = TimeAmount.hours(1)
+    public var rules = TokenRules()
+    /// Whether connections without a token (or with an empty `sub`) are accepted. Default: only when no
+    /// key is configured (a development server).
+    public var allowAnonymous: Bool?
+    /// How long a connection that has not authenticated (no token in the upgrade) has to send `connect`.
+    /// Default 5 s.
+    public var connectTimeout = TimeAmount.seconds(5)
+    /// How long before a token's expiry the server sends the `refresh` push. Default 30 s.
+    public var refreshNotice = TimeAmount.seconds(30)
+    /// A refused token is logged at most once per this interval per client address. Default 60 s.
+    public var failureLogInterval = TimeAmount.seconds(60)
+
+    public init() {}
+
+    public var anonymousAllowed: Bool { allowAnonymous ?? (keys.isEmpty && jwksURL == nil) }
+}
+
+/// Verifies connection, refresh and subscription tokens. Keys known at the time are checked
+/// synchronously; a token naming an unknown key waits for one JWKS refetch.
+public final class TokenVerifier: Sendable {
+    public let configuration: AuthConfiguration
+    private let staticKeys: TokenKeyRing
+    private let logger: Logger
+    private let clock: @Sendable () -> Double
+    // Lock: guards the key ring (static keys plus the last JWKS) and the fetch bookkeeping, swapped whole.
+    private let state: NIOLockedValueBox<FetchState>
+
+    private struct FetchState {
+        var ring: TokenKeyRing
+        var lastAttempt: NIODeadline?
+        var lastSuccess: NIODeadline?
+        var inFlight: Task<Void, Never>?
+    }
+
+    /// Makes the key ring and fetches the JWKS once (a failed first fetch is logged, not fatal: the
+    /// next token with an unknown key tries again).
+    ///
+    /// - Parameter clock: the current Unix time in seconds (tests move it).
+    public static func make(
+        _ configuration: AuthConfiguration, logger: Logger = Logger(label: "switchboard.auth"),
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) async throws -> TokenVerifier {
+        let ring = try await TokenKeyRing.make(configuration.keys)
+        let verifier = TokenVerifier(configuration, ring: ring, logger: logger, clock: clock)
+        if configuration.jwksURL != nil {
+            await verifier.refetch()
+            // The interval limits refetches for unknown keys; the first one may come right away.
+            verifier.state.withLockedValue { $0.lastAttempt = nil }
+        }
+        return verifier
+    }
+
+    private init(
+        _ configuration: AuthConfiguration, ring: TokenKeyRing, logger: Logger, clock: @escaping @Sendable () -> Double
+    ) {
+        self.configuration = configuration
+        self.staticKeys = ring
+        self.logger = logger
+        self.clock = clock
+        self.state = NIOLockedValueBox(FetchState(ring: ring))
+    }
+
+    /// The current Unix time, as tokens count it.
+    public var now: Double { clock() }
+
+    /// The moment on this host's monotonic clock when Unix time `unix` comes.
+    public func deadline(_ unix: Double) -> NIODeadline {
+        let seconds = min(max(unix - clock(), 0), 10 * 365 * 24 * 3600)
+        return .now() + .nanoseconds(Int64(seconds * 1e9))
+    }
+
+    /// Verifies `token`, completing on `eventLoop` with its claims or failing with a `TokenFailure`.
+    /// Already complete unless the token names a key the server must fetch first.
+    public func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<TokenClaims> {
+        let (ring, stale) = state.withLockedValue { ($0.ring, self.isStale($0)) }
+        if stale { startRefetch() }
+        let result = ring.verify(token, now: clock(), rules: configuration.rules)
+        guard case .failure(.unknownKey) = result, configuration.jwksURL != nil, mayRefetch() else {
+            return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error })
+        }
+        let promise = eventLoop.makePromise(of: TokenClaims.self)
+        promise.completeWithTask {
+            await self.refetch()
+            let ring = self.state.withLockedValue { $0.ring }
+            return try ring.verify(token, now: self.clock(), rules: self.configuration.rules).get()
+        }
+        return promise.futureResult
+    }
+
+    private func isStale(_ state: FetchState) -> Bool {
+        guard configuration.jwksURL != nil, state.inFlight == nil, let last = state.lastSuccess else { return false }
+        return last + configuration.jwksMaximumAge < .now()
+    }
+
+    private func mayRefetch() -> Bool {
+        state.withLockedValue { state in
+            guard let last = state.lastAttempt else { return true }
+            return state.inFlight != nil || last + configuration.jwksMinimumRefetchInterval < .now()
+        }
+    }
+
+    private func startRefetch() {
+        Task { await refetch() }
+    }
+
+    /// Fetches the JWKS, or waits for the fetch already under way: one request however many tokens ask.
+    func refetch() async {
+        let task = state.withLockedValue { state -> Task<Void, Never> in
+            if let running = state.inFlight { return running }
+            state.lastAttempt = .now()
+            let task = Task { await self.fetch() }
+            state.inFlight = task
+            return task
+        }
+        await task.value
+    }
+
+    private func fetch() async {
+        defer { state.withLockedValue { $0.inFlight = nil } }
+        guard let url = configuration.jwksURL else { return }
+        do {
+            let request = HTTPClientRequest(url: url)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            guard response.status == .ok else { throw TokenKeyError(description: "HTTP \(response.status.code)") }
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let fetched = try await TokenKeyRing.make([.jwks(json: String(buffer: body))])
+            let ring = staticKeys.merged(with: fetched)
+            state.withLockedValue {
+                $0.ring = ring
+                $0.lastSuccess = .now()
+            }
+            logger.info("JWKS fetched", metadata: ["url": "\(url)"])
+        } catch {
+            logger.warning(
+                "JWKS fetch failed; keeping the keys already known", metadata: ["url": "\(url)", "error": "\(error)"])
+        }
+    }
+}
+
+/// Logs at most once per interval per client address, so a bot retrying bad tokens cannot flood the log.
+final class ThrottledLog: Sendable {
+    private let interval: TimeAmount
+    private let logger: Logger
+    // Lock: guards when each address was last logged.
+    private let last = NIOLockedValueBox<[String: NIODeadline]>([:])
+    private static let maxAddresses = 10_000
+
+    init(interval: TimeAmount, logger: Logger) {
+        self.interval = interval
+        self.logger = logger
+    }
+
+    func warning(_ message: Logger.Message, address: SocketAddress?, metadata: Logger.Metadata) {
+        let key = address?.ipAddress ?? "unknown"
+        let now = NIODeadline.now()
+        let due = last.withLockedValue { last -> Bool in
+            if let previous = last[key], previous + interval > now { return false }
+            if last.count >= Self.maxAddresses {
+                last = last.filter { $0.value + interval > now }
+                if last.count >= Self.maxAddresses { last.removeAll() }
+            }
+            last[key] = now
+            return true
+        }
+        guard due else { return }
+        var metadata = metadata
+        metadata["address"] = "\(key)"
+        logger.warning(message, metadata: metadata)
+    }
+}

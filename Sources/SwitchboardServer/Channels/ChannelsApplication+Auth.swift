@@ -1,0 +1,188 @@
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+/// Authentication on the connection (docs/PROTOCOL.md, "Authentication"): the `connect` command, the
+/// connect deadline, token expiry with its `refresh` push and command, and subscription tokens.
+extension ChannelsApplication {
+    /// A new session is connected already when the upgrade named its user (a bearer token, or the
+    /// embedder's authenticator); otherwise it waits for `connect`, for a limited time unless anonymous
+    /// connections are allowed anyway.
+    func startAuthentication(_ session: ClientSession, loop: ChannelsLoop) {
+        let connection = session.connection
+        if connection.userID != nil || connection.attachment is TokenClaims {
+            let claims = connection.attachment as? TokenClaims
+            connected(session, expiresAt: claims?.expiresAt, loop: loop)
+            for channel in claims?.channels ?? [] {
+                subscribeOnServer(channel, recover: nil, session: session, loop: loop)
+            }
+            return
+        }
+        guard !anonymousAllowed, let timeout = verifier?.configuration.connectTimeout else { return }
+        session.connectTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard session.authState != .connected, !session.isClosed else { return }
+            session.connection.close(.authenticationTimeout, message: nil)
+        }
+    }
+
+    /// Whether `command` may run now; if not, it has been held or answered.
+    func admits(_ command: ClientCommand, session: ClientSession) -> Bool {
+        switch command.kind {
+        case .connect, .ping: return true
+        default: break
+        }
+        switch session.authState {
+        case .connected:
+            return true
+        case .connecting:
+            guard session.held.count < Self.maxWaitingCommands else {
+                session.reply(ServerMessage.error(id: command.id, .tooManyWaitingCommands))
+                return false
+            }
+            session.held.append(command)
+            return false
+        case .awaitingConnect:
+            guard anonymousAllowed else {
+                session.reply(ServerMessage.error(id: command.id, .notAuthenticated))
+                return false
+            }
+            // A client that never sends connect (protocol v1's) is anonymous where that is allowed.
+            connected(session, expiresAt: nil, loop: nil)
+            return true
+        }
+    }
+
+    func connect(
+        id: Int, token: String?, recover: [String: StreamPosition], session: ClientSession, loop: ChannelsLoop
+    ) {
+        guard session.authState == .awaitingConnect else {
+            guard session.authState == .connected, token == nil else {
+                return session.reply(ServerMessage.error(id: id, .alreadyConnected))
+            }
+            return session.reply(ServerMessage.reply(id: id, result: connectResult(session)))
+        }
+        guard let token else {
+            guard anonymousAllowed else { return session.reply(ServerMessage.error(id: id, .notAuthenticated)) }
+            connected(session, expiresAt: nil, loop: loop)
+            return session.reply(ServerMessage.reply(id: id, result: connectResult(session)))
+        }
+        guard let verifier else {
+            return session.reply(ServerMessage.error(id: id, .badRequest("this server takes no tokens")))
+        }
+        session.authState = .connecting
+        let anonymousAllowed = self.anonymousAllowed
+        verifier.verify(token, on: loop.eventLoop)
+            .flatMapThrowing { claims -> TokenClaims in
+                guard !claims.subject.isEmpty || anonymousAllowed else { throw TokenFailure.anonymousNotAllowed }
+                return claims
+            }
+            .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
+            .assumeIsolated()
+            .whenComplete { result in
+                guard !session.isClosed else { return }
+                switch result {
+                case .success(let claims):
+                    let user = claims.subject.isEmpty ? nil : claims.subject
+                    session.connection.identify(userID: user, info: claims.info)
+                    session.member = PresenceMember(client: session.id, user: user, data: claims.info)
+                    self.connected(session, expiresAt: claims.expiresAt, loop: loop)
+                    session.reply(ServerMessage.reply(id: id, result: self.connectResult(session)))
+                    for channel in claims.channels {
+                        self.subscribeOnServer(channel, recover: recover[channel], session: session, loop: loop)
+                    }
+                case .failure(let failure as TokenFailure):
+                    self.refused(failure, address: session.connection.remoteAddress, during: "connect")
+                    session.reply(ServerMessage.error(id: id, .refused(failure)))
+                    session.held = []
+                    session.connection.close(
+                        failure == .expired ? .tokenExpired : .invalidToken, message: failure.message)
+                    return
+                case .failure(let error):
+                    self.logger.warning("token check failed", metadata: ["error": "\(error)"])
+                    session.authState = .awaitingConnect
+                    session.reply(ServerMessage.error(id: id, .unavailable))
+                }
+                let held = session.held
+                session.held = []
+                for command in held where !session.isClosed { self.handle(command, session: session, loop: loop) }
+            }
+    }
+
+    /// The session is authenticated: start its expiry, if its token has one.
+    func connected(_ session: ClientSession, expiresAt: Double?, loop: ChannelsLoop?) {
+        session.authState = .connected
+        session.connectTimer?.cancel()
+        session.connectTimer = nil
+        guard let expiresAt, let verifier, let loop else { return }
+        setExpiry(expiresAt, session: session, verifier: verifier, loop: loop)
+    }
+
+    /// Closes the connection with 4001 at `expiresAt`, after a `refresh` push `refreshNotice` before.
+    func setExpiry(_ expiresAt: Double?, session: ClientSession, verifier: TokenVerifier, loop: ChannelsLoop) {
+        session.expiresAt = expiresAt
+        session.refreshTimer?.cancel()
+        session.refreshTimer = nil
+        guard let expiresAt else { return session.connection.expire(at: nil) }
+        let deadline = verifier.deadline(expiresAt)
+        session.connection.expire(at: deadline)
+        let notice = deadline - verifier.configuration.refreshNotice
+        session.refreshTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: notice) {
+            guard !session.isClosed else { return }
+            session.reply(ServerMessage.refresh(expiresAt: expiresAt))
+        }
+    }
+
+    func refresh(id: Int, token: String, session: ClientSession, loop: ChannelsLoop) {
+        guard let verifier else {
+            return session.reply(ServerMessage.error(id: id, .badRequest("this server takes no tokens")))
+        }
+        let user = session.connection.userID ?? ""
+        verifier.verify(token, on: loop.eventLoop)
+            .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
+            .assumeIsolated()
+            .whenComplete { result in
+                guard !session.isClosed else { return }
+                switch result {
+                case .success(let claims) where claims.subject == user:
+                    self.setExpiry(claims.expiresAt, session: session, verifier: verifier, loop: loop)
+                    let expires = claims.expiresAt.map { ",\"expires_at\":\(Int($0))" } ?? ""
+                    session.reply(ServerMessage.reply(id: id, result: "{" + expires.dropFirst() + "}"))
+                case .success:
+                    self.refused(.wrongUser, address: session.connection.remoteAddress, during: "refresh")
+                    session.reply(ServerMessage.error(id: id, .invalidToken(.wrongUser)))
+                case .failure(let failure as TokenFailure):
+                    self.refused(failure, address: session.connection.remoteAddress, during: "refresh")
+                    session.reply(ServerMessage.error(id: id, .refused(failure)))
+                case .failure:
+                    session.reply(ServerMessage.error(id: id, .unavailable))
+                }
+            }
+    }
+
+    /// Checks a subscription token for `channel` and the session's user; completes on the session's loop.
+    func checkSubscriptionToken(
+        _ token: String, channel: String, session: ClientSession, loop: ChannelsLoop
+    ) -> EventLoopFuture<Void> {
+        guard let verifier else { return loop.eventLoop.makeFailedFuture(TokenFailure.unknownKey) }
+        let user = session.connection.userID ?? ""
+        return verifier.verify(token, on: loop.eventLoop)
+            .flatMapThrowing { claims in
+                guard claims.channel == channel else { throw TokenFailure.wrongChannel }
+                guard claims.subject == user else { throw TokenFailure.wrongUser }
+            }
+            .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
+    }
+
+    private func connectResult(_ session: ClientSession) -> String {
+        let user = session.connection.userID.map(ServerMessage.quote) ?? "null"
+        let expires = session.expiresAt.map { ",\"expires_at\":\(Int($0))" } ?? ""
+        return "{\"client\":\"\(session.id)\",\"user\":\(user)\(expires)}"
+    }
+
+    /// Counts a refused token and logs it, at most once per interval per client address.
+    func refused(_ failure: TokenFailure, address: SocketAddress?, during step: String) {
+        authFailures[failure]?.increment()
+        failureLog.warning(
+            "token refused", address: address, metadata: ["reason": "\(failure.rawValue)", "during": "\(step)"])
+    }
+}

@@ -1,0 +1,247 @@
+import Foundation
+import JWTKit
+import MetricsTestKit
+import NIOCore
+import NIOPosix
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardServer
+import Testing
+
+/// Token authentication over real sockets: the `connect` command, the upgrade's bearer header, every
+/// kind of refused token, expiry with refresh, and keys from HMAC secrets, PEM files and a JWKS server.
+@Suite("Authentication", .serialized)
+struct AuthTests {
+    private func server(
+        _ auth: AuthConfiguration = .testDefaults(), metrics: TestMetrics? = nil,
+        channels: (inout ChannelsConfiguration) -> Void = { _ in }
+    ) async throws -> ChannelsServer {
+        try await ChannelsServer.start(
+            verifier: try await TokenVerifier.make(auth), metrics: metrics, channels: channels)
+    }
+
+    @Test func connectCommandAuthenticatesAndCarriesPresenceData() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let token = try await TestKeys.sign(TestClaims(sub: "ada", info: ["name": "Ada"]), with: await TestKeys.hmac())
+        let client = try await server.connect()
+        let (reply, _) = try await client.call(["cmd": "connect", "token": token])
+        #expect(reply.ok?["user"] as? String == "ada")
+        #expect(reply.ok?["expires_at"] is Int)
+        _ = try await client.call(["cmd": "subscribe", "channel": "chat:room"])
+        let (presence, _) = try await client.call(["cmd": "presence", "channel": "chat:room"])
+        let members = presence.ok?["members"] as? [[String: Any]]
+        #expect(members?.first?["user"] as? String == "ada")
+        #expect((members?.first?["data"] as? [String: Any])?["name"] as? String == "Ada")
+        // A second connect is refused; a publication carries the authenticated user.
+        #expect(try await client.call(["cmd": "connect", "token": token]).reply.errorCode == 114)
+        _ = try await client.call(["cmd": "publish", "channel": "chat:room", "data": ["t": 1]])
+        #expect(try await client.nextPush("pub")["user"] as? String == "ada")
+    }
+
+    @Test func bearerHeaderAuthenticatesTheUpgrade() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let token = try await TestKeys.sign(TestClaims(sub: "bob"), with: await TestKeys.hmac())
+        let client = try await server.connect(headers: [("Authorization", "Bearer \(token)")])
+        // Connected already: commands run without connect, and a tokenless connect reports who we are.
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:a"]).reply.ok != nil)
+        #expect(try await client.call(["cmd": "connect"]).reply.ok?["user"] as? String == "bob")
+
+        let forged = try await TestKeys.sign(TestClaims(sub: "bob"), with: await TestKeys.hmac(TestKeys.otherSecret))
+        await #expect {
+            _ = try await server.connect(headers: [("Authorization", "Bearer \(forged)")])
+        } throws: { error in
+            let failure = error as? HandshakeFailure
+            return failure?.status == 401 && failure?.body.contains("invalid token: bad signature") == true
+        }
+    }
+
+    /// Each refused token gets its own error and close reason, and its own metrics label.
+    @Test func refusedTokensAreAnsweredWithTheirReasonAndCounted() async throws {
+        let metrics = TestMetrics()
+        let server = try await server(metrics: metrics)
+        defer { Task { await server.stop() } }
+        let keys = await TestKeys.hmac()
+        let now = Date().timeIntervalSince1970
+        let cases: [(token: String, error: Int, close: UInt16, reason: String, label: String)] = [
+            (
+                try await TestKeys.sign(TestClaims(sub: "a", ttl: -10), with: keys), 113, 4001, "token expired",
+                "expired"
+            ),
+            (
+                try await TestKeys.sign(TestClaims(sub: "a", nbf: now + 300), with: keys), 112, 4003,
+                "invalid token: not yet valid", "not_yet_valid"
+            ),
+            ("not-a-token", 112, 4003, "invalid token: malformed", "malformed"),
+            (try TestKeys.unsigned(TestClaims(sub: "a")), 112, 4003, "invalid token: unsigned (alg none)", "alg_none"),
+            (
+                try await TestKeys.sign(TestClaims(sub: "a"), with: await TestKeys.hmac(TestKeys.otherSecret)), 112,
+                4003, "invalid token: bad signature", "invalid_signature"
+            ),
+            (
+                try await TestKeys.sign(TestClaims(sub: "a"), with: await TestKeys.hmac(kid: "k9"), kid: "k9"), 112,
+                4003, "invalid token: unknown key", "unknown_key"
+            ),
+            (
+                try await TestKeys.sign(TestClaims(sub: nil), with: keys), 112, 4003, "invalid token: no sub claim",
+                "missing_subject"
+            ),
+            (
+                try await TestKeys.sign(TestClaims(sub: ""), with: keys), 112, 4003,
+                "invalid token: anonymous connections are not allowed", "anonymous_not_allowed"
+            ),
+        ]
+        for refused in cases {
+            let client = try await server.connect()
+            let (reply, _) = try await client.call(["cmd": "connect", "token": refused.token])
+            #expect(reply.errorCode == refused.error, "\(refused.label)")
+            let notice = try await client.nextPush("disconnect")
+            #expect(notice["reconnect"] as? Bool == (refused.label == "expired"), "\(refused.label)")
+            let close = try await client.client.waitForClose()
+            #expect(close?.code == refused.close, "\(refused.label)")
+            #expect(close?.reason == refused.reason, "\(refused.label)")
+            let counted = try metrics.expectCounter("switchboard_auth_failures_total", [("reason", refused.label)])
+            #expect(counted.totalValue == 1, "\(refused.label)")
+        }
+    }
+
+    @Test func anonymousConnectionsAreRefusedThenClosedWhenNotAllowed() async throws {
+        let server = try await server(.testDefaults { $0.connectTimeout = .seconds(1) })
+        defer { Task { await server.stop() } }
+        let client = try await server.connect()
+        #expect(try await client.call(["cmd": "subscribe", "channel": "chat:a"]).reply.errorCode == 111)
+        #expect(try await client.call(["cmd": "connect"]).reply.errorCode == 111)
+        #expect(try await client.call(["cmd": "ping"]).reply.ok != nil)
+        let close = try await client.client.waitForClose()
+        #expect(close?.code == 4002)
+        #expect(close?.reason == "not authenticated in time")
+    }
+
+    @Test func anonymousConnectionsWorkWhereAllowed() async throws {
+        let server = try await server(.testDefaults { $0.allowAnonymous = true })
+        defer { Task { await server.stop() } }
+        let implicit = try await server.connect()
+        #expect(try await implicit.call(["cmd": "subscribe", "channel": "chat:a"]).reply.ok != nil)
+        let explicit = try await server.connect()
+        let (reply, _) = try await explicit.call(["cmd": "connect"])
+        #expect(reply.ok?["user"] is NSNull)
+    }
+
+    @Test func refreshBeforeExpiryKeepsTheConnectionAndExpiryClosesIt() async throws {
+        let server = try await server(.testDefaults { $0.refreshNotice = .seconds(2) })
+        defer { Task { await server.stop() } }
+        let keys = await TestKeys.hmac()
+        let refreshed = try await server.connect()
+        _ = try await refreshed.call([
+            "cmd": "connect", "token": try await TestKeys.sign(TestClaims(sub: "ada", ttl: 3), with: keys),
+        ])
+        let expiring = try await server.connect()
+        _ = try await expiring.call([
+            "cmd": "connect", "token": try await TestKeys.sign(TestClaims(sub: "ada", ttl: 3), with: keys),
+        ])
+
+        let push = try await refreshed.nextPush("refresh")
+        #expect(push["expires_at"] is Int)
+        let other = try await TestKeys.sign(TestClaims(sub: "eve", ttl: 60), with: keys)
+        #expect(try await refreshed.call(["cmd": "refresh", "token": other]).reply.errorCode == 112)
+        let fresh = try await TestKeys.sign(TestClaims(sub: "ada", ttl: 60), with: keys)
+        let (reply, _) = try await refreshed.call(["cmd": "refresh", "token": fresh])
+        #expect(reply.ok?["expires_at"] is Int)
+
+        _ = try await expiring.nextPush("refresh")
+        let notice = try await expiring.nextPush("disconnect")
+        #expect(notice["code"] as? Int == 4001)
+        #expect(notice["reconnect"] as? Bool == true)
+        #expect(try await expiring.client.waitForClose()?.code == 4001)
+        // Well past the first token's expiry, the refreshed connection still answers.
+        #expect(try await refreshed.call(["cmd": "ping"]).reply.ok != nil)
+    }
+
+    @Test func rsaAndECPublicKeysAndRotatedSecretsAreAccepted() async throws {
+        let rsa = try await TestKeys.rsa()
+        let ec = try await TestKeys.ec(kid: "ec1")
+        let newSecret = "the-new-secret-after-rotation-xxxxxxxxxxxxx"
+        let server = try await server(
+            .testDefaults {
+                $0.keys += [.publicKey(pem: rsa.pem), .publicKey(pem: ec.pem, kid: "ec1"), .hmac(secret: newSecret)]
+            })
+        defer { Task { await server.stop() } }
+        let tokens = [
+            ("rsa", try await TestKeys.sign(TestClaims(sub: "rsa"), with: rsa.signer)),
+            ("ec", try await TestKeys.sign(TestClaims(sub: "ec"), with: ec.signer, kid: "ec1")),
+            ("old", try await TestKeys.sign(TestClaims(sub: "old"), with: await TestKeys.hmac())),
+            ("new", try await TestKeys.sign(TestClaims(sub: "new"), with: await TestKeys.hmac(newSecret))),
+        ]
+        for (user, token) in tokens {
+            let client = try await server.connect()
+            #expect(try await client.call(["cmd": "connect", "token": token]).reply.ok?["user"] as? String == user)
+        }
+    }
+
+    /// Keys from a JWKS served over HTTP: a token with a new `kid` makes the server fetch again (once per
+    /// interval, however many tokens ask).
+    @Test func jwksIsFetchedAndRefetchedForANewKey() async throws {
+        let first = try await TestKeys.ec(kid: "k1")
+        let second = try await TestKeys.ec(kid: "k2")
+        let third = try await TestKeys.ec(kid: "k3")
+        let jwks = try await JWKSServer.start(keys: [first.jwk])
+        defer { Task { await jwks.stop() } }
+        let server = try await server(
+            .testDefaults {
+                $0.keys = []
+                $0.jwksURL = jwks.url
+            })
+        defer { Task { await server.stop() } }
+        #expect(jwks.fetches == 1)
+        let client = try await server.connect()
+        let token = try await TestKeys.sign(TestClaims(sub: "k1user"), with: first.signer, kid: "k1")
+        #expect(try await client.call(["cmd": "connect", "token": token]).reply.ok?["user"] as? String == "k1user")
+
+        jwks.setKeys([first.jwk, second.jwk])
+        let rotated = try await server.connect()
+        let newToken = try await TestKeys.sign(TestClaims(sub: "k2user"), with: second.signer, kid: "k2")
+        #expect(try await rotated.call(["cmd": "connect", "token": newToken]).reply.ok?["user"] as? String == "k2user")
+        #expect(jwks.fetches == 2)
+
+        jwks.setKeys([first.jwk, second.jwk, third.jwk])
+        let tooSoon = try await server.connect()
+        let thirdToken = try await TestKeys.sign(TestClaims(sub: "k3user"), with: third.signer, kid: "k3")
+        #expect(try await tooSoon.call(["cmd": "connect", "token": thirdToken]).reply.errorCode == 112)
+        #expect(jwks.fetches == 2)
+    }
+
+    /// The token's `channels` are subscribed at connect, with recovery from the positions `connect` names.
+    @Test func tokenChannelsAreSubscribedAndRecovered() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let first = try await server.application.publish(channel: "chat:news", data: "1", on: loop).get()
+        _ = try await server.application.publish(channel: "chat:news", data: "2", on: loop).get()
+        let history = try await server.application.publish(channel: "chat:news", data: "3", on: loop).get()
+        let token = try await TestKeys.sign(
+            TestClaims(sub: "ada", channels: ["chat:news"]), with: await TestKeys.hmac())
+        let client = try await server.connect()
+        let recover: [String: Any] = [
+            "chat:news": ["offset": first.offset, "epoch": try await epoch(server, "chat:news")]
+        ]
+        _ = try await client.call(["cmd": "connect", "token": token, "recover": recover])
+        let subscribed = try await client.nextPush("subscribed")
+        #expect(subscribed["channel"] as? String == "chat:news")
+        #expect(subscribed["recovered"] as? Bool == true)
+        #expect((subscribed["publications"] as? [[String: Any]])?.compactMap { $0["offset"] as? Int } == [2, 3])
+        #expect(subscribed["offset"] as? Int == history.offset)
+        _ = try await server.application.publish(channel: "chat:news", data: "4", on: loop).get()
+        #expect(try await client.nextPush("pub")["offset"] as? Int == 4)
+    }
+
+    private func epoch(_ server: ChannelsServer, _ channel: String) async throws -> String {
+        let reader = try await server.connect(headers: [
+            (
+                "Authorization",
+                "Bearer \(try await TestKeys.sign(TestClaims(sub: "reader"), with: await TestKeys.hmac()))"
+            )
+        ])
+        return try await reader.call(["cmd": "history", "channel": channel]).reply.ok?["epoch"] as? String ?? ""
+    }
+}
