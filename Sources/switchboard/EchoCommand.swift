@@ -14,6 +14,7 @@ struct EchoCommand: AsyncParsableCommand {
     var broadcast = false
 
     func run() async throws {
+        _ = bootstrap(transport)
         try await runServer(transport, path: nil, application: EchoApplication(broadcast: broadcast))
     }
 }

@@ -1,40 +1,66 @@
+import Atomics
 import Foundation
 import Logging
+import Metrics
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardNIO
 
-/// Serves until SIGINT or SIGTERM, which drain the server; returns normally so the process exits 0.
-/// The ready line ("switchboard listening on …", which scripts wait for) is printed only once the
-/// signal handlers are in place, so a signal sent after it always means a graceful shutdown.
-func runServer(_ options: TransportOptions, path: String?, application: any SwitchboardApplication) async throws {
+/// Sets up logging at `options`' level and Prometheus as the swift-metrics backend (what `/metrics`
+/// shows). Call once, before making anything that logs or counts.
+func bootstrap(_ options: TransportOptions) -> PrometheusCollectorRegistry {
     let level = Logger.Level(rawValue: options.logLevel) ?? .info
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
         return handler
     }
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    return registry
+}
+
+/// Serves until SIGINT or SIGTERM, which drain the server; returns normally so the process exits 0.
+/// The ready line ("switchboard listening on …", which scripts wait for) is printed only once the
+/// signal handlers are in place, so a signal sent after it always means a graceful shutdown.
+/// `alongside` makes services that run beside the WebSocket server (the HTTP API) and stop after it has
+/// drained, given whether the server takes connections (false while starting and draining).
+func runServer(
+    _ options: TransportOptions, path: String?, application: any SwitchboardApplication,
+    alongside: (_ ready: @escaping @Sendable () -> Bool) throws -> [any Service] = { _ in [] }
+) async throws {
     let logger = Logger(label: "switchboard")
     let server = WebSocketServer(
         configuration: options.configuration(path: path), application: application, logger: logger)
-    let announced = AnnouncingServer(server: server) { address in
+    let started = ManagedAtomic(false)
+    let others = try alongside { started.load(ordering: .relaxed) && !server.hub.isShuttingDown }
+    let announced = AnnouncingServer(server: server, ready: started) { address in
         print("switchboard listening on ws://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
         fflush(nil)
     }
+    // Services stop in reverse order: the WebSocket server drains first, while the API still answers
+    // (`/ready` false).
+    let services =
+        others.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) } + [
+            .init(service: announced)
+        ]
     let group = ServiceGroup(
-        configuration: .init(
-            services: [.init(service: announced)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await group.run()
 }
 
 /// Starts the server inside the service group, then announces where it listens.
 private struct AnnouncingServer: Service {
     let server: WebSocketServer
+    let ready: ManagedAtomic<Bool>
     let announce: @Sendable (SocketAddress) -> Void
 
     func run() async throws {
-        announce(try await server.start())
+        let address = try await server.start()
+        ready.store(true, ordering: .relaxed)
+        announce(address)
         try await server.run()
     }
 }

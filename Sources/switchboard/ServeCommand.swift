@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Logging
+import ServiceLifecycle
 import SwitchboardCore
+import SwitchboardHTTPAPI
 import SwitchboardNIO
 import SwitchboardServer
 
@@ -12,10 +15,14 @@ struct ServeCommand: AsyncParsableCommand {
             Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Without --config there are two namespaces: the \
             default one (channels without ':'; no history, no presence) and `chat` (history of 100 publications for \
             5 minutes, presence, join/leave events). --config FILE replaces them with the namespaces and limits in a \
-            JSON file (docs/CONFIGURATION.md); the options below override the file.
+            JSON file (docs/CONFIGURATION.md); the options below override the file. With a token key \
+            (--token-secret, --token-public-key, --jwks-file, --jwks-url) clients authenticate with JSON Web Tokens. \
+            The server API, /metrics, /health and /ready listen on --api-host:--api-port (docs/API.md).
             """)
 
     @OptionGroup var transport: TransportOptions
+    @OptionGroup var auth: AuthOptions
+    @OptionGroup var api: APIOptions
 
     @Option(help: "Path of the WebSocket endpoint.")
     var path = "/ws"
@@ -68,15 +75,37 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let trustQuery = insecureUserFromQuery
+        let registry = bootstrap(transport)
         let channels = try channelsConfiguration()
-        let application = ChannelsApplication(configuration: channels) { request in
-            guard trustQuery else { return .accept(userID: nil, subprotocol: nil) }
-            return .accept(
+        let authConfiguration = try auth.configuration()
+        let verifier: TokenVerifier?
+        do {
+            verifier =
+                authConfiguration.keys.isEmpty && authConfiguration.jwksURL == nil
+                ? nil : try await TokenVerifier.make(authConfiguration)
+        } catch {
+            throw ValidationError("token keys: \(error)")
+        }
+        // Development only: the user named in the query string, unauthenticated.
+        let fromQuery: ChannelsApplication.Authenticator = { request in
+            .accept(
                 userID: queryParameter("user", in: request.uri), subprotocol: nil,
                 info: queryParameter("info", in: request.uri).map(ServerMessage.quote))
         }
-        try await runServer(transport, path: path, application: application)
+        let application = ChannelsApplication(
+            configuration: channels, verifier: verifier, authenticate: insecureUserFromQuery ? fromQuery : nil)
+        var apiConfiguration = APIConfiguration()
+        apiConfiguration.host = api.apiHost
+        apiConfiguration.port = api.apiPort
+        apiConfiguration.apiKey = api.key
+        let noAPI = api.noAPI
+        try await runServer(transport, path: path, application: application) { ready in
+            guard !noAPI else { return [] }
+            let server = try APIServer(
+                configuration: apiConfiguration, application: application, ready: ready, registry: registry,
+                logger: Logger(label: "switchboard.api"))
+            return [AnnouncingAPI(server: server)]
+        }
     }
 }
 
@@ -94,5 +123,21 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A high-concurrency WebSocket hub on SwiftNIO.",
-        subcommands: [ServeCommand.self, EchoCommand.self])
+        subcommands: [ServeCommand.self, EchoCommand.self, TokenCommand.self])
+}
+
+/// Runs the server API and prints where it listens (scripts wait for the line).
+private struct AnnouncingAPI: Service {
+    let server: APIServer
+
+    func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.run() }
+            if let address = await server.boundAddress() {
+                print("switchboard API on http://\(address.ipAddress ?? "127.0.0.1"):\(address.port ?? 0)")
+                fflush(nil)
+            }
+            try await group.waitForAll()
+        }
+    }
 }

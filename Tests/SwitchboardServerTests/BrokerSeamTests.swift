@@ -74,6 +74,9 @@ final class RemoteBroker: Broker, PresenceManager {
     ) -> EventLoopFuture<HistoryPage> {
         late(inner.history(channel: channel, since: since, limit: limit, options: options, on: here))
     }
+    func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        late(inner.removeHistory(channel: channel, on: here))
+    }
     func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         late(innerPresence.add(member, to: channel, on: here))
     }

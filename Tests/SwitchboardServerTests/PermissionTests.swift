@@ -8,23 +8,25 @@ import Testing
 struct PermissionTests {
     private func server() async throws -> ChannelsServer {
         let verifier = try await TokenVerifier.make(.testDefaults { $0.allowAnonymous = true })
-        return try await ChannelsServer.start(verifier: verifier, channels: { channels in
-            var members = NamespaceOptions()
-            members.permissions.subscribe = .authenticated
-            members.permissions.publish = .authenticated
-            channels.namespaces["members"] = members
-            var club = NamespaceOptions()
-            club.historySize = 10
-            club.presence = true
-            club.permissions.publish = .subscribers
-            club.permissions.presence = .subscribers
-            club.permissions.history = .subscribers
-            channels.namespaces["club"] = club
-            var secret = NamespaceOptions()
-            secret.permissions.subscribe = .token
-            channels.namespaces["private"] = secret
-            channels.namespaces["dm"] = NamespaceOptions()
-        })
+        return try await ChannelsServer.start(
+            verifier: verifier,
+            channels: { channels in
+                var members = NamespaceOptions()
+                members.permissions.subscribe = .authenticated
+                members.permissions.publish = .authenticated
+                channels.namespaces["members"] = members
+                var club = NamespaceOptions()
+                club.historySize = 10
+                club.presence = true
+                club.permissions.publish = .subscribers
+                club.permissions.presence = .subscribers
+                club.permissions.history = .subscribers
+                channels.namespaces["club"] = club
+                var secret = NamespaceOptions()
+                secret.permissions.subscribe = .token
+                channels.namespaces["private"] = secret
+                channels.namespaces["dm"] = NamespaceOptions()
+            })
     }
 
     private func user(_ name: String, on server: ChannelsServer) async throws -> ProtocolClient {
@@ -72,13 +74,16 @@ struct PermissionTests {
         let forOther = try await TestKeys.sign(TestClaims(sub: "ada", channel: "private:other"), with: keys)
         let wrongChannel = try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": forOther]).reply
         #expect(wrongChannel.errorCode == 112)
-        #expect((wrongChannel["error"] as? [String: Any])?["message"] as? String == "invalid token: for another channel")
+        #expect(
+            (wrongChannel["error"] as? [String: Any])?["message"] as? String == "invalid token: for another channel")
         let forBob = try await TestKeys.sign(TestClaims(sub: "bob", channel: "private:plans"), with: keys)
         #expect(
-            try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": forBob]).reply.errorCode == 112)
+            try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": forBob]).reply.errorCode == 112
+        )
         let expired = try await TestKeys.sign(TestClaims(sub: "ada", ttl: -5, channel: "private:plans"), with: keys)
         #expect(
-            try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": expired]).reply.errorCode == 113)
+            try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": expired]).reply.errorCode
+                == 113)
         let valid = try await TestKeys.sign(TestClaims(sub: "ada", channel: "private:plans"), with: keys)
         let accepted = try await ada.call(["cmd": "subscribe", "channel": "private:plans", "token": valid]).reply
         #expect(accepted.ok?["offset"] is Int)
@@ -92,7 +97,9 @@ struct PermissionTests {
         let anonymous = try await server.connect()
         #expect(try await ada.call(["cmd": "subscribe", "channel": "dm:#ada,bob"]).reply.ok != nil)
         let refused = try await carol.call(["cmd": "subscribe", "channel": "dm:#ada,bob"]).reply
-        #expect((refused["error"] as? [String: Any])?["message"] as? String == "not allowed: not one of this channel's users")
+        #expect(
+            (refused["error"] as? [String: Any])?["message"] as? String
+                == "not allowed: not one of this channel's users")
         #expect(try await carol.call(["cmd": "publish", "channel": "dm:#ada,bob", "data": 1]).reply.errorCode == 104)
         #expect(try await anonymous.call(["cmd": "subscribe", "channel": "dm:#ada,bob"]).reply.errorCode == 104)
         _ = try await ada.call(["cmd": "publish", "channel": "dm:#ada,bob", "data": ["hi": "bob"]])

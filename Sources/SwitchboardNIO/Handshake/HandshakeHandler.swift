@@ -27,6 +27,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Holds one of `maxConnections` from the reservation until the connection takes it over; released
     /// when the handler goes (the client left, the handshake timed out, the pipeline could not change).
     private var holdsSlot = false
+    private let started = NIODeadline.now()
 
     init(hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
         self.hub = hub
@@ -191,6 +192,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
             promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        hub.metrics.handshakeDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,

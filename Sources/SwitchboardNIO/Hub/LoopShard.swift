@@ -324,6 +324,7 @@ extension WebSocketConnection {
         case .wait(let until):
             return until
         case .ping(let checkAt):
+            hub.metrics.queueDepthSample.record(queue.count)
             writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
             return checkAt
         case .pongTimeout:

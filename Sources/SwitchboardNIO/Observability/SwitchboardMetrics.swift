@@ -30,6 +30,10 @@ public final class SwitchboardMetrics: Sendable {
     let slowConsumerDisconnects: Counter
     /// accept(2) failures for lack of descriptors or memory; each pauses accepting briefly.
     let acceptPaused: Counter
+    /// From TCP accepted to 101 sent: what the upgrade decision (token checks) costs a client.
+    let handshakeDuration: Timer
+    /// One connection's outbound queue length, sampled when the heartbeat pings it.
+    let queueDepthSample: Recorder
     private let factory: any MetricsFactory
 
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
@@ -60,6 +64,8 @@ public final class SwitchboardMetrics: Sendable {
         queueDropped = Counter(label: "switchboard_queue_dropped_total", factory: factory)
         slowConsumerDisconnects = Counter(label: "switchboard_slow_consumer_disconnects_total", factory: factory)
         acceptPaused = Counter(label: "switchboard_accept_paused_total", factory: factory)
+        handshakeDuration = Timer(label: "switchboard_handshake_duration_seconds", factory: factory)
+        queueDepthSample = Recorder(label: "switchboard_connection_queue_depth_messages", factory: factory)
         self.factory = factory
     }
 

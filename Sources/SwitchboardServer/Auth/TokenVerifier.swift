@@ -78,8 +78,10 @@ public final class TokenVerifier: Sendable {
     public var now: Double { clock() }
 
     /// The moment on this host's monotonic clock when Unix time `unix` comes.
-    public func deadline(_ unix: Double) -> NIODeadline {
-        let seconds = min(max(unix - clock(), 0), 10 * 365 * 24 * 3600)
+    public func deadline(_ unix: Double) -> NIODeadline { Self.deadline(unix, now: clock()) }
+
+    static func deadline(_ unix: Double, now: Double) -> NIODeadline {
+        let seconds = min(max(unix - now, 0), 10 * 365 * 24 * 3600)
         return .now() + .nanoseconds(Int64(seconds * 1e9))
     }
 

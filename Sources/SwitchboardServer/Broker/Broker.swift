@@ -105,6 +105,9 @@ public protocol Broker: Sendable {
     func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage>
+    /// Empties the channel's history, keeping its epoch and offset: a client recovering from before the
+    /// removal is told `recovered: false`, never handed a gap as if it were complete.
+    func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
 }
 
 /// Why a broker or presence call failed, in terms a client can be told.

@@ -131,6 +131,12 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededFuture(page)
     }
 
+    public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        checkNotReentrant()
+        withState(channel) { state in state.history.removeAll() }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
     // MARK: re-entrancy check (debug builds)
 
     private func checkNotReentrant() {

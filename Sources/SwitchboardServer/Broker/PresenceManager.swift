@@ -14,7 +14,7 @@ public struct PresenceMember: Sendable, Hashable {
         self.data = data
     }
 
-    var json: String {
+    public var json: String {
         let user = user.map(ServerMessage.quote) ?? "null"
         return "{\"client\":\"\(client)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
     }

@@ -61,11 +61,11 @@ final class ChannelsLoops: Sendable {
     let hub: Hub
     let loops: [ChannelsLoop]
 
-    init(hub: Hub, nodeSubscriptions: NodeSubscriptions) {
+    init(hub: Hub, nodeSubscriptions: NodeSubscriptions, metrics: ChannelsMetrics) {
         self.hub = hub
         let maxHeld = hub.configuration.queueMaxMessages
         self.loops = hub.loopShards.map {
-            ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions, maxHeld: maxHeld)
+            ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions, maxHeld: maxHeld, metrics: metrics)
         }
     }
 }

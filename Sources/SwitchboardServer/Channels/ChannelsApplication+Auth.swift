@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
@@ -113,19 +114,20 @@ extension ChannelsApplication {
         session.authState = .connected
         session.connectTimer?.cancel()
         session.connectTimer = nil
-        guard let expiresAt, let verifier, let loop else { return }
-        setExpiry(expiresAt, session: session, verifier: verifier, loop: loop)
+        guard let expiresAt, let loop else { return }
+        setExpiry(expiresAt, session: session, loop: loop)
     }
 
     /// Closes the connection with 4001 at `expiresAt`, after a `refresh` push `refreshNotice` before.
-    func setExpiry(_ expiresAt: Double?, session: ClientSession, verifier: TokenVerifier, loop: ChannelsLoop) {
+    func setExpiry(_ expiresAt: Double?, session: ClientSession, loop: ChannelsLoop) {
         session.expiresAt = expiresAt
         session.refreshTimer?.cancel()
         session.refreshTimer = nil
         guard let expiresAt else { return session.connection.expire(at: nil) }
-        let deadline = verifier.deadline(expiresAt)
+        let deadline =
+            verifier?.deadline(expiresAt) ?? TokenVerifier.deadline(expiresAt, now: Date().timeIntervalSince1970)
         session.connection.expire(at: deadline)
-        let notice = deadline - verifier.configuration.refreshNotice
+        let notice = deadline - (verifier?.configuration ?? AuthConfiguration()).refreshNotice
         session.refreshTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: notice) {
             guard !session.isClosed else { return }
             session.reply(ServerMessage.refresh(expiresAt: expiresAt))
@@ -144,7 +146,7 @@ extension ChannelsApplication {
                 guard !session.isClosed else { return }
                 switch result {
                 case .success(let claims) where claims.subject == user:
-                    self.setExpiry(claims.expiresAt, session: session, verifier: verifier, loop: loop)
+                    self.setExpiry(claims.expiresAt, session: session, loop: loop)
                     let expires = claims.expiresAt.map { ",\"expires_at\":\(Int($0))" } ?? ""
                     session.reply(ServerMessage.reply(id: id, result: "{" + expires.dropFirst() + "}"))
                 case .success:
@@ -181,7 +183,7 @@ extension ChannelsApplication {
 
     /// Counts a refused token and logs it, at most once per interval per client address.
     func refused(_ failure: TokenFailure, address: SocketAddress?, during step: String) {
-        authFailures[failure]?.increment()
+        metrics.authFailures[failure]?.increment()
         failureLog.warning(
             "token refused", address: address, metadata: ["reason": "\(failure.rawValue)", "during": "\(step)"])
     }

@@ -29,7 +29,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     let verifier: TokenVerifier?
     /// Whether connections without a user may use the server.
     let anonymousAllowed: Bool
-    let authFailures: [TokenFailure: Counter]
+    let metrics: ChannelsMetrics
     let failureLog: ThrottledLog
     let logger: Logger
     private let attachment = ManagedAtomicLazyReference<ChannelsLoops>()
@@ -54,15 +54,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         self.verifier = verifier
         let auth = verifier?.configuration ?? AuthConfiguration()
         self.anonymousAllowed = verifier == nil || auth.anonymousAllowed
-        self.authFailures = Dictionary(
-            uniqueKeysWithValues: TokenFailure.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_auth_failures_total", dimensions: [("reason", $0.rawValue)],
-                        factory: metricsFactory)
-                )
-            })
+        self.metrics = ChannelsMetrics(factory: metricsFactory)
         self.failureLog = ThrottledLog(interval: auth.failureLogInterval, logger: logger)
         self.logger = logger
         self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
@@ -102,7 +94,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     // MARK: SwitchboardApplication
 
     public func attached(to hub: Hub) {
-        let loops = attachment.storeIfNilThenLoad(ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions))
+        let loops = attachment.storeIfNilThenLoad(
+            ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions, metrics: metrics))
         precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
@@ -194,7 +187,9 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     }
 
     public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? {
-        ServerMessage.gap(channel: lane.name, dropped: dropped)
+        metrics.gaps[lane.policy]?.increment()
+        metrics.gapDropped[lane.policy]?.increment(by: dropped)
+        return ServerMessage.gap(channel: lane.name, dropped: dropped)
     }
 
     // MARK: BrokerEventHandler

@@ -89,9 +89,11 @@ final class ChannelsLoop: @unchecked Sendable {
     private(set) var channels: [String: LocalChannel] = [:]
     /// Events one recovering subscription may hold (the connection's queue bound in messages).
     private let maxHeld: Int
+    private let metrics: ChannelsMetrics
 
-    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int) {
+    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int, metrics: ChannelsMetrics) {
         self.shard = shard
+        self.metrics = metrics
         self.nodeSubscriptions = nodeSubscriptions
         self.maxHeld = maxHeld
     }
@@ -134,6 +136,10 @@ final class ChannelsLoop: @unchecked Sendable {
         let offset = event.offset
         for subscription in channel.subscribers {
             subscription.deliver(event, offset: offset, frame: frame, alone: alone, maxHeld: maxHeld)
+        }
+        metrics.deliveries.increment(by: channel.subscribers.count)
+        if case .publication(let publication) = event.kind {
+            metrics.publishToDelivery.recordNanoseconds(Int64(NIODeadline.now().uptimeNanoseconds) - publication.time)
         }
     }
 

@@ -18,7 +18,9 @@ public enum ServerMessage {
         frame(publicationJSON(publication, channel: channel, showUser: showUser, push: true))
     }
 
-    static func publicationJSON(_ publication: Publication, channel: String?, showUser: Bool, push: Bool) -> String {
+    public static func publicationJSON(_ publication: Publication, channel: String?, showUser: Bool, push: Bool)
+        -> String
+    {
         var json = push ? "{\"push\":\"pub\",\"channel\":\(quote(channel ?? "")),\"offset\":" : "{\"offset\":"
         json += "\(publication.offset),\"data\":\(publication.data)"
         if showUser, let user = publication.user { json += ",\"user\":\(quote(user))" }

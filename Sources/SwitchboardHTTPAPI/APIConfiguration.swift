@@ -1,0 +1,28 @@
+import Foundation
+import NIOCore
+
+/// Where the server API listens and who may call it.
+public struct APIConfiguration: Sendable {
+    /// Default loopback only: the API can publish and disconnect anyone.
+    public var host = "127.0.0.1"
+    /// Default 8081; 0 picks a free port.
+    public var port = 8081
+    /// Required in `Authorization: apikey KEY` or `X-API-Key: KEY` on every `/api/` request when set.
+    /// A listener on a non-loopback address refuses to start without one.
+    public var apiKey: String?
+    /// Bodies larger than this are refused with 413 (error 117). Default 1 MiB.
+    public var maxBodySize = 1 << 20
+    /// This node's name in `info`. Default: the host name.
+    public var nodeName = ProcessInfo.processInfo.hostName
+
+    public init() {}
+
+    /// Whether the listener is reachable from other hosts.
+    var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+}
+
+public struct APIConfigurationError: Error, CustomStringConvertible {
+    public let description: String
+}

@@ -1,0 +1,84 @@
+import Foundation
+import Hummingbird
+import SwitchboardCore
+import SwitchboardServer
+
+/// A request's JSON body, read whole (within the size limit) and taken apart field by field: a missing
+/// or mistyped field is error 100 naming it.
+struct APIRequest: @unchecked Sendable {
+    // @unchecked Sendable: the dictionary is parsed once from JSON and only read.
+    let fields: [String: Any]
+
+    static func read(_ request: Request, limit: Int) async throws -> APIRequest {
+        var request = request
+        let body = try await request.collectBody(upTo: limit)
+        guard body.readableBytes > 0 else { return APIRequest(fields: [:]) }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] else {
+            throw ProtocolError.badRequest("the body must be a JSON object")
+        }
+        return APIRequest(fields: object)
+    }
+
+    func string(_ key: String) throws -> String {
+        guard let value = try optionalString(key) else { throw ProtocolError.badRequest("missing \(key)") }
+        return value
+    }
+
+    func optionalString(_ key: String) throws -> String? {
+        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let string = value as? String else { throw ProtocolError.badRequest("\(key) must be a string") }
+        return string
+    }
+
+    func strings(_ key: String) throws -> [String] {
+        guard let value = fields[key] else { throw ProtocolError.badRequest("missing \(key)") }
+        guard let strings = value as? [String] else {
+            throw ProtocolError.badRequest("\(key) must be an array of strings")
+        }
+        return strings
+    }
+
+    func integer(_ key: String) throws -> Int? {
+        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, !Self.isBool(number), let integer = Int(exactly: number.doubleValue)
+        else { throw ProtocolError.badRequest("\(key) must be a whole number") }
+        return integer
+    }
+
+    func number(_ key: String) throws -> Double? {
+        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, !Self.isBool(number), number.doubleValue.isFinite else {
+            throw ProtocolError.badRequest("\(key) must be a number")
+        }
+        return number.doubleValue
+    }
+
+    func bool(_ key: String) throws -> Bool? {
+        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let number = value as? NSNumber, Self.isBool(number) else {
+            throw ProtocolError.badRequest("\(key) must be true or false")
+        }
+        return number.boolValue
+    }
+
+    /// Any JSON value, as compact JSON text.
+    func json(_ key: String) throws -> String {
+        guard let value = fields[key] else { throw ProtocolError.badRequest("missing \(key)") }
+        guard let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed]) else {
+            throw ProtocolError.badRequest("\(key) must be JSON")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A connection id as the protocol prints it: `shard-sequence`.
+    func connectionID(_ key: String) throws -> ConnectionID? {
+        guard let text = try optionalString(key) else { return nil }
+        let parts = text.split(separator: "-")
+        guard parts.count == 2, let shard = Int(parts[0]), (0..<65536).contains(shard),
+            let sequence = UInt64(parts[1]), sequence < (1 << 48)
+        else { throw ProtocolError.badRequest("\(key) must be a connection id like 0-17") }
+        return ConnectionID(shard: shard, sequence: sequence)
+    }
+
+    private static func isBool(_ number: NSNumber) -> Bool { String(cString: number.objCType) == "c" }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import NIOPosix
+import SwitchboardCore
+import SwitchboardServer
+
+/// One handler per endpoint: read the body's fields, call the application, answer JSON.
+struct APIRoutes: Sendable {
+    let application: ChannelsApplication
+    let limit: Int
+    let nodeName: String
+    let started: Date
+
+    private var loop: any EventLoop { MultiThreadedEventLoopGroup.singleton.next() }
+
+    func handle(_ endpoint: String, _ body: APIRequest) async throws -> Response {
+        switch endpoint {
+        case "publish":
+            let publication = try await application.publish(
+                channel: try body.string("channel"), data: try body.json("data"), on: loop
+            ).get()
+            return APIResponse.json("{\"offset\":\(publication.offset)}")
+        case "broadcast":
+            let channels = try body.strings("channels")
+            let results = try await application.broadcast(channels: channels, data: try body.json("data"), on: loop)
+                .get()
+            let items = zip(channels, results).map { channel, result in
+                switch result {
+                case .success(let publication):
+                    return "{\"channel\":\(APIResponse.quote(channel)),\"offset\":\(publication.offset)}"
+                case .failure(let error):
+                    let failure = error as? ProtocolError ?? .unavailable
+                    return "{\"channel\":\(APIResponse.quote(channel)),\"error\":{\"code\":\(failure.code),"
+                        + "\"message\":\(APIResponse.quote(failure.message))}}"
+                }
+            }
+            return APIResponse.json("{\"results\":[\(items.joined(separator: ","))]}")
+        case "send":
+            try application.send(toUser: try body.string("user"), data: try body.json("data"))
+            return APIResponse.json("{}")
+        case "subscribe":
+            try await application.subscribe(user: try body.string("user"), to: try body.string("channel"), on: loop)
+                .get()
+            return APIResponse.json("{}")
+        case "unsubscribe":
+            try await application.unsubscribe(
+                user: try body.string("user"), from: try body.string("channel"), on: loop
+            ).get()
+            return APIResponse.json("{}")
+        case "disconnect":
+            return try await disconnect(body)
+        case "refresh":
+            let count = try await application.refresh(
+                user: try body.string("user"), expiresAt: try body.number("expires_at"), on: loop
+            ).get()
+            return APIResponse.json("{\"connections\":\(count)}")
+        case "presence", "presence_stats":
+            let snapshot = try await application.presence(channel: try body.string("channel"), on: loop).get()
+            var json = "{\"connections\":\(snapshot.connections),\"users\":\(snapshot.users)"
+            if endpoint == "presence" {
+                json += ",\"members\":[" + snapshot.members.map(\.json).joined(separator: ",") + "]"
+            }
+            return APIResponse.json(json + "}")
+        case "history":
+            let limit = try body.integer("limit") ?? 100
+            let page = try await application.history(
+                channel: try body.string("channel"), limit: limit, since: try body.integer("since"),
+                reverse: try body.bool("reverse") ?? false, on: loop
+            ).get()
+            let publications = page.publications.map {
+                ServerMessage.publicationJSON($0, channel: nil, showUser: true, push: false)
+            }
+            return APIResponse.json(
+                "{\"epoch\":\(APIResponse.quote(page.epoch)),\"offset\":\(page.offset),"
+                    + "\"publications\":[\(publications.joined(separator: ","))]}")
+        case "history_remove":
+            try await application.removeHistory(channel: try body.string("channel"), on: loop).get()
+            return APIResponse.json("{}")
+        case "channels":
+            let channels = try await application.channels(matching: try body.optionalString("pattern"), on: loop).get()
+            let items = channels.map {
+                "{\"channel\":\(APIResponse.quote($0.channel)),\"subscribers\":\($0.subscribers)}"
+            }
+            return APIResponse.json("{\"channels\":[\(items.joined(separator: ","))]}")
+        default:
+            let statistics = try await application.statistics(on: loop).get()
+            return APIResponse.json(
+                "{\"node\":\(APIResponse.quote(nodeName)),\"version\":\"\(APIServer.version)\","
+                    + "\"uptime_seconds\":\(Int(Date().timeIntervalSince(started))),"
+                    + "\"connections\":\(statistics.connections),\"users\":\(statistics.users),"
+                    + "\"channels\":\(statistics.channels),\"subscriptions\":\(statistics.subscriptions)}")
+        }
+    }
+
+    private func disconnect(_ body: APIRequest) async throws -> Response {
+        let user = try body.optionalString("user")
+        let client = try body.connectionID("client")
+        let code = try body.integer("code") ?? Int(CloseCode.disconnected.rawValue)
+        guard (3000...4999).contains(code) else { throw ProtocolError.badRequest("code must be 3000–4999") }
+        let reason = try body.optionalString("reason") ?? "disconnected by server"
+        guard reason.utf8.count <= 123 else { throw ProtocolError.badRequest("reason must be at most 123 bytes") }
+        let reconnect = try body.bool("reconnect") ?? true
+        let closeCode = CloseCode(UInt16(code))
+        switch (user, client) {
+        case (let user?, nil):
+            let count = try await application.disconnect(
+                user: user, code: closeCode, reason: reason, reconnect: reconnect, on: loop
+            ).get()
+            return APIResponse.json("{\"disconnected\":\(count)}")
+        case (nil, let client?):
+            let closed = try await application.disconnect(
+                client: client, code: closeCode, reason: reason, reconnect: reconnect, on: loop
+            ).get()
+            return APIResponse.json("{\"disconnected\":\(closed ? 1 : 0)}")
+        default:
+            throw ProtocolError.badRequest("give either user or client")
+        }
+    }
+}

@@ -1,0 +1,136 @@
+import CoreMetrics
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+import SwitchboardCore
+import SwitchboardNIO
+import SwitchboardServer
+
+/// The HTTP server API for the application's backend (docs/API.md, docs/openapi.yaml), `/metrics`,
+/// `/health` and `/ready`, on their own listener. Hummingbird does the HTTP: routing, body limits and
+/// middleware are its job, not ours.
+public final class APIServer: Service, Sendable {
+    public static let version = "0.7.0"
+
+    private let configuration: APIConfiguration
+    private let application: ChannelsApplication
+    private let ready: @Sendable () -> Bool
+    private let registry: PrometheusCollectorRegistry?
+    private let logger: Logger
+    private let started = Date()
+    private let gauges: NodeGauges
+    private let factory: any MetricsFactory
+    // Lock: guards the bound address, set once the listener runs.
+    private let bound = NIOLockedValueBox<SocketAddress?>(nil)
+    private let (boundStream, boundContinuation) = AsyncStream<SocketAddress?>.makeStream()
+
+    /// - Parameters:
+    ///   - ready: whether the WebSocket server takes connections (false while starting or draining).
+    ///   - registry: what `/metrics` shows; nil: no `/metrics`.
+    ///   - metricsFactory: where the API's own metrics go (requests by endpoint and status; node gauges).
+    /// - Throws: `APIConfigurationError` for a non-loopback listener without an API key.
+    public init(
+        configuration: APIConfiguration, application: ChannelsApplication, ready: @escaping @Sendable () -> Bool,
+        registry: PrometheusCollectorRegistry? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
+        logger: Logger = Logger(label: "switchboard.api")
+    ) throws {
+        guard configuration.apiKey != nil || configuration.isLoopback else {
+            throw APIConfigurationError(
+                description: "the server API on \(configuration.host) is reachable from other hosts: set an API key")
+        }
+        self.configuration = configuration
+        self.application = application
+        self.ready = ready
+        self.registry = registry
+        self.logger = logger
+        self.factory = metricsFactory
+        self.gauges = NodeGauges(factory: metricsFactory)
+    }
+
+    /// Waits until the listener is bound and returns its address (nil if it failed to start).
+    public func boundAddress() async -> SocketAddress? {
+        if let address = bound.withLockedValue({ $0 }) { return address }
+        for await address in boundStream { return address }
+        return bound.withLockedValue { $0 }
+    }
+
+    public func run() async throws {
+        let app = Application(
+            router: makeRouter(),
+            configuration: .init(
+                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
+            onServerRunning: { [bound, boundContinuation] channel in
+                bound.withLockedValue { $0 = channel.localAddress }
+                boundContinuation.yield(channel.localAddress)
+                boundContinuation.finish()
+            },
+            logger: logger)
+        defer { boundContinuation.finish() }
+        try await app.run()
+    }
+
+    static let endpoints = [
+        "publish", "broadcast", "send", "subscribe", "unsubscribe", "disconnect", "refresh", "presence",
+        "presence_stats", "history", "history_remove", "channels", "info",
+    ]
+
+    private func makeRouter() -> Router<BasicRequestContext> {
+        let router = Router()
+        let paths = Set(Self.endpoints.map { "/api/\($0)" } + ["/health", "/ready", "/metrics"])
+        router.add(middleware: APIErrorMiddleware(endpoints: paths, logger: logger, factory: factory))
+        router.get("health") { _, _ in APIResponse.json("{\"status\":\"ok\"}") }
+        router.get("ready") { [ready] _, _ in
+            ready()
+                ? APIResponse.json("{\"ready\":true}")
+                : APIResponse.json("{\"ready\":false}", status: .serviceUnavailable)
+        }
+        if let registry {
+            router.get("metrics") { [application, gauges] _, _ in
+                let statistics = try await application.statistics(on: MultiThreadedEventLoopGroup.singleton.next())
+                    .get()
+                gauges.record(statistics)
+                var output: [UInt8] = []
+                output.reserveCapacity(16 * 1024)
+                registry.emit(into: &output)
+                return Response(
+                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: .init(byteBuffer: ByteBuffer(bytes: output)))
+            }
+        }
+        let api = router.group("api").add(
+            middleware: APIKeyMiddleware(key: configuration.apiKey.map { Array($0.utf8) }))
+        let routes = APIRoutes(
+            application: application, limit: configuration.maxBodySize, nodeName: configuration.nodeName,
+            started: started)
+        for endpoint in Self.endpoints {
+            api.post(RouterPath(stringLiteral: endpoint)) { request, _ in
+                try await routes.handle(endpoint, try await APIRequest.read(request, limit: routes.limit))
+            }
+        }
+        return router
+    }
+}
+
+/// Node-wide counts published as gauges when `/metrics` is scraped (cheaper than tracking them live).
+final class NodeGauges: Sendable {
+    let subscriptions: CoreMetrics.Gauge
+    let channels: CoreMetrics.Gauge
+    let users: CoreMetrics.Gauge
+
+    init(factory: any MetricsFactory) {
+        subscriptions = CoreMetrics.Gauge(label: "switchboard_subscriptions", factory: factory)
+        channels = CoreMetrics.Gauge(label: "switchboard_channels", factory: factory)
+        users = CoreMetrics.Gauge(label: "switchboard_users", factory: factory)
+    }
+
+    func record(_ statistics: ChannelsApplication.NodeStatistics) {
+        subscriptions.record(statistics.subscriptions)
+        channels.record(statistics.channels)
+        users.record(statistics.users)
+    }
+}

@@ -1,2 +1,0 @@
-// The HTTP server API lives here (next step of issue 7).
-import Hummingbird

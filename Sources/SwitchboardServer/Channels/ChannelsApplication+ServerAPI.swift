@@ -1,0 +1,201 @@
+import Foundation
+import NIOCore
+import SwitchboardCore
+import SwitchboardNIO
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// What the application's backend can do (the HTTP server API calls these; an embedder may call them
+/// directly). Callable from any thread; each crosses to each event loop at most once.
+extension ChannelsApplication {
+    /// One channel as `channels` reports it.
+    public struct ChannelSummary: Sendable, Equatable {
+        public let channel: String
+        public let subscribers: Int
+    }
+
+    /// Totals for node info.
+    public struct NodeStatistics: Sendable, Equatable {
+        public var connections = 0
+        public var users = 0
+        public var channels = 0
+        public var subscriptions = 0
+    }
+
+    /// Publishes one payload to each of `channels` (checked once, shared by every channel: each channel's
+    /// push is still encoded once for all its subscribers). Completes with one result per channel.
+    public func broadcast(channels: [String], data: String, on eventLoop: any EventLoop)
+        -> EventLoopFuture<[Result<Publication, any Error>]>
+    {
+        guard JSONScanner.isValue(data) else {
+            return eventLoop.makeFailedFuture(ProtocolError.badRequest("data must be one JSON value"))
+        }
+        let results = channels.map { channel in
+            publish(channel: channel, data: data, on: eventLoop).map { Result<Publication, any Error>.success($0) }
+                .recover { .failure($0) }
+        }
+        return EventLoopFuture.whenAllSucceed(results, on: eventLoop)
+    }
+
+    /// Sends `data` (one JSON value) to every connection of `user` on this node, as a `message` push
+    /// encoded once.
+    public func send(toUser user: String, data: String) throws {
+        guard JSONScanner.isValue(data) else { throw ProtocolError.badRequest("data must be one JSON value") }
+        loops?.hub.send(frame: ServerMessage.message(data: data), toUser: user)
+    }
+
+    /// Subscribes every connection of `user` to `channel` (a `subscribed` push each, no permission check).
+    public func subscribe(user: String, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
+        guard options(for: channel) != nil else { return eventLoop.makeFailedFuture(ProtocolError.unknownNamespace) }
+        return onEveryLoop(eventLoop) { loop in
+            for session in self.sessions(of: user, on: loop) {
+                self.subscribeOnServer(channel, recover: nil, session: session, loop: loop)
+            }
+        }.map { _ in }
+    }
+
+    /// Ends the subscription to `channel` of every connection of `user` (an `unsubscribed` push each).
+    public func unsubscribe(user: String, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
+        return onEveryLoop(eventLoop) { loop in
+            for session in self.sessions(of: user, on: loop) {
+                self.unsubscribeOnServer(channel, session: session, loop: loop)
+            }
+        }.map { _ in }
+    }
+
+    /// Closes every connection of `user` with `code` and `reason`; their disconnect notices advise
+    /// reconnecting or not. Completes with how many were closed.
+    public func disconnect(
+        user: String, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Int> {
+        onEveryLoop(eventLoop) { loop in
+            let connections = loop.shard.connections(ofUser: user)
+            for connection in connections { connection.close(code: code, reason: reason, reconnect: reconnect) }
+            return connections.count
+        }.map { $0.reduce(0, +) }
+    }
+
+    /// Closes one connection. Completes with whether it was open.
+    public func disconnect(
+        client: ConnectionID, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Bool> {
+        guard let loop = loops?.loops.first(where: { $0.shard.index == client.shard }) else {
+            return eventLoop.makeSucceededFuture(false)
+        }
+        return loop.eventLoop.submit {
+            guard let connection = loop.shard.connection(client) else { return false }
+            connection.close(code: code, reason: reason, reconnect: reconnect)
+            return true
+        }.hop(to: eventLoop)
+    }
+
+    /// Sets when every connection of `user` expires (Unix seconds; nil: never), as a `refresh` with a new
+    /// token would. Completes with how many connections were updated.
+    public func refresh(user: String, expiresAt: Double?, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        onEveryLoop(eventLoop) { loop in
+            let sessions = self.sessions(of: user, on: loop)
+            for session in sessions { self.setExpiry(expiresAt, session: session, loop: loop) }
+            return sessions.count
+        }.map { $0.reduce(0, +) }
+    }
+
+    /// Who is in `channel`.
+    public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
+        checked(channel, on: eventLoop) { options in
+            guard options.presence else { throw ProtocolError.notAllowed("presence is off in this namespace") }
+            return self.presence.presence(channel: channel, on: eventLoop)
+        }
+    }
+
+    /// A page of `channel`'s history: as the client command, newest first when `reverse`.
+    public func history(
+        channel: String, limit: Int, since: Int?, reverse: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<HistoryPage> {
+        checked(channel, on: eventLoop) { options in
+            guard options.historySize > 0 else { throw ProtocolError.notAllowed("no history in this namespace") }
+            guard limit >= 0 else { throw ProtocolError.badRequest("limit must not be negative") }
+            return self.broker.history(channel: channel, since: since, limit: limit, options: options, on: eventLoop)
+                .map { page in
+                    reverse
+                        ? HistoryPage(
+                            epoch: page.epoch, offset: page.offset, publications: page.publications.reversed())
+                        : page
+                }
+        }
+    }
+
+    public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        checked(channel, on: eventLoop) { _ in self.broker.removeHistory(channel: channel, on: eventLoop) }
+    }
+
+    /// Channels with subscribers on this node and how many, sorted by name; `pattern` filters with shell
+    /// wildcards (`chat:*`).
+    public func channels(matching pattern: String?, on eventLoop: any EventLoop) -> EventLoopFuture<[ChannelSummary]> {
+        onEveryLoop(eventLoop) { loop in loop.channels.mapValues { $0.subscribers.count } }
+            .map { perLoop in
+                var counts: [String: Int] = [:]
+                for loop in perLoop { counts.merge(loop, uniquingKeysWith: +) }
+                return counts.filter { name, _ in pattern.map { fnmatch($0, name, 0) == 0 } ?? true }
+                    .map { ChannelSummary(channel: $0.key, subscribers: $0.value) }
+                    .sorted { $0.channel < $1.channel }
+            }
+    }
+
+    /// Connections, distinct users, channels and subscriptions on this node.
+    public func statistics(on eventLoop: any EventLoop) -> EventLoopFuture<NodeStatistics> {
+        onEveryLoop(eventLoop) { loop in
+            (
+                loop.sessions.count, Set(loop.sessions.values.compactMap { $0.connection.userID }),
+                Set(loop.channels.keys), loop.sessions.values.reduce(0) { $0 + $1.subscriptions.count }
+            )
+        }.map { perLoop in
+            var users = Set<String>()
+            var channels = Set<String>()
+            var statistics = NodeStatistics()
+            for (connections, loopUsers, loopChannels, subscriptions) in perLoop {
+                statistics.connections += connections
+                statistics.subscriptions += subscriptions
+                users.formUnion(loopUsers)
+                channels.formUnion(loopChannels)
+            }
+            statistics.users = users.count
+            statistics.channels = channels.count
+            return statistics
+        }
+    }
+
+    // MARK: helpers
+
+    private func sessions(of user: String, on loop: ChannelsLoop) -> [ClientSession] {
+        loop.shard.connections(ofUser: user).compactMap { loop.sessions[$0.id] }
+    }
+
+    /// Runs `body` on every event loop's channel state; completes on `eventLoop` with the results in loop order.
+    private func onEveryLoop<T: Sendable>(
+        _ eventLoop: any EventLoop, _ body: @escaping @Sendable (ChannelsLoop) -> T
+    ) -> EventLoopFuture<[T]> {
+        guard let loops else { return eventLoop.makeSucceededFuture([]) }
+        let futures = loops.loops.map { loop in loop.eventLoop.submit { body(loop) } }
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop)
+    }
+
+    private func checked<T: Sendable>(
+        _ channel: String, on eventLoop: any EventLoop, _ body: (NamespaceOptions) throws -> EventLoopFuture<T>
+    ) -> EventLoopFuture<T> {
+        guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
+        guard let options = options(for: channel) else {
+            return eventLoop.makeFailedFuture(ProtocolError.unknownNamespace)
+        }
+        do {
+            return try body(options).hop(to: eventLoop)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+}
