@@ -64,7 +64,7 @@ struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func offeredKey(_ headers: HTTPFields) -> String? {
-        if let value = headers[.init("X-API-Key")!] { return value }
+        if let name = HTTPField.Name("X-API-Key"), let value = headers[name] { return value }
         guard let authorization = headers[.authorization] else { return nil }
         let parts = authorization.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "apikey" else { return nil }
