@@ -1,6 +1,7 @@
 import CoreMetrics
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import SwitchboardServer
