@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests (real sockets on loopback), then the Autobahn
 # conformance quick set against `switchboard echo`, a SIGTERM drain check of the real binary, and the
-# real binary at its open-file limit.
-# Installs what it needs itself (the Autobahn venv from PyPI).
+# real binary at its open-file limit, and schemathesis against `switchboard serve`'s server API.
+# Installs what it needs itself (the Autobahn venv and schemathesis from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,4 +95,25 @@ if problems:
     print(log)
     sys.exit("\n".join(problems))
 PY
+echo "== schemathesis: the server API against docs/openapi.yaml"
+# No 5xx, every response as documented, bad bodies refused with 4xx, the API key enforced.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-schemathesis-venv"
+[ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet 'schemathesis>=4.0,<5'; }
+alog="$(mktemp)"
+SWITCHBOARD_API_KEY=schemathesis-key .build/debug/switchboard serve --port 0 --api-port 0 --log-level error \
+  >"$alog" 2>&1 &
+aserver=$!
+trap 'kill -9 $aserver 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do
+  grep -q "API on" "$alog" && break
+  kill -0 "$aserver" 2>/dev/null || { cat "$alog"; echo "serve died"; exit 1; }
+  sleep 0.1
+done
+api="$(grep -o 'http://[^ ]*' "$alog" | head -1)"
+[ -n "$api" ] || { cat "$alog"; echo "serve did not report its API address"; exit 1; }
+"$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-key" \
+  -c not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header \
+  --phases examples,coverage,fuzzing -n 50 --seed 7
+kill -TERM "$aserver"; wait "$aserver" || true; trap - EXIT
+
 echo "== all tests passed"

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 import SwitchboardServer
 
 /// Turns every failure into the client protocol's error object with a fitting HTTP status, and counts
@@ -32,6 +33,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 response = APIResponse.error(
                     .badRequest(error.body ?? "\(error.status.reasonPhrase)"), status: error.status)
             }
+        } catch is NIOTooManyBytesError {
+            response = APIResponse.error(.tooLarge)
         } catch let error as BrokerError {
             logger.warning("API call failed at the broker", metadata: ["error": "\(error)"])
             response = APIResponse.error(.unavailable)

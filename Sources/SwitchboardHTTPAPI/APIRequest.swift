@@ -25,7 +25,7 @@ struct APIRequest: @unchecked Sendable {
     }
 
     func optionalString(_ key: String) throws -> String? {
-        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let value = fields[key] else { return nil }
         guard let string = value as? String else { throw ProtocolError.badRequest("\(key) must be a string") }
         return string
     }
@@ -39,14 +39,15 @@ struct APIRequest: @unchecked Sendable {
     }
 
     func integer(_ key: String) throws -> Int? {
-        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let value = fields[key] else { return nil }
         guard let number = value as? NSNumber, !Self.isBool(number), let integer = Int(exactly: number.doubleValue)
         else { throw ProtocolError.badRequest("\(key) must be a whole number") }
         return integer
     }
 
-    func number(_ key: String) throws -> Double? {
-        guard let value = fields[key], !(value is NSNull) else { return nil }
+    /// A number; null only where `nullable` (it then means the same as leaving the field out).
+    func number(_ key: String, nullable: Bool = false) throws -> Double? {
+        guard let value = fields[key], !(nullable && value is NSNull) else { return nil }
         guard let number = value as? NSNumber, !Self.isBool(number), number.doubleValue.isFinite else {
             throw ProtocolError.badRequest("\(key) must be a number")
         }
@@ -54,7 +55,7 @@ struct APIRequest: @unchecked Sendable {
     }
 
     func bool(_ key: String) throws -> Bool? {
-        guard let value = fields[key], !(value is NSNull) else { return nil }
+        guard let value = fields[key] else { return nil }
         guard let number = value as? NSNumber, Self.isBool(number) else {
             throw ProtocolError.badRequest("\(key) must be true or false")
         }
@@ -73,9 +74,10 @@ struct APIRequest: @unchecked Sendable {
     /// A connection id as the protocol prints it: `shard-sequence`.
     func connectionID(_ key: String) throws -> ConnectionID? {
         guard let text = try optionalString(key) else { return nil }
-        let parts = text.split(separator: "-")
-        guard parts.count == 2, let shard = Int(parts[0]), (0..<65536).contains(shard),
-            let sequence = UInt64(parts[1]), sequence < (1 << 48)
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }),
+            parts[0].count <= 5, parts[1].count <= 14, let shard = Int(parts[0]), shard < 65536,
+            let sequence = UInt64(parts[1])
         else { throw ProtocolError.badRequest("\(key) must be a connection id like 0-17") }
         return ConnectionID(shard: shard, sequence: sequence)
     }

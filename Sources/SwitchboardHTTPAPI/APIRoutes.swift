@@ -23,6 +23,7 @@ struct APIRoutes: Sendable {
             return APIResponse.json("{\"offset\":\(publication.offset)}")
         case "broadcast":
             let channels = try body.strings("channels")
+            guard channels.allSatisfy(ChannelName.validate) else { throw ProtocolError.invalidChannel }
             let results = try await application.broadcast(channels: channels, data: try body.json("data"), on: loop)
                 .get()
             let items = zip(channels, results).map { channel, result in
@@ -52,7 +53,7 @@ struct APIRoutes: Sendable {
             return try await disconnect(body)
         case "refresh":
             let count = try await application.refresh(
-                user: try body.string("user"), expiresAt: try body.number("expires_at"), on: loop
+                user: try body.string("user"), expiresAt: try body.number("expires_at", nullable: true), on: loop
             ).get()
             return APIResponse.json("{\"connections\":\(count)}")
         case "presence", "presence_stats":
@@ -99,7 +100,9 @@ struct APIRoutes: Sendable {
         let code = try body.integer("code") ?? Int(CloseCode.disconnected.rawValue)
         guard (3000...4999).contains(code) else { throw ProtocolError.badRequest("code must be 3000–4999") }
         let reason = try body.optionalString("reason") ?? "disconnected by server"
-        guard reason.utf8.count <= 123 else { throw ProtocolError.badRequest("reason must be at most 123 bytes") }
+        guard reason.count <= 123, reason.utf8.count <= 123 else {
+            throw ProtocolError.badRequest("reason must be at most 123 bytes")
+        }
         let reconnect = try body.bool("reconnect") ?? true
         let closeCode = CloseCode(UInt16(code))
         switch (user, client) {

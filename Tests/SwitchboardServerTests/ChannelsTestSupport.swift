@@ -60,7 +60,9 @@ struct ChannelsServer {
             configuration: channels, broker: broker, presence: presence, verifier: verifier,
             metricsFactory: metrics ?? NOOPMetricsHandler.instance, logger: logger,
             authenticate: verifier == nil ? fromQuery : nil)
-        let server = WebSocketServer(configuration: configuration, application: application, logger: logger)
+        let server = WebSocketServer(
+            configuration: configuration, application: application,
+            metrics: SwitchboardMetrics(factory: metrics ?? NOOPMetricsHandler.instance), logger: logger)
         let address = try await server.start()
         return ChannelsServer(server: server, port: address.port ?? 0, application: application)
     }

@@ -1,10 +1,10 @@
 /// Channel names: 1–255 characters from `A-Z a-z 0-9 _ - . : @ / = # ,`; the part before the first `:`
 /// is the namespace (`chat:lobby` → `chat`), and a name without `:` is in the default namespace "".
 /// After a `#` come the only users who may use the channel (`dm:#alice,bob`).
-enum ChannelName {
+public enum ChannelName {
     static let maxLength = 255
 
-    static func validate(_ name: String) -> Bool {
+    public static func validate(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= maxLength else { return false }
         return name.utf8.allSatisfy { byte in
             switch byte {
