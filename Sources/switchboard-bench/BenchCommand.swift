@@ -42,6 +42,8 @@ struct Run: ParsableCommand {
         help:
             "With --channel: spread connections over this many channels (name + number); senders publish to their own.")
     var channels = 1
+    @Option(help: "An upgrade header for every connection, NAME:VALUE (e.g. Authorization: Bearer TOKEN); repeatable.")
+    var header: [String] = []
     @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery.")
     var serverPid: Int32?
 
@@ -59,7 +61,16 @@ struct Run: ParsableCommand {
                     mode: mode, host: host, port: port, path: path, connections: share, firstIndex: first,
                     sourceAddresses: sourceAddresses, totalSenders: totalSenders,
                     ratePerSender: rate / Double(max(totalSenders, 1)), window: window, messageSize: messageSize,
-                    connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1)))
+                    connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1),
+                    headers: try header.map { line in
+                        guard let colon = line.firstIndex(of: ":") else {
+                            throw ValidationError("--header must be NAME:VALUE")
+                        }
+                        return [
+                            String(line[..<colon]),
+                            line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces),
+                        ]
+                    }))
             first += share
         }
         try Coordinator(

@@ -84,6 +84,7 @@ final class Worker: @unchecked Sendable {
         var options = ClientOptions(path: plan.path)
         options.localAddress = "127.0.0.\(2 + index % max(plan.sourceAddresses, 1))"
         options.connectTimeout = .seconds(10)
+        options.headers = plan.headers.map { ($0[0], $0[1]) }
         return options
     }
 

@@ -26,6 +26,8 @@ struct WorkerPlan: Codable, Sendable {
     /// `channel` (or `channel` + (i % channels) when channels > 1), senders publish to their own.
     var channel: String?
     var channels: Int
+    /// Extra upgrade headers, as name-value pairs (`Authorization: Bearer …`).
+    var headers: [[String]] = []
 }
 
 /// One line a worker prints on stdout, as JSON: progress every second, then a final report.
