@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import SwitchboardServer
 
 /// Where the server API listens and who may call it.
 public struct APIConfiguration: Sendable {
@@ -18,9 +19,7 @@ public struct APIConfiguration: Sendable {
     public init() {}
 
     /// Whether the listener is reachable from other hosts.
-    var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
-    }
+    var isLoopback: Bool { isLoopbackHost(host) }
 }
 
 public struct APIConfigurationError: Error, CustomStringConvertible {

@@ -52,6 +52,11 @@ struct APIRoutes: Sendable {
         case "disconnect":
             return try await disconnect(body)
         case "refresh":
+            // Required, null included: a typo must not lift every connection's expiry.
+            guard body.fields["expires_at"] != nil else { throw ProtocolError.badRequest("missing expires_at") }
+            if let expiresAt = try body.number("expires_at", nullable: true), !(0...1e11).contains(expiresAt) {
+                throw ProtocolError.badRequest("expires_at must be Unix seconds")
+            }
             let count = try await application.refresh(
                 user: try body.string("user"), expiresAt: try body.number("expires_at", nullable: true), on: loop
             ).get()

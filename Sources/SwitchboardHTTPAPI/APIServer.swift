@@ -39,6 +39,9 @@ public final class APIServer: Service, Sendable {
         registry: PrometheusCollectorRegistry? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.api")
     ) throws {
+        if let key = configuration.apiKey, key.utf8.count < 16 {
+            throw APIConfigurationError(description: "the API key must be at least 16 bytes")
+        }
         guard configuration.apiKey != nil || configuration.isLoopback else {
             throw APIConfigurationError(
                 description: "the server API on \(configuration.host) is reachable from other hosts: set an API key")

@@ -47,6 +47,11 @@ struct AuthOptions: ParsableArguments {
         }
     }
 
+    /// Whether any token key is configured.
+    var hasKeys: Bool {
+        !Self.secrets(tokenSecret).isEmpty || !tokenPublicKey.isEmpty || jwksFile != nil || jwksURL != nil
+    }
+
     /// The secrets from the command line and the environment.
     static func secrets(_ given: [String]) -> [String] {
         given + (ProcessInfo.processInfo.environment["SWITCHBOARD_TOKEN_SECRET"].map { [$0] } ?? [])

@@ -49,6 +49,14 @@ struct ServeCommand: AsyncParsableCommand {
         if let chatHistorySize, chatHistorySize < 0 { throw ValidationError("--chat-history-size must be ≥ 0") }
         if let publishRate, !(publishRate > 0) { throw ValidationError("--publish-rate must be > 0") }
         if let publishBurst, !(publishBurst >= 1) { throw ValidationError("--publish-burst must be ≥ 1") }
+        if insecureUserFromQuery, auth.hasKeys {
+            throw ValidationError(
+                "--insecure-user-from-query would let anyone bypass the token keys: use one or the other")
+        }
+        if auth.allowAnonymous == false, !auth.hasKeys, !insecureUserFromQuery {
+            throw ValidationError(
+                "--allow-anonymous false needs a token key (--token-secret, --token-public-key, --jwks-…)")
+        }
     }
 
     private func channelsConfiguration() throws -> ChannelsConfiguration {
@@ -78,6 +86,12 @@ struct ServeCommand: AsyncParsableCommand {
         let registry = bootstrap(transport)
         let channels = try channelsConfiguration()
         let authConfiguration = try auth.configuration()
+        if !auth.hasKeys,
+            let namespace = channels.namespaces.first(where: { $0.value.permissions.subscribe == .token })?.key
+        {
+            throw ValidationError(
+                "namespace \"\(namespace)\" requires subscription tokens, but no token key is configured")
+        }
         let verifier: TokenVerifier?
         do {
             verifier =

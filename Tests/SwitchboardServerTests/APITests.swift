@@ -12,7 +12,7 @@ import Testing
 
 /// A channels server with its HTTP API on loopback, both on free ports, metrics in their own registry.
 struct APIHarness {
-    static let key = "test-api-key"
+    static let key = "test-api-key-0123456789"
     let channels: ChannelsServer
     let api: APIServer
     let task: Task<Void, any Error>
@@ -20,12 +20,13 @@ struct APIHarness {
     let registry: PrometheusCollectorRegistry
 
     static func start(
-        verifier: TokenVerifier? = nil, maxBodySize: Int = 1 << 20,
+        verifier: TokenVerifier? = nil, broker: any Broker = LocalBroker(), maxBodySize: Int = 1 << 20,
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
     ) async throws -> APIHarness {
         let registry = PrometheusCollectorRegistry()
         let factory = PrometheusMetricsFactory(registry: registry)
-        let channels = try await ChannelsServer.start(verifier: verifier, metrics: factory, channels: configure)
+        let channels = try await ChannelsServer.start(
+            broker: broker, verifier: verifier, metrics: factory, channels: configure)
         var configuration = APIConfiguration()
         configuration.port = 0
         configuration.apiKey = key
@@ -88,7 +89,7 @@ struct APITests {
         let api = try await APIHarness.start()
         defer { Task { await api.stop() } }
         #expect(try await api.call("info", "{}", headers: []).status == 401)
-        let wrong = try await api.call("info", "{}", headers: [("X-API-Key", "test-api-kez")])
+        let wrong = try await api.call("info", "{}", headers: [("X-API-Key", "test-api-key-0123456788")])
         #expect(wrong.status == 401)
         #expect(wrong.json.errorCode == 115)
         #expect(
@@ -102,6 +103,15 @@ struct APITests {
         var configuration = APIConfiguration()
         configuration.host = "0.0.0.0"
         let application = ChannelsApplication()
+        #expect(throws: APIConfigurationError.self) {
+            try APIServer(configuration: configuration, application: application, ready: { true })
+        }
+        // Not a loopback address, however it starts.
+        configuration.host = "127.attacker.example"
+        #expect(throws: APIConfigurationError.self) {
+            try APIServer(configuration: configuration, application: application, ready: { true })
+        }
+        configuration.apiKey = ""
         #expect(throws: APIConfigurationError.self) {
             try APIServer(configuration: configuration, application: application, ready: { true })
         }
@@ -213,11 +223,30 @@ struct APITests {
         #expect(close?.reason == "disconnected by server")
     }
 
+    /// A backend revoking access while the client's own subscribe is still at the broker must win.
+    @Test func unsubscribeWaitsForASubscribeInFlight() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(200))
+        let api = try await APIHarness.start(broker: broker)
+        let client = try await api.channels.connect(user: "ada")
+        _ = try await client.call(["cmd": "ping"])
+        let subscribe = client.send(["cmd": "subscribe", "channel": "chat:revoked"])
+        try await eventually("the subscribe to reach the broker") { broker.subscribes.load(ordering: .relaxed) == 1 }
+        #expect(try await api.call("unsubscribe", ["user": "ada", "channel": "chat:revoked"]).status == 200)
+        let reply = try await client.next()
+        #expect(reply.id == subscribe)
+        #expect(reply.ok != nil)
+        #expect(try await client.nextPush("unsubscribed")["channel"] as? String == "chat:revoked")
+        #expect(try await client.call(["cmd": "unsubscribe", "channel": "chat:revoked"]).reply.errorCode == 108)
+        try await broker.shutdown()
+        await api.stop()
+    }
+
     @Test func refreshSetsTheUsersExpiry() async throws {
         let api = try await APIHarness.start()
         defer { Task { await api.stop() } }
         let client = try await api.channels.connect(user: "ada")
         _ = try await client.call(["cmd": "ping"])
+        #expect(try await api.call("refresh", ["user": "ada"]).status == 400)
         let refreshed = try await api.call("refresh", ["user": "ada", "expires_at": Date().timeIntervalSince1970 + 1])
         #expect(refreshed.json["connections"] as? Int == 1)
         _ = try await client.nextPush("refresh")

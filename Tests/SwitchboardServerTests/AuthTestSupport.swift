@@ -21,10 +21,12 @@ struct TestClaims: JWTPayload {
 
     init(
         sub: String?, ttl: Double? = 60, nbf: Double? = nil, info: [String: String]? = nil, channels: [String]? = nil,
-        channel: String? = nil
+        channel: String? = nil, aud: String? = nil, iss: String? = nil, exp: Double? = nil
     ) {
         self.sub = sub
-        self.exp = ttl.map { Date().timeIntervalSince1970 + $0 }
+        self.aud = aud
+        self.iss = iss
+        self.exp = exp ?? ttl.map { Date().timeIntervalSince1970 + $0 }
         self.nbf = nbf
         self.info = info
         self.channels = channels

@@ -132,7 +132,10 @@ public final class LoopShard: @unchecked Sendable {
     }
 
     /// Users with at least one open connection on this loop. Call on `eventLoop`.
-    public var userCount: Int { registry.userCount }
+    public var userCount: Int {
+        eventLoop.preconditionInEventLoop()
+        return registry.userCount
+    }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }

@@ -22,6 +22,11 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
     case wrongUser = "wrong_user"
     /// A subscription token for another channel.
     case wrongChannel = "wrong_channel"
+    /// A subscription token (it has a `channel` claim) offered to connect or refresh: it opens one channel,
+    /// never a session.
+    case subscriptionToken = "subscription_token"
+    /// Too many refused tokens on one connection: it is closed.
+    case tooManyRefused = "too_many_refused"
     /// An empty `sub` where anonymous connections are not allowed.
     case anonymousNotAllowed = "anonymous_not_allowed"
 
@@ -41,10 +46,8 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
         case .wrongUser: return "invalid token: for another user"
         case .wrongChannel: return "invalid token: for another channel"
         case .anonymousNotAllowed: return "invalid token: anonymous connections are not allowed"
+        case .subscriptionToken: return "invalid token: a subscription token cannot connect"
+        case .tooManyRefused: return "invalid token: too many refused tokens"
         }
     }
-
-    /// A client with a fresh token can come back (an expired or not-yet-valid one is a matter of time);
-    /// the others would only be refused again.
-    public var fixedByNewToken: Bool { self == .expired || self == .notYetValid }
 }

@@ -7,7 +7,9 @@ public enum TokenKey: Sendable {
     case hmac(secret: String, kid: String? = nil)
     /// An RSA (RS256/384/512) or EC (ES256/384/512, by curve) public key in PEM.
     case publicKey(pem: String, kid: String? = nil)
-    /// A JSON Web Key Set (RFC 7517); keys of other types or uses are skipped.
+    /// A JSON Web Key Set (RFC 7517). Keys it cannot use are skipped, one by one: other types (`oct`,
+    /// `OKP`), other uses (`use` other than `sig`), unknown curves or algorithms, and keys without `kid`
+    /// (a set is looked up by key id).
     case jwks(json: String)
 }
 
@@ -36,15 +38,16 @@ public struct TokenKeyRing: Sendable {
             case .publicKey(let pem, let kid):
                 ring.add(try await publicKey(pem), kid: kid)
             case .jwks(let json):
-                let set: JWKS
-                do {
-                    set = try JSONDecoder().decode(JWKS.self, from: Data(json.utf8))
-                } catch {
-                    throw TokenKeyError(description: "not a JSON Web Key Set: \(error)")
-                }
-                for jwk in set.keys {
-                    guard let algorithm = try? await algorithm(of: jwk) else { continue }
-                    ring.add([algorithm], kid: jwk.keyIdentifier?.string)
+                guard let set = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
+                    let keys = set["keys"] as? [Any]
+                else { throw TokenKeyError(description: "not a JSON Web Key Set (an object with \"keys\")") }
+                for case let entry as [String: Any] in keys {
+                    guard (entry["use"] as? String ?? "sig") == "sig", let kid = entry["kid"] as? String,
+                        let data = try? JSONSerialization.data(withJSONObject: entry),
+                        let jwk = try? JSONDecoder().decode(JWK.self, from: data),
+                        let algorithm = try? await algorithm(of: jwk)
+                    else { continue }
+                    ring.add([algorithm], kid: kid)
                 }
             }
         }

@@ -54,6 +54,14 @@ public final class TokenVerifier: Sendable {
         _ configuration: AuthConfiguration, logger: Logger = Logger(label: "switchboard.auth"),
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) async throws -> TokenVerifier {
+        if let url = configuration.jwksURL {
+            guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), let host = parsed.host,
+                scheme == "https" || (scheme == "http" && isLoopbackHost(host))
+            else {
+                // Over plain HTTP anyone on the path could hand the server their own signing key.
+                throw TokenKeyError(description: "the JWKS URL must be https:// (http:// only on loopback): \(url)")
+            }
+        }
         let ring = try await TokenKeyRing.make(configuration.keys)
         let verifier = TokenVerifier(configuration, ring: ring, logger: logger, clock: clock)
         if configuration.jwksURL != nil {
@@ -85,6 +93,14 @@ public final class TokenVerifier: Sendable {
         return .now() + .nanoseconds(Int64(seconds * 1e9))
     }
 
+    /// Verifies a connection token (upgrade, `connect`, `refresh`): a subscription token is refused.
+    public func verifyConnectionToken(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<TokenClaims> {
+        verify(token, on: eventLoop).flatMapThrowing { claims in
+            guard claims.channel == nil else { throw TokenFailure.subscriptionToken }
+            return claims
+        }
+    }
+
     /// Verifies `token`, completing on `eventLoop` with its claims or failing with a `TokenFailure`.
     /// Already complete unless the token names a key the server must fetch first.
     public func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<TokenClaims> {
@@ -105,7 +121,9 @@ public final class TokenVerifier: Sendable {
 
     private func isStale(_ state: FetchState) -> Bool {
         guard configuration.jwksURL != nil, state.inFlight == nil, let last = state.lastSuccess else { return false }
-        return last + configuration.jwksMaximumAge < .now()
+        // While the endpoint is down, retry at most once per interval, not on every token.
+        let retryDue = state.lastAttempt.map { $0 + configuration.jwksMinimumRefetchInterval < .now() } ?? true
+        return last + configuration.jwksMaximumAge < .now() && retryDue
     }
 
     private func mayRefetch() -> Bool {
@@ -151,6 +169,14 @@ public final class TokenVerifier: Sendable {
                 "JWKS fetch failed; keeping the keys already known", metadata: ["url": "\(url)", "error": "\(error)"])
         }
     }
+}
+
+/// Whether `host` (a name or an IP address) is this machine only: localhost, ::1 or 127.0.0.0/8.
+public func isLoopbackHost(_ host: String) -> Bool {
+    let host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    if host == "localhost" || host == "::1" { return true }
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
 }
 
 /// Logs at most once per interval per client address, so a bot retrying bad tokens cannot flood the log.

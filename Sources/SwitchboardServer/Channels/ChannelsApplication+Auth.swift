@@ -43,7 +43,8 @@ extension ChannelsApplication {
             session.held.append(command)
             return false
         case .awaitingConnect:
-            guard anonymousAllowed else {
+            // After a `connect` that could not be checked, nothing becomes anonymous by accident.
+            guard anonymousAllowed, !session.connectAttempted else {
                 session.reply(ServerMessage.error(id: command.id, .notAuthenticated))
                 return false
             }
@@ -71,8 +72,9 @@ extension ChannelsApplication {
             return session.reply(ServerMessage.error(id: id, .badRequest("this server takes no tokens")))
         }
         session.authState = .connecting
+        session.connectAttempted = true
         let anonymousAllowed = self.anonymousAllowed
-        verifier.verify(token, on: loop.eventLoop)
+        verifier.verifyConnectionToken(token, on: loop.eventLoop)
             .flatMapThrowing { claims -> TokenClaims in
                 guard !claims.subject.isEmpty || anonymousAllowed else { throw TokenFailure.anonymousNotAllowed }
                 return claims
@@ -99,9 +101,13 @@ extension ChannelsApplication {
                         failure == .expired ? .tokenExpired : .invalidToken, message: failure.message)
                     return
                 case .failure(let error):
+                    // The keys could not be fetched in time: the client may try `connect` again; what it
+                    // sent meanwhile is answered, not run anonymously.
                     self.logger.warning("token check failed", metadata: ["error": "\(error)"])
                     session.authState = .awaitingConnect
                     session.reply(ServerMessage.error(id: id, .unavailable))
+                    for command in session.held { session.reply(ServerMessage.error(id: command.id, .unavailable)) }
+                    session.held = []
                 }
                 let held = session.held
                 session.held = []
@@ -139,7 +145,7 @@ extension ChannelsApplication {
             return session.reply(ServerMessage.error(id: id, .badRequest("this server takes no tokens")))
         }
         let user = session.connection.userID ?? ""
-        verifier.verify(token, on: loop.eventLoop)
+        verifier.verifyConnectionToken(token, on: loop.eventLoop)
             .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
             .assumeIsolated()
             .whenComplete { result in
@@ -147,14 +153,14 @@ extension ChannelsApplication {
                 switch result {
                 case .success(let claims) where claims.subject == user:
                     self.setExpiry(claims.expiresAt, session: session, loop: loop)
-                    let expires = claims.expiresAt.map { ",\"expires_at\":\(Int($0))" } ?? ""
+                    let expires = claims.expiresAt.map { ",\"expires_at\":\(ServerMessage.unixSeconds($0))" } ?? ""
                     session.reply(ServerMessage.reply(id: id, result: "{" + expires.dropFirst() + "}"))
                 case .success:
-                    self.refused(.wrongUser, address: session.connection.remoteAddress, during: "refresh")
                     session.reply(ServerMessage.error(id: id, .invalidToken(.wrongUser)))
+                    self.refused(.wrongUser, session: session, during: "refresh")
                 case .failure(let failure as TokenFailure):
-                    self.refused(failure, address: session.connection.remoteAddress, during: "refresh")
                     session.reply(ServerMessage.error(id: id, .refused(failure)))
+                    self.refused(failure, session: session, during: "refresh")
                 case .failure:
                     session.reply(ServerMessage.error(id: id, .unavailable))
                 }
@@ -169,7 +175,9 @@ extension ChannelsApplication {
         let user = session.connection.userID ?? ""
         return verifier.verify(token, on: loop.eventLoop)
             .flatMapThrowing { claims in
-                guard claims.channel == channel else { throw TokenFailure.wrongChannel }
+                guard claims.channel == channel else {
+                    throw claims.channel == nil ? TokenFailure.malformed : TokenFailure.wrongChannel
+                }
                 guard claims.subject == user else { throw TokenFailure.wrongUser }
             }
             .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
@@ -177,7 +185,7 @@ extension ChannelsApplication {
 
     private func connectResult(_ session: ClientSession) -> String {
         let user = session.connection.userID.map(ServerMessage.quote) ?? "null"
-        let expires = session.expiresAt.map { ",\"expires_at\":\(Int($0))" } ?? ""
+        let expires = session.expiresAt.map { ",\"expires_at\":\(ServerMessage.unixSeconds($0))" } ?? ""
         return "{\"client\":\"\(session.id)\",\"user\":\(user)\(expires)}"
     }
 
@@ -186,5 +194,19 @@ extension ChannelsApplication {
         metrics.authFailures[failure]?.increment()
         failureLog.warning(
             "token refused", address: address, metadata: ["reason": "\(failure.rawValue)", "during": "\(step)"])
+    }
+
+    /// Refused refresh and subscription tokens a connection may send before it is closed: each costs a
+    /// signature check (several, with many keys), so a client cannot make the server verify garbage forever.
+    static let maxRefusedTokens = 8
+
+    /// Counts a token refused on an open session, closing it past `maxRefusedTokens`.
+    func refused(_ failure: TokenFailure, session: ClientSession, during step: String) {
+        refused(failure, address: session.connection.remoteAddress, during: step)
+        session.refusedTokens += 1
+        if session.refusedTokens >= Self.maxRefusedTokens {
+            refused(.tooManyRefused, address: session.connection.remoteAddress, during: step)
+            session.connection.close(.invalidToken, message: TokenFailure.tooManyRefused.message)
+        }
     }
 }

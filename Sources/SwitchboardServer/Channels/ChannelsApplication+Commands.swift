@@ -19,7 +19,7 @@ extension ChannelsApplication {
                 guard session.waiting[channel, default: []].count < Self.maxWaitingCommands else {
                     return fail(.tooManyWaitingCommands)
                 }
-                session.waiting[channel, default: []].append(command)
+                session.waiting[channel, default: []].append(.client(command))
                 return
             }
         default:
@@ -57,8 +57,8 @@ extension ChannelsApplication {
                             channel, answer: .reply(id), recover: recover, options: options, session: session,
                             loop: loop)
                     case .failure(let failure as TokenFailure):
-                        self.refused(failure, address: session.connection.remoteAddress, during: "subscribe")
                         fail(.refused(failure))
+                        self.refused(failure, session: session, during: "subscribe")
                     case .failure:
                         fail(.unavailable)
                     }
@@ -145,20 +145,32 @@ extension ChannelsApplication {
 
     /// Subscribes the session on the server's initiative (a token's `channels`, the server API): no
     /// permission check, answered with a `subscribed` push (or `unsubscribed` with the error).
+    /// With a subscribe in flight for the channel, it waits its turn like a client's command.
     func subscribeOnServer(_ channel: String, recover: StreamPosition?, session: ClientSession, loop: ChannelsLoop) {
-        guard ChannelName.validate(channel), let options = options(for: channel) else {
-            logger.warning(
-                "server-side subscription to an unknown channel skipped", metadata: ["channel": "\(channel)"])
+        guard session.waiting[channel] == nil else {
+            return session.waiting[channel, default: []].append(.serverSubscribe(recover))
+        }
+        guard ChannelName.validate(channel) else {
+            return session.reply(ServerMessage.unsubscribed(channel: channel, error: .invalidChannel))
+        }
+        guard let options = options(for: channel) else {
+            logger.warning("server-side subscription in an unknown namespace", metadata: ["channel": "\(channel)"])
             return session.reply(ServerMessage.unsubscribed(channel: channel, error: .unknownNamespace))
         }
-        guard session.subscriptions[channel] == nil, session.waiting[channel] == nil else { return }
+        guard session.subscriptions[channel] == nil else { return }
+        guard session.subscriptions.count < configuration.maxSubscriptionsPerConnection else {
+            return session.reply(ServerMessage.unsubscribed(channel: channel, error: .tooManySubscriptions))
+        }
         subscribe(channel, answer: .push, recover: recover, options: options, session: session, loop: loop)
     }
 
-    /// Ends a subscription on the server's initiative, with an `unsubscribed` push.
+    /// Ends a subscription on the server's initiative, with an `unsubscribed` push; with a subscribe in
+    /// flight, after it (so a backend revoking access never loses the race).
     func unsubscribeOnServer(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
-        guard session.waiting[channel] == nil, let subscription = session.subscriptions.removeValue(forKey: channel)
-        else { return }
+        guard session.waiting[channel] == nil else {
+            return session.waiting[channel, default: []].append(.serverUnsubscribe)
+        }
+        guard let subscription = session.subscriptions.removeValue(forKey: channel) else { return }
         leave(subscription, session: session, loop: loop)
         session.reply(ServerMessage.unsubscribed(channel: channel, error: nil))
     }
@@ -271,7 +283,12 @@ extension ChannelsApplication {
     func runWaiting(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
         guard var queued = session.waiting.removeValue(forKey: channel) else { return }
         while !queued.isEmpty, session.waiting[channel] == nil, !session.isClosed {
-            handle(queued.removeFirst(), session: session, loop: loop)
+            switch queued.removeFirst() {
+            case .client(let command): handle(command, session: session, loop: loop)
+            case .serverSubscribe(let recover):
+                subscribeOnServer(channel, recover: recover, session: session, loop: loop)
+            case .serverUnsubscribe: unsubscribeOnServer(channel, session: session, loop: loop)
+            }
         }
         if !queued.isEmpty, !session.isClosed {
             session.waiting[channel, default: []].insert(contentsOf: queued, at: 0)

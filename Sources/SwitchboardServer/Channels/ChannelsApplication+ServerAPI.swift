@@ -193,7 +193,7 @@ extension ChannelsApplication {
             return eventLoop.makeFailedFuture(ProtocolError.unknownNamespace)
         }
         do {
-            return try body(options).hop(to: eventLoop)
+            return try body(options).hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }

@@ -88,7 +88,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
             return eventLoop.makeFailedFuture(ProtocolError.badRequest("data must be one JSON value"))
         }
         return broker.publish(channel: channel, data: data, user: nil, options: options, on: eventLoop)
-            .hop(to: eventLoop)
+            .hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
     }
 
     // MARK: SwitchboardApplication
@@ -113,7 +113,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
             return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: nil))
         }
         let anonymousAllowed = self.anonymousAllowed
-        return verifier.verify(token, on: eventLoop).flatMapThrowing { claims -> UpgradeDecision in
+        return verifier.verifyConnectionToken(token, on: eventLoop).flatMapThrowing { claims -> UpgradeDecision in
             guard !claims.subject.isEmpty || anonymousAllowed else { throw TokenFailure.anonymousNotAllowed }
             return .accept(
                 userID: claims.subject.isEmpty ? nil : claims.subject, subprotocol: nil, info: claims.info,

@@ -18,11 +18,15 @@ final class ClientSession {
     var refreshTimer: Scheduled<Void>?
     /// The token's `exp` (Unix seconds), for the connect and refresh replies.
     var expiresAt: Double?
+    /// A `connect` was sent: the connection never becomes anonymous implicitly after it.
+    var connectAttempted = false
+    /// Refresh and subscription tokens refused on this connection.
+    var refusedTokens = 0
     var subscriptions: [String: Subscription] = [:]
     /// Channels with a subscribe in flight at the broker, each with the subscribe and unsubscribe
     /// commands that arrived meanwhile: they run in order once it completes, so every command gets
     /// exactly one reply, in order per channel, and the last command decides the final state.
-    var waiting: [String: [ClientCommand]] = [:]
+    var waiting: [String: [Pending]] = [:]
     var nextGeneration: UInt64 = 0
     var bucket: TokenBucket
     var rejectedPublishes = 0
@@ -36,6 +40,13 @@ final class ClientSession {
     }
 
     enum AuthState { case awaitingConnect, connecting, connected }
+
+    /// What waits behind a subscribe in flight: a client's command, or the server API's own.
+    enum Pending {
+        case client(ClientCommand)
+        case serverSubscribe(StreamPosition?)
+        case serverUnsubscribe
+    }
 
     var id: ConnectionID { connection.id }
 

@@ -46,7 +46,12 @@ public enum ServerMessage {
 
     /// The token expires at `expiresAt` (Unix seconds): send `refresh` with a new one before then.
     public static func refresh(expiresAt: Double) -> ByteBuffer {
-        frame("{\"push\":\"refresh\",\"expires_at\":\(Int(expiresAt))}")
+        frame("{\"push\":\"refresh\",\"expires_at\":\(unixSeconds(expiresAt))}")
+    }
+
+    /// Whole Unix seconds, clamped to a representable range (a token's `exp` can say anything).
+    static func unixSeconds(_ seconds: Double) -> Int {
+        seconds.isFinite ? Int(min(max(seconds, 0), 1e15)) : 0
     }
 
     /// The server subscribed the connection to a channel (a token's `channels`, or the server API).
