@@ -18,7 +18,15 @@ func bootstrap(_ options: TransportOptions) -> PrometheusCollectorRegistry {
         return handler
     }
     let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    var factory = PrometheusMetricsFactory(registry: registry)
+    // Delivery and handshakes take microseconds to milliseconds on one host: the default buckets start at 5 ms.
+    factory.defaultDurationHistogramBuckets = [
+        .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+        .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5),
+    ]
+    factory.defaultValueHistogramBuckets = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    MetricsSystem.bootstrap(factory)
     return registry
 }
 
