@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Waits until the log $1 of process $2 has a line matching $3; fails if the process dies first.
+wait_for_line() {
+  for _ in $(seq 1 200); do
+    grep -q "$3" "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$1"; echo "the server died"; exit 1; }
+    sleep 0.1
+  done
+  cat "$1"; echo "no \"$3\" in the log"; exit 1
+}
+
 echo "== swift format lint"
 swift format lint --strict -r Sources Tests Package.swift
 
@@ -33,11 +43,7 @@ log="$(mktemp)"
 .build/debug/switchboard echo --port 0 --log-level info >"$log" 2>&1 &
 server=$!
 trap 'kill -9 $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  grep -q "listening on" "$log" && break
-  kill -0 "$server" 2>/dev/null || { cat "$log"; echo "echo server died"; exit 1; }
-  sleep 0.1
-done
+wait_for_line "$log" "$server" "listening on"
 url="$(grep -o 'ws://[^ ]*' "$log" | head -1)"
 [ -n "$url" ] || { cat "$log"; echo "echo server did not report its address"; exit 1; }
 EXCLUDE="9.*,12.*,13.*" REPORT_DIR="$(mktemp -d)" "$SHARED/autobahn/run.sh" "${url%/}"
@@ -60,10 +66,7 @@ flog="$(mktemp)"
 (ulimit -n 64; exec .build/debug/switchboard echo --broadcast --port 0 --threads 1) >"$flog" 2>&1 &
 fserver=$!
 trap 'kill -9 $fserver 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  grep -q "listening on" "$flog" && break
-  sleep 0.1
-done
+wait_for_line "$flog" "$fserver" "listening on"
 fport="$(grep -o 'ws://[^ ]*' "$flog" | head -1 | sed -E 's#.*:([0-9]+)/.*#\1#')"
 cpu() { awk '{print $14 + $15}' "/proc/$fserver/stat"; }
 cpu0="$(cpu)"; t0="$(date +%s)"
@@ -104,11 +107,7 @@ SWITCHBOARD_API_KEY=schemathesis-key .build/debug/switchboard serve --port 0 --a
   >"$alog" 2>&1 &
 aserver=$!
 trap 'kill -9 $aserver 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do
-  grep -q "API on" "$alog" && break
-  kill -0 "$aserver" 2>/dev/null || { cat "$alog"; echo "serve died"; exit 1; }
-  sleep 0.1
-done
+wait_for_line "$alog" "$aserver" "API on"
 api="$(grep -o 'http://[^ ]*' "$alog" | head -1)"
 [ -n "$api" ] || { cat "$alog"; echo "serve did not report its API address"; exit 1; }
 "$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-key" \

@@ -39,24 +39,8 @@ public final class SwitchboardMetrics: Sendable {
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         connectionsAccepted = Counter(label: "switchboard_connections_accepted_total", factory: factory)
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)
-        connectionsClosed = Dictionary(
-            uniqueKeysWithValues: DisconnectReason.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_connections_closed_total", dimensions: [("reason", $0.rawValue)],
-                        factory: factory)
-                )
-            })
-        handshakesRejected = Dictionary(
-            uniqueKeysWithValues: HandshakeRejection.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_handshakes_rejected_total", dimensions: [("reason", $0.rawValue)],
-                        factory: factory)
-                )
-            })
+        connectionsClosed = Counter.family("switchboard_connections_closed_total", by: "reason", factory: factory)
+        handshakesRejected = Counter.family("switchboard_handshakes_rejected_total", by: "reason", factory: factory)
         messagesIn = Counter(label: "switchboard_messages_in_total", factory: factory)
         bytesIn = Counter(label: "switchboard_bytes_in_total", factory: factory)
         messagesOut = Counter(label: "switchboard_messages_out_total", factory: factory)
@@ -81,6 +65,19 @@ public final class SwitchboardMetrics: Sendable {
     func closed(_ reason: DisconnectReason) {
         connectionsClosed[reason]?.increment()
         if reason == .slowConsumer { slowConsumerDisconnects.increment() }
+    }
+}
+
+extension Counter {
+    /// One counter per value of a label whose values are an enumeration's cases (bounded, as Prometheus
+    /// labels must be).
+    public static func family<Key: CaseIterable & RawRepresentable & Hashable>(
+        _ label: String, by dimension: String, factory: any MetricsFactory
+    ) -> [Key: Counter] where Key.RawValue == String {
+        Dictionary(
+            uniqueKeysWithValues: Key.allCases.map {
+                ($0, Counter(label: label, dimensions: [(dimension, $0.rawValue)], factory: factory))
+            })
     }
 }
 

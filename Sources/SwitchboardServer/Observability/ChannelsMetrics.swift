@@ -1,5 +1,6 @@
 import CoreMetrics
 import SwitchboardCore
+import SwitchboardNIO
 
 /// The channel layer's swift-metrics instruments. Delivery is counted once per event per event loop
 /// (not per subscriber), so a fan-out to 10,000 subscribers adds two metric updates per loop.
@@ -14,29 +15,10 @@ final class ChannelsMetrics: Sendable {
     let gapDropped: [SlowConsumerPolicy: Counter]
 
     init(factory: any MetricsFactory) {
-        authFailures = Dictionary(
-            uniqueKeysWithValues: TokenFailure.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_auth_failures_total", dimensions: [("reason", $0.rawValue)],
-                        factory: factory)
-                )
-            })
+        authFailures = Counter.family("switchboard_auth_failures_total", by: "reason", factory: factory)
         deliveries = Counter(label: "switchboard_deliveries_total", factory: factory)
         publishToDelivery = Timer(label: "switchboard_publish_to_delivery_seconds", factory: factory)
-        gaps = Dictionary(
-            uniqueKeysWithValues: SlowConsumerPolicy.allCases.map {
-                ($0, Counter(label: "switchboard_gaps_total", dimensions: [("policy", $0.rawValue)], factory: factory))
-            })
-        gapDropped = Dictionary(
-            uniqueKeysWithValues: SlowConsumerPolicy.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_gap_dropped_messages_total", dimensions: [("policy", $0.rawValue)],
-                        factory: factory)
-                )
-            })
+        gaps = Counter.family("switchboard_gaps_total", by: "policy", factory: factory)
+        gapDropped = Counter.family("switchboard_gap_dropped_messages_total", by: "policy", factory: factory)
     }
 }
