@@ -103,6 +103,7 @@ echo "== schemathesis: the server API against docs/openapi.yaml"
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-schemathesis-venv"
 [ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet 'schemathesis>=4.0,<5'; }
 alog="$(mktemp)"
+export SWITCHBOARD_TOKEN_SECRET=test-script-secret-of-at-least-32-bytes
 SWITCHBOARD_API_KEY=schemathesis-key .build/debug/switchboard serve --port 0 --api-port 0 --log-level error \
   >"$alog" 2>&1 &
 aserver=$!
@@ -113,6 +114,25 @@ api="$(grep -o 'http://[^ ]*' "$alog" | head -1)"
 "$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-key" \
   -c not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header \
   --phases examples,coverage,fuzzing -n 50 --seed 7
+echo "== switchboard token: its tokens open connections to serve with the same secret, forged ones do not"
+wsport="$(grep -o 'ws://[^ ]*' "$alog" | head -1 | sed -E 's#.*:([0-9]+)/.*#\1#')"
+churn() {
+  .build/debug/switchboard-bench churn --port "$wsport" --path /ws --connections 4 --workers 1 --duration 1 \
+    --settle 0 --source-addresses 1 --header "Authorization: Bearer $1" | tail -1
+}
+good="$(churn "$(.build/debug/switchboard token --user ada --info '{"name":"Ada"}' --channel news)")"
+forged="$(churn "$(SWITCHBOARD_TOKEN_SECRET=another-secret-of-at-least-32-bytes-xx .build/debug/switchboard token --user ada)")"
+python3 - "$good" "$forged" <<'PY'
+import json, sys
+good, forged = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"own tokens: {good['connections_per_second']:.0f} connections/s, {good['connect_failures']} refused; "
+      f"forged: {forged['connect_failures']} refused")
+if good["connect_failures"] != 0 or good["connections_per_second"] <= 0:
+    sys.exit(f"tokens from switchboard token were refused: {good}")
+if forged["connect_failures"] == 0 or forged["connections_per_second"] > 0:
+    sys.exit(f"forged tokens were accepted: {forged}")
+PY
+unset SWITCHBOARD_TOKEN_SECRET
 kill -TERM "$aserver"; wait "$aserver" || true; trap - EXIT
 
 echo "== all tests passed"

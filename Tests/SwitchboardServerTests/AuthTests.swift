@@ -177,6 +177,18 @@ struct AuthTests {
             let client = try await server.connect()
             #expect(try await client.call(["cmd": "connect", "token": token]).reply.ok?["user"] as? String == user)
         }
+        // Signed by keys the server does not have: another RSA key (no kid), another EC key under a known kid.
+        let otherRSA = try await TestKeys.rsa()
+        let otherEC = try await TestKeys.ec(kid: "ec1")
+        let forged = [
+            try await TestKeys.sign(TestClaims(sub: "rsa"), with: otherRSA.signer),
+            try await TestKeys.sign(TestClaims(sub: "ec"), with: otherEC.signer, kid: "ec1"),
+        ]
+        for token in forged {
+            let client = try await server.connect()
+            let reply = try await client.call(["cmd": "connect", "token": token]).reply
+            #expect((reply["error"] as? [String: Any])?["message"] as? String == "invalid token: bad signature")
+        }
     }
 
     /// Keys from a JWKS served over HTTP: a token with a new `kid` makes the server fetch again (once per
