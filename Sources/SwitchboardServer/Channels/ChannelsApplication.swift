@@ -56,6 +56,13 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         self.anonymousAllowed = verifier == nil || auth.anonymousAllowed
         self.metrics = ChannelsMetrics(factory: metricsFactory)
         self.failureLog = ThrottledLog(interval: auth.failureLogInterval, logger: logger)
+        if verifier == nil,
+            let namespace = configuration.namespaces.first(where: { $0.value.permissions.subscribe == .token })
+        {
+            logger.warning(
+                "namespace requires subscription tokens but no token verifier is configured: every subscribe is refused",
+                metadata: ["namespace": "\(namespace.key)"])
+        }
         self.logger = logger
         self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
         broker.attach(self)
