@@ -104,24 +104,28 @@ venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-schemathesis-venv"
 [ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install --quiet 'schemathesis>=4.0,<5'; }
 alog="$(mktemp)"
 export SWITCHBOARD_TOKEN_SECRET=test-script-secret-of-at-least-32-bytes
-SWITCHBOARD_API_KEY=schemathesis-key .build/debug/switchboard serve --port 0 --api-port 0 --log-level error \
+SWITCHBOARD_API_KEY=schemathesis-api-key-0123 .build/debug/switchboard serve --port 0 --api-port 0 --log-level error \
   >"$alog" 2>&1 &
 aserver=$!
 trap 'kill -9 $aserver 2>/dev/null || true' EXIT
 wait_for_line "$alog" "$aserver" "API on"
 api="$(grep -o 'http://[^ ]*' "$alog" | head -1)"
 [ -n "$api" ] || { cat "$alog"; echo "serve did not report its API address"; exit 1; }
-"$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-key" \
+"$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-api-key-0123" \
   -c not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header \
   --phases examples,coverage,fuzzing -n 50 --seed 7
 echo "== switchboard token: its tokens open connections to serve with the same secret, forged ones do not"
+wait_for_line "$alog" "$aserver" "listening on"
 wsport="$(grep -o 'ws://[^ ]*' "$alog" | head -1 | sed -E 's#.*:([0-9]+)/.*#\1#')"
 churn() {
   .build/debug/switchboard-bench churn --port "$wsport" --path /ws --connections 4 --workers 1 --duration 1 \
     --settle 0 --source-addresses 1 --header "Authorization: Bearer $1" | tail -1
 }
-good="$(churn "$(.build/debug/switchboard token --user ada --info '{"name":"Ada"}' --channel news)")"
-forged="$(churn "$(SWITCHBOARD_TOKEN_SECRET=another-secret-of-at-least-32-bytes-xx .build/debug/switchboard token --user ada)")"
+own="$(.build/debug/switchboard token --user ada --info '{"name":"Ada"}' --channel news)"
+other="$(SWITCHBOARD_TOKEN_SECRET=another-secret-of-at-least-32-bytes-xx .build/debug/switchboard token --user ada)"
+[ -n "$own" ] && [ -n "$other" ] || { echo "switchboard token printed nothing"; exit 1; }
+good="$(churn "$own")"
+forged="$(churn "$other")"
 python3 - "$good" "$forged" <<'PY'
 import json, sys
 good, forged = json.loads(sys.argv[1]), json.loads(sys.argv[2])

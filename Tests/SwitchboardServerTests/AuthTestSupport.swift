@@ -63,7 +63,9 @@ enum TestKeys {
     }
 
     /// An EC P-256 key pair: the signer, the public PEM, and the public key as a JWK.
-    static func ec(kid: String) async throws -> (signer: JWTKeyCollection, pem: String, jwk: String) {
+    static func ec(kid: String) async throws -> (
+        signer: JWTKeyCollection, pem: String, jwk: String, key: P256.Signing.PrivateKey
+    ) {
         let key = P256.Signing.PrivateKey()
         let signer = await JWTKeyCollection().add(
             ecdsa: try ES256PrivateKey(backing: key), kid: JWKIdentifier(string: kid))
@@ -72,7 +74,7 @@ enum TestKeys {
             {"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"\(kid)","x":"\(base64URL(raw.prefix(32)))",\
             "y":"\(base64URL(raw.suffix(32)))"}
             """
-        return (signer, key.publicKey.pemRepresentation, jwk)
+        return (signer, key.publicKey.pemRepresentation, jwk, key)
     }
 
     static func rsa() async throws -> (signer: JWTKeyCollection, pem: String) {

@@ -352,6 +352,11 @@ struct HostileTokenTests {
         let token = try await TestKeys.sign(TestClaims(sub: "ada"), with: await TestKeys.hmac())
         let client = try await server.connect()
         _ = try await client.call(["cmd": "connect", "token": token])
+        // Expired tokens are an honest client's mistake: they do not count toward the limit.
+        let expired = try await TestKeys.sign(TestClaims(sub: "ada", ttl: -5), with: await TestKeys.hmac())
+        for _ in 0..<10 {
+            #expect(try await client.call(["cmd": "refresh", "token": expired]).reply.errorCode == 113)
+        }
         for _ in 0..<7 {
             #expect(try await client.call(["cmd": "refresh", "token": "garbage"]).reply.errorCode == 112)
         }
@@ -378,6 +383,39 @@ struct HostileTokenTests {
     @Test func aJWKSOverPlainHTTPIsRefusedUnlessLocal() async throws {
         await #expect(throws: TokenKeyError.self) {
             _ = try await TokenVerifier.make(.testDefaults { $0.jwksURL = "http://keys.example/jwks" })
+        }
+    }
+}
+
+@Suite("Authentication: configuration")
+struct AuthConfigurationTests {
+    @Test func loopbackIsDecidedByAddress() {
+        for host in ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"] {
+            #expect(isLoopbackHost(host), "\(host)")
+        }
+        for host in ["127.attacker.example", "127.+0.0.1", "127.0.0.1]", "0.0.0.0", "10.0.0.1", "example.com", "::"] {
+            #expect(!isLoopbackHost(host), "\(host)")
+        }
+    }
+
+    @Test func aJWKSKeyWithoutKidServesTokensWithoutOne() async throws {
+        let ec = try await TestKeys.ec(kid: "ignored")
+        let unnamed = ec.jwk.replacingOccurrences(of: #""kid":"ignored","#, with: "")
+        #expect(!unnamed.contains("kid"))
+        let verifier = try await TokenVerifier.make(
+            .testDefaults { $0.keys = [.jwks(json: "{\"keys\":[\(unnamed)]}")] })
+        let token = try await TestKeys.sign(TestClaims(sub: "ada"), with: await TestKeys.ec(kid: "x").signer)
+        // Another key: refused; the set's own key, signing without kid: accepted.
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        await #expect(throws: TokenFailure.invalidSignature) { try await verifier.verify(token, on: loop).get() }
+        let signer = await JWTKeyCollection().add(ecdsa: try ES256PrivateKey(backing: ec.key))
+        let own = try await signer.sign(TestClaims(sub: "ada"))
+        #expect(try await verifier.verify(own, on: loop).get().subject == "ada")
+    }
+
+    @Test func aJWKSWithoutAUsableKeyIsAnError() async throws {
+        await #expect(throws: TokenKeyError.self) {
+            _ = try await TokenVerifier.make(.testDefaults { $0.keys = [.jwks(json: #"{"keys":[]}"#)] })
         }
     }
 }

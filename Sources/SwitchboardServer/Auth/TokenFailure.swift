@@ -25,6 +25,8 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
     /// A subscription token (it has a `channel` claim) offered to connect or refresh: it opens one channel,
     /// never a session.
     case subscriptionToken = "subscription_token"
+    /// A connection token (no `channel` claim) offered to subscribe.
+    case notSubscriptionToken = "not_subscription_token"
     /// Too many refused tokens on one connection: it is closed.
     case tooManyRefused = "too_many_refused"
     /// An empty `sub` where anonymous connections are not allowed.
@@ -48,6 +50,7 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
         case .anonymousNotAllowed: return "invalid token: anonymous connections are not allowed"
         case .subscriptionToken: return "invalid token: a subscription token cannot connect"
         case .tooManyRefused: return "invalid token: too many refused tokens"
+        case .notSubscriptionToken: return "invalid token: not a subscription token"
         }
     }
 }

@@ -8,8 +8,8 @@ public enum TokenKey: Sendable {
     /// An RSA (RS256/384/512) or EC (ES256/384/512, by curve) public key in PEM.
     case publicKey(pem: String, kid: String? = nil)
     /// A JSON Web Key Set (RFC 7517). Keys it cannot use are skipped, one by one: other types (`oct`,
-    /// `OKP`), other uses (`use` other than `sig`), unknown curves or algorithms, and keys without `kid`
-    /// (a set is looked up by key id).
+    /// `OKP`), other uses (`use` other than `sig`), unknown curves or algorithms. A set with no usable key
+    /// is an error. Keys without `kid` serve tokens without one.
     case jwks(json: String)
 }
 
@@ -41,14 +41,20 @@ public struct TokenKeyRing: Sendable {
                 guard let set = (try? JSONSerialization.jsonObject(with: Data(json.utf8))) as? [String: Any],
                     let keys = set["keys"] as? [Any]
                 else { throw TokenKeyError(description: "not a JSON Web Key Set (an object with \"keys\")") }
-                for case let entry as [String: Any] in keys {
-                    guard (entry["use"] as? String ?? "sig") == "sig", let kid = entry["kid"] as? String,
+                var usable = 0
+                for case var entry as [String: Any] in keys {
+                    let kid = entry["kid"] as? String
+                    // jwt-kit files a JWK by its kid; one without gets a placeholder, then serves kid-less tokens.
+                    if kid == nil { entry["kid"] = "switchboard-unnamed" }
+                    guard (entry["use"] as? String ?? "sig") == "sig",
                         let data = try? JSONSerialization.data(withJSONObject: entry),
                         let jwk = try? JSONDecoder().decode(JWK.self, from: data),
                         let algorithm = try? await algorithm(of: jwk)
                     else { continue }
                     ring.add([algorithm], kid: kid)
+                    usable += 1
                 }
+                guard usable > 0 else { throw TokenKeyError(description: "the JSON Web Key Set has no usable key") }
             }
         }
         return ring
@@ -109,7 +115,7 @@ public struct TokenKeyRing: Sendable {
         }
         let collection = JWTKeyCollection()
         try await collection.add(jwk: jwk, isDefault: true)
-        return try await collection.getKey(alg: name)
+        return try await collection.getKey(for: jwk.keyIdentifier, alg: name)
     }
 
     /// Checks `token`'s signature and claims, at `now` (Unix seconds).

@@ -104,59 +104,70 @@ public final class TokenVerifier: Sendable {
     /// Verifies `token`, completing on `eventLoop` with its claims or failing with a `TokenFailure`.
     /// Already complete unless the token names a key the server must fetch first.
     public func verify(_ token: String, on eventLoop: any EventLoop) -> EventLoopFuture<TokenClaims> {
-        let (ring, stale) = state.withLockedValue { ($0.ring, self.isStale($0)) }
-        if stale { startRefetch() }
+        let ring = state.withLockedValue { state -> TokenKeyRing in
+            if isStale(state) { _ = startFetch(&state) }
+            return state.ring
+        }
         let result = ring.verify(token, now: clock(), rules: configuration.rules)
-        guard case .failure(.unknownKey) = result, configuration.jwksURL != nil, mayRefetch() else {
+        guard case .failure(.unknownKey) = result, configuration.jwksURL != nil,
+            let fetch = state.withLockedValue({ startFetchIfAllowed(&$0) })
+        else {
             return eventLoop.makeCompletedFuture(result.mapError { $0 as any Error })
         }
         let promise = eventLoop.makePromise(of: TokenClaims.self)
         promise.completeWithTask {
-            await self.refetch()
+            await fetch.value
             let ring = self.state.withLockedValue { $0.ring }
             return try ring.verify(token, now: self.clock(), rules: self.configuration.rules).get()
         }
         return promise.futureResult
     }
 
+    /// The copy is old and no fetch was tried within the interval (while the endpoint is down, a retry
+    /// per interval, not one per token).
     private func isStale(_ state: FetchState) -> Bool {
         guard configuration.jwksURL != nil, state.inFlight == nil, let last = state.lastSuccess else { return false }
-        // While the endpoint is down, retry at most once per interval, not on every token.
-        let retryDue = state.lastAttempt.map { $0 + configuration.jwksMinimumRefetchInterval < .now() } ?? true
-        return last + configuration.jwksMaximumAge < .now() && retryDue
+        return last + configuration.jwksMaximumAge < .now() && attemptAllowed(state)
     }
 
-    private func mayRefetch() -> Bool {
-        state.withLockedValue { state in
-            guard let last = state.lastAttempt else { return true }
-            return state.inFlight != nil || last + configuration.jwksMinimumRefetchInterval < .now()
-        }
+    private func attemptAllowed(_ state: FetchState) -> Bool {
+        state.lastAttempt.map { $0 + configuration.jwksMinimumRefetchInterval < .now() } ?? true
     }
 
-    private func startRefetch() {
-        Task { await refetch() }
+    /// The fetch under way, or a new one if none was tried within the interval; nil otherwise. Decided and
+    /// started under the lock, so however many tokens ask at once, one request goes out.
+    private func startFetchIfAllowed(_ state: inout FetchState) -> Task<Void, Never>? {
+        if let running = state.inFlight { return running }
+        guard attemptAllowed(state) else { return nil }
+        return startFetch(&state)
     }
 
-    /// Fetches the JWKS, or waits for the fetch already under way: one request however many tokens ask.
+    private func startFetch(_ state: inout FetchState) -> Task<Void, Never> {
+        if let running = state.inFlight { return running }
+        state.lastAttempt = .now()
+        let task = Task { await self.fetch() }
+        state.inFlight = task
+        return task
+    }
+
+    /// Fetches the JWKS now, or waits for the fetch already under way.
     func refetch() async {
-        let task = state.withLockedValue { state -> Task<Void, Never> in
-            if let running = state.inFlight { return running }
-            state.lastAttempt = .now()
-            let task = Task { await self.fetch() }
-            state.inFlight = task
-            return task
-        }
-        await task.value
+        await state.withLockedValue { startFetch(&$0) }.value
     }
+
+    /// Follows no redirects: a redirect could lead from the https URL to plain http.
+    private static let client = HTTPClient(
+        eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
 
     private func fetch() async {
         defer { state.withLockedValue { $0.inFlight = nil } }
         guard let url = configuration.jwksURL else { return }
         do {
             let request = HTTPClientRequest(url: url)
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            let response = try await Self.client.execute(request, timeout: .seconds(10))
             guard response.status == .ok else { throw TokenKeyError(description: "HTTP \(response.status.code)") }
             let body = try await response.body.collect(upTo: 1 << 20)
+            // A set with no usable key is a failed fetch: keep the keys already known.
             let fetched = try await TokenKeyRing.make([.jwks(json: String(buffer: body))])
             let ring = staticKeys.merged(with: fetched)
             state.withLockedValue {
@@ -173,10 +184,18 @@ public final class TokenVerifier: Sendable {
 
 /// Whether `host` (a name or an IP address) is this machine only: localhost, ::1 or 127.0.0.0/8.
 public func isLoopbackHost(_ host: String) -> Bool {
-    let host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-    if host == "localhost" || host == "::1" { return true }
-    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-    return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    var host = host
+    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    if host.lowercased() == "localhost" { return true }
+    // inet_pton's strict parse: a name that merely looks like an address is not one.
+    guard let address = try? SocketAddress(ipAddress: host, port: 0), let text = address.ipAddress else {
+        return false
+    }
+    switch address {
+    case .v4: return text.hasPrefix("127.")
+    case .v6: return text == "::1" || text.hasPrefix("::ffff:127.")
+    default: return false
+    }
 }
 
 /// Logs at most once per interval per client address, so a bot retrying bad tokens cannot flood the log.

@@ -176,7 +176,7 @@ extension ChannelsApplication {
         return verifier.verify(token, on: loop.eventLoop)
             .flatMapThrowing { claims in
                 guard claims.channel == channel else {
-                    throw claims.channel == nil ? TokenFailure.malformed : TokenFailure.wrongChannel
+                    throw claims.channel == nil ? TokenFailure.notSubscriptionToken : TokenFailure.wrongChannel
                 }
                 guard claims.subject == user else { throw TokenFailure.wrongUser }
             }
@@ -200,11 +200,14 @@ extension ChannelsApplication {
     /// signature check (several, with many keys), so a client cannot make the server verify garbage forever.
     static let maxRefusedTokens = 8
 
-    /// Counts a token refused on an open session, closing it past `maxRefusedTokens`.
+    /// Counts a token refused on an open session; past `maxRefusedTokens` forged or garbled ones, closes it.
+    /// Expired, not-yet-valid and unknown-key refusals do not count: an honest client meets them (a stale
+    /// token, a key set mid-rotation).
     func refused(_ failure: TokenFailure, session: ClientSession, during step: String) {
         refused(failure, address: session.connection.remoteAddress, during: step)
+        guard ![.expired, .notYetValid, .unknownKey].contains(failure) else { return }
         session.refusedTokens += 1
-        if session.refusedTokens >= Self.maxRefusedTokens {
+        if session.refusedTokens == Self.maxRefusedTokens {
             refused(.tooManyRefused, address: session.connection.remoteAddress, during: step)
             session.connection.close(.invalidToken, message: TokenFailure.tooManyRefused.message)
         }

@@ -148,7 +148,7 @@ extension ChannelsApplication {
     /// With a subscribe in flight for the channel, it waits its turn like a client's command.
     func subscribeOnServer(_ channel: String, recover: StreamPosition?, session: ClientSession, loop: ChannelsLoop) {
         guard session.waiting[channel] == nil else {
-            return session.waiting[channel, default: []].append(.serverSubscribe(recover))
+            return session.queueServer(.serverSubscribe(recover), for: channel)
         }
         guard ChannelName.validate(channel) else {
             return session.reply(ServerMessage.unsubscribed(channel: channel, error: .invalidChannel))
@@ -167,9 +167,7 @@ extension ChannelsApplication {
     /// Ends a subscription on the server's initiative, with an `unsubscribed` push; with a subscribe in
     /// flight, after it (so a backend revoking access never loses the race).
     func unsubscribeOnServer(_ channel: String, session: ClientSession, loop: ChannelsLoop) {
-        guard session.waiting[channel] == nil else {
-            return session.waiting[channel, default: []].append(.serverUnsubscribe)
-        }
+        guard session.waiting[channel] == nil else { return session.queueServer(.serverUnsubscribe, for: channel) }
         guard let subscription = session.subscriptions.removeValue(forKey: channel) else { return }
         leave(subscription, session: session, loop: loop)
         session.reply(ServerMessage.unsubscribed(channel: channel, error: nil))

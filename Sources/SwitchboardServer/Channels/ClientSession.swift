@@ -50,6 +50,20 @@ final class ClientSession {
 
     var id: ConnectionID { connection.id }
 
+    /// Queues the server API's subscribe or unsubscribe behind the one in flight; only the last of a run
+    /// of them matters, so it replaces a server entry at the end rather than growing the queue.
+    func queueServer(_ pending: Pending, for channel: String) {
+        var queue = waiting[channel] ?? []
+        if let last = queue.last, case .client = last {
+            queue.append(pending)
+        } else if queue.isEmpty {
+            queue.append(pending)
+        } else {
+            queue[queue.count - 1] = pending
+        }
+        waiting[channel] = queue
+    }
+
     func cancelTimers() {
         connectTimer?.cancel()
         connectTimer = nil
