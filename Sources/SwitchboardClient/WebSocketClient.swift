@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SwitchboardCore
 
 /// Connection settings for `WebSocketClient`.
@@ -13,6 +14,9 @@ public struct ClientOptions: Sendable {
     /// stopped responding.
     public var autoPong = true
     public var connectTimeout = TimeAmount.seconds(10)
+    /// Speak TLS (wss://) with this context, checking the server's certificate for `serverHostname`.
+    public var tls: NIOSSLContext?
+    public var serverHostname: String?
 
     public init(path: String = "/") { self.path = path }
 }
@@ -70,9 +74,15 @@ public final class WebSocketClient: Sendable {
             host: host, port: port, path: options.path, headers: options.headers, subprotocols: options.subprotocols)
         let autoPong = options.autoPong
         let connectTimeout = options.connectTimeout
+        let tls = options.tls
+        let serverHostname = options.serverHostname
         let upgraded = loop.makePromise(of: String?.self)
         let initialized = bootstrap.channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
+                if let tls {
+                    try channel.pipeline.syncOperations.addHandler(
+                        try NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                }
                 try channel.pipeline.syncOperations.addHandler(
                     ClientConnectionHandler(
                         handshake: handshake, upgraded: upgraded, sink: makeSink(channel), autoPong: autoPong))

@@ -40,12 +40,16 @@ func runServer(
     alongside: (_ ready: @escaping @Sendable () -> Bool) throws -> [any Service] = { _ in [] }
 ) async throws {
     let logger = Logger(label: "switchboard")
+    let tls = try options.certificates()
     let server = WebSocketServer(
-        configuration: options.configuration(path: path), application: application, logger: logger)
+        configuration: options.configuration(path: path), application: application, tls: tls, logger: logger)
+    let reloader = tls.map { TLSReloader(certificates: $0, logger: logger) }
+    defer { reloader?.cancel() }
     let started = ManagedAtomic(false)
     let others = try alongside { started.load(ordering: .relaxed) && !server.hub.isShuttingDown }
     let announced = AnnouncingServer(server: server, ready: started) { address in
-        print("switchboard listening on ws://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
+        let scheme = tls == nil ? "ws" : "wss"
+        print("switchboard listening on \(scheme)://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
         fflush(nil)
     }
     // Services stop in reverse order: the WebSocket server drains first, while the API still answers
@@ -71,4 +75,25 @@ private struct AnnouncingServer: Service {
         announce(address)
         try await server.run()
     }
+}
+
+/// Reloads the certificate and key on SIGHUP; a bad file keeps the certificate in use and logs why.
+private final class TLSReloader {
+    private let source: any DispatchSourceSignal
+
+    init(certificates: TLSCertificates, logger: Logger) {
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            do {
+                try certificates.reload()
+                logger.info("TLS certificate reloaded", metadata: ["certificate": "\(certificates.certificatePath)"])
+            } catch {
+                logger.error("TLS reload failed; keeping the certificate in use", metadata: ["error": "\(error)"])
+            }
+        }
+        source.resume()
+    }
+
+    func cancel() { source.cancel() }
 }

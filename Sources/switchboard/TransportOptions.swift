@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import SwitchboardCore
+import SwitchboardNIO
 
 /// The options `serve` and `echo` share: where to listen, limits, heartbeats, queue bounds, shutdown.
 struct TransportOptions: ParsableArguments {
@@ -65,6 +66,12 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = "info"
 
+    @Option(help: "PEM certificate chain for wss:// (with --tls-key); reloaded on SIGHUP.")
+    var tlsCertificate: String?
+
+    @Option(help: "PEM private key for wss:// (with --tls-certificate).")
+    var tlsKey: String?
+
     func validate() throws {
         guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 0…65535") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -81,6 +88,19 @@ struct TransportOptions: ParsableArguments {
             throw ValidationError("\(name) must be positive")
         }
         guard pingInterval >= 0, idleTimeout >= 0 else { throw ValidationError("intervals cannot be negative") }
+        guard (tlsCertificate == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-certificate and --tls-key go together")
+        }
+    }
+
+    /// The certificate and key, when TLS is configured; a bad file stops the server with its path and why.
+    func certificates() throws -> TLSCertificates? {
+        guard let tlsCertificate, let tlsKey else { return nil }
+        do {
+            return try TLSCertificates(certificatePath: tlsCertificate, keyPath: tlsKey)
+        } catch {
+            throw ValidationError("TLS: \(error)")
+        }
     }
 
     func configuration(path: String?) -> SwitchboardConfiguration {

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import SwitchboardCore
 
@@ -16,6 +17,8 @@ public final class WebSocketServer: Service, Sendable {
     /// Whether `shutdown` stops the group: only when the server made it.
     private let ownsGroup: Bool
     private let logger: Logger
+    /// Certificates for wss://; nil: plain ws://.
+    public let tls: TLSCertificates?
     // Lock: guards the listening channel, set once by `start` and cleared by `shutdown`.
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
     /// Finished when `shutdown` has completed; `run` waits on it.
@@ -28,18 +31,21 @@ public final class WebSocketServer: Service, Sendable {
     ///   - configuration: limits, timers, address.
     ///   - application: the hooks (upgrade decision, open, message, close); `attached(to:)` is called
     ///     here, once.
+    ///   - tls: the certificate and key for wss:// (reloadable while serving); nil serves plain ws://.
     ///   - eventLoopGroup: the event loops to serve on, one registry shard each: an embedding server's own
     ///     group (a `MultiThreadedEventLoopGroup`), which it keeps and shuts down itself. nil: the server
     ///     makes one of `configuration.threads` loops and stops it on shutdown.
     public init(
         configuration: SwitchboardConfiguration,
         application: any SwitchboardApplication,
+        tls: TLSCertificates? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         metrics: SwitchboardMetrics = SwitchboardMetrics(),
         logger: Logger = Logger(label: "switchboard")
     ) {
         self.configuration = configuration
         self.logger = logger
+        self.tls = tls
         if let eventLoopGroup {
             self.group = eventLoopGroup
             self.ownsGroup = false
@@ -58,6 +64,7 @@ public final class WebSocketServer: Service, Sendable {
     public func start() async throws -> SocketAddress {
         let hub = self.hub
         let configuration = self.configuration
+        let tls = self.tls
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -90,6 +97,9 @@ public final class WebSocketServer: Service, Sendable {
                     let encoder = HTTPResponseEncoder()
                     let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
                     let sync = channel.pipeline.syncOperations
+                    // The TLS handshake runs inside the handshake timeout and the pending-handshake bound:
+                    // both start here, at accept.
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try sync.addHandler(encoder)
                     try sync.addHandler(decoder)
                     try sync.addHandler(HandshakeHandler(hub: hub, shard: shard, encoder: encoder, decoder: decoder))

@@ -1,0 +1,200 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import SwitchboardClient
+import SwitchboardCore
+import SwitchboardTestSupport
+import Testing
+
+@testable import SwitchboardNIO
+
+/// Certificates made at test time with Debian's openssl: a CA, and server certificates it signs.
+struct TestPKI {
+    let directory: URL
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-tls-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+
+    func run(_ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw OpenSSLFailed(arguments: arguments) }
+    }
+
+    /// A self-signed CA named `name` (`name`.pem, `name`.key).
+    func authority(_ name: String) throws {
+        try run([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            path("\(name).key"), "-out", path("\(name).pem"), "-days", "2", "-subj", "/CN=\(name)",
+        ])
+    }
+
+    /// A certificate for localhost and 127.0.0.1 signed by `authority` (or self-signed when nil), valid for
+    /// `days` (0: already expired).
+    func server(_ name: String, signedBy authority: String?, days: Int = 2) throws {
+        try run([
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            path("\(name).key"), "-out", path("\(name).csr"), "-subj", "/CN=localhost",
+        ])
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(
+            toFile: path("ext.cnf"), atomically: true, encoding: .utf8)
+        let signer =
+            authority.map { ["-CA", path("\($0).pem"), "-CAkey", path("\($0).key"), "-CAcreateserial"] }
+            ?? ["-signkey", path("\(name).key")]
+        try run(
+            ["x509", "-req", "-in", path("\(name).csr"), "-out", path("\(name).pem"), "-days", "\(days)"] + signer + [
+                "-extfile", path("ext.cnf"),
+            ])
+    }
+
+    /// Puts `name`'s certificate and key where the server reads them.
+    func install(_ name: String) throws {
+        for ext in ["pem", "key"] {
+            let target = path("live.\(ext)")
+            try? FileManager.default.removeItem(atPath: target)
+            try FileManager.default.copyItem(atPath: path("\(name).\(ext)"), toPath: target)
+        }
+    }
+
+    /// A client context that trusts only `authority`.
+    func trusting(_ authority: String) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(path("\(authority).pem")))
+        return try NIOSSLContext(configuration: configuration)
+    }
+}
+
+struct OpenSSLFailed: Error {
+    let arguments: [String]
+}
+
+@Suite("TLS", .serialized)
+struct TLSTests {
+    private func start(_ pki: TestPKI) async throws -> (WebSocketServer, Int, TLSCertificates) {
+        let certificates = try TLSCertificates(certificatePath: pki.path("live.pem"), keyPath: pki.path("live.key"))
+        var configuration = SwitchboardConfiguration()
+        configuration.port = 0
+        configuration.threads = 1
+        configuration.handshakeTimeout = .seconds(2)
+        configuration.shutdownTimeout = .seconds(2)
+        var logger = Logger(label: "tls-test")
+        logger.logLevel = .critical
+        let server = WebSocketServer(
+            configuration: configuration, application: EchoApplication(broadcast: false), tls: certificates,
+            logger: logger)
+        let address = try await server.start()
+        return (server, address.port ?? 0, certificates)
+    }
+
+    private func connect(_ port: Int, trusting context: NIOSSLContext) async throws -> WebSocketClient {
+        var options = ClientOptions(path: "/ws")
+        options.tls = context
+        options.serverHostname = "localhost"
+        options.connectTimeout = .seconds(5)
+        return try await WebSocketClient.connect(
+            host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
+    }
+
+    private func echoes(_ client: WebSocketClient) async throws -> Bool {
+        client.send(text: "over tls")
+        guard case .text(let text) = try await client.nextMessage() else { return false }
+        return text == "over tls"
+    }
+
+    @Test func wssEchoesAndReloadsTheCertificate() async throws {
+        let pki = try TestPKI()
+        try pki.authority("ca1")
+        try pki.authority("ca2")
+        try pki.server("first", signedBy: "ca1")
+        try pki.server("second", signedBy: "ca2")
+        try pki.install("first")
+        let (server, port, certificates) = try await start(pki)
+        defer { Task { await server.shutdown() } }
+
+        let before = try await connect(port, trusting: try pki.trusting("ca1"))
+        #expect(try await echoes(before))
+        await #expect(throws: (any Error).self) { _ = try await connect(port, trusting: try pki.trusting("ca2")) }
+
+        try pki.install("second")
+        try certificates.reload()
+        let after = try await connect(port, trusting: try pki.trusting("ca2"))
+        #expect(try await echoes(after))
+        // The connection made before the reload keeps its session.
+        #expect(try await echoes(before))
+
+        // A bad file at reload keeps the certificate in use.
+        try "not a certificate".write(toFile: pki.path("live.pem"), atomically: true, encoding: .utf8)
+        #expect(throws: TLSFileError.self) { try certificates.reload() }
+        #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca2"))))
+    }
+
+    @Test func expiredAndSelfSignedCertificatesAreRefusedByAVerifyingClient() async throws {
+        let pki = try TestPKI()
+        try pki.authority("ca")
+        try pki.server("expired", signedBy: "ca", days: 0)
+        try pki.server("self", signedBy: nil)
+        for name in ["expired", "self"] {
+            try pki.install(name)
+            let (server, port, _) = try await start(pki)
+            await #expect(throws: (any Error).self, "\(name)") {
+                _ = try await connect(port, trusting: try pki.trusting("ca"))
+            }
+            await server.shutdown()
+        }
+    }
+
+    @Test func aBadCertificateFileStopsTheStartWithItsPath() throws {
+        let pki = try TestPKI()
+        try "garbage".write(toFile: pki.path("live.pem"), atomically: true, encoding: .utf8)
+        try "garbage".write(toFile: pki.path("live.key"), atomically: true, encoding: .utf8)
+        #expect {
+            _ = try TLSCertificates(certificatePath: pki.path("live.pem"), keyPath: pki.path("live.key"))
+        } throws: { error in
+            (error as? TLSFileError)?.path == pki.path("live.pem")
+        }
+    }
+
+    /// Plain HTTP to the TLS port: the server ends the connection instead of waiting.
+    @Test func plaintextToTheTLSPortIsDropped() async throws {
+        let pki = try TestPKI()
+        try pki.authority("ca")
+        try pki.server("srv", signedBy: "ca")
+        try pki.install("srv")
+        let (server, port, _) = try await start(pki)
+        defer { Task { await server.shutdown() } }
+        await #expect(throws: (any Error).self) {
+            var options = ClientOptions(path: "/ws")
+            options.connectTimeout = .seconds(5)
+            _ = try await WebSocketClient.connect(
+                host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
+        }
+        // And it still serves TLS afterwards.
+        #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca"))))
+    }
+
+    /// TCP opened and no ClientHello: dropped at the handshake timeout (2 s here), like a silent plain client.
+    @Test func aSilentClientIsDroppedAtTheHandshakeTimeout() async throws {
+        let pki = try TestPKI()
+        try pki.authority("ca")
+        try pki.server("srv", signedBy: "ca")
+        try pki.install("srv")
+        let (server, port, _) = try await start(pki)
+        defer { Task { await server.shutdown() } }
+        let silent = try await RawConnection.connect(port: port)
+        let started = ContinuousClock.now
+        _ = try await silent.waitForServerClose(timeout: .seconds(20))
+        #expect(ContinuousClock.now - started < .seconds(15))
+        #expect(!silent.isActive)
+    }
+}
