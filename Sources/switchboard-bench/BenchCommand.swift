@@ -44,6 +44,8 @@ struct Run: ParsableCommand {
     var channels = 1
     @Option(help: "An upgrade header for every connection, NAME:VALUE (e.g. Authorization: Bearer TOKEN); repeatable.")
     var header: [String] = []
+    @Option(help: "Connect with TLS (wss://), trusting this CA certificate (PEM) for `localhost`.")
+    var tlsCA: String?
     @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery.")
     var serverPid: Int32?
 
@@ -70,7 +72,7 @@ struct Run: ParsableCommand {
                             String(line[..<colon]),
                             line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces),
                         ]
-                    }))
+                    }, tlsAuthority: tlsCA))
             first += share
         }
         try Coordinator(
@@ -87,7 +89,7 @@ struct WorkerCommand: ParsableCommand {
 
     func run() throws {
         let plan = try JSONDecoder().decode(WorkerPlan.self, from: Data(self.plan.utf8))
-        let worker = Worker(plan: plan)
+        let worker = try Worker(plan: plan)
         let done = DispatchSemaphore(value: 0)
         Task {
             do { try await worker.run() } catch { FileHandle.standardError.write(Data("worker: \(error)\n".utf8)) }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SwitchboardClient
 
 /// One load-generating process: opens its share of connections on a single event loop, then sends
@@ -43,9 +44,19 @@ final class Worker: @unchecked Sendable {
         func disconnected() { worker.report.disconnected += 1 }
     }
 
-    init(plan: WorkerPlan) {
+    /// One TLS context for every connection (wss://), trusting the plan's CA.
+    private let tls: NIOSSLContext?
+
+    init(plan: WorkerPlan) throws {
         self.plan = plan
         self.loop = group.next()
+        if let authority = plan.tlsAuthority {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(authority))
+            tls = try NIOSSLContext(configuration: configuration)
+        } else {
+            tls = nil
+        }
     }
 
     static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
@@ -85,6 +96,8 @@ final class Worker: @unchecked Sendable {
         options.localAddress = "127.0.0.\(2 + index % max(plan.sourceAddresses, 1))"
         options.connectTimeout = .seconds(10)
         options.headers = plan.headers.map { ($0[0], $0[1]) }
+        options.tls = tls
+        options.serverHostname = tls == nil ? nil : "localhost"
         return options
     }
 

@@ -28,6 +28,8 @@ struct WorkerPlan: Codable, Sendable {
     var channels: Int
     /// Extra upgrade headers, as name-value pairs (`Authorization: Bearer …`).
     var headers: [[String]] = []
+    /// wss://: the CA certificate (PEM file) that signed the server's certificate for `localhost`.
+    var tlsAuthority: String?
 }
 
 /// One line a worker prints on stdout, as JSON: progress every second, then a final report.
