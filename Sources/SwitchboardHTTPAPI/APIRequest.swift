@@ -5,8 +5,8 @@ import SwitchboardServer
 
 /// A request's JSON body, read whole (within the size limit) and taken apart field by field: a missing
 /// or mistyped field is error 100 naming it.
+// @unchecked Sendable: the dictionary is parsed once from JSON and only read.
 struct APIRequest: @unchecked Sendable {
-    // @unchecked Sendable: the dictionary is parsed once from JSON and only read.
     let fields: [String: Any]
 
     static func read(_ request: Request, limit: Int) async throws -> APIRequest {

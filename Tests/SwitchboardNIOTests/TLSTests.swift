@@ -97,6 +97,16 @@ struct TLSTests {
         return (server, address.port ?? 0, certificates)
     }
 
+    /// A server with a valid certificate from the CA "ca".
+    private func startSignedByCA() async throws -> (TestPKI, WebSocketServer, Int) {
+        let pki = try TestPKI()
+        try pki.authority("ca")
+        try pki.server("srv", signedBy: "ca")
+        try pki.install("srv")
+        let (server, port, _) = try await start(pki)
+        return (pki, server, port)
+    }
+
     private func connect(_ port: Int, trusting context: NIOSSLContext) async throws -> WebSocketClient {
         var options = ClientOptions(path: "/ws")
         options.tls = context
@@ -167,11 +177,7 @@ struct TLSTests {
 
     /// Plain HTTP to the TLS port: the server ends the connection instead of waiting.
     @Test func plaintextToTheTLSPortIsDropped() async throws {
-        let pki = try TestPKI()
-        try pki.authority("ca")
-        try pki.server("srv", signedBy: "ca")
-        try pki.install("srv")
-        let (server, port, _) = try await start(pki)
+        let (pki, server, port) = try await startSignedByCA()
         defer { Task { await server.shutdown() } }
         await #expect(throws: (any Error).self) {
             var options = ClientOptions(path: "/ws")
@@ -185,11 +191,7 @@ struct TLSTests {
 
     /// TCP opened and no ClientHello: dropped at the handshake timeout (2 s here), like a silent plain client.
     @Test func aSilentClientIsDroppedAtTheHandshakeTimeout() async throws {
-        let pki = try TestPKI()
-        try pki.authority("ca")
-        try pki.server("srv", signedBy: "ca")
-        try pki.install("srv")
-        let (server, port, _) = try await start(pki)
+        let (_, server, port) = try await startSignedByCA()
         defer { Task { await server.shutdown() } }
         let silent = try await RawConnection.connect(port: port)
         let started = ContinuousClock.now

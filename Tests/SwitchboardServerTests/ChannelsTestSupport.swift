@@ -79,8 +79,8 @@ struct ChannelsServer {
 }
 
 /// A JSON message from the server, parsed.
+// @unchecked Sendable: the dictionary is built once from JSON and only read.
 struct JSONMessage: @unchecked Sendable {
-    // @unchecked Sendable: the dictionary is built once from JSON and only read.
     let object: [String: Any]
     subscript(key: String) -> Any? { object[key] }
     var id: Int? { object["id"] as? Int }

@@ -125,18 +125,6 @@ public final class LoopShard: @unchecked Sendable {
         return registry.connections(ofUser: user).compactMap { registry[$0] }
     }
 
-    /// Every open connection on this loop. Call on `eventLoop`.
-    public var allConnections: [any LocalConnection] {
-        eventLoop.preconditionInEventLoop()
-        return Array(registry.byID.values)
-    }
-
-    /// Users with at least one open connection on this loop. Call on `eventLoop`.
-    public var userCount: Int {
-        eventLoop.preconditionInEventLoop()
-        return registry.userCount
-    }
-
     func deliver(_ frame: ByteBuffer, toUser user: String) {
         for id in registry.connections(ofUser: user) { registry[id]?.enqueue(frame) }
     }
