@@ -28,11 +28,15 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
     targets: [
         .target(
             name: "SwitchboardCore",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "CompressNIO", package: "compress-nio"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -125,7 +129,7 @@ let package = Package(
         .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
         .testTarget(
             name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore"],
+            dependencies: ["SwitchboardCore", .product(name: "CompressNIO", package: "compress-nio")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -151,6 +155,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -6,6 +6,8 @@ public struct ServerFrame: Sendable, Equatable {
     public var fin: Bool
     public var opcode: UInt8
     public var payload: ByteBuffer
+    /// RSV1: the payload is deflated (permessage-deflate); this client does not inflate it itself.
+    public var compressed = false
 }
 
 /// Parses server-to-client frames. Kept minimal: the client trusts the server's framing and only
@@ -33,7 +35,8 @@ struct ServerFrameParser {
         guard buffer.readableBytes >= offset + length else { return nil }
         buffer.moveReaderIndex(forwardBy: offset)
         guard let payload = buffer.readSlice(length: length) else { return nil }
-        return ServerFrame(fin: first & 0x80 != 0, opcode: first & 0x0F, payload: payload)
+        return ServerFrame(
+            fin: first & 0x80 != 0, opcode: first & 0x0F, payload: payload, compressed: first & 0x40 != 0)
     }
 }
 

@@ -51,6 +51,9 @@ public struct SwitchboardConfiguration: Sendable {
     /// wait in the connection's bounded queue. Defaults 32 KiB / 64 KiB.
     public var writeBufferLowWaterMark = 32 * 1024
     public var writeBufferHighWaterMark = 64 * 1024
+    /// permessage-deflate (RFC 7692), offered by browsers by default. Default nil: off, the extension is
+    /// not negotiated.
+    public var deflate: DeflateOptions?
 
     public init() {}
 }

@@ -72,7 +72,21 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "PEM private key for wss:// (with --tls-certificate).")
     var tlsKey: String?
 
+    @Flag(help: "Negotiate permessage-deflate (RFC 7692) with clients that offer it.")
+    var deflate = false
+
+    @Option(help: "Messages smaller than this many bytes go out uncompressed (with --deflate).")
+    var deflateMinSize = 256
+
+    @Option(help: "zlib level for outgoing messages, 1 (fastest) to 9 (smallest) (with --deflate).")
+    var deflateLevel = 1
+
+    @Flag(help: "Let clients keep their compression context between messages (costs ~40 KiB per such connection).")
+    var deflateClientContextTakeover = false
+
     func validate() throws {
+        guard (1...9).contains(deflateLevel) else { throw ValidationError("--deflate-level must be 1…9") }
+        guard deflateMinSize >= 0 else { throw ValidationError("--deflate-min-size cannot be negative") }
         guard (1...65535).contains(port) || port == 0 else { throw ValidationError("--port must be 0…65535") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard maxMessageSize >= 1 else { throw ValidationError("--max-message-size must be positive") }
@@ -127,6 +141,10 @@ struct TransportOptions: ParsableArguments {
         configuration.queueMaxMessages = queueMaxMessages
         configuration.slowConsumerPolicy = slowConsumer
         configuration.shutdownTimeout = .seconds(shutdownTimeout)
+        if deflate {
+            configuration.deflate = DeflateOptions(
+                minSize: deflateMinSize, level: deflateLevel, clientContextTakeover: deflateClientContextTakeover)
+        }
         return configuration
     }
 }

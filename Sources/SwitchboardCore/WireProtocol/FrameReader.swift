@@ -5,6 +5,8 @@ package struct FrameHeader: Equatable, Sendable {
     package var fin: Bool
     package var opcode: Opcode
     package var payloadLength: Int
+    /// RSV1 on the first frame of a message: its payload is deflated (RFC 7692 §6).
+    package var compressed = false
 }
 
 /// What the reader found next in the byte stream: a header, a chunk of unmasked payload, or the end
@@ -27,9 +29,12 @@ package struct FrameReader: Sendable {
     private var state: State = .header
     /// The largest payload a single frame may announce: larger frames fail with 1009 at the header.
     package var maxFrameSize: Int
+    /// permessage-deflate was negotiated: RSV1 may mark the first frame of a data message.
+    package var allowsCompression: Bool
 
-    package init(maxFrameSize: Int) {
+    package init(maxFrameSize: Int, allowsCompression: Bool = false) {
         self.maxFrameSize = maxFrameSize
+        self.allowsCompression = allowsCompression
     }
 
     /// Returns the next event, or nil when `buffer` holds too few bytes to make progress.
@@ -56,8 +61,13 @@ package struct FrameReader: Sendable {
             let second = buffer.getInteger(at: start + 1, as: UInt8.self)
         else { return nil }
 
-        guard first & 0x70 == 0 else { throw .protocolError("reserved bits set without a negotiated extension") }
         guard let opcode = Opcode(rawValue: first & 0x0F) else { throw .protocolError("reserved opcode") }
+        let compressed = first & 0x40 != 0
+        guard first & 0x30 == 0, !compressed || (allowsCompression && (opcode == .text || opcode == .binary)) else {
+            throw .protocolError(
+                allowsCompression
+                    ? "RSV1 set on a control or continuation frame" : "reserved bits set without a negotiated extension")
+        }
         let fin = first & 0x80 != 0
         guard second & 0x80 != 0 else { throw .protocolError("client frames must be masked") }
 
@@ -83,7 +93,7 @@ package struct FrameReader: Sendable {
 
         buffer.moveReaderIndex(forwardBy: offset + 4)
         state = .payload(remaining: length, mask: mask, maskOffset: 0)
-        return .header(FrameHeader(fin: fin, opcode: opcode, payloadLength: length))
+        return .header(FrameHeader(fin: fin, opcode: opcode, payloadLength: length, compressed: compressed))
     }
 }
 

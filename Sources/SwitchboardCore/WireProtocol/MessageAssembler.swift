@@ -2,8 +2,9 @@ import NIOCore
 
 /// Turns frame events into whole messages: enforces the fragmentation rules of RFC 6455 §5.4, the
 /// maximum message size, UTF-8 validity of text (fragment by fragment) and of close reasons, and the
-/// close-code rules of §7.4. Pure logic: the channel handler feeds it bytes and acts on the results.
-package struct MessageAssembler: Sendable {
+/// close-code rules of §7.4, and inflates compressed messages (RFC 7692) within the same size limit.
+/// Pure logic: the channel handler feeds it bytes and acts on the results.
+package struct MessageAssembler {
     private enum DataKind: Sendable { case text, binary }
 
     private var reader: FrameReader
@@ -14,10 +15,25 @@ package struct MessageAssembler: Sendable {
     private var messageSize = 0
     private var control: ByteBuffer?
     private var utf8 = UTF8Validator()
+    /// Where inflaters come from when permessage-deflate was negotiated; nil otherwise.
+    private let inflaters: InflaterPool?
+    /// The client keeps its compression context between messages, so the inflater stays with the connection.
+    private let contextTakeover: Bool
+    /// Borrowed while a compressed message arrives (kept between messages with context takeover).
+    private var inflater: MessageInflater?
+    private var messageCompressed = false
 
-    package init(maxMessageSize: Int) {
+    package init(maxMessageSize: Int, inflaters: InflaterPool? = nil, contextTakeover: Bool = false) {
         self.maxMessageSize = maxMessageSize
-        self.reader = FrameReader(maxFrameSize: maxMessageSize)
+        self.reader = FrameReader(maxFrameSize: maxMessageSize, allowsCompression: inflaters != nil)
+        self.inflaters = inflaters
+        self.contextTakeover = contextTakeover
+    }
+
+    /// Gives a borrowed inflater back when the connection ends (mid-message, or holding its context).
+    package mutating func release() {
+        if let inflater { inflaters?.give(inflater) }
+        inflater = nil
     }
 
     /// Returns the next complete message, or nil when more bytes are needed. Throws the failure to
@@ -49,6 +65,8 @@ package struct MessageAssembler: Sendable {
             messageSize = 0
             message = nil
             utf8.reset()
+            messageCompressed = header.compressed
+            if header.compressed, inflater == nil, let inflaters { inflater = try inflaters.take() }
             try reserve(header.payloadLength)
         case .continuation:
             guard messageKind != nil else { throw .protocolError("continuation frame without a message to continue") }
@@ -67,6 +85,7 @@ package struct MessageAssembler: Sendable {
             control.appendOrAdopt(chunk)
             return
         }
+        if messageCompressed, let inflater { return try inflate(chunk, with: inflater) }
         if messageKind == .text {
             let valid = chunk.withUnsafeReadableBytes { utf8.feed($0) }
             guard valid else { throw .invalidUTF8() }
@@ -84,6 +103,7 @@ package struct MessageAssembler: Sendable {
         case .close: return try Self.parseClose(control ?? empty)
         case .text, .binary, .continuation:
             guard header.fin, let kind = messageKind else { return nil }
+            if messageCompressed { try endCompressedMessage() }
             let payload = message ?? empty
             messageKind = nil
             message = nil
@@ -92,6 +112,27 @@ package struct MessageAssembler: Sendable {
                 return .text(payload)
             }
             return .binary(payload)
+        }
+    }
+
+    private mutating func inflate(_ chunk: ByteBuffer, with inflater: MessageInflater) throws(WebSocketFailure) {
+        let isText = messageKind == .text
+        var validator = utf8
+        var output = message
+        message = nil  // one reference, so appending does not copy
+        try inflater.inflate(chunk, into: &output, limit: maxMessageSize) { !isText || validator.feed($0) }
+        utf8 = validator
+        message = output
+    }
+
+    private mutating func endCompressedMessage() throws(WebSocketFailure) {
+        guard let inflater else { return }
+        try inflate(MessageInflater.tail, with: inflater)
+        messageCompressed = false
+        if contextTakeover {
+            inflater.endMessage()
+        } else {
+            release()
         }
     }
 

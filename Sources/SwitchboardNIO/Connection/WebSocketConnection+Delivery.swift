@@ -41,7 +41,7 @@ extension WebSocketConnection {
     /// Control frames bypass the queue: they are never dropped and never wait behind data.
     func writeControl(_ frame: ByteBuffer) {
         guard let context else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
+        context.write(wrapOutboundOut(deflated(frame)), promise: nil)
         requestFlush()
     }
 
@@ -73,7 +73,15 @@ extension WebSocketConnection {
         context?.flush()
     }
 
+    /// The frame as this connection receives it: compressed when deflate was negotiated and it pays off.
+    /// The compressed frame is shared with the loop's other receivers of the same window.
+    private func deflated(_ frame: ByteBuffer) -> ByteBuffer {
+        guard let deflate, let deflater = shard.deflater else { return frame }
+        return deflater.compressed(frame, windowBits: deflate.serverWindowBits) ?? frame
+    }
+
     private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        let frame = deflated(frame)
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
         context.write(wrapOutboundOut(frame), promise: nil)

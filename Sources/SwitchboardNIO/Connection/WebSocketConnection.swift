@@ -16,6 +16,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let subprotocol: String?
     private(set) var info: String?
     let attachment: (any Sendable)?
+    /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
+    let deflate: DeflateParameters?
     let hub: Hub
     let shard: LoopShard
     var context: ChannelHandlerContext?
@@ -36,9 +38,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
-        attachment: (any Sendable)? = nil, hub: Hub, shard: LoopShard
+        attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, hub: Hub, shard: LoopShard
     ) {
         self.attachment = attachment
+        self.deflate = deflate
         self.id = id
         self.userID = userID
         self.subprotocol = subprotocol
@@ -47,7 +50,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         self.hub = hub
         self.shard = shard
         let configuration = hub.configuration
-        assembler = MessageAssembler(maxMessageSize: configuration.maxMessageSize)
+        assembler = MessageAssembler(
+            maxMessageSize: configuration.maxMessageSize, inflaters: deflate == nil ? nil : shard.inflaters,
+            contextTakeover: deflate?.clientContextTakeover ?? false)
         queue = OutboundQueue(
             maxBytes: configuration.queueMaxBytes, maxMessages: configuration.queueMaxMessages,
             policy: configuration.slowConsumerPolicy)
@@ -163,6 +168,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
             unregister(reason)
         }

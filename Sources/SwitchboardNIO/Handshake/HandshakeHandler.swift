@@ -188,6 +188,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept),
         ])
         if let subprotocol = identity.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+        let deflate = hub.configuration.deflate.flatMap {
+            DeflateNegotiation.negotiate(head.headers["Sec-WebSocket-Extensions"], options: $0)
+        }
+        if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.response) }
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
             promise: nil)
@@ -196,7 +200,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
-            info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, hub: hub,
+            info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate, hub: hub,
             shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations

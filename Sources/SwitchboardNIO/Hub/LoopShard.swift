@@ -44,6 +44,10 @@ public final class LoopShard: @unchecked Sendable {
     private var taken: [Work] = []
     private var runningInbox = false
     private var broadcastRun: [ByteBuffer] = []
+    /// Inflaters lent to this loop's connections while a compressed message arrives.
+    let inflaters = InflaterPool()
+    /// Compresses frames for this loop's deflate connections; nil when deflate is off.
+    package let deflater: FrameDeflater?
 
     /// What other threads ask of this loop, in one ordered stream.
     private enum Work {
@@ -68,6 +72,7 @@ public final class LoopShard: @unchecked Sendable {
         self.configuration = configuration
         self.metrics = metrics
         self.queueDepthGauge = metrics.queueDepthGauge(loop: index)
+        self.deflater = configuration.deflate.map(FrameDeflater.init(options:))
         self.wheel = TimingWheel(tick: Self.tick(for: configuration), slotCount: 1024, now: Self.now())
         let loops = max(loops, 1)
         self.admission = AdmissionControl(

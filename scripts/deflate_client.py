@@ -1,0 +1,31 @@
+"""A real third-party client (Python `websockets`, which offers permessage-deflate by default as browsers do)
+negotiates compression with `switchboard echo --deflate` and round-trips small and large messages.
+
+usage: deflate_client.py WS_URL
+"""
+import asyncio
+import sys
+
+import websockets
+
+
+async def main(url: str) -> None:
+    async with websockets.connect(url, max_size=4 << 20) as ws:
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert extensions.startswith("permessage-deflate"), f"not negotiated: {extensions!r}"
+        messages = [
+            "hi",
+            "x" * 300,
+            "chat line, " * 20000,
+            bytes(range(256)) * 1000,
+            "é€𝄞" * 30000,
+            b"",
+        ]
+        for message in messages:
+            await ws.send(message)
+            echoed = await ws.recv()
+            assert echoed == message, f"{len(message)}-byte message came back different"
+    print(f"deflate round trip ok ({len(messages)} messages): {extensions}")
+
+
+asyncio.run(main(sys.argv[1]))
