@@ -49,7 +49,9 @@ private func inflate(_ payload: ByteBuffer) throws -> String {
     let inflater = try ZlibDecompressor(algorithm: .deflate)
     var output = ByteBuffer()
     output.reserveCapacity(1 << 20)
-    do { try inflater.inflate(from: &input, to: &output) } catch let error as CompressNIOError where error == .inputBufferOverflow {}
+    do { try inflater.inflate(from: &input, to: &output) } catch let error as CompressNIOError
+        where error == .inputBufferOverflow
+    {}
     return String(buffer: output)
 }
 
@@ -72,7 +74,8 @@ struct DeflateTransportTests {
             #expect(head.hasPrefix("HTTP/1.1 101"))
             #expect(
                 head.contains(
-                    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n")
+                    "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+                )
                     == enabled)
             #expect(head.lowercased().contains("sec-websocket-extensions") == enabled)
             await connection.close()

@@ -66,7 +66,8 @@ package struct FrameReader: Sendable {
         guard first & 0x30 == 0, !compressed || (allowsCompression && (opcode == .text || opcode == .binary)) else {
             throw .protocolError(
                 allowsCompression
-                    ? "RSV1 set on a control or continuation frame" : "reserved bits set without a negotiated extension")
+                    ? "RSV1 set on a control or continuation frame" : "reserved bits set without a negotiated extension"
+            )
         }
         let fin = first & 0x80 != 0
         guard second & 0x80 != 0 else { throw .protocolError("client frames must be masked") }

@@ -200,7 +200,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
-            info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate, hub: hub,
+            info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate,
+            hub: hub,
             shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations
