@@ -4,9 +4,18 @@ public struct DeflateParameters: Sendable, Equatable {
     /// The LZ77 window the server compresses with, 9...15: frames compressed with it are shared by every
     /// connection that negotiated the same value.
     public var serverWindowBits: Int
+    /// The client asked for a window (`server_max_window_bits`), so the answer names it.
+    public var serverWindowBitsRequested: Bool
     public var clientContextTakeover: Bool
-    /// The `Sec-WebSocket-Extensions` value of the 101 answer.
-    public var response: String
+
+    /// The `Sec-WebSocket-Extensions` value of the 101 answer. Computed, not stored: every connection keeps
+    /// its parameters, and a stored string would cost each one a heap allocation.
+    public var response: String {
+        var response = "permessage-deflate; server_no_context_takeover"
+        if serverWindowBitsRequested { response += "; server_max_window_bits=\(serverWindowBits)" }
+        if !clientContextTakeover { response += "; client_no_context_takeover" }
+        return response
+    }
 }
 
 /// Picks the first acceptable permessage-deflate offer of a `Sec-WebSocket-Extensions` request header
@@ -49,12 +58,9 @@ public enum DeflateNegotiation {
                 return nil
             }
         }
-        let clientContextTakeover = options.clientContextTakeover && !clientNoContextTakeover
-        var response = "permessage-deflate; server_no_context_takeover"
-        if let serverWindowBits { response += "; server_max_window_bits=\(serverWindowBits)" }
-        if !clientContextTakeover { response += "; client_no_context_takeover" }
         return DeflateParameters(
-            serverWindowBits: serverWindowBits ?? 15, clientContextTakeover: clientContextTakeover, response: response)
+            serverWindowBits: serverWindowBits ?? 15, serverWindowBitsRequested: serverWindowBits != nil,
+            clientContextTakeover: options.clientContextTakeover && !clientNoContextTakeover)
     }
 
     /// 8...15 written as a plain decimal without leading zeros (§7.1.2.1).
