@@ -1,11 +1,11 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "Switchboard",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardNIO", targets: ["SwitchboardNIO"]),
@@ -29,6 +29,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(
+            url: "https://github.com/apple/swift-configuration", from: "1.4.0",
+            traits: [.defaults, "CommandLineArguments"]),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         .target(
@@ -71,6 +75,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The layered settings of `switchboard serve` (file, environment, flags): apart, so an embedder
+        // configuring the library in code does not pull in swift-configuration and Yams.
+        .target(
+            name: "SwitchboardConfig",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardServer",
+                .product(name: "Configuration", package: "swift-configuration"),
+                "SwitchboardNIO",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // The HTTP server API, /metrics and health: kept apart so an embedder who has its own HTTP stack skips
         // Hummingbird.
         .target(
@@ -104,6 +123,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "SwitchboardConfig",
                 "SwitchboardNIO", "SwitchboardServer", "SwitchboardHTTPAPI",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -136,7 +156,7 @@ let package = Package(
             name: "SwitchboardServerTests",
             dependencies: [
                 "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
-                "SwitchboardHTTPAPI",
+                "SwitchboardHTTPAPI", "SwitchboardConfig",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),

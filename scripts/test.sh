@@ -149,3 +149,26 @@ unset SWITCHBOARD_TOKEN_SECRET
 kill -TERM "$aserver"; wait "$aserver" || true; trap - EXIT
 
 echo "== all tests passed"
+
+echo "== check-config and SIGHUP reload of the real binary"
+.build/debug/switchboard check-config docs/switchboard.example.yaml >/dev/null
+if .build/debug/switchboard check-config docs/switchboard.example.yaml --prot 1 >/dev/null; then
+  echo "check-config accepted an unknown flag"; exit 1
+fi
+cfg="$(mktemp --suffix .json)"
+echo '{"allowedOrigins": ["https://one.example"], "namespaces": {"": {}}}' >"$cfg"
+rlog="$(mktemp)"
+.build/debug/switchboard serve --port 0 --no-api --config "$cfg" >"$rlog" 2>&1 &
+rserver=$!
+trap 'kill -9 $rserver 2>/dev/null || true' EXIT
+wait_for_line "$rlog" "$rserver" "listening on"
+echo '{"allowedOrigins": ["https://one.example"], "namespaces": {"": {"historySize": -1}}}' >"$cfg"
+kill -HUP "$rserver"
+wait_for_line "$rlog" "$rserver" "configuration reload failed; keeping the running configuration"
+echo '{"allowedOrigins": ["https://two.example"], "threads": 1, "namespaces": {"": {}, "chat": {}}}' >"$cfg"
+kill -HUP "$rserver"
+wait_for_line "$rlog" "$rserver" "configuration reloaded"
+wait_for_line "$rlog" "$rserver" "need a restart were not applied"
+grep -q 'changed=allowedOrigins' "$rlog" || { cat "$rlog"; echo "reload did not report allowedOrigins"; exit 1; }
+kill -TERM "$rserver"; wait "$rserver" || true; trap - EXIT
+echo "reload: a bad file kept the configuration, a good one applied origins and named threads as needing a restart"

@@ -54,6 +54,8 @@ public struct SwitchboardConfiguration: Sendable {
     /// permessage-deflate (RFC 7692), offered by browsers by default. Default nil: off, the extension is
     /// not negotiated.
     public var deflate: DeflateOptions?
+    /// Per address, per user and per connection limits. Default: none.
+    public var abuseLimits = AbuseLimits()
 
     public init() {}
 }

@@ -1,17 +1,21 @@
+import ArgumentParser
 import Atomics
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardServer
 
-/// Sets up logging at `options`' level and Prometheus as the swift-metrics backend (what `/metrics`
+/// Sets up logging at `logLevel` and Prometheus as the swift-metrics backend (what `/metrics`
 /// shows). Call once, before making anything that logs or counts.
-func bootstrap(_ options: TransportOptions) -> PrometheusCollectorRegistry {
-    let level = Logger.Level(rawValue: options.logLevel) ?? .info
+func bootstrap(logLevel: String) -> PrometheusCollectorRegistry {
+    let level = Logger.Level(rawValue: logLevel) ?? .info
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
         handler.logLevel = level
@@ -36,19 +40,29 @@ func bootstrap(_ options: TransportOptions) -> PrometheusCollectorRegistry {
 /// `alongside` makes services that run beside the WebSocket server (the HTTP API) and stop after it has
 /// drained, given whether the server takes connections (false while starting and draining).
 func runServer(
-    _ options: TransportOptions, path: String?, application: any SwitchboardApplication,
+    _ settings: ServeSettings, path: String?, application: any SwitchboardApplication, reload: SettingsReload? = nil,
     alongside: (_ ready: @escaping @Sendable () -> Bool) throws -> [any Service] = { _ in [] }
 ) async throws {
     let logger = Logger(label: "switchboard")
-    let tls = try options.certificates()
-    let server = WebSocketServer(
-        configuration: options.configuration(path: path), application: application, tls: tls, logger: logger)
-    let reloader = tls.map { TLSReloader(certificates: $0, logger: logger) }
-    defer { reloader?.cancel() }
+    var tls: TLSCertificates?
+    if let certificate = settings.tlsCertificate, let key = settings.tlsKey {
+        do {
+            tls = try TLSCertificates(certificatePath: certificate, keyPath: key)
+        } catch {
+            throw ValidationError("TLS: \(error)")
+        }
+    }
+    var configuration = settings.transport
+    configuration.path = path
+    let server = WebSocketServer(configuration: configuration, application: application, tls: tls, logger: logger)
+    let hangup = HangupHandler(certificates: tls, settings: reload, hub: server.hub, logger: logger)
+    defer { hangup.cancel() }
+    let options = (host: configuration.host, port: configuration.port)
+    let secure = tls != nil
     let started = ManagedAtomic(false)
     let others = try alongside { started.load(ordering: .relaxed) && !server.hub.isShuttingDown }
     let announced = AnnouncingServer(server: server, ready: started) { address in
-        let scheme = tls == nil ? "ws" : "wss"
+        let scheme = secure ? "wss" : "ws"
         print("switchboard listening on \(scheme)://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
         fflush(nil)
     }
@@ -77,20 +91,25 @@ private struct AnnouncingServer: Service {
     }
 }
 
-/// Reloads the certificate and key on SIGHUP; a bad file keeps the certificate in use and logs why.
-private final class TLSReloader {
+/// On SIGHUP: reloads the certificate and key (a bad file keeps the certificate in use and logs why), then
+/// the settings (a configuration that does not validate keeps the running one).
+private final class HangupHandler {
     private let source: any DispatchSourceSignal
 
-    init(certificates: TLSCertificates, logger: Logger) {
+    init(certificates: TLSCertificates?, settings: SettingsReload?, hub: Hub, logger: Logger) {
         signal(SIGHUP, SIG_IGN)
         source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
         source.setEventHandler {
-            do {
-                try certificates.reload()
-                logger.info("TLS certificate reloaded", metadata: ["certificate": "\(certificates.certificatePath)"])
-            } catch {
-                logger.error("TLS reload failed; keeping the certificate in use", metadata: ["error": "\(error)"])
+            if let certificates {
+                do {
+                    try certificates.reload()
+                    logger.info(
+                        "TLS certificate reloaded", metadata: ["certificate": "\(certificates.certificatePath)"])
+                } catch {
+                    logger.error("TLS reload failed; keeping the certificate in use", metadata: ["error": "\(error)"])
+                }
             }
+            if let settings { Task { await settings.reload(hub: hub) } }
         }
         source.resume()
     }

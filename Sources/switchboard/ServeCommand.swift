@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardHTTPAPI
 import SwitchboardNIO
@@ -12,91 +13,36 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Run the Switchboard hub (single node, in-process; nothing else to start).",
         discussion: """
-            Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Without --config there are two namespaces: the \
-            default one (channels without ':'; no history, no presence) and `chat` (history of 100 publications for \
-            5 minutes, presence, join/leave events). --config FILE replaces them with the namespaces and limits in a \
-            JSON file (docs/CONFIGURATION.md); the options below override the file. With a token key \
-            (--token-secret, --token-public-key, --jwks-file, --jwks-url) clients authenticate with JSON Web Tokens. \
-            The server API, /metrics, /health and /ready listen on --api-host:--api-port (docs/API.md).
+            Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Every setting (docs/CONFIGURATION.md) has one \
+            name in three layers, the first that gives it wins: a flag (--max-message-size 65536), an environment \
+            variable (SWITCHBOARD_MAX_MESSAGE_SIZE=65536), the file named by --config FILE or SWITCHBOARD_CONFIG \
+            (JSON, or YAML by its extension; {"maxMessageSize": 65536, "namespaces": {…}}). Unknown flags and file \
+            keys are errors. `switchboard check-config` prints the effective settings and where each came from. \
+            SIGHUP reloads the file: namespaces, channel and abuse limits, allowed origins, token keys and the TLS \
+            certificate change in place; other changes are logged and wait for a restart.
+
+            Settings (flag, default):
+            \(SettingKey.all.map { "  \($0.flag)  \($0.defaultValue.isEmpty ? "-" : $0.defaultValue)  \($0.help)" }.joined(separator: "\n"))
             """)
 
-    @OptionGroup var transport: TransportOptions
-    @OptionGroup var auth: AuthOptions
-    @OptionGroup var api: APIOptions
-
-    @Option(help: "Path of the WebSocket endpoint.")
-    var path = "/ws"
-
-    @Option(help: "JSON file with namespaces and per-connection limits (docs/CONFIGURATION.md).")
-    var config: String?
-
-    @Option(help: "Publications each `chat:` channel keeps for history and recovery (default 100).")
-    var chatHistorySize: Int?
-
-    @Option(help: "Publishes per second one connection may sustain (default 20).")
-    var publishRate: Double?
-
-    @Option(help: "Publishes one connection may make in a burst (default 40).")
-    var publishBurst: Double?
-
-    @Flag(
-        help:
-            "Development only: take the user id from the `user` query parameter and the connection's presence data from `info` (as a JSON string), unauthenticated."
-    )
-    var insecureUserFromQuery = false
-
-    func validate() throws {
-        if let chatHistorySize, chatHistorySize < 0 { throw ValidationError("--chat-history-size must be ≥ 0") }
-        if let publishRate, !(publishRate > 0) { throw ValidationError("--publish-rate must be > 0") }
-        if let publishBurst, !(publishBurst >= 1) { throw ValidationError("--publish-burst must be ≥ 1") }
-        if insecureUserFromQuery, auth.hasKeys {
-            throw ValidationError(
-                "--insecure-user-from-query would let anyone bypass the token keys: use one or the other")
-        }
-        if auth.allowAnonymous == false, !auth.hasKeys, !insecureUserFromQuery {
-            throw ValidationError(
-                "--allow-anonymous false needs a token key (--token-secret, --token-public-key, --jwks-…)")
-        }
-    }
-
-    private func channelsConfiguration() throws -> ChannelsConfiguration {
-        var channels = ChannelsConfiguration.chatDefaults
-        if let config {
-            guard let data = FileManager.default.contents(atPath: config) else {
-                throw ValidationError("cannot read --config \(config)")
-            }
-            do {
-                channels = try ChannelsConfiguration(json: data)
-            } catch let error as ConfigurationError {
-                throw ValidationError("\(config): \(error)")
-            }
-        }
-        if let chatHistorySize {
-            guard channels.namespaces["chat"] != nil else {
-                throw ValidationError("--chat-history-size: the configuration has no `chat` namespace")
-            }
-            channels.namespaces["chat"]?.historySize = chatHistorySize
-        }
-        if let publishRate { channels.publishRate = publishRate }
-        if let publishBurst { channels.publishBurst = publishBurst }
-        return channels
-    }
+    @Argument(parsing: .allUnrecognized, help: "Settings as --name value (see above).")
+    var settings: [String] = []
 
     func run() async throws {
-        let registry = bootstrap(transport)
-        let channels = try channelsConfiguration()
-        let authConfiguration = try auth.configuration()
-        if !auth.hasKeys,
-            let namespace = channels.namespaces.first(where: { $0.value.permissions.subscribe == .token })?.key
-        {
-            throw ValidationError(
-                "namespace \"\(namespace)\" requires subscription tokens, but no token key is configured")
+        let loaded: LoadedSettings
+        do {
+            loaded = try SettingsLoader.load(arguments: settings, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError("\(error)")
         }
+        let settings = loaded.settings
+        let registry = bootstrap(logLevel: settings.logLevel)
+        let logger = Logger(label: "switchboard")
+        for warning in loaded.warnings { logger.warning("\(warning)") }
         let verifier: TokenVerifier?
         do {
-            verifier =
-                authConfiguration.keys.isEmpty && authConfiguration.jwksURL == nil
-                ? nil : try await TokenVerifier.make(authConfiguration)
+            let auth = try settings.authConfiguration()
+            verifier = settings.hasTokenKeys ? try await TokenVerifier.make(auth) : nil
         } catch {
             throw ValidationError("token keys: \(error)")
         }
@@ -107,14 +53,17 @@ struct ServeCommand: AsyncParsableCommand {
                 info: queryParameter("info", in: request.uri).map(ServerMessage.quote))
         }
         let application = ChannelsApplication(
-            configuration: channels, verifier: verifier, authenticate: insecureUserFromQuery ? fromQuery : nil)
+            configuration: settings.channels, verifier: verifier,
+            authenticate: settings.insecureUserFromQuery ? fromQuery : nil)
         var apiConfiguration = APIConfiguration()
-        apiConfiguration.host = api.apiHost
-        apiConfiguration.port = api.apiPort
-        apiConfiguration.apiKey = api.key
-        let noAPI = api.noAPI
-        try await runServer(transport, path: path, application: application) { ready in
-            guard !noAPI else { return [] }
+        apiConfiguration.host = settings.apiHost
+        apiConfiguration.port = settings.apiPort
+        apiConfiguration.apiKey = settings.apiKey
+        let reload = SettingsReload(
+            arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
+        try await runServer(settings, path: settings.transport.path, application: application, reload: reload) {
+            ready in
+            guard !settings.noAPI else { return [] }
             let server = try APIServer(
                 configuration: apiConfiguration, application: application, ready: ready, registry: registry,
                 logger: Logger(label: "switchboard.api"))
@@ -137,7 +86,7 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A high-concurrency WebSocket hub on SwiftNIO.",
-        subcommands: [ServeCommand.self, EchoCommand.self, TokenCommand.self])
+        subcommands: [ServeCommand.self, EchoCommand.self, TokenCommand.self, CheckConfigCommand.self])
 }
 
 /// Runs the server API and prints where it listens (scripts wait for the line).

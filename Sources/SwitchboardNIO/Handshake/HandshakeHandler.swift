@@ -96,7 +96,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let accept: String
-        switch HandshakeValidator.validate(head, path: hub.configuration.path, origins: hub.configuration.originPolicy)
+        switch HandshakeValidator.validate(head, path: hub.configuration.path, origins: hub.originPolicy)
         {
         case .failure(let rejection):
             state = .done

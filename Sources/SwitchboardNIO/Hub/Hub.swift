@@ -1,5 +1,6 @@
 import Atomics
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 
@@ -36,6 +37,8 @@ public final class Hub: Sendable {
     private let slots = ManagedAtomic(0)
     private let open = ManagedAtomic(0)
     private let shuttingDown = ManagedAtomic(false)
+    // Lock: guards what a reload may change (origins, abuse limits), read once per handshake.
+    private let reloadable: NIOLockedValueBox<(origins: OriginPolicy, limits: AbuseLimits)>
 
     init(
         configuration: SwitchboardConfiguration, application: any SwitchboardApplication, metrics: SwitchboardMetrics,
@@ -45,6 +48,7 @@ public final class Hub: Sendable {
         self.application = application
         self.metrics = metrics
         self.logger = logger
+        self.reloadable = NIOLockedValueBox((configuration.originPolicy, configuration.abuseLimits))
         self.shards = eventLoops.enumerated().map { index, loop in
             LoopShard(
                 index: index, of: eventLoops.count, eventLoop: loop, configuration: configuration, metrics: metrics)
@@ -57,6 +61,18 @@ public final class Hub: Sendable {
 
     func shard(for eventLoop: any EventLoop) -> LoopShard? {
         shards.first { $0.eventLoop === eventLoop }
+    }
+
+    // MARK: settings a reload changes
+
+    /// Which web origins may connect now (the configuration's, or the last reload's).
+    public var originPolicy: OriginPolicy { reloadable.withLockedValue { $0.origins } }
+    /// The abuse limits in force now.
+    public var abuseLimits: AbuseLimits { reloadable.withLockedValue { $0.limits } }
+
+    /// Applies reloaded settings to handshakes from now on; open connections are not re-checked.
+    public func update(originPolicy: OriginPolicy, abuseLimits: AbuseLimits) {
+        reloadable.withLockedValue { $0 = (originPolicy, abuseLimits) }
     }
 
     // MARK: counting

@@ -33,13 +33,15 @@ public struct AuthConfiguration: Sendable {
 /// synchronously; a token naming an unknown key waits for one JWKS refetch.
 public final class TokenVerifier: Sendable {
     public let configuration: AuthConfiguration
-    private let staticKeys: TokenKeyRing
     private let logger: Logger
     private let clock: @Sendable () -> Double
     // Lock: guards the key ring (static keys plus the last JWKS) and the fetch bookkeeping, swapped whole.
     private let state: NIOLockedValueBox<FetchState>
 
     private struct FetchState {
+        /// The configured keys (a reload replaces them) and the last JWKS fetched, merged into `ring`.
+        var staticKeys: TokenKeyRing
+        var fetched: TokenKeyRing?
         var ring: TokenKeyRing
         var lastAttempt: NIODeadline?
         var lastSuccess: NIODeadline?
@@ -76,10 +78,19 @@ public final class TokenVerifier: Sendable {
         _ configuration: AuthConfiguration, ring: TokenKeyRing, logger: Logger, clock: @escaping @Sendable () -> Double
     ) {
         self.configuration = configuration
-        self.staticKeys = ring
         self.logger = logger
         self.clock = clock
-        self.state = NIOLockedValueBox(FetchState(ring: ring))
+        self.state = NIOLockedValueBox(FetchState(staticKeys: ring, ring: ring))
+    }
+
+    /// Replaces the configured keys (secrets, public keys, JWKS file) on a reload; keys fetched from the
+    /// JWKS URL stay. Throws, keeping the keys in use, when the new ones cannot be used.
+    public func replaceKeys(_ keys: [TokenKey]) async throws {
+        let ring = try await TokenKeyRing.make(keys)
+        state.withLockedValue { state in
+            state.staticKeys = ring
+            state.ring = state.fetched.map { ring.merged(with: $0) } ?? ring
+        }
     }
 
     /// The current Unix time, as tokens count it.
@@ -169,9 +180,9 @@ public final class TokenVerifier: Sendable {
             let body = try await response.body.collect(upTo: 1 << 20)
             // A set with no usable key is a failed fetch: keep the keys already known.
             let fetched = try await TokenKeyRing.make([.jwks(json: String(buffer: body))])
-            let ring = staticKeys.merged(with: fetched)
             state.withLockedValue {
-                $0.ring = ring
+                $0.fetched = fetched
+                $0.ring = $0.staticKeys.merged(with: fetched)
                 $0.lastSuccess = .now()
             }
             logger.info("JWKS fetched", metadata: ["url": "\(url)"])

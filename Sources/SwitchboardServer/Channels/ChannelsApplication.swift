@@ -19,7 +19,10 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     /// is bounded by the handshake timeout.
     public typealias Authenticator = @Sendable (HTTPRequestHead) async throws -> UpgradeDecision
 
-    public let configuration: ChannelsConfiguration
+    /// Namespaces and per-connection limits in force now: a reload swaps them whole, atomically, and each
+    /// command reads them once.
+    public var configuration: ChannelsConfiguration { current.load(ordering: .acquiring).value }
+    private let current: ManagedAtomic<ConfigurationBox>
     let broker: any Broker
     let presence: any PresenceManager
     let nodeSubscriptions: NodeSubscriptions
@@ -47,7 +50,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil
     ) {
-        self.configuration = configuration
+        self.current = ManagedAtomic(ConfigurationBox(configuration))
         self.broker = broker
         self.presence = presence
         self.authenticate = authenticate
@@ -69,6 +72,12 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     }
 
     var loops: ChannelsLoops? { attachment.load() }
+
+    /// Replaces namespaces and limits (a reload): commands from now on use them; subscriptions already
+    /// made stay, and a namespace that is gone refuses new ones.
+    public func update(configuration: ChannelsConfiguration) {
+        current.store(ConfigurationBox(configuration), ordering: .releasing)
+    }
 
     func options(for channel: String) -> NamespaceOptions? {
         configuration.namespaces[ChannelName.namespace(of: channel)]
@@ -216,4 +225,10 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         let event = ChannelEvent(channel: channel, kind: kind, loops: loops)
         for shard in loops.hub.loopShards { shard.submit(event) }
     }
+}
+
+/// The configuration as an atomic reference, so a reload swaps it without a lock on the command path.
+private final class ConfigurationBox: AtomicReference, Sendable {
+    let value: ChannelsConfiguration
+    init(_ value: ChannelsConfiguration) { self.value = value }
 }

@@ -1,0 +1,161 @@
+import Configuration
+import Foundation
+import NIOCore
+import SwitchboardCore
+import SwitchboardServer
+
+extension SettingsLoader {
+    /// Turns the values read into settings, checking each range; a bad value names its key.
+    static func build(_ values: [String: ConfigContent], namespaces: Data?, filePath: String?) throws -> ServeSettings {
+        var reader = Values(values: values)
+        var settings = ServeSettings()
+        var transport = SwitchboardConfiguration()
+        transport.host = reader.string("host") ?? transport.host
+        transport.port = try reader.int("port", in: 0...65535) ?? transport.port
+        transport.path = reader.string("path") ?? "/ws"
+        transport.threads = try reader.int("threads", in: 1...1024) ?? transport.threads
+        transport.maxMessageSize = try reader.int("maxMessageSize", in: 1...Int(Int32.max)) ?? transport.maxMessageSize
+        transport.maxConnections = try reader.int("maxConnections", in: 1...Int(Int32.max)) ?? transport.maxConnections
+        transport.handshakeTimeout =
+            try reader.seconds("handshakeTimeout", positive: true) ?? transport.handshakeTimeout
+        let origins = reader.strings("allowedOrigins") ?? []
+        transport.originPolicy = origins.contains("*") ? .any : origins.isEmpty ? .sameOrigin : .allowList(origins)
+        transport.maxPendingHandshakes =
+            try reader.int("maxPendingHandshakes", in: 1...Int(Int32.max)) ?? transport.maxPendingHandshakes
+        transport.maxUpgradesPerSecond = try reader.number("maxUpgradesPerSecond") ?? 0
+        transport.pingInterval = try reader.seconds("pingInterval") ?? transport.pingInterval
+        transport.pongTimeout = try reader.seconds("pongTimeout", positive: true) ?? transport.pongTimeout
+        transport.idleTimeout = try reader.seconds("idleTimeout") ?? transport.idleTimeout
+        transport.closeTimeout = try reader.seconds("closeTimeout", positive: true) ?? transport.closeTimeout
+        transport.queueMaxBytes = try reader.int("queueMaxBytes", in: 1...Int(Int32.max)) ?? transport.queueMaxBytes
+        transport.queueMaxMessages =
+            try reader.int("queueMaxMessages", in: 1...Int(Int32.max)) ?? transport.queueMaxMessages
+        if let policy = reader.string("slowConsumer") {
+            guard let parsed = SlowConsumerPolicy(rawValue: policy) else {
+                throw SettingsError("slowConsumer: must be disconnect, drop-oldest or latest, not \"\(policy)\"")
+            }
+            transport.slowConsumerPolicy = parsed
+        }
+        transport.shutdownTimeout = try reader.seconds("shutdownTimeout", positive: true) ?? transport.shutdownTimeout
+        if reader.bool("deflate") ?? false {
+            transport.deflate = DeflateOptions(
+                minSize: try reader.int("deflateMinSize", in: 0...Int(Int32.max)) ?? 256,
+                level: try reader.int("deflateLevel", in: 1...9) ?? 1,
+                clientContextTakeover: reader.bool("deflateClientContextTakeover") ?? false)
+        }
+        var limits = AbuseLimits()
+        limits.maxConnectionsPerAddress = try reader.int("maxConnectionsPerAddress", in: 0...Int(Int32.max)) ?? 0
+        limits.connectionsPerSecondPerAddress = try reader.number("connectionsPerSecondPerAddress") ?? 0
+        limits.maxConnectionsPerUser = try reader.int("maxConnectionsPerUser", in: 0...Int(Int32.max)) ?? 0
+        limits.inboundMessagesPerSecond = try reader.number("inboundMessagesPerSecond") ?? 0
+        limits.inboundBytesPerSecond = try reader.number("inboundBytesPerSecond") ?? 0
+        limits.trustedProxies = reader.strings("trustedProxies") ?? []
+        transport.abuseLimits = limits
+        settings.transport = transport
+
+        settings.logLevel = reader.string("logLevel") ?? "info"
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(settings.logLevel) else {
+            throw SettingsError("logLevel: must be trace, debug, info, notice, warning, error or critical")
+        }
+        settings.tlsCertificate = reader.string("tlsCertificate")
+        settings.tlsKey = reader.string("tlsKey")
+        guard (settings.tlsCertificate == nil) == (settings.tlsKey == nil) else {
+            throw SettingsError("tlsCertificate and tlsKey go together")
+        }
+
+        settings.tokenSecrets = reader.strings("tokenSecret") ?? []
+        settings.tokenPublicKeys = reader.strings("tokenPublicKey") ?? []
+        settings.jwksFile = reader.string("jwksFile")
+        settings.jwksURL = reader.string("jwksUrl")
+        settings.tokenAudience = reader.string("tokenAudience")
+        settings.tokenIssuer = reader.string("tokenIssuer")
+        settings.tokenLeeway = try reader.number("tokenLeeway") ?? 5
+        settings.allowAnonymous = reader.bool("allowAnonymous")
+        settings.connectTimeout = try reader.number("connectTimeout") ?? 5
+        settings.refreshNotice = try reader.number("refreshNotice") ?? 30
+        settings.insecureUserFromQuery = reader.bool("insecureUserFromQuery") ?? false
+        if settings.insecureUserFromQuery, settings.hasTokenKeys {
+            throw SettingsError("insecureUserFromQuery would let anyone bypass the token keys: use one or the other")
+        }
+        if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery {
+            throw SettingsError(
+                "allowAnonymous false needs a token key (tokenSecret, tokenPublicKey, jwksFile, jwksUrl)")
+        }
+
+        settings.apiHost = reader.string("apiHost") ?? settings.apiHost
+        settings.apiPort = try reader.int("apiPort", in: 0...65535) ?? settings.apiPort
+        settings.apiKey = reader.string("apiKey")
+        settings.noAPI = reader.bool("noApi") ?? false
+
+        var channels = ChannelsConfiguration.chatDefaults
+        if let namespaces {
+            do {
+                channels = try ChannelsConfiguration(json: namespaces)
+            } catch {
+                throw SettingsError("\(filePath ?? "file"): \(error)")
+            }
+        }
+        channels.maxSubscriptionsPerConnection =
+            try reader.int("maxSubscriptionsPerConnection", in: 0...Int(Int32.max))
+            ?? channels.maxSubscriptionsPerConnection
+        channels.publishRate = try reader.number("publishRate", positive: true) ?? channels.publishRate
+        channels.publishBurst = try reader.number("publishBurst", positive: true) ?? channels.publishBurst
+        guard channels.publishBurst >= 1 else { throw SettingsError("publishBurst: must be at least 1") }
+        channels.maxRejectedPublishes =
+            try reader.int("maxRejectedPublishes", in: 0...Int(Int32.max)) ?? channels.maxRejectedPublishes
+        if let size = try reader.int("chatHistorySize", in: 0...1_000_000) {
+            guard channels.namespaces["chat"] != nil else {
+                throw SettingsError("chatHistorySize: the configuration has no `chat` namespace")
+            }
+            channels.namespaces["chat"]?.historySize = size
+        }
+        if !settings.hasTokenKeys,
+            let namespace = channels.namespaces.first(where: { $0.value.permissions.subscribe == .token })?.key
+        {
+            throw SettingsError(
+                "namespace \"\(namespace)\" requires subscription tokens, but no token key is configured")
+        }
+        settings.channels = channels
+        return settings
+    }
+}
+
+/// Typed access to the values read, with the range checks every setting needs.
+private struct Values {
+    let values: [String: ConfigContent]
+
+    func string(_ key: String) -> String? {
+        if case .string(let value) = values[key] { return value.isEmpty ? nil : value }
+        return nil
+    }
+
+    func strings(_ key: String) -> [String]? {
+        if case .stringArray(let value) = values[key] { return value.filter { !$0.isEmpty } }
+        return nil
+    }
+
+    func bool(_ key: String) -> Bool? {
+        if case .bool(let value) = values[key] { return value }
+        return nil
+    }
+
+    func int(_ key: String, in range: ClosedRange<Int>) throws -> Int? {
+        guard case .int(let value) = values[key] else { return nil }
+        guard range.contains(value) else {
+            throw SettingsError("\(key): must be within \(range.lowerBound)…\(range.upperBound)")
+        }
+        return value
+    }
+
+    func number(_ key: String, positive: Bool = false) throws -> Double? {
+        guard case .double(let value) = values[key] else { return nil }
+        guard value.isFinite, positive ? value > 0 : value >= 0 else {
+            throw SettingsError("\(key): must be \(positive ? "greater than 0" : "0 or more")")
+        }
+        return value
+    }
+
+    func seconds(_ key: String, positive: Bool = false) throws -> TimeAmount? {
+        try number(key, positive: positive).map { .nanoseconds(Int64($0 * 1e9)) }
+    }
+}

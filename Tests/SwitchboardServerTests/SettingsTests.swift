@@ -1,0 +1,170 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SwitchboardClient
+import SwitchboardConfig
+import SwitchboardCore
+import SwitchboardNIO
+import SwitchboardServer
+import SwitchboardTestSupport
+import Testing
+
+private func temporaryFile(_ name: String, _ text: String) throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("\(UUID().uuidString)-\(name)").path
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+private func expectError(_ contains: String, _ body: () throws -> Void) {
+    do {
+        try body()
+        Issue.record("expected an error containing \(contains)")
+    } catch {
+        #expect("\(error)".contains(contains), "\(error)")
+    }
+}
+
+@Suite("Layered settings")
+struct SettingsTests {
+    static let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs")
+        .standardized
+
+    @Test func flagsOverEnvironmentOverFileOverDefaults() throws {
+        let file = try temporaryFile("s.json", #"{"port": 1001, "pingInterval": 7}"#)
+        let env = ["SWITCHBOARD_PORT": "1002", "SWITCHBOARD_CONFIG": file]
+        let all = try SettingsLoader.load(arguments: ["--port", "1003"], environment: env)
+        #expect(all.settings.transport.port == 1003)
+        #expect(all.entries.first { $0.key == "port" }?.source == "flag --port")
+        let noFlag = try SettingsLoader.load(arguments: [], environment: env)
+        #expect(noFlag.settings.transport.port == 1002)
+        #expect(noFlag.entries.first { $0.key == "port" }?.source == "environment SWITCHBOARD_PORT")
+        #expect(noFlag.settings.transport.pingInterval == .seconds(7))
+        #expect(noFlag.entries.first { $0.key == "pingInterval" }?.source == "file \(file): pingInterval")
+        let fileOnly = try SettingsLoader.load(arguments: ["--config", file], environment: [:])
+        #expect(fileOnly.settings.transport.port == 1001)
+        let defaults = try SettingsLoader.load(arguments: [], environment: [:])
+        #expect(defaults.settings.transport.port == 8080)
+        #expect(defaults.entries.allSatisfy { $0.source == "default" })
+    }
+
+    @Test func everyKindReadsFromEveryLayer() throws {
+        let loaded = try SettingsLoader.load(
+            arguments: [
+                "--deflate", "--allowed-origins", "https://a.example", "--allowed-origins", "https://b.example",
+            ],
+            environment: ["SWITCHBOARD_PUBLISH_RATE": "2.5", "SWITCHBOARD_SLOW_CONSUMER": "latest"])
+        #expect(loaded.settings.transport.deflate == DeflateOptions())
+        #expect(loaded.settings.transport.originPolicy == .allowList(["https://a.example", "https://b.example"]))
+        #expect(loaded.settings.channels.publishRate == 2.5)
+        #expect(loaded.settings.transport.slowConsumerPolicy == .latest)
+    }
+
+    @Test func mistakesNameTheirSource() throws {
+        let typo = try temporaryFile("t.json", #"{"pingIntervall": 3}"#)
+        expectError("\(typo): pingIntervall: unknown key (did you mean pingInterval?)") {
+            _ = try SettingsLoader.load(arguments: [], environment: [:], file: typo)
+        }
+        let wrongType = try temporaryFile("w.json", #"{"port": "eighty"}"#)
+        expectError("\(wrongType): port: must be an integer") {
+            _ = try SettingsLoader.load(arguments: [], environment: [:], file: wrongType)
+        }
+        let badNamespace = try temporaryFile("n.yaml", "namespaces:\n  chat: {presense: true}\n")
+        expectError("namespaces.chat.presense: unknown key") {
+            _ = try SettingsLoader.load(arguments: [], environment: [:], file: badNamespace)
+        }
+        expectError("unknown option --prot (did you mean port?)") {
+            _ = try SettingsLoader.load(arguments: ["--prot", "1"], environment: [:])
+        }
+        expectError("environment SWITCHBOARD_PORT: must be an integer") {
+            _ = try SettingsLoader.load(arguments: [], environment: ["SWITCHBOARD_PORT": "x"])
+        }
+        expectError("flag --max-message-size: must be an integer") {
+            _ = try SettingsLoader.load(arguments: ["--max-message-size", "big"], environment: [:])
+        }
+        expectError("port: must be within 0…65535") {
+            _ = try SettingsLoader.load(arguments: ["--port", "70000"], environment: [:])
+        }
+        expectError("tlsCertificate and tlsKey go together") {
+            _ = try SettingsLoader.load(arguments: ["--tls-certificate", "/x.pem"], environment: [:])
+        }
+        let unknownVariable = try SettingsLoader.load(arguments: [], environment: ["SWITCHBOARD_PINGINTERVAL": "3"])
+        #expect(unknownVariable.warnings == ["environment variable SWITCHBOARD_PINGINTERVAL is not a setting; ignored"])
+    }
+
+    @Test func reportRedactsSecretsAndNamesSources() throws {
+        let secret = "a-secret-of-at-least-thirty-two-bytes!!"
+        let loaded = try SettingsLoader.load(
+            arguments: ["--api-key", "an-api-key-long-enough"], environment: ["SWITCHBOARD_TOKEN_SECRET": secret])
+        let report = SettingsReport.render(loaded)
+        #expect(!report.contains(secret) && !report.contains("an-api-key-long-enough"))
+        let lines = report.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+        #expect(lines.contains(["tokenSecret", "<redacted>", "environment", "SWITCHBOARD_TOKEN_SECRET"]))
+        #expect(lines.contains(["apiKey", "<redacted>", "flag", "--api-key"]))
+        #expect(loaded.settings.tokenSecrets == [secret])
+    }
+
+    @Test func exampleFileParses() throws {
+        let loaded = try SettingsLoader.load(
+            arguments: [], environment: [:], file: Self.docs.appendingPathComponent("switchboard.example.yaml").path)
+        #expect(loaded.settings.transport.maxMessageSize == 65536)
+        #expect(loaded.settings.transport.abuseLimits.maxConnectionsPerUser == 10)
+        #expect(Set(loaded.settings.channels.namespaces.keys) == ["", "chat", "prices"])
+        #expect(loaded.entries.filter { $0.source != "default" }.count >= 15)
+    }
+
+    @Test func configurationGuideListsEverySettingAsTheCodeDoes() throws {
+        let text = try String(contentsOf: Self.docs.appendingPathComponent("CONFIGURATION.md"), encoding: .utf8)
+        #expect(
+            text.contains(SettingsReport.markdownTable),
+            "docs/CONFIGURATION.md should contain:\n\(SettingsReport.markdownTable)")
+    }
+
+    /// A reload applies origins and namespaces to a running server; one that does not validate changes nothing.
+    @Test func reloadAppliesAndABadReloadKeepsTheRunningConfiguration() async throws {
+        let file = try temporaryFile(
+            "r.json", #"{"allowedOrigins": ["https://old.example"], "namespaces": {"": {}, "chat": {}}}"#)
+        let arguments = ["--port", "0", "--config", file, "--threads", "1"]
+        let loaded = try SettingsLoader.load(arguments: arguments, environment: [:])
+        let application = ChannelsApplication(configuration: loaded.settings.channels)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let server = WebSocketServer(
+            configuration: loaded.settings.transport, application: application, logger: logger)
+        let port = try await server.start().port ?? 0
+        defer { Task { await server.shutdown() } }
+        let reload = SettingsReload(
+            arguments: arguments, environment: [:], loaded: loaded, application: application, verifier: nil,
+            logger: logger)
+
+        func upgradeStatus(origin: String) async throws -> Int {
+            var options = ClientOptions(path: "/ws")
+            options.headers = [("Origin", origin)]
+            do {
+                let client = try await WebSocketClient.connect(
+                    host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
+                await client.disconnect()
+                return 101
+            } catch let failure as HandshakeFailure {
+                return failure.status
+            }
+        }
+        #expect(try await upgradeStatus(origin: "https://old.example") == 101)
+        #expect(try await upgradeStatus(origin: "https://new.example") == 403)
+
+        try #"{"allowedOrigins": ["https://new.example"], "namespaces": {"": {}, "news": {}}}"#.write(
+            toFile: file, atomically: true, encoding: .utf8)
+        #expect(await reload.reload(hub: server.hub))
+        #expect(try await upgradeStatus(origin: "https://new.example") == 101)
+        #expect(try await upgradeStatus(origin: "https://old.example") == 403)
+        #expect(Set(application.configuration.namespaces.keys) == ["", "news"])
+
+        try #"{"allowedOrigins": ["https://third.example"], "namespaces": {"": {}, "x": {"historySize": -1}}}"#.write(
+            toFile: file, atomically: true, encoding: .utf8)
+        #expect(await !reload.reload(hub: server.hub))
+        #expect(try await upgradeStatus(origin: "https://new.example") == 101)
+        #expect(try await upgradeStatus(origin: "https://third.example") == 403)
+        #expect(Set(application.configuration.namespaces.keys) == ["", "news"])
+        #expect(reload.settings.entries.first { $0.key == "allowedOrigins" }?.value == "https://new.example")
+    }
+}
