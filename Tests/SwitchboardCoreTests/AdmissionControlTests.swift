@@ -45,3 +45,36 @@ struct AdmissionControlTests {
         #expect(take(&bucket, at: 11_000_000_000) == true)
     }
 }
+
+@Suite("Client address and per-address table")
+struct ClientAddressTests {
+    @Test(
+        arguments: [
+            ("127.0.0.1", ["10.0.0.1"], [], ["127.0.0.1"], "10.0.0.1"),
+            ("127.0.0.1", ["1.2.3.4, 10.0.0.1"], [], ["127.0.0.1"], "10.0.0.1"),
+            ("127.0.0.1", ["10.0.0.1, 127.0.0.2"], [], ["127.0.0.1", "127.0.0.2"], "10.0.0.1"),
+            ("192.0.2.9", ["10.0.0.1"], [], ["127.0.0.1"], "192.0.2.9"),
+            ("127.0.0.1", [], [#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#], ["127.0.0.1"], "2001:db8::1"),
+            ("127.0.0.1", [], [], ["127.0.0.1"], "127.0.0.1"),
+        ])
+    func resolve(peer: String, forwardedFor: [String], forwarded: [String], trusted: [String], expected: String) {
+        #expect(
+            ClientAddress.resolve(peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: trusted)
+                == expected)
+    }
+
+    @Test func tableCountsReleasesAndForgets() {
+        var limits = AbuseLimits()
+        limits.maxConnectionsPerAddress = 2
+        var table = AddressTable(logInterval: 1_000)
+        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
+        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
+        #expect(table.admit("a", limits: limits, now: 0) == .tooMany(log: true))
+        #expect(table.admit("a", limits: limits, now: 10) == .tooMany(log: false))  // logged once per interval
+        #expect(table.admit("b", limits: limits, now: 0) == .admitted)
+        table.release("a")
+        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
+        for name in ["a", "a", "b"] { table.release(name) }
+        #expect(table.count == 0)
+    }
+}

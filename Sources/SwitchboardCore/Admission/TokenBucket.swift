@@ -13,6 +13,16 @@ package struct TokenBucket: Sendable {
         self.last = now
     }
 
+    /// Takes `amount` while the bucket is not in debt: one large message is allowed, then the bucket has to
+    /// refill past zero before the next. What "sustained" means for inbound byte and message rates.
+    package mutating func takeAllowingDebt(_ amount: Double, now: Int64) -> Bool {
+        tokens = min(burst, tokens + Double(max(now - last, 0)) / 1e9 * rate)
+        last = max(last, now)
+        guard tokens >= 0 else { return false }
+        tokens -= amount
+        return true
+    }
+
     package mutating func take(now: Int64) -> Bool {
         tokens = min(burst, tokens + Double(max(now - last, 0)) / 1e9 * rate)
         last = max(last, now)

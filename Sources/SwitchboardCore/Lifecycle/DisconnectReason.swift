@@ -13,6 +13,10 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     case pongTimeout = "pong_timeout"
     case idleTimeout = "idle_timeout"
     case slowConsumer = "slow_consumer"
+    /// The client sent more messages or bytes per second than `AbuseLimits` allows, sustained.
+    case inboundRateLimited = "inbound_rate_limited"
+    /// The user already has `AbuseLimits.maxConnectionsPerUser` connections (known after in-band `connect`).
+    case tooManyUserConnections = "too_many_user_connections"
     case shutdown = "shutdown"
     /// The credentials the connection was accepted with expired (the upgrade decision's `expiresAt`).
     case tokenExpired = "token_expired"
@@ -36,7 +40,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .unsupportedData: return .unsupportedData
         case .invalidPayload: return .invalidPayload
         case .messageTooBig: return .messageTooBig
-        case .pongTimeout, .idleTimeout, .slowConsumer: return .policyViolation
+        case .pongTimeout, .idleTimeout, .slowConsumer, .inboundRateLimited, .tooManyUserConnections:
+            return .policyViolation
         case .shutdown: return .goingAway
         case .tokenExpired: return .tokenExpired
         }
@@ -53,6 +58,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         case .pongTimeout: return "pong timeout"
         case .idleTimeout: return "idle timeout"
         case .slowConsumer: return "slow consumer"
+        case .inboundRateLimited: return "inbound rate limit exceeded"
+        case .tooManyUserConnections: return "too many connections for this user"
         case .shutdown: return "server shutting down"
         case .tokenExpired: return "token expired"
         case .serverClosed: return "closed by server"

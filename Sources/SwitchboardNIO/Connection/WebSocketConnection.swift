@@ -18,6 +18,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let attachment: (any Sendable)?
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
     let deflate: DeflateParameters?
+    /// Counted against the per-address limit (released when the connection goes).
+    let clientAddress: String?
+    /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
+    private(set) var countedUser: String?
+    /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade).
+    private var inbound: (messages: TokenBucket?, bytes: TokenBucket?)?
     let hub: Hub
     let shard: LoopShard
     var context: ChannelHandlerContext?
@@ -38,8 +44,25 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
-        attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, hub: Hub, shard: LoopShard
+        attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, clientAddress: String? = nil,
+        countedUser: String? = nil, hub: Hub, shard: LoopShard
     ) {
+        self.clientAddress = clientAddress
+        self.countedUser = countedUser
+        let limits = hub.abuseLimits
+        if limits.inboundMessagesPerSecond > 0 || limits.inboundBytesPerSecond > 0 {
+            let now = LoopShard.now()
+            // Two seconds' worth of burst: a client catching up after a stall is not cut off.
+            inbound = (
+                limits.inboundMessagesPerSecond > 0
+                    ? TokenBucket(
+                        rate: limits.inboundMessagesPerSecond, burst: 2 * limits.inboundMessagesPerSecond, now: now)
+                    : nil,
+                limits.inboundBytesPerSecond > 0
+                    ? TokenBucket(rate: limits.inboundBytesPerSecond, burst: 2 * limits.inboundBytesPerSecond, now: now)
+                    : nil
+            )
+        }
         self.attachment = attachment
         self.deflate = deflate
         self.id = id
@@ -95,6 +118,18 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     /// Names the connection's user and info after the upgrade, and re-indexes it by user.
     func identify(userID: String?, info: String?) {
+        if userID != countedUser {
+            if let countedUser { hub.releaseUser(countedUser) }
+            countedUser = nil
+            if let userID, let log = hub.admitUser(userID, limits: hub.abuseLimits) {
+                if log {
+                    self.log(
+                        .warning, "abuse limit: too many connections for a user", metadata: ["to_user": "\(userID)"])
+                }
+                return close(.tooManyUserConnections)
+            }
+            countedUser = userID
+        }
         shard.reindex(self, from: self.userID, to: userID)
         self.userID = userID
         self.info = info
@@ -114,6 +149,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         guard !discardingInput else { return }
         var buffer = unwrapInboundIn(data)
         shard.counters.bytesIn += buffer.readableBytes
+        if inbound?.bytes != nil,
+            inbound?.bytes?.takeAllowingDebt(Double(buffer.readableBytes), now: LoopShard.now()) == false
+        {
+            return inboundLimitExceeded("bytes")
+        }
         if var partial = partialInput {
             partialInput = nil
             partial.writeBuffer(&buffer)
@@ -138,6 +178,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         if case .pong = message { heartbeat.pongReceived() }
         switch machine.received(message) {
         case .deliver:
+            if inbound?.messages != nil, inbound?.messages?.takeAllowingDebt(1, now: LoopShard.now()) == false {
+                return inboundLimitExceeded("messages")
+            }
             shard.counters.messagesIn += 1
             heartbeat.dataReceived(now: LoopShard.now())
             switch message {
@@ -160,6 +203,16 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         default:
             break
         }
+    }
+
+    /// Sustained abuse: the bucket stayed empty. Input is dropped from here on; the close says why.
+    private func inboundLimitExceeded(_ what: String) {
+        guard !discardingInput else { return }
+        discardingInput = true
+        log(
+            .warning, "abuse limit: inbound \(what) per second exceeded",
+            metadata: ["client": "\(clientAddress ?? "?")"])
+        close(.inboundRateLimited)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

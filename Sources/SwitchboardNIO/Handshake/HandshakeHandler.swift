@@ -27,6 +27,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Holds one of `maxConnections` from the reservation until the connection takes it over; released
     /// when the handler goes (the client left, the handshake timed out, the pipeline could not change).
     private var holdsSlot = false
+    /// The client's address once counted against the per-address limits; released like the slot.
+    private var countedAddress: String?
+    /// The user counted against the per-user limit at the upgrade; handed to the connection like the slot.
+    private var countedUser: String?
     private let started = NIODeadline.now()
 
     init(hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
@@ -54,6 +58,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func releaseSlot() {
+        if let countedAddress { hub.releaseAddress(countedAddress) }
+        countedAddress = nil
+        if let countedUser { hub.releaseUser(countedUser) }
+        countedUser = nil
         guard holdsSlot else { return }
         holdsSlot = false
         hub.releaseConnectionSlot()
@@ -117,6 +125,16 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                     status: .serviceUnavailable, reason: "too many new connections; retry later", kind: .rateLimited,
                     extraHeaders: [("Retry-After", "1")]), context: context)
         }
+        let limits = hub.abuseLimits
+        let client = ClientAddress.resolve(
+            peer: context.channel.remoteAddress?.ipAddress, forwardedFor: head.headers["X-Forwarded-For"],
+            forwarded: head.headers["Forwarded"], trusted: limits.trustedProxies)
+        let verdict = hub.admitAddress(client, limits: limits)
+        guard verdict == .admitted else {
+            state = .done
+            return reject(client, verdict, context: context)
+        }
+        countedAddress = client
         guard hub.reserveConnectionSlot() else {
             state = .done
             return reject(
@@ -145,6 +163,17 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .done
         switch result {
         case .success(.accept(let userID, let subprotocol, let info, let expiresAt, let attachment)):
+            if let userID, let log = hub.admitUser(userID, limits: hub.abuseLimits) {
+                releaseSlot()
+                if log {
+                    hub.logger.warning("abuse limit: too many connections for a user", metadata: ["user": "\(userID)"])
+                }
+                return reject(
+                    .init(
+                        status: .tooManyRequests, reason: "too many connections for this user", kind: .tooManyForUser),
+                    context: context)
+            }
+            countedUser = userID
             if let expiresAt, expiresAt <= .now() {
                 releaseSlot()
                 return reject(
@@ -201,12 +230,15 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
             info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate,
+            clientAddress: countedAddress, countedUser: countedUser,
             hub: hub,
             shard: shard)
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))
             holdsSlot = false  // the connection owns it now, and releases it when it closes
+            countedAddress = nil  // likewise the address and user counts
+            countedUser = nil
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
             connection.start()
@@ -218,6 +250,32 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])
             context.close(promise: nil)
         }
+    }
+
+    /// 503 for an address over its limits, with a jittered Retry-After so refused clients do not return together.
+    private func reject(_ client: String, _ verdict: AddressTable.Verdict, context: ChannelHandlerContext) {
+        let kind: SwitchboardMetrics.HandshakeRejection
+        let reason: String
+        let retryAfter: Int
+        let log: Bool
+        switch verdict {
+        case .admitted: return
+        case .tooMany(let shouldLog):
+            (kind, reason, retryAfter, log) = (
+                .tooManyFromAddress, "too many connections from your address", Int.random(in: 5...10), shouldLog
+            )
+        case .tooFast(let shouldLog):
+            (kind, reason, retryAfter, log) = (
+                .addressRateLimited, "too many new connections from your address; retry later", Int.random(in: 1...3),
+                shouldLog
+            )
+        }
+        if log { hub.logger.warning("abuse limit: \(reason)", metadata: ["client": "\(client)"]) }
+        reject(
+            .init(
+                status: .serviceUnavailable, reason: reason, kind: kind,
+                extraHeaders: [("Retry-After", "\(retryAfter)")]),
+            context: context)
     }
 
     private func reject(_ rejection: HandshakeValidator.Rejection, context: ChannelHandlerContext) {

@@ -39,6 +39,10 @@ public final class Hub: Sendable {
     private let shuttingDown = ManagedAtomic(false)
     // Lock: guards what a reload may change (origins, abuse limits), read once per handshake.
     private let reloadable: NIOLockedValueBox<(origins: OriginPolicy, limits: AbuseLimits)>
+    // Lock: guards connections per client address, taken once per handshake and once per close.
+    private let addresses = NIOLockedValueBox(AddressTable())
+    // Lock: guards open connections per user (with the last time each offender was logged).
+    private let users = NIOLockedValueBox([String: (open: Int, lastLogged: Int64)]())
 
     init(
         configuration: SwitchboardConfiguration, application: any SwitchboardApplication, metrics: SwitchboardMetrics,
@@ -73,6 +77,35 @@ public final class Hub: Sendable {
     /// Applies reloaded settings to handshakes from now on; open connections are not re-checked.
     public func update(originPolicy: OriginPolicy, abuseLimits: AbuseLimits) {
         reloadable.withLockedValue { $0 = (originPolicy, abuseLimits) }
+    }
+
+    /// Counts a connection from `address` against the per-address limits.
+    func admitAddress(_ address: String, limits: AbuseLimits) -> AddressTable.Verdict {
+        addresses.withLockedValue { $0.admit(address, limits: limits, now: LoopShard.now()) }
+    }
+
+    func releaseAddress(_ address: String) { addresses.withLockedValue { $0.release(address) } }
+
+    /// Counts a connection of `user` against `maxConnectionsPerUser`; nil when admitted, else whether to log.
+    func admitUser(_ user: String, limits: AbuseLimits) -> Bool? {
+        users.withLockedValue { users in
+            let entry = users[user] ?? (0, .min)
+            guard limits.maxConnectionsPerUser <= 0 || entry.open < limits.maxConnectionsPerUser else {
+                let now = LoopShard.now()
+                let log = entry.lastLogged == .min || now - entry.lastLogged >= 10_000_000_000
+                if log { users[user] = (entry.open, now) }
+                return log
+            }
+            users[user] = (entry.open + 1, entry.lastLogged)
+            return nil
+        }
+    }
+
+    func releaseUser(_ user: String) {
+        users.withLockedValue { users in
+            guard let entry = users[user] else { return }
+            users[user] = entry.open > 1 ? (entry.open - 1, entry.lastLogged) : nil
+        }
     }
 
     // MARK: counting

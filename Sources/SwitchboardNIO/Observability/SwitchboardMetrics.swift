@@ -16,6 +16,9 @@ public final class SwitchboardMetrics: Sendable {
         case tooManyPending = "too_many_pending"
         case rateLimited = "rate_limited"
         case originNotAllowed = "origin_not_allowed"
+        case tooManyFromAddress = "too_many_from_address"
+        case addressRateLimited = "address_rate_limited"
+        case tooManyForUser = "too_many_for_user"
     }
 
     let connectionsAccepted: Counter

@@ -1,0 +1,95 @@
+/// Per client address: connections open and new connections per second, with a log budget per address
+/// (one line per offender per interval). Entries exist only for addresses with open connections or a
+/// bucket still refilling. Not thread-safe: the hub keeps it under a lock.
+package struct AddressTable: Sendable {
+    package enum Verdict: Equatable, Sendable {
+        case admitted
+        case tooMany(log: Bool)
+        case tooFast(log: Bool)
+    }
+
+    private struct Entry: Sendable {
+        var open = 0
+        var bucket: TokenBucket?
+        var lastLogged: Int64 = .min
+    }
+
+    private var entries: [String: Entry] = [:]
+    private let logInterval: Int64
+
+    package init(logInterval: Int64 = 10_000_000_000) { self.logInterval = logInterval }
+
+    package var count: Int { entries.count }
+
+    /// Counts a new connection from `address` if the limits allow it.
+    package mutating func admit(_ address: String, limits: AbuseLimits, now: Int64) -> Verdict {
+        guard limits.maxConnectionsPerAddress > 0 || limits.connectionsPerSecondPerAddress > 0 else {
+            return .admitted
+        }
+        var entry = entries[address] ?? Entry()
+        defer { entries[address] = entry }
+        if limits.maxConnectionsPerAddress > 0, entry.open >= limits.maxConnectionsPerAddress {
+            return .tooMany(log: shouldLog(&entry, now: now))
+        }
+        if limits.connectionsPerSecondPerAddress > 0 {
+            let rate = limits.connectionsPerSecondPerAddress
+            var bucket = entry.bucket ?? TokenBucket(rate: rate, burst: max(rate, 1), now: now)
+            defer { entry.bucket = bucket }
+            guard bucket.take(now: now) else { return .tooFast(log: shouldLog(&entry, now: now)) }
+        }
+        entry.open += 1
+        return .admitted
+    }
+
+    /// A connection admitted from `address` has gone (or its handshake failed).
+    package mutating func release(_ address: String) {
+        guard var entry = entries[address] else { return }
+        entry.open -= 1
+        // A refilling bucket is forgotten with the last connection: the cost is one second's burst again.
+        entries[address] = entry.open > 0 ? entry : nil
+    }
+
+    private func shouldLog(_ entry: inout Entry, now: Int64) -> Bool {
+        guard entry.lastLogged == .min || now - entry.lastLogged >= logInterval else { return false }
+        entry.lastLogged = now
+        return true
+    }
+}
+
+/// The client's address: the peer's, or behind a trusted proxy the one it names. `X-Forwarded-For` is read
+/// right to left, skipping trusted proxies, so a client cannot prepend a forged address; `Forwarded`
+/// (RFC 7239) `for=` values the same way.
+package enum ClientAddress {
+    package static func resolve(
+        peer: String?, forwardedFor: [String], forwarded: [String], trusted: [String]
+    ) -> String {
+        let peer = peer ?? "unknown"
+        guard !trusted.isEmpty, trusted.contains(peer) else { return peer }
+        var chain = forwardedFor.flatMap { $0.split(separator: ",") }.map(clean)
+        if chain.isEmpty {
+            chain = forwarded.flatMap { $0.split(separator: ",") }.compactMap { element in
+                element.split(separator: ";").map(clean).first { $0.lowercased().hasPrefix("for=") }
+                    .map { clean(Substring($0.dropFirst(4))) }
+            }
+        }
+        return chain.reversed().first { !trusted.contains($0) } ?? peer
+    }
+
+    /// Trims spaces and quotes, brackets around IPv6 and a port (`"[2001:db8::1]:4711"` → `2001:db8::1`).
+    private static func clean(_ text: Substring) -> String {
+        var value = text.trimmingCharacters(in: " \t\"")
+        if value.hasPrefix("["), let close = value.firstIndex(of: "]") {
+            return String(value[value.index(after: value.startIndex)..<close])
+        }
+        if value.filter({ $0 == ":" }).count == 1, let colon = value.firstIndex(of: ":") {
+            value = String(value[..<colon])
+        }
+        return value
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        String(drop { set.contains($0) }.reversed().drop { set.contains($0) }.reversed())
+    }
+}
