@@ -148,8 +148,6 @@ PY
 unset SWITCHBOARD_TOKEN_SECRET
 kill -TERM "$aserver"; wait "$aserver" || true; trap - EXIT
 
-echo "== all tests passed"
-
 echo "== check-config and SIGHUP reload of the real binary"
 .build/debug/switchboard check-config docs/switchboard.example.yaml >/dev/null
 if .build/debug/switchboard check-config docs/switchboard.example.yaml --prot 1 >/dev/null; then
@@ -172,3 +170,5 @@ wait_for_line "$rlog" "$rserver" "need a restart were not applied"
 grep -q 'changed=allowedOrigins' "$rlog" || { cat "$rlog"; echo "reload did not report allowedOrigins"; exit 1; }
 kill -TERM "$rserver"; wait "$rserver" || true; trap - EXIT
 echo "reload: a bad file kept the configuration, a good one applied origins and named threads as needing a restart"
+
+echo "== all tests passed"
