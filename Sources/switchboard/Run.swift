@@ -98,7 +98,10 @@ private final class HangupHandler {
 
     init(certificates: TLSCertificates?, settings: SettingsReload?, hub: Hub, logger: Logger) {
         signal(SIGHUP, SIG_IGN)
-        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "switchboard.sighup"))
+        // Lock: guards the last reload started; each waits for the one before, so a quick second SIGHUP
+        // cannot be overtaken by the first and leave older settings in force.
+        let last = NIOLockedValueBox<Task<Void, Never>?>(nil)
         source.setEventHandler {
             if let certificates {
                 do {
@@ -109,7 +112,14 @@ private final class HangupHandler {
                     logger.error("TLS reload failed; keeping the certificate in use", metadata: ["error": "\(error)"])
                 }
             }
-            if let settings { Task { await settings.reload(hub: hub) } }
+            guard let settings else { return }
+            last.withLockedValue { last in
+                let before = last
+                last = Task {
+                    await before?.value
+                    await settings.reload(hub: hub)
+                }
+            }
         }
         source.resume()
     }

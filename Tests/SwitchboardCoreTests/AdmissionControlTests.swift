@@ -67,14 +67,31 @@ struct ClientAddressTests {
         var limits = AbuseLimits()
         limits.maxConnectionsPerAddress = 2
         var table = AddressTable(logInterval: 1_000)
-        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
-        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
+        #expect(table.admit("a", limits: limits, now: 0) == .counted)
+        #expect(table.admit("a", limits: limits, now: 0) == .counted)
         #expect(table.admit("a", limits: limits, now: 0) == .tooMany(log: true))
         #expect(table.admit("a", limits: limits, now: 10) == .tooMany(log: false))  // logged once per interval
-        #expect(table.admit("b", limits: limits, now: 0) == .admitted)
-        table.release("a")
-        #expect(table.admit("a", limits: limits, now: 0) == .admitted)
-        for name in ["a", "a", "b"] { table.release(name) }
+        #expect(table.admit("b", limits: limits, now: 0) == .counted)
+        table.release("a", now: 0)
+        #expect(table.admit("a", limits: limits, now: 0) == .counted)
+        for name in ["a", "a", "b"] { table.release(name, now: 0) }
+        #expect(table.count == 0)
+        #expect(table.admit("a", limits: AbuseLimits(), now: 0) == .admitted)  // no limit: nothing counted
+        #expect(table.count == 0)
+    }
+
+    /// Connecting and closing in a loop does not reset the rate: the bucket outlives the last connection
+    /// until it has refilled, and is swept after.
+    @Test func rateSurvivesClosedConnections() {
+        var limits = AbuseLimits()
+        limits.connectionsPerSecondPerAddress = 1
+        var table = AddressTable()
+        #expect(table.admit("a", limits: limits, now: 0) == .counted)
+        table.release("a", now: 1_000)
+        #expect(table.admit("a", limits: limits, now: 2_000) == .tooFast(log: true))
+        #expect(table.count == 1)
+        #expect(table.admit("a", limits: limits, now: 1_100_000_000) == .counted)
+        table.release("a", now: 3_000_000_000)
         #expect(table.count == 0)
     }
 }

@@ -106,6 +106,7 @@ struct AbuseLimitTests {
         let server = try await TestServer.start(echo: false) {
             $0.abuseLimits.inboundMessagesPerSecond = messages
             $0.abuseLimits.inboundBytesPerSecond = bytes
+            $0.maxMessageSize = 4096  // the byte bucket may go into debt by one message, no more
         }
         defer { Task { await server.stop() } }
         let bystander = try await connect(server)

@@ -6,6 +6,7 @@ import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardServer
+import SwitchboardTestSupport
 import Testing
 
 /// Token authentication over real sockets: the `connect` command, the upgrade's bearer header, every
@@ -18,6 +19,47 @@ struct AuthTests {
     ) async throws -> ChannelsServer {
         try await ChannelsServer.start(
             verifier: try await TokenVerifier.make(auth), metrics: metrics, channels: channels)
+    }
+
+    /// A user known only after the in-band `connect` is held to `maxConnectionsPerUser` too: the surplus
+    /// connection is closed 1008 and never joins presence or gets its reply.
+    @Test func connectionsPerUserCountInBandConnects() async throws {
+        let server = try await ChannelsServer.start(
+            verifier: try await TokenVerifier.make(.testDefaults()),
+            transport: { $0.abuseLimits.maxConnectionsPerUser = 1 })
+        defer { Task { await server.stop() } }
+        let token = try await TestKeys.sign(TestClaims(sub: "ada"), with: await TestKeys.hmac())
+        let first = try await server.connect()
+        #expect(try await first.call(["cmd": "connect", "token": token]).reply.ok?["user"] as? String == "ada")
+        let second = try await server.connect()
+        second.send(["cmd": "connect", "token": token])
+        let close = try await second.client.waitForClose()
+        #expect(close?.code == 1008)
+        #expect(close?.reason.contains("too many connections for this user") == true)
+        // The first connection's place is given back when it goes.
+        await first.client.disconnect()
+        try await eventually { server.server.hub.connectionCount == 0 }
+        let third = try await server.connect()
+        #expect(try await third.call(["cmd": "connect", "token": token]).reply.ok?["user"] as? String == "ada")
+    }
+
+    /// A reload's new keys verify from then on; tokens signed with the replaced key are refused.
+    @Test func replacedKeysTakeEffectAtOnce() async throws {
+        let verifier = try await TokenVerifier.make(.testDefaults())
+        let server = try await ChannelsServer.start(verifier: verifier)
+        defer { Task { await server.stop() } }
+        let newSecret = "a-rotated-secret-of-at-least-32-bytes-long"
+        try await verifier.replaceKeys([.hmac(secret: newSecret)])
+        let old = try await TestKeys.sign(TestClaims(sub: "ada"), with: await TestKeys.hmac())
+        let new = try await TestKeys.sign(TestClaims(sub: "bob"), with: await TestKeys.hmac(newSecret))
+        let client = try await server.connect()
+        #expect(try await client.call(["cmd": "connect", "token": new]).reply.ok?["user"] as? String == "bob")
+        let refused = try await server.connect()
+        #expect(try await refused.call(["cmd": "connect", "token": old]).reply.errorCode != nil)
+        // Keys that cannot be used are refused and the ones in force stay.
+        await #expect(throws: (any Error).self) { try await verifier.replaceKeys([.hmac(secret: "short")]) }
+        let again = try await server.connect()
+        #expect(try await again.call(["cmd": "connect", "token": new]).reply.ok?["user"] as? String == "bob")
     }
 
     @Test func connectCommandAuthenticatesAndCarriesPresenceData() async throws {

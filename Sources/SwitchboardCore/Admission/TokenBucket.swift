@@ -13,14 +13,20 @@ package struct TokenBucket: Sendable {
         self.last = now
     }
 
-    /// Takes `amount` while the bucket is not in debt: one large message is allowed, then the bucket has to
-    /// refill past zero before the next. What "sustained" means for inbound byte and message rates.
-    package mutating func takeAllowingDebt(_ amount: Double, now: Int64) -> Bool {
+    /// Takes `amount` unless the bucket is more than `debt` below zero: a message larger than the burst
+    /// (arriving over several reads) passes, then the bucket has to refill. What "sustained" means for
+    /// inbound byte and message rates.
+    package mutating func takeAllowingDebt(_ amount: Double, upTo debt: Double, now: Int64) -> Bool {
         tokens = min(burst, tokens + Double(max(now - last, 0)) / 1e9 * rate)
         last = max(last, now)
-        guard tokens >= 0 else { return false }
+        guard tokens >= -debt else { return false }
         tokens -= amount
         return true
+    }
+
+    /// Whether the bucket has refilled to its burst by `now` (nothing left to remember).
+    package func isFull(now: Int64) -> Bool {
+        tokens + Double(max(now - last, 0)) / 1e9 * rate >= burst
     }
 
     package mutating func take(now: Int64) -> Bool {

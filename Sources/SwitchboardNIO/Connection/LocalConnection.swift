@@ -17,8 +17,10 @@ public protocol LocalConnection: AnyObject {
     /// When the connection's credentials expire, if they do.
     var expiresAt: NIODeadline? { get }
     /// Names the user (and presence info) after the upgrade: a client that authenticates with its first
-    /// message rather than in the upgrade request. Re-indexes the connection by user.
-    func identify(userID: String?, info: String?)
+    /// message rather than in the upgrade request. Re-indexes the connection by user. Returns false, having
+    /// closed the connection (1008), when the user already has `AbuseLimits.maxConnectionsPerUser` connections.
+    @discardableResult
+    func identify(userID: String?, info: String?) -> Bool
     /// Closes the connection with 4001 "token expired" at `deadline`, replacing the earlier deadline
     /// (a refreshed token); nil: never.
     func expire(at deadline: NIODeadline?)

@@ -74,8 +74,7 @@ extension WebSocketConnection {
         expiryTimer?.cancel()
         expiryTimer = nil
         discardQueue()
-        if let clientAddress { hub.releaseAddress(clientAddress) }
-        if let countedUser { hub.releaseUser(countedUser) }
+        releaseLimitCounts()
         shard.unregister(self)
         hub.connectionClosed(reason)
         log(.debug, "connection closed", metadata: ["reason": "\(reason.rawValue)"])

@@ -19,7 +19,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
     let deflate: DeflateParameters?
     /// Counted against the per-address limit (released when the connection goes).
-    let clientAddress: String?
+    private(set) var clientAddress: String?
     /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
     private(set) var countedUser: String?
     /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade).
@@ -107,6 +107,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func start() {
         guard let context, context.channel.isActive, machine.upgraded() == .register else {
             hub.releaseConnectionSlot()
+            releaseLimitCounts()
             return
         }
         shard.register(self)
@@ -117,7 +118,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     /// Names the connection's user and info after the upgrade, and re-indexes it by user.
-    func identify(userID: String?, info: String?) {
+    @discardableResult
+    func identify(userID: String?, info: String?) -> Bool {
         if userID != countedUser {
             if let countedUser { hub.releaseUser(countedUser) }
             countedUser = nil
@@ -126,13 +128,15 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                     self.log(
                         .warning, "abuse limit: too many connections for a user", metadata: ["to_user": "\(userID)"])
                 }
-                return close(.tooManyUserConnections)
+                close(.tooManyUserConnections)
+                return false
             }
             countedUser = userID
         }
         shard.reindex(self, from: self.userID, to: userID)
         self.userID = userID
         self.info = info
+        return true
     }
 
     /// Closes the connection with 4001 at `deadline` (replacing any earlier deadline); nil: never.
@@ -149,8 +153,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         guard !discardingInput else { return }
         var buffer = unwrapInboundIn(data)
         shard.counters.bytesIn += buffer.readableBytes
-        if inbound?.bytes != nil,
-            inbound?.bytes?.takeAllowingDebt(Double(buffer.readableBytes), now: LoopShard.now()) == false
+        if inbound?.bytes != nil, machine.state == .open,
+            inbound?.bytes?.takeAllowingDebt(
+                Double(buffer.readableBytes), upTo: Double(hub.configuration.maxMessageSize), now: LoopShard.now())
+                == false
         {
             return inboundLimitExceeded("bytes")
         }
@@ -178,7 +184,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         if case .pong = message { heartbeat.pongReceived() }
         switch machine.received(message) {
         case .deliver:
-            if inbound?.messages != nil, inbound?.messages?.takeAllowingDebt(1, now: LoopShard.now()) == false {
+            if inbound?.messages != nil, inbound?.messages?.takeAllowingDebt(1, upTo: 0, now: LoopShard.now()) == false
+            {
                 return inboundLimitExceeded("messages")
             }
             shard.counters.messagesIn += 1
@@ -205,10 +212,17 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    /// Sustained abuse: the bucket stayed empty. Input is dropped from here on; the close says why.
+    /// Gives back this connection's places under the per-address and per-user limits (once: both are cleared).
+    func releaseLimitCounts() {
+        if let clientAddress { hub.releaseAddress(clientAddress) }
+        clientAddress = nil
+        if let countedUser { hub.releaseUser(countedUser) }
+        countedUser = nil
+    }
+
+    /// Sustained abuse: the bucket stayed in debt. The close handshake says why; data after it is ignored.
     private func inboundLimitExceeded(_ what: String) {
-        guard !discardingInput else { return }
-        discardingInput = true
+        guard machine.state == .open else { return }
         log(
             .warning, "abuse limit: inbound \(what) per second exceeded",
             metadata: ["client": "\(clientAddress ?? "?")"])

@@ -130,11 +130,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             peer: context.channel.remoteAddress?.ipAddress, forwardedFor: head.headers["X-Forwarded-For"],
             forwarded: head.headers["Forwarded"], trusted: limits.trustedProxies)
         let verdict = hub.admitAddress(client, limits: limits)
-        guard verdict == .admitted else {
+        switch verdict {
+        case .admitted: break
+        case .counted: countedAddress = client
+        case .tooMany, .tooFast:
             state = .done
             return reject(client, verdict, context: context)
         }
-        countedAddress = client
         guard hub.reserveConnectionSlot() else {
             state = .done
             return reject(
@@ -259,7 +261,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         let retryAfter: Int
         let log: Bool
         switch verdict {
-        case .admitted: return
+        case .admitted, .counted: return
         case .tooMany(let shouldLog):
             (kind, reason, retryAfter, log) = (
                 .tooManyFromAddress, "too many connections from your address", Int.random(in: 5...10), shouldLog

@@ -84,7 +84,10 @@ public final class Hub: Sendable {
         addresses.withLockedValue { $0.admit(address, limits: limits, now: LoopShard.now()) }
     }
 
-    func releaseAddress(_ address: String) { addresses.withLockedValue { $0.release(address) } }
+    func releaseAddress(_ address: String) {
+        let now = LoopShard.now()
+        addresses.withLockedValue { $0.release(address, now: now) }
+    }
 
     /// Counts a connection of `user` against `maxConnectionsPerUser`; nil when admitted, else whether to log.
     func admitUser(_ user: String, limits: AbuseLimits) -> Bool? {

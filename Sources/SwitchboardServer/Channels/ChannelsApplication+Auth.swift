@@ -86,7 +86,7 @@ extension ChannelsApplication {
                 switch result {
                 case .success(let claims):
                     let user = claims.subject.isEmpty ? nil : claims.subject
-                    session.connection.identify(userID: user, info: claims.info)
+                    guard session.connection.identify(userID: user, info: claims.info) else { return }
                     session.member = PresenceMember(client: session.id, user: user, data: claims.info)
                     self.connected(session, expiresAt: claims.expiresAt, loop: loop)
                     session.reply(ServerMessage.reply(id: id, result: self.connectResult(session)))

@@ -38,8 +38,10 @@ public enum DeflateNegotiation {
         var serverWindowBits: Int?
         var clientNoContextTakeover = false
         for parameter in parameters {
-            let pair = parameter.split(separator: "=", maxSplits: 1).map { trim(String($0)) }
-            let name = pair[0].lowercased()
+            let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                .map { trim(String($0)) }
+            guard let first = pair.first, !first.isEmpty else { return nil }
+            let name = first.lowercased()
             let value = pair.count == 2 ? unquote(pair[1]) : nil
             guard seen.insert(name).inserted else { return nil }
             switch name {
