@@ -72,7 +72,8 @@ struct DeflateTests {
             "permessage-deflate; server_max_window_bits=16", "permessage-deflate; server_max_window_bits=015",
             "permessage-deflate; client_max_window_bits=7", "permessage-deflate; client_no_context_takeover=1",
             "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
-            "permessage-deflate; mystery", "x-webkit-deflate-frame", "",
+            "permessage-deflate; mystery", "x-webkit-deflate-frame", "", "permessage-deflate; =",
+            "permessage-deflate; =15", "permessage-deflate; server_max_window_bits=",
         ])
     func declined(offer: String) {
         #expect(DeflateNegotiation.negotiate([offer], options: DeflateOptions()) == nil)
