@@ -26,6 +26,8 @@ public struct ServeSettings: Sendable {
     public var apiPort = 8081
     public var apiKey: String?
     public var noAPI = false
+    public var web = true
+    public var statsInterval = 1.0
     public var channels = ChannelsConfiguration.chatDefaults
 
     public init() {}

@@ -107,8 +107,9 @@ extension SettingKey {
         .init("connectTimeout", .double, "5", "seconds a connection without a token has to send `connect`"),
         .init("refreshNotice", .double, "30", "seconds before expiry that the server asks for a refresh"),
         .init(
-            "insecureUserFromQuery", .bool, "false",
-            "development only: user id from `?user=`, presence data from `?info=`, unauthenticated"),
+            "insecureUserFromQuery", .bool, "loopback without keys",
+            "user id from `?user=`, presence data from `?info=`, unauthenticated (the demo); default: on only when bound to loopback with no token key"
+        ),
     ]
 
     static let api: [SettingKey] = [
@@ -116,6 +117,8 @@ extension SettingKey {
         .init("apiPort", .int, "8081", "port of the server API (0 picks a free one)"),
         .init("apiKey", .string, "", "key the server API requires; needed when apiHost is not loopback", secret: true),
         .init("noApi", .bool, "false", "do not start the server API listener"),
+        .init("web", .bool, "true", "serve the chat demo at / and the dashboard at /dashboard on the WebSocket port"),
+        .init("statsInterval", .double, "1", "seconds between the server's statistics on `sys:stats`; 0: none"),
     ]
 
     static let channels: [SettingKey] = [

@@ -73,8 +73,9 @@ extension SettingsLoader {
         settings.allowAnonymous = reader.bool("allowAnonymous")
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
-        settings.insecureUserFromQuery = reader.bool("insecureUserFromQuery") ?? false
-        if settings.insecureUserFromQuery, settings.hasTokenKeys {
+        let demo = isLoopbackHost(transport.host) && !settings.hasTokenKeys && settings.allowAnonymous != false
+        settings.insecureUserFromQuery = reader.bool("insecureUserFromQuery") ?? demo
+        if reader.bool("insecureUserFromQuery") == true, settings.hasTokenKeys {
             throw SettingsError("insecureUserFromQuery would let anyone bypass the token keys: use one or the other")
         }
         if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery {
@@ -86,6 +87,8 @@ extension SettingsLoader {
         settings.apiPort = try reader.int("apiPort", in: 0...65535) ?? settings.apiPort
         settings.apiKey = reader.string("apiKey")
         settings.noAPI = reader.bool("noApi") ?? false
+        settings.web = reader.bool("web") ?? true
+        settings.statsInterval = try reader.number("statsInterval") ?? 1
 
         var channels = ChannelsConfiguration.chatDefaults
         if let namespaces {
@@ -94,6 +97,8 @@ extension SettingsLoader {
             } catch {
                 throw SettingsError("\(filePath ?? "file"): \(error)")
             }
+            // The server's own statistics channel exists unless the file says otherwise about `sys`.
+            if channels.namespaces["sys"] == nil { channels.namespaces["sys"] = .system }
         }
         channels.maxSubscriptionsPerConnection =
             try reader.int("maxSubscriptionsPerConnection", in: 0...Int(Int32.max))

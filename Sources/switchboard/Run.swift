@@ -40,7 +40,8 @@ func bootstrap(logLevel: String) -> PrometheusCollectorRegistry {
 /// `alongside` makes services that run beside the WebSocket server (the HTTP API) and stop after it has
 /// drained, given whether the server takes connections (false while starting and draining).
 func runServer(
-    _ settings: ServeSettings, path: String?, application: any SwitchboardApplication, reload: SettingsReload? = nil,
+    _ settings: ServeSettings, path: String?, application: any SwitchboardApplication, site: StaticSite? = nil,
+    reload: SettingsReload? = nil, started: @escaping @Sendable () -> Void = {},
     alongside: (_ ready: @escaping @Sendable () -> Bool) throws -> [any Service] = { _ in [] }
 ) async throws {
     let logger = Logger(label: "switchboard")
@@ -54,17 +55,24 @@ func runServer(
     }
     var configuration = settings.transport
     configuration.path = path
-    let server = WebSocketServer(configuration: configuration, application: application, tls: tls, logger: logger)
+    let server = WebSocketServer(
+        configuration: configuration, application: application, tls: tls, site: site, logger: logger)
     let hangup = HangupHandler(certificates: tls, settings: reload, hub: server.hub, logger: logger)
     defer { hangup.cancel() }
     let options = (host: configuration.host, port: configuration.port)
     let secure = tls != nil
-    let started = ManagedAtomic(false)
-    let others = try alongside { started.load(ordering: .relaxed) && !server.hub.isShuttingDown }
-    let announced = AnnouncingServer(server: server, ready: started) { address in
+    let hasSite = site != nil
+    let isStarted = ManagedAtomic(false)
+    let others = try alongside { isStarted.load(ordering: .relaxed) && !server.hub.isShuttingDown }
+    let announced = AnnouncingServer(server: server, ready: isStarted) { address in
         let scheme = secure ? "wss" : "ws"
         print("switchboard listening on \(scheme)://\(options.host):\(address.port ?? options.port)\(path ?? "/")")
+        if hasSite {
+            let base = "http\(secure ? "s" : "")://\(options.host):\(address.port ?? options.port)"
+            print("chat demo on \(base)/ and the live dashboard on \(base)/dashboard")
+        }
         fflush(nil)
+        started()
     }
     // Services stop in reverse order: the WebSocket server drains first, while the API still answers
     // (`/ready` false).

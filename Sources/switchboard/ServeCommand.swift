@@ -59,10 +59,23 @@ struct ServeCommand: AsyncParsableCommand {
         apiConfiguration.host = settings.apiHost
         apiConfiguration.port = settings.apiPort
         apiConfiguration.apiKey = settings.apiKey
+        if settings.insecureUserFromQuery {
+            logger.notice(
+                "demo mode: connections name their user with ?user= (no token key; bound to loopback); configure tokenSecret, tokenPublicKey or jwksUrl for real authentication"
+            )
+        }
+        let feed =
+            settings.statsInterval > 0
+            ? StatisticsFeed(application: application, interval: .nanoseconds(Int64(settings.statsInterval * 1e9)))
+            : nil
+        defer { feed?.stop() }
         let reload = SettingsReload(
             arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
-        try await runServer(settings, path: settings.transport.path, application: application, reload: reload) {
-            ready in
+        let site = settings.web ? try webSite() : nil
+        try await runServer(
+            settings, path: settings.transport.path, application: application, site: site, reload: reload,
+            started: { feed?.start() }
+        ) { ready in
             guard !settings.noAPI else { return [] }
             let server = try APIServer(
                 configuration: apiConfiguration, application: application, ready: ready, registry: registry,
@@ -70,6 +83,14 @@ struct ServeCommand: AsyncParsableCommand {
             return [AnnouncingAPI(server: server)]
         }
     }
+}
+
+/// The chat demo and the dashboard, bundled with the executable (Sources/switchboard/Web).
+private func webSite() throws -> StaticSite {
+    guard let directory = Bundle.module.url(forResource: "Web", withExtension: nil) else {
+        throw ValidationError("the web pages are missing from the build")
+    }
+    return try StaticSite(directory: directory, aliases: ["/": "index.html", "/dashboard": "dashboard.html"])
 }
 
 private func queryParameter(_ name: String, in uri: String) -> String? {

@@ -103,6 +103,12 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if let site = hub.site, !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
+            String(head.uri.prefix { $0 != "?" }) != hub.configuration.path
+        {
+            state = .done
+            return serve(site.respond(to: head), context: context)
+        }
         let accept: String
         switch HandshakeValidator.validate(head, path: hub.configuration.path, origins: hub.originPolicy)
         {
@@ -278,6 +284,20 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                 status: .serviceUnavailable, reason: reason, kind: kind,
                 extraHeaders: [("Retry-After", "\(retryAfter)")]),
             context: context)
+    }
+
+    /// A page of the static site; the connection closes after it, like every answer that is not a 101.
+    private func serve(_ response: StaticSite.Response, context: ChannelHandlerContext) {
+        var headers = response.headers
+        headers.add(name: "Content-Length", value: "\(response.headLength ?? response.contentLength)")
+        headers.add(name: "Connection", value: "close")
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))),
+            promise: nil)
+        if let body = response.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     private func reject(_ rejection: HandshakeValidator.Rejection, context: ChannelHandlerContext) {

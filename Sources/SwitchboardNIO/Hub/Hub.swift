@@ -22,6 +22,9 @@ public struct HubStatistics: Sendable {
     public var queuedMessages = 0
     /// Connections accepted whose upgrade is not finished (the ones `maxPendingHandshakes` bounds).
     public var pendingHandshakes = 0
+    /// Connections opened and closed since start.
+    public var connectionsAccepted = 0
+    public var connectionsClosed = 0
 }
 
 /// The registry and delivery front door, usable from any thread. Each operation crosses to each
@@ -30,12 +33,16 @@ public struct HubStatistics: Sendable {
 public final class Hub: Sendable {
     public let configuration: SwitchboardConfiguration
     public let metrics: SwitchboardMetrics
+    /// Pages served on the WebSocket listener to requests that are not upgrades; nil: 404/426 as before.
+    let site: StaticSite?
     let logger: Logger
     let application: any SwitchboardApplication
     let shards: [LoopShard]
     /// Open connections plus upgrades in progress; checked against `maxConnections` at the handshake.
     private let slots = ManagedAtomic(0)
     private let open = ManagedAtomic(0)
+    private let accepted = ManagedAtomic(0)
+    private let closed = ManagedAtomic(0)
     private let shuttingDown = ManagedAtomic(false)
     // Lock: guards what a reload may change (origins, abuse limits), read once per handshake.
     private let reloadable: NIOLockedValueBox<(origins: OriginPolicy, limits: AbuseLimits)>
@@ -46,8 +53,9 @@ public final class Hub: Sendable {
 
     init(
         configuration: SwitchboardConfiguration, application: any SwitchboardApplication, metrics: SwitchboardMetrics,
-        logger: Logger, eventLoops: [any EventLoop]
+        logger: Logger, eventLoops: [any EventLoop], site: StaticSite? = nil
     ) {
+        self.site = site
         self.configuration = configuration
         self.application = application
         self.metrics = metrics
@@ -131,6 +139,7 @@ public final class Hub: Sendable {
 
     func connectionOpened() {
         let now = open.wrappingIncrementThenLoad(ordering: .relaxed)
+        accepted.wrappingIncrement(ordering: .relaxed)
         metrics.connectionsAccepted.increment()
         metrics.connectionsOpen.record(now)
     }
@@ -138,6 +147,7 @@ public final class Hub: Sendable {
     func connectionClosed(_ reason: DisconnectReason) {
         releaseConnectionSlot()
         let now = open.wrappingDecrementThenLoad(ordering: .relaxed)
+        closed.wrappingIncrement(ordering: .relaxed)
         metrics.connectionsOpen.record(now)
         metrics.closed(reason)
     }
@@ -216,6 +226,8 @@ public final class Hub: Sendable {
         }
         return EventLoopFuture.whenAllSucceed(perLoop, on: shards[0].eventLoop).map { parts in
             var stats = HubStatistics(openConnections: open)
+            stats.connectionsAccepted = self.accepted.load(ordering: .relaxed)
+            stats.connectionsClosed = self.closed.load(ordering: .relaxed)
             for (registered, totals, pending, queued, handshakes) in parts {
                 stats.pendingHandshakes += handshakes
                 stats.registeredConnections += registered

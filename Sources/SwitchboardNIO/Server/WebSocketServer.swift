@@ -39,6 +39,7 @@ public final class WebSocketServer: Service, Sendable {
         configuration: SwitchboardConfiguration,
         application: any SwitchboardApplication,
         tls: TLSCertificates? = nil,
+        site: StaticSite? = nil,
         eventLoopGroup: (any EventLoopGroup)? = nil,
         metrics: SwitchboardMetrics = SwitchboardMetrics(),
         logger: Logger = Logger(label: "switchboard")
@@ -55,7 +56,8 @@ public final class WebSocketServer: Service, Sendable {
         }
         let loops = Array(group.makeIterator())
         self.hub = Hub(
-            configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops)
+            configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops,
+            site: site)
         (self.stopped, self.markStopped) = AsyncStream<Void>.makeStream()
     }
 

@@ -9,6 +9,8 @@ public struct ChannelPermissions: Sendable, Equatable {
         case subscribers
         /// Connections presenting a subscription token for the channel (`subscribe` only).
         case token
+        /// Connections from this host (a loopback address) or with a user id: the server's own statistics.
+        case localOrAuthenticated
     }
 
     public enum Action: String, Sendable, CaseIterable {
@@ -44,7 +46,9 @@ public struct ChannelPermissions: Sendable, Equatable {
     /// What each action may require: a subscription token only gates subscribing, and subscribing cannot
     /// require being subscribed.
     static func allowed(for action: Action) -> [Access] {
-        action == .subscribe ? [.anyone, .authenticated, .token] : [.anyone, .authenticated, .subscribers]
+        action == .subscribe
+            ? [.anyone, .authenticated, .token, .localOrAuthenticated]
+            : [.anyone, .authenticated, .subscribers, .localOrAuthenticated]
     }
 
     /// The users a user-limited channel admits: `dm:#alice,bob` → alice and bob; nil for other channels.
@@ -56,7 +60,7 @@ public struct ChannelPermissions: Sendable, Equatable {
     /// Why `user` (nil: anonymous) may not do `action` on `channel`, or nil when it may. A subscription
     /// token, when `access` is `.token`, is checked by the caller.
     func refusal(
-        _ action: Action, channel: String, user: String?, isSubscribed: Bool
+        _ action: Action, channel: String, user: String?, isSubscribed: Bool, isLocal: Bool = false
     ) -> ProtocolError? {
         if let users = Self.users(of: channel) {
             guard let user, users.contains(Substring(user)) else {
@@ -67,6 +71,9 @@ public struct ChannelPermissions: Sendable, Equatable {
         case .anyone, .token: return nil
         case .authenticated: return user == nil ? .notAllowed("\(action.rawValue) needs an authenticated user") : nil
         case .subscribers: return isSubscribed ? nil : .notAllowed("\(action.rawValue) is for subscribers only")
+        case .localOrAuthenticated:
+            return isLocal || user != nil
+                ? nil : .notAllowed("\(action.rawValue) needs an authenticated user or a connection from this host")
         }
     }
 }

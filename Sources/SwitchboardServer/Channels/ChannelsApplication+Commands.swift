@@ -140,7 +140,8 @@ extension ChannelsApplication {
     ) -> ProtocolError? {
         options.permissions.refusal(
             action, channel: channel, user: session.connection.userID,
-            isSubscribed: session.subscriptions[channel] != nil)
+            isSubscribed: session.subscriptions[channel] != nil,
+            isLocal: session.connection.remoteAddress?.ipAddress.map(isLoopbackHost) ?? false)
     }
 
     /// Subscribes the session on the server's initiative (a token's `channels`, the server API): no

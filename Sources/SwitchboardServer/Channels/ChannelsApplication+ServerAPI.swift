@@ -24,6 +24,8 @@ extension ChannelsApplication {
         public var users = 0
         public var channels = 0
         public var subscriptions = 0
+        /// Publications delivered to subscribers since start (one per subscriber).
+        public var deliveries = 0
     }
 
     /// Publishes one payload to each of `channels` (checked once, shared by every channel: each channel's
@@ -152,14 +154,15 @@ extension ChannelsApplication {
         onEveryLoop(eventLoop) { loop in
             (
                 loop.sessions.count, Set(loop.sessions.values.compactMap { $0.connection.userID }),
-                Set(loop.channels.keys), loop.sessions.values.reduce(0) { $0 + $1.subscriptions.count }
+                Set(loop.channels.keys), loop.sessions.values.reduce(0) { $0 + $1.subscriptions.count }, loop.deliveries
             )
         }.map { perLoop in
             var users = Set<String>()
             var channels = Set<String>()
             var statistics = NodeStatistics()
-            for (connections, loopUsers, loopChannels, subscriptions) in perLoop {
+            for (connections, loopUsers, loopChannels, subscriptions, deliveries) in perLoop {
                 statistics.connections += connections
+                statistics.deliveries += deliveries
                 statistics.subscriptions += subscriptions
                 users.formUnion(loopUsers)
                 channels.formUnion(loopChannels)

@@ -56,6 +56,19 @@ public struct ChannelsConfiguration: Sendable {
         chat.presence = true
         chat.joinLeave = true
         configuration.namespaces["chat"] = chat
+        configuration.namespaces["sys"] = .system
         return configuration
+    }
+}
+
+extension NamespaceOptions {
+    /// `sys`: where the server publishes its own statistics (`sys:stats`, the dashboard's feed). Clients
+    /// may not publish; reading needs a connection from this host or an authenticated user.
+    public static var system: NamespaceOptions {
+        var options = NamespaceOptions()
+        options.clientsMayPublish = false
+        options.slowConsumer = .latest
+        for action in ChannelPermissions.Action.allCases { options.permissions[action] = .localOrAuthenticated }
+        return options
     }
 }

@@ -92,6 +92,8 @@ final class ChannelsLoop: @unchecked Sendable {
     private let metrics: ChannelsMetrics
     /// Publications delivered on this loop, for sampling their latency.
     private var publications = 0
+    /// Deliveries (publication × subscriber) on this loop since start, for the statistics feed.
+    private(set) var deliveries = 0
 
     init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int, metrics: ChannelsMetrics) {
         self.shard = shard
@@ -140,6 +142,7 @@ final class ChannelsLoop: @unchecked Sendable {
             subscription.deliver(event, offset: offset, frame: frame, alone: alone, maxHeld: maxHeld)
         }
         metrics.deliveries.increment(by: channel.subscribers.count)
+        deliveries &+= channel.subscribers.count
         // The latency histogram takes a lock shared by every loop: sample one publication in 16 per loop.
         guard case .publication(let publication) = event.kind else { return }
         publications &+= 1

@@ -1,0 +1,79 @@
+// Types for switchboard.js (Switchboard client protocol v1, docs/PROTOCOL.md).
+
+export declare const ClientErrors: Readonly<{ TIMEOUT: -1; DISCONNECTED: -2; CLOSED: -3; QUEUE_FULL: -4 }>;
+
+/** A refused command (the server's code, 100–117) or one the client gave up on (ClientErrors). */
+export declare class SwitchboardError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string);
+}
+
+export interface SwitchboardOptions {
+  token?: string;
+  /** Called at each (re)connect and when the server asks for a refresh. */
+  getToken?: () => Promise<string> | string;
+  /** The WebSocket constructor: the browser's by default; in Node 20, `ws`'s or --experimental-websocket. */
+  WebSocket?: new (url: string) => WebSocket;
+  commandTimeout?: number;
+  whileDisconnected?: "wait" | "reject";
+  maxWaiting?: number;
+  minReconnectDelay?: number;
+  maxReconnectDelay?: number;
+  deadAfter?: number;
+}
+
+export interface Publication {
+  channel: string;
+  offset: number;
+  data: unknown;
+  user?: string;
+  /** Delivered from history by a recovery after a reconnect. */
+  recovered?: boolean;
+}
+
+export interface Member { client: string; user: string | null; data?: unknown }
+export interface SubscribeResult { epoch: string; offset: number; recovered?: boolean; publications?: Publication[] }
+export interface PresenceResult { connections: number; users: number; members?: Member[] }
+export interface HistoryResult { epoch: string; offset: number; publications: Publication[] }
+
+export interface SwitchboardEvents {
+  state: { state: "disconnected" | "connecting" | "connected"; code?: number; reason?: string; reconnect?: boolean };
+  connected: { user: string | null; client: string | null };
+  disconnected: { code: number; reason: string; reconnect: boolean };
+  publication: Publication;
+  join: { channel: string; info: Member };
+  leave: { channel: string; info: Member };
+  gap: { channel: string; dropped: number };
+  subscribed: SubscribeResult & { channel: string };
+  unsubscribed: { channel: string; error?: SwitchboardError };
+  /** After a reconnect, per channel: whether everything missed was delivered (else reload your state). */
+  recovered: { channel: string; recovered: boolean };
+  message: { data: unknown };
+  error: Error;
+}
+
+export declare class Switchboard {
+  readonly url: string;
+  readonly state: "disconnected" | "connecting" | "connected";
+  readonly user: string | null;
+  readonly clientId: string | null;
+  constructor(url: string, options?: SwitchboardOptions);
+  on<E extends keyof SwitchboardEvents>(event: E, listener: (payload: SwitchboardEvents[E]) => void): () => void;
+  off<E extends keyof SwitchboardEvents>(event: E, listener: (payload: SwitchboardEvents[E]) => void): void;
+  connect(): Promise<void>;
+  disconnect(): void;
+  /** Kills the socket as a network failure would; the client reconnects and recovers. */
+  dropConnection(): void;
+  subscribe(channel: string): Promise<SubscribeResult>;
+  unsubscribe(channel: string): Promise<object>;
+  publish(channel: string, data: unknown): Promise<{ offset: number }>;
+  presence(channel: string): Promise<PresenceResult>;
+  history(channel: string, options?: { limit?: number; since?: number }): Promise<HistoryResult>;
+  ping(): Promise<object>;
+  position(channel: string): { offset?: number; epoch?: string; subscribed: boolean } | null;
+}
+
+/** Backoff with full jitter, never before the server's `after_ms` hint. */
+export declare function reconnectDelay(
+  attempt: number, options: { minReconnectDelay: number; maxReconnectDelay: number }, afterMs?: number,
+  random?: () => number): number;

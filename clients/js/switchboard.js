@@ -1,0 +1,1 @@
+../../Sources/switchboard/Web/switchboard.js

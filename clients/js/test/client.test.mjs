@@ -1,0 +1,149 @@
+// The client against a real `switchboard serve` (started here): run with
+//   node --experimental-websocket --test clients/js/test/
+// SWITCHBOARD_BIN names the binary (default .build/debug/switchboard from the repository root).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { Switchboard, SwitchboardError, ClientErrors, reconnectDelay } from "../switchboard.js";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, ".build/debug/switchboard");
+const secret = "node-client-test-secret-of-at-least-32-bytes";
+let server;
+let url;
+
+function sign(claims) {
+  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+const token = (user, ttl = 3600) => sign({ sub: user, exp: now() + ttl });
+
+/** Resolves with the first payload of `event` that satisfies `predicate`, or rejects after `ms`. */
+function next(client, event, predicate = () => true, ms = 15000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { off(); reject(new Error(`no ${event} within ${ms} ms`)); }, ms);
+    const off = client.on(event, (payload) => {
+      if (!predicate(payload)) return;
+      clearTimeout(timer);
+      off();
+      resolve(payload);
+    });
+  });
+}
+
+function client(options = {}) {
+  return new Switchboard(url, { getToken: () => token("ada"), minReconnectDelay: 50, maxReconnectDelay: 500, ...options });
+}
+
+before(async () => {
+  server = spawn(binary, [
+    "serve", "--port", "0", "--no-api", "--token-secret", secret, "--refresh-notice", "2", "--log-level", "warning",
+  ]);
+  url = await new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => reject(new Error(`serve did not start: ${output}`)), 30000);
+    server.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/listening on (ws:\/\/\S+)/);
+      if (match) { clearTimeout(timer); resolve(match[1]); }
+    });
+    server.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
+  });
+});
+
+after(() => server?.kill("SIGTERM"));
+
+test("publishes, receives and rejects with typed errors", async () => {
+  const ada = client();
+  await ada.connect();
+  assert.equal(ada.user, "ada");
+  await ada.subscribe("chat:one");
+  const received = next(ada, "publication", (p) => p.channel === "chat:one");
+  const { offset } = await ada.publish("chat:one", { text: "hello" });
+  const publication = await received;
+  assert.deepEqual(publication.data, { text: "hello" });
+  assert.equal(publication.offset, offset);
+  assert.equal(publication.user, "ada");
+  const presence = await ada.presence("chat:one");
+  assert.equal(presence.members[0].user, "ada");
+  await assert.rejects(ada.subscribe("nowhere:x"), (error) => error instanceof SwitchboardError && error.code === 102);
+  await assert.rejects(ada.subscribe("chat:one"), (error) => error.code === 107);
+  ada.disconnect();
+});
+
+test("a dropped connection reconnects and recovers what it missed, once each", async () => {
+  const reader = client();
+  const writer = new Switchboard(url, { token: token("bob") });
+  await Promise.all([reader.connect(), writer.connect()]);
+  await reader.subscribe("chat:recovery");
+  const first = next(reader, "publication", (p) => p.data.n === 0);
+  await writer.publish("chat:recovery", { n: 0 });
+  await first;
+  const seen = [];
+  reader.on("publication", (p) => seen.push(p.data.n));
+  const recovered = next(reader, "recovered", (r) => r.channel === "chat:recovery");
+  reader.dropConnection();
+  assert.equal(reader.state, "disconnected");
+  for (const n of [1, 2, 3]) await writer.publish("chat:recovery", { n });
+  assert.deepEqual(await recovered, { channel: "chat:recovery", recovered: true });
+  const last = next(reader, "publication", (p) => p.data.n === 4);
+  await writer.publish("chat:recovery", { n: 4 });
+  await last;
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  reader.disconnect();
+  writer.disconnect();
+});
+
+test("the token is refreshed before it expires; the connection outlives the first token", async () => {
+  let issued = 0;
+  const ada = client({ getToken: () => { issued += 1; return token("ada", 4); } });
+  await ada.connect();
+  const disconnected = [];
+  ada.on("disconnected", (event) => disconnected.push(event));
+  await new Promise((resolve) => setTimeout(resolve, 6000));
+  assert.equal(ada.state, "connected");
+  assert.ok(issued >= 2, `getToken called ${issued} times`);
+  assert.deepEqual(disconnected, []);
+  await ada.ping();
+  ada.disconnect();
+});
+
+test("a refused token is final: no reconnect", async () => {
+  const forged = new Switchboard(url, { token: sign({ sub: "eve", exp: now() + 60 }).slice(0, -4) + "AAAA" });
+  const closed = next(forged, "disconnected");
+  forged.connect();
+  const event = await closed;
+  assert.equal(event.code, 4003);
+  assert.equal(event.reconnect, false);
+  await assert.rejects(forged.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
+});
+
+test("commands while disconnected wait (bounded) or reject, as configured", async () => {
+  const unreachable = "ws://127.0.0.1:9/ws";
+  const waiting = new Switchboard(unreachable, { commandTimeout: 300, minReconnectDelay: 50, maxReconnectDelay: 100 });
+  waiting.connect();
+  await assert.rejects(waiting.ping(), (error) => error.code === ClientErrors.TIMEOUT);
+  waiting.disconnect();
+  const rejecting = new Switchboard(unreachable, { whileDisconnected: "reject" });
+  rejecting.connect();
+  await assert.rejects(rejecting.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
+  rejecting.disconnect();
+});
+
+test("backoff is full jitter under a growing ceiling and honours the server's hint", () => {
+  const options = { minReconnectDelay: 100, maxReconnectDelay: 5000 };
+  assert.equal(reconnectDelay(0, options, 0, () => 0.999), 99.9);
+  assert.equal(reconnectDelay(3, options, 0, () => 0.5), 400);
+  assert.equal(reconnectDelay(40, options, 0, () => 0.5), 2500);
+  assert.equal(reconnectDelay(0, options, 0, () => 0), 0);
+  assert.equal(reconnectDelay(0, options, 3721, () => 0.5), 3721);
+  const delays = Array.from({ length: 200 }, () => reconnectDelay(4, options));
+  assert.ok(delays.every((d) => d >= 0 && d < 1600));
+  assert.ok(new Set(delays.map((d) => Math.floor(d / 100))).size > 8, "delays are spread, not fixed");
+});
