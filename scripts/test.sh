@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and integration tests (real sockets on loopback), then the Autobahn
 # conformance quick set against `switchboard echo`, a SIGTERM drain check of the real binary, and the
-# real binary at its open-file limit, and schemathesis against `switchboard serve`'s server API.
-# Installs what it needs itself (the Autobahn venv and schemathesis from PyPI).
+# real binary at its open-file limit, schemathesis against `switchboard serve`'s server API, check-config
+# and SIGHUP reload, the JavaScript client's tests under Node, and the demo and dashboard in headless
+# Chromium. Installs what it needs itself: the Autobahn venv, schemathesis, websockets and Playwright from
+# PyPI; chromium (and nodejs or node-ws when missing) from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -170,5 +172,27 @@ wait_for_line "$rlog" "$rserver" "need a restart were not applied"
 grep -q 'changed=allowedOrigins' "$rlog" || { cat "$rlog"; echo "reload did not report allowedOrigins"; exit 1; }
 kill -TERM "$rserver"; wait "$rserver" || true; trap - EXIT
 echo "reload: a bad file kept the configuration, a good one applied origins and named threads as needing a restart"
+
+echo "== the JavaScript client's tests (Node's test runner) against a real switchboard serve"
+command -v node >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; }
+nodeflags=()
+if node --experimental-websocket -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null; then
+  nodeflags=(--experimental-websocket)
+else
+  # Node without a built-in WebSocket (Debian's 18): the client takes Debian's `ws` package instead.
+  [ -d /usr/share/nodejs/ws ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq node-ws; }
+  export NODE_PATH=/usr/share/nodejs
+fi
+SWITCHBOARD_BIN=.build/debug/switchboard node "${nodeflags[@]}" --test clients/js/test/
+
+echo "== the demo and the dashboard in headless Chromium (Playwright), screenshots in test-artifacts/"
+command -v chromium >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+}
+bvenv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-browser-venv"
+[ -x "$bvenv/bin/python" ] && "$bvenv/bin/python" -c 'import playwright' 2>/dev/null || {
+  python3 -m venv "$bvenv" && "$bvenv/bin/pip" install --quiet 'playwright>=1.40,<2'
+}
+ARTIFACTS=test-artifacts "$bvenv/bin/python" scripts/browser_test.py .build/debug/switchboard .build/debug/switchboard-bench
 
 echo "== all tests passed"

@@ -68,7 +68,6 @@ struct ServeCommand: AsyncParsableCommand {
             settings.statsInterval > 0
             ? StatisticsFeed(application: application, interval: .nanoseconds(Int64(settings.statsInterval * 1e9)))
             : nil
-        defer { feed?.stop() }
         let reload = SettingsReload(
             arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
         let site = settings.web ? try webSite() : nil

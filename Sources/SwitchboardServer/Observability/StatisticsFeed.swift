@@ -10,8 +10,8 @@ public final class StatisticsFeed: Sendable {
     public static let channel = "sys:stats"
     private let application: ChannelsApplication
     private let interval: TimeAmount
-    // Lock: guards the previous sample and the repeating task, touched from the first loop and `stop`.
-    private let state = NIOLockedValueBox<(previous: Sample?, task: RepeatedTask?)>((nil, nil))
+    // Lock: guards the previous sample (ticks run on the first loop, one at a time; the lock keeps it Sendable).
+    private let state = NIOLockedValueBox<Sample?>(nil)
 
     struct Sample: Sendable {
         var at: NIODeadline
@@ -27,22 +27,23 @@ public final class StatisticsFeed: Sendable {
     /// Starts publishing on the hub's first loop (the application must be attached to a server).
     public func start() {
         guard let hub = application.loops?.hub, let loop = hub.eventLoops.first else { return }
-        let task = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { _ in
-            self.tick(hub: hub, on: loop)
+        // Stops itself, on its loop, once the server drains: cancelling from outside could come after the
+        // loops are gone.
+        _ = loop.scheduleRepeatedAsyncTask(initialDelay: interval, delay: interval) { task in
+            guard !hub.isShuttingDown else {
+                task.cancel()
+                return loop.makeSucceededVoidFuture()
+            }
+            return self.tick(hub: hub, on: loop)
         }
-        state.withLockedValue { $0.task = task }
-    }
-
-    public func stop() {
-        state.withLockedValue { $0.task }?.cancel()
     }
 
     private func tick(hub: Hub, on loop: any EventLoop) -> EventLoopFuture<Void> {
         hub.statistics().and(application.statistics(on: loop)).flatMap { hubStatistics, channels in
             let now = NIODeadline.now()
             let previous = self.state.withLockedValue { state -> Sample? in
-                defer { state.previous = Sample(at: now, hub: hubStatistics, channels: channels) }
-                return state.previous
+                defer { state = Sample(at: now, hub: hubStatistics, channels: channels) }
+                return state
             }
             guard let before = previous else { return loop.makeSucceededVoidFuture() }
             let beforeChannels = before.channels

@@ -45,7 +45,8 @@ function draw(key, unit) {
   context.lineWidth = 3;
   context.beginPath();
   values.forEach((value, index) => {
-    const x = (index / (points - 1)) * canvas.width;
+    // Newest at the right edge, scrolling left as samples arrive.
+    const x = canvas.width - ((values.length - 1 - index) / (points - 1)) * canvas.width;
     const y = canvas.height - 6 - (value / max) * (canvas.height - 12);
     if (index === 0) context.moveTo(x, y);
     else context.lineTo(x, y);

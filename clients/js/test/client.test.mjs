@@ -7,7 +7,11 @@ import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import { createRequire } from "node:module";
 import { Switchboard, SwitchboardError, ClientErrors, reconnectDelay } from "../switchboard.js";
+
+// Node 20 has a WebSocket behind --experimental-websocket; without it, Debian's node-ws package.
+const WebSocket = globalThis.WebSocket ?? createRequire(import.meta.url)("ws");
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
 const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, ".build/debug/switchboard");
@@ -38,7 +42,9 @@ function next(client, event, predicate = () => true, ms = 15000) {
 }
 
 function client(options = {}) {
-  return new Switchboard(url, { getToken: () => token("ada"), minReconnectDelay: 50, maxReconnectDelay: 500, ...options });
+  return new Switchboard(url, {
+    WebSocket, getToken: () => token("ada"), minReconnectDelay: 50, maxReconnectDelay: 500, ...options,
+  });
 }
 
 before(async () => {
@@ -79,7 +85,7 @@ test("publishes, receives and rejects with typed errors", async () => {
 
 test("a dropped connection reconnects and recovers what it missed, once each", async () => {
   const reader = client();
-  const writer = new Switchboard(url, { token: token("bob") });
+  const writer = new Switchboard(url, { WebSocket, token: token("bob") });
   await Promise.all([reader.connect(), writer.connect()]);
   await reader.subscribe("chat:recovery");
   const first = next(reader, "publication", (p) => p.data.n === 0);
@@ -115,7 +121,7 @@ test("the token is refreshed before it expires; the connection outlives the firs
 });
 
 test("a refused token is final: no reconnect", async () => {
-  const forged = new Switchboard(url, { token: sign({ sub: "eve", exp: now() + 60 }).slice(0, -4) + "AAAA" });
+  const forged = new Switchboard(url, { WebSocket, token: sign({ sub: "eve", exp: now() + 60 }).slice(0, -4) + "AAAA" });
   const closed = next(forged, "disconnected");
   forged.connect();
   const event = await closed;
@@ -126,11 +132,11 @@ test("a refused token is final: no reconnect", async () => {
 
 test("commands while disconnected wait (bounded) or reject, as configured", async () => {
   const unreachable = "ws://127.0.0.1:9/ws";
-  const waiting = new Switchboard(unreachable, { commandTimeout: 300, minReconnectDelay: 50, maxReconnectDelay: 100 });
+  const waiting = new Switchboard(unreachable, { WebSocket, commandTimeout: 300, minReconnectDelay: 50, maxReconnectDelay: 100 });
   waiting.connect();
   await assert.rejects(waiting.ping(), (error) => error.code === ClientErrors.TIMEOUT);
   waiting.disconnect();
-  const rejecting = new Switchboard(unreachable, { whileDisconnected: "reject" });
+  const rejecting = new Switchboard(unreachable, { WebSocket, whileDisconnected: "reject" });
   rejecting.connect();
   await assert.rejects(rejecting.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
   rejecting.disconnect();
