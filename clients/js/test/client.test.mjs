@@ -47,20 +47,27 @@ function client(options = {}) {
   });
 }
 
-before(async () => {
-  server = spawn(binary, [
+/** Starts `switchboard serve` and resolves with its process and WebSocket URL. */
+async function startServer(extra = []) {
+  const process = spawn(binary, [
     "serve", "--port", "0", "--no-api", "--token-secret", secret, "--refresh-notice", "2", "--log-level", "warning",
+    ...extra,
   ]);
-  url = await new Promise((resolve, reject) => {
+  const address = await new Promise((resolve, reject) => {
     let output = "";
     const timer = setTimeout(() => reject(new Error(`serve did not start: ${output}`)), 30000);
-    server.stdout.on("data", (chunk) => {
+    process.stdout.on("data", (chunk) => {
       output += chunk;
       const match = output.match(/listening on (ws:\/\/\S+)/);
       if (match) { clearTimeout(timer); resolve(match[1]); }
     });
-    server.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
+    process.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
   });
+  return { process, address };
+}
+
+before(async () => {
+  ({ process: server, address: url } = await startServer());
 });
 
 after(() => server?.kill("SIGTERM"));
@@ -152,4 +159,27 @@ test("backoff is full jitter under a growing ceiling and honours the server's hi
   const delays = Array.from({ length: 200 }, () => reconnectDelay(4, options));
   assert.ok(delays.every((d) => d >= 0 && d < 1600));
   assert.ok(new Set(delays.map((d) => Math.floor(d / 100))).size > 8, "delays are spread, not fixed");
+});
+
+test("a silent server is noticed without waiting for TCP: the client probes, drops and reconnects", async () => {
+  const silent = await startServer();
+  try {
+    const ada = new Switchboard(silent.address, {
+      WebSocket, getToken: () => token("ada"), deadAfter: 1000, commandTimeout: 700, minReconnectDelay: 50,
+      maxReconnectDelay: 200,
+    });
+    await ada.connect();
+    const dropped = next(ada, "disconnected", () => true, 10000);
+    silent.process.kill("SIGSTOP"); // alive for TCP, but nothing comes back
+    const event = await dropped;
+    assert.equal(event.reconnect, true);
+    const back = next(ada, "connected", () => true, 20000);
+    silent.process.kill("SIGCONT");
+    await back;
+    await ada.ping();
+    ada.disconnect();
+  } finally {
+    silent.process.kill("SIGCONT");
+    silent.process.kill("SIGTERM");
+  }
 });
