@@ -73,7 +73,11 @@ extension SettingsLoader {
         settings.allowAnonymous = reader.bool("allowAnonymous")
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
-        let demo = isLoopbackHost(transport.host) && !settings.hasTokenKeys && settings.allowAnonymous != false
+        // Demo mode (names from `?user=`) only where nobody else can connect: bound to loopback, no keys, and no
+        // proxy in front (a proxy on this host would carry the whole internet to the loopback address).
+        let demo =
+            isLoopbackHost(transport.host) && !settings.hasTokenKeys && settings.allowAnonymous != false
+            && transport.abuseLimits.trustedProxies.isEmpty
         settings.insecureUserFromQuery = reader.bool("insecureUserFromQuery") ?? demo
         if reader.bool("insecureUserFromQuery") == true, settings.hasTokenKeys {
             throw SettingsError("insecureUserFromQuery would let anyone bypass the token keys: use one or the other")
@@ -89,6 +93,9 @@ extension SettingsLoader {
         settings.noAPI = reader.bool("noApi") ?? false
         settings.web = reader.bool("web") ?? true
         settings.statsInterval = try reader.number("statsInterval") ?? 1
+        guard settings.statsInterval == 0 || (0.1...86_400).contains(settings.statsInterval) else {
+            throw SettingsError("statsInterval: must be 0 (off) or within 0.1…86400 seconds")
+        }
 
         var channels = ChannelsConfiguration.chatDefaults
         if let namespaces {

@@ -39,9 +39,16 @@ public final class SettingsReload: Sendable {
             hub.update(
                 originPolicy: new.settings.transport.originPolicy, abuseLimits: new.settings.transport.abuseLimits)
             application.update(configuration: new.settings.channels)
-            let changes = current.withLockedValue { current in
+            var changes = current.withLockedValue { current in
                 defer { current = new }
                 return new.changes(since: current)
+            }
+            // Keys can be replaced, not introduced: a server started without any has no verifier (and may be in
+            // demo mode, naming users from the query string) until it restarts.
+            if verifier == nil {
+                let keys: Set = ["tokenSecret", "tokenPublicKey", "jwksFile"]
+                changes.restartNeeded += changes.reloadable.filter(keys.contains)
+                changes.reloadable.removeAll(where: keys.contains)
             }
             logger.info(
                 "configuration reloaded",

@@ -116,7 +116,8 @@ struct PermissionTests {
         #expect {
             try ChannelsConfiguration(json: Data(wrong.utf8))
         } throws: { error in
-            "\(error)" == #"namespaces.p.permissions.subscribe: must be "anyone", "authenticated", "token""#
+            "\(error)"
+                == #"namespaces.p.permissions.subscribe: must be "anyone", "authenticated", "token", "localOrAuthenticated""#
         }
         let typo = #"{"namespaces": {"p": {"permissions": {"subscirbe": "token"}}}}"#
         #expect(throws: ConfigurationError.self) { try ChannelsConfiguration(json: Data(typo.utf8)) }

@@ -109,7 +109,7 @@ struct SettingsTests {
             arguments: [], environment: [:], file: Self.docs.appendingPathComponent("switchboard.example.yaml").path)
         #expect(loaded.settings.transport.maxMessageSize == 65536)
         #expect(loaded.settings.transport.abuseLimits.maxConnectionsPerUser == 10)
-        #expect(Set(loaded.settings.channels.namespaces.keys) == ["", "chat", "prices"])
+        #expect(Set(loaded.settings.channels.namespaces.keys) == ["", "chat", "prices", "sys"])  // sys: the server's own
         #expect(loaded.entries.filter { $0.source != "default" }.count >= 15)
     }
 
@@ -157,14 +157,14 @@ struct SettingsTests {
         #expect(await reload.reload(hub: server.hub))
         #expect(try await upgradeStatus(origin: "https://new.example") == 101)
         #expect(try await upgradeStatus(origin: "https://old.example") == 403)
-        #expect(Set(application.configuration.namespaces.keys) == ["", "news"])
+        #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
 
         try #"{"allowedOrigins": ["https://third.example"], "namespaces": {"": {}, "x": {"historySize": -1}}}"#.write(
             toFile: file, atomically: true, encoding: .utf8)
         #expect(await !reload.reload(hub: server.hub))
         #expect(try await upgradeStatus(origin: "https://new.example") == 101)
         #expect(try await upgradeStatus(origin: "https://third.example") == 403)
-        #expect(Set(application.configuration.namespaces.keys) == ["", "news"])
+        #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
         #expect(reload.settings.entries.first { $0.key == "allowedOrigins" }?.value == "https://new.example")
     }
 }

@@ -91,15 +91,14 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
+    /// Whatever the state: a request still here at the deadline never upgraded, and a client that does not
+    /// read its answer (a page, a refusal) must not keep its place among the handshakes in progress.
     private func timedOut(context: ChannelHandlerContext) {
-        guard case .done = state else {
-            state = .done
-            hub.metrics.rejected(.timeout)
-            hub.logger.debug(
-                "handshake timeout", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
-            context.close(promise: nil)
-            return
-        }
+        if case .done = state {} else { hub.metrics.rejected(.timeout) }
+        state = .done
+        hub.logger.debug(
+            "handshake timeout", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+        context.close(promise: nil)
     }
 
     private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {

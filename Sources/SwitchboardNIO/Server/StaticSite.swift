@@ -52,7 +52,8 @@ public struct StaticSite: Sendable {
         }
         let path = String(head.uri.prefix { $0 != "?" && $0 != "#" })
         guard let file = files[path] else {
-            return Response(status: .notFound, headers: [:], body: ByteBuffer(string: "not found\n"))
+            return Response(
+                status: .notFound, headers: [:], body: head.method == .HEAD ? nil : ByteBuffer(string: "not found\n"))
         }
         var headers: HTTPHeaders = [
             "ETag": file.etag,

@@ -124,7 +124,7 @@ function start(name) {
     renderMembers();
   });
   client.on("error", (error) => console.warn("switchboard:", error));
-  client.connect().then(() => enter(room ?? "lobby"));
+  client.connect().then(() => enter(room ?? "lobby"), (error) => note(`could not connect: ${error.message}`));
 }
 
 $("login").onsubmit = (event) => {

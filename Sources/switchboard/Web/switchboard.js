@@ -62,6 +62,7 @@ export class Switchboard {
     this._wanted = false;
     this._lastSeen = 0;
     this._watchdog = null;
+    this._generation = 0; // each opening attempt; a stale one (disconnect, then connect, mid-await) gives up
   }
 
   // MARK: events
@@ -99,15 +100,29 @@ export class Switchboard {
   /** Connects (and keeps reconnecting until `disconnect`). Resolves once connected. */
   connect() {
     this._wanted = true;
+    clearTimeout(this._reconnectTimer);
     if (this.state === "disconnected") this._open();
-    return this.state === "connected" ? Promise.resolve() : new Promise((resolve) => {
-      const off = this.on("connected", () => { off(); resolve(); });
+    if (this.state === "connected") return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const offConnected = this.on("connected", () => { offConnected(); offDisconnected(); resolve(); });
+      const offDisconnected = this.on("disconnected", (event) => {
+        if (event.reconnect) return;
+        offConnected();
+        offDisconnected();
+        reject(new SwitchboardError(ClientErrors.CLOSED, `closed: ${event.code} ${event.reason}`));
+      });
     });
   }
 
   /** Closes for good: no reconnect; waiting and pending commands reject with CLOSED. */
   disconnect() {
     this._wanted = false;
+    this._generation += 1;
+    for (const position of this._channels.values()) {
+      for (const waiter of position.waiters?.splice(0) ?? []) {
+        waiter.reject(new SwitchboardError(ClientErrors.CLOSED, "client closed"));
+      }
+    }
     clearTimeout(this._reconnectTimer);
     this._rejectAll(ClientErrors.CLOSED, "client closed");
     this._rejectWaiting(ClientErrors.CLOSED, "client closed");
@@ -118,6 +133,7 @@ export class Switchboard {
   }
 
   async _open() {
+    const generation = ++this._generation;
     this._setState("connecting");
     let token = this.options.token;
     if (this.options.getToken) {
@@ -128,7 +144,7 @@ export class Switchboard {
         return this._scheduleReconnect({ code: 0, reason: "could not get a token", reconnect: true });
       }
     }
-    if (!this._wanted) return;
+    if (!this._wanted || generation !== this._generation) return;
     let socket;
     try {
       socket = new this.options.WebSocket(this.url);
@@ -138,9 +154,10 @@ export class Switchboard {
     }
     this._socket = socket;
     let notice = null;
+    this._lastSeen = Date.now();
+    this._startWatchdog(); // also while connecting: a server that accepts TCP and then says nothing is dropped
     socket.onopen = () => {
       this._lastSeen = Date.now();
-      this._startWatchdog();
       this._handshake(token);
     };
     socket.onmessage = (event) => {
@@ -171,16 +188,26 @@ export class Switchboard {
   /** `connect` (with the token), then resubscribe every channel, recovering from its last position. */
   async _handshake(token) {
     try {
-      const recover = {};
-      const reply = await this._send({ cmd: "connect", ...(token ? { token } : {}) }, true);
+      // Channels the server subscribed (a token's `channels`) come back with the connect: their positions
+      // travel in it. The client's own subscriptions are resubscribed after it.
+      const serverSide = {};
+      for (const [channel, position] of this._channels) {
+        if (position.serverSide && position.epoch !== undefined) {
+          serverSide[channel] = { offset: position.offset, epoch: position.epoch };
+        }
+      }
+      const reply = await this._send({
+        cmd: "connect", ...(token ? { token } : {}), ...(Object.keys(serverSide).length ? { recover: serverSide } : {}),
+      }, true);
       this.user = reply.user ?? null;
       this.clientId = reply.client ?? null;
       this._attempt = 0;
       this._setState("connected", { user: this.user });
       this._emit("connected", { user: this.user, client: this.clientId });
       for (const [channel, position] of this._channels) {
-        if (position.epoch !== undefined) recover[channel] = { offset: position.offset, epoch: position.epoch };
-        this._resubscribe(channel, recover[channel]);
+        if (position.serverSide) continue;
+        const recover = position.epoch !== undefined ? { offset: position.offset, epoch: position.epoch } : undefined;
+        this._resubscribe(channel, position, recover);
       }
       const waiting = this._waiting.splice(0);
       for (const entry of waiting) {
@@ -189,31 +216,42 @@ export class Switchboard {
       }
     } catch (error) {
       this._emit("error", error);
-      // A refused token closes the connection; onclose decides about reconnecting.
+      // A refused token closes the connection and onclose decides about reconnecting; a server that does not
+      // answer `connect` is dropped and tried again.
+      if (error.code === ClientErrors.TIMEOUT) this.dropConnection();
     }
   }
 
-  async _resubscribe(channel, recover) {
+  /** Subscribes `position`'s channel on a new connection; settles the callers of `subscribe` waiting for it. */
+  async _resubscribe(channel, position, recover) {
     try {
       const reply = await this._send({ cmd: "subscribe", channel, ...(recover ? { recover } : {}) }, true);
-      this._subscribedReply(channel, reply, recover !== undefined);
+      this._subscribedReply(channel, reply, recover !== undefined, position);
+      for (const waiter of position.waiters?.splice(0) ?? []) waiter.resolve(reply);
     } catch (error) {
       if (error.code === ClientErrors.DISCONNECTED) return; // tried again on the next connection
-      this._channels.delete(channel);
+      if (this._channels.get(channel) === position) this._channels.delete(channel);
+      for (const waiter of position.waiters?.splice(0) ?? []) waiter.reject(error);
       this._emit("error", error);
       this._emit("unsubscribed", { channel, error });
     }
   }
 
-  _subscribedReply(channel, reply, recovering) {
-    const position = this._channels.get(channel) ?? {};
+  /** Applies a subscribe reply or `subscribed` push to `position` (nil: the server subscribed on its own). A
+   *  reply for an entry that is gone (unsubscribed meanwhile) or replaced changes nothing. */
+  _subscribedReply(channel, reply, recovering, expected) {
+    let position = this._channels.get(channel);
+    if (expected ? position !== expected : false) return;
+    if (!position) {
+      position = { serverSide: true };
+      this._channels.set(channel, position);
+    }
     position.subscribed = true;
     for (const publication of reply.publications ?? []) {
       this._emit("publication", { channel, ...publication, recovered: true });
     }
     position.offset = reply.offset;
     position.epoch = reply.epoch;
-    this._channels.set(channel, position);
     if (recovering) this._emit("recovered", { channel, recovered: reply.recovered === true });
   }
 
@@ -224,6 +262,11 @@ export class Switchboard {
     if (!again) {
       this._wanted = false;
       this._rejectWaiting(ClientErrors.CLOSED, `closed: ${code} ${reason}`);
+      for (const position of this._channels.values()) {
+        for (const waiter of position.waiters?.splice(0) ?? []) {
+          waiter.reject(new SwitchboardError(ClientErrors.CLOSED, `closed: ${code} ${reason}`));
+        }
+      }
       return;
     }
     const delay = reconnectDelay(this._attempt, this.options, afterMs);
@@ -238,8 +281,9 @@ export class Switchboard {
     this._stopWatchdog();
     const period = Math.max(250, this.options.deadAfter / 4);
     this._watchdog = setInterval(() => {
-      if (Date.now() - this._lastSeen < this.options.deadAfter || this.state !== "connected") return;
+      if (Date.now() - this._lastSeen < this.options.deadAfter || this.state === "disconnected") return;
       this._lastSeen = Date.now();
+      if (this.state === "connecting") return this.dropConnection(); // `connect` gets its own timeout too
       this._send({ cmd: "ping" }).catch(() => this.dropConnection());
     }, period);
   }
@@ -292,7 +336,7 @@ export class Switchboard {
         this._emit(message.push, message);
         break;
       case "subscribed":
-        this._subscribedReply(message.channel, message, false);
+        this._subscribedReply(message.channel, message, message.recovered !== undefined);
         this._emit("subscribed", message);
         break;
       case "unsubscribed":
@@ -368,19 +412,38 @@ export class Switchboard {
   /** Subscribes and keeps the subscription across reconnects (recovering what was missed). */
   async subscribe(channel) {
     if (this._channels.has(channel)) throw new SwitchboardError(107, "already subscribed");
-    this._channels.set(channel, { subscribed: false });
+    if (this.state !== "connected") {
+      if (this.options.whileDisconnected === "reject" || !this._wanted) {
+        throw new SwitchboardError(ClientErrors.DISCONNECTED, "not connected");
+      }
+      // Recorded now, sent with the other subscriptions once connected; the promise settles then.
+      return new Promise((resolve, reject) => {
+        this._channels.set(channel, { subscribed: false, waiters: [{ resolve, reject }] });
+      });
+    }
+    const position = { subscribed: false };
+    this._channels.set(channel, position);
     try {
       const reply = await this._send({ cmd: "subscribe", channel });
-      this._subscribedReply(channel, reply, false);
+      this._subscribedReply(channel, reply, false, position);
       return reply;
     } catch (error) {
-      if (error.code !== ClientErrors.DISCONNECTED) this._channels.delete(channel);
+      // Lost with the connection: the entry stays and the next connection subscribes it.
+      if (error.code !== ClientErrors.DISCONNECTED && this._channels.get(channel) === position) {
+        this._channels.delete(channel);
+      }
       throw error;
     }
   }
 
   async unsubscribe(channel) {
+    const position = this._channels.get(channel);
     this._channels.delete(channel);
+    for (const waiter of position?.waiters?.splice(0) ?? []) {
+      waiter.reject(new SwitchboardError(ClientErrors.CLOSED, "unsubscribed before it was subscribed"));
+    }
+    // Nothing to undo on the server while disconnected: the next connection does not resubscribe it.
+    if (this.state !== "connected") return {};
     return this._send({ cmd: "unsubscribe", channel });
   }
 

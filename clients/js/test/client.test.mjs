@@ -130,8 +130,9 @@ test("the token is refreshed before it expires; the connection outlives the firs
 test("a refused token is final: no reconnect", async () => {
   const forged = new Switchboard(url, { WebSocket, token: sign({ sub: "eve", exp: now() + 60 }).slice(0, -4) + "AAAA" });
   const closed = next(forged, "disconnected");
-  forged.connect();
+  const connecting = forged.connect();
   const event = await closed;
+  await assert.rejects(connecting, (error) => error.code === ClientErrors.CLOSED);
   assert.equal(event.code, 4003);
   assert.equal(event.reconnect, false);
   await assert.rejects(forged.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
@@ -182,4 +183,41 @@ test("a silent server is noticed without waiting for TCP: the client probes, dro
     silent.process.kill("SIGCONT");
     silent.process.kill("SIGTERM");
   }
+});
+
+test("subscribing before the connection is up waits for it, once; an unsubscribed channel stays gone", async () => {
+  const ada = client();
+  const errors = [];
+  ada.on("error", (error) => errors.push(error));
+  ada.connect();
+  const early = ada.subscribe("chat:early"); // recorded, sent once connected
+  const left = ada.subscribe("chat:left");
+  await assert.rejects(ada.unsubscribe("chat:left").then(() => left), (error) => error.code === ClientErrors.CLOSED);
+  const reply = await early;
+  assert.equal(typeof reply.offset, "number");
+  assert.deepEqual(ada.position("chat:left"), null);
+  const recovered = next(ada, "recovered", (r) => r.channel === "chat:early");
+  ada.dropConnection();
+  assert.equal((await recovered).recovered, true); // chat keeps history: nothing was missed, nothing lost
+  assert.deepEqual(errors, []);
+  assert.equal(ada.position("chat:left"), null);
+  ada.disconnect();
+});
+
+test("channels the server subscribed (a token's channels) come back with the connect, not as duplicates", async () => {
+  const bob = new Switchboard(url, {
+    WebSocket, getToken: () => sign({ sub: "bob", exp: now() + 3600, channels: ["chat:news"] }),
+    minReconnectDelay: 50, maxReconnectDelay: 200,
+  });
+  const errors = [];
+  bob.on("error", (error) => errors.push(error));
+  const subscribed = next(bob, "subscribed", (s) => s.channel === "chat:news");
+  await bob.connect();
+  await subscribed;
+  const recovered = next(bob, "recovered", (r) => r.channel === "chat:news");
+  bob.dropConnection();
+  assert.deepEqual(await recovered, { channel: "chat:news", recovered: true });
+  assert.deepEqual(errors, []);
+  assert.equal(bob.position("chat:news").subscribed, true);
+  bob.disconnect();
 });
