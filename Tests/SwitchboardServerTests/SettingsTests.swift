@@ -109,7 +109,8 @@ struct SettingsTests {
             arguments: [], environment: [:], file: Self.docs.appendingPathComponent("switchboard.example.yaml").path)
         #expect(loaded.settings.transport.maxMessageSize == 65536)
         #expect(loaded.settings.transport.abuseLimits.maxConnectionsPerUser == 10)
-        #expect(Set(loaded.settings.channels.namespaces.keys) == ["", "chat", "prices", "sys"])  // sys: the server's own
+        // `sys`: the server's own, added to the file's namespaces.
+        #expect(Set(loaded.settings.channels.namespaces.keys) == ["", "chat", "prices", "sys"])
         #expect(loaded.entries.filter { $0.source != "default" }.count >= 15)
     }
 
