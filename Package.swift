@@ -90,6 +90,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A small Redis client (RESP3/RESP2, pipelining, pub/sub) for the cluster broker: no Swift Redis client
+        // is among the available packages.
+        .target(
+            name: "SwitchboardRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // The HTTP server API, /metrics and health: kept apart so an embedder who has its own HTTP stack skips
         // Hummingbird.
         .target(
@@ -148,6 +159,15 @@ let package = Package(
         ),
         // Helpers shared by the integration test targets.
         .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "SwitchboardRedisTests",
+            dependencies: [
+                "SwitchboardRedis", "SwitchboardTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore", .product(name: "CompressNIO", package: "compress-nio")],

@@ -4,7 +4,7 @@
 # real binary at its open-file limit, schemathesis against `switchboard serve`'s server API, check-config
 # and SIGHUP reload, the JavaScript client's tests under Node, and the demo and dashboard in headless
 # Chromium. Installs what it needs itself: the Autobahn venv, schemathesis, websockets and Playwright from
-# PyPI; chromium (and nodejs or node-ws when missing) from Debian.
+# PyPI; redis-server and chromium (and nodejs or node-ws when missing) from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,11 @@ wait_for_line() {
 
 echo "== swift format lint"
 swift format lint --strict -r Sources Tests Package.swift
+
+echo "== tools the tests use: redis-server (the Redis client's tests), from Debian when missing"
+command -v redis-server >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+}
 
 echo "== build"
 swift build --build-tests
@@ -120,7 +125,7 @@ SWITCHBOARD_API_KEY=schemathesis-api-key-0123 .build/debug/switchboard serve --p
 aserver=$!
 trap 'kill -9 $aserver 2>/dev/null || true' EXIT
 wait_for_line "$alog" "$aserver" "API on"
-api="$(grep -o 'http://[^ ]*' "$alog" | head -1)"
+api="$(grep -o 'API on http://[^ ]*' "$alog" | head -1 | sed 's/^API on //')"
 [ -n "$api" ] || { cat "$alog"; echo "serve did not report its API address"; exit 1; }
 "$venv/bin/schemathesis" run docs/openapi.yaml --url "$api" -H "X-API-Key: schemathesis-api-key-0123" \
   -c not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection,ignored_auth,missing_required_header \

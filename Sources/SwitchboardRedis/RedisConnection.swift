@@ -1,0 +1,235 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Where a Redis server is and how to talk to it.
+public struct RedisConfiguration: Sendable {
+    public var host = "127.0.0.1"
+    public var port = 6379
+    public var username: String?
+    public var password: String?
+    public var database = 0
+    /// A command without a reply after this long fails with `.timeout`, and the connection is closed
+    /// (its replies can no longer be matched to commands).
+    public var commandTimeout = TimeAmount.seconds(5)
+    public var connectTimeout = TimeAmount.seconds(5)
+
+    public init(host: String = "127.0.0.1", port: Int = 6379) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// Why a command failed.
+public enum RedisError: Error, Sendable, Equatable {
+    /// The server answered with an error (`-ERR …`); the connection is fine.
+    case server(String)
+    /// The connection closed or broke before the reply came.
+    case connectionLost
+    /// No reply within `commandTimeout`; the connection has been closed.
+    case timeout
+    /// The server sent something that is not RESP; the connection has been closed.
+    case protocolViolation(String)
+}
+
+/// One connection to Redis: commands are pipelined (sent without waiting) and their replies matched in
+/// order. Speaks RESP3 after `HELLO 3`, RESP2 with servers that do not know HELLO. Pushes (RESP3 pub/sub
+/// messages) go to `onPush`.
+public final class RedisConnection: Sendable {
+    public let channel: any Channel
+    /// 3 after a successful `HELLO 3`, else 2.
+    public let protocolVersion: Int
+    private let handler: NIOLoopBound<RedisHandler>
+
+    private init(channel: any Channel, handler: NIOLoopBound<RedisHandler>, protocolVersion: Int) {
+        self.channel = channel
+        self.handler = handler
+        self.protocolVersion = protocolVersion
+    }
+
+    /// Connects, negotiates the protocol, authenticates and selects the database.
+    public static func connect(
+        _ configuration: RedisConfiguration, on eventLoop: any EventLoop,
+        onPush: @escaping @Sendable (RESPValue) -> Void = { _ in }
+    ) async throws -> RedisConnection {
+        let timeout = configuration.commandTimeout
+        let channel = try await ClientBootstrap(group: eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RedisHandler(timeout: timeout, onPush: onPush))
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port).get()
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: RedisHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        let raw = RedisConnection(channel: channel, handler: handler, protocolVersion: 3)
+        do {
+            var hello: [RESPArgument] = ["HELLO", "3"]
+            if let password = configuration.password {
+                hello += ["AUTH", .string(configuration.username ?? "default"), .string(password)]
+            }
+            var version = 3
+            do {
+                _ = try await raw.send(hello)
+            } catch RedisError.server(let message)
+                where message.contains("unknown command") || message.hasPrefix("NOPROTO")
+            {
+                // An older server, or one with HELLO disabled: RESP2, and AUTH on its own.
+                version = 2
+                if let password = configuration.password {
+                    var auth: [RESPArgument] = ["AUTH"]
+                    if let username = configuration.username { auth.append(.string(username)) }
+                    _ = try await raw.send(auth + [.string(password)])
+                }
+            }
+            if configuration.database != 0 { _ = try await raw.send(["SELECT", RESPArgument(configuration.database)]) }
+            return RedisConnection(channel: channel, handler: handler, protocolVersion: version)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// Sends one command; completes with its reply, or fails with a `RedisError`.
+    public func send(_ arguments: [RESPArgument]) async throws -> RESPValue {
+        try await sendFuture(arguments).get()
+    }
+
+    /// `send` for callers on event loops: completes on this connection's loop.
+    public func sendFuture(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let handler = self.handler
+        channel.eventLoop.execute { handler.value.send(arguments, promise: promise) }
+        return promise.futureResult
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Matches replies to commands in order; one per connection, on its loop.
+final class RedisHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// A command waiting for its reply. (Un)subscribe commands are answered by one confirmation per channel
+    /// (pushes in RESP3, arrays in RESP2), gathered into one array reply.
+    private struct Pending {
+        var promise: EventLoopPromise<RESPValue>
+        var timer: Scheduled<Void>
+        var confirmations = 0
+        var confirmed: [RESPValue] = []
+    }
+
+    private static let subscriptionCommands: Set<String> = [
+        "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE",
+    ]
+    private static let confirmationKinds: Set<String> = [
+        "subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ssubscribe", "sunsubscribe",
+    ]
+
+    private var decoder = RESPDecoder()
+    private var pending = CircularBuffer<Pending>()
+    private var context: ChannelHandlerContext?
+    private var input: ByteBuffer?
+    private let timeout: TimeAmount
+    private let onPush: @Sendable (RESPValue) -> Void
+
+    init(timeout: TimeAmount, onPush: @escaping @Sendable (RESPValue) -> Void) {
+        self.timeout = timeout
+        self.onPush = onPush
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func send(_ arguments: [RESPArgument], promise: EventLoopPromise<RESPValue>) {
+        guard let context, context.channel.isActive else { return promise.fail(RedisError.connectionLost) }
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        RESPEncoder.encode(arguments, into: &buffer)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let timer = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            handler.failAll(RedisError.timeout)
+            context.close(promise: nil)
+        }
+        var entry = Pending(promise: promise, timer: timer)
+        if case .string(let name) = arguments.first, Self.subscriptionCommands.contains(name.uppercased()) {
+            // Each named channel is confirmed; without names (unsubscribe from all) one confirmation is awaited.
+            entry.confirmations = max(arguments.count - 1, 1)
+        }
+        pending.append(entry)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if var buffered = input {
+            input = nil
+            buffered.writeBuffer(&bytes)
+            bytes = buffered
+        }
+        do {
+            while let value = try decoder.next(from: &bytes) { received(value) }
+        } catch {
+            failAll(RedisError.protocolViolation(error.description))
+            context.close(promise: nil)
+            return
+        }
+        if bytes.readableBytes > 0 { input = bytes }
+    }
+
+    private func received(_ value: RESPValue) {
+        if var head = pending.first, head.confirmations > 0, let kind = value.elements?.first?.string,
+            Self.confirmationKinds.contains(kind.lowercased())
+        {
+            head.confirmed.append(value)
+            guard head.confirmed.count == head.confirmations else {
+                pending[pending.startIndex] = head
+                return
+            }
+            pending.removeFirst()
+            head.timer.cancel()
+            return head.promise.succeed(.array(head.confirmed))
+        }
+        if case .push = value { return onPush(value) }
+        // RESP2: a message for a channel already subscribed, arriving while another (un)subscribe waits.
+        if let head = pending.first, head.confirmations > 0,
+            let kind = value.elements?.first?.string, ["message", "pmessage", "smessage"].contains(kind)
+        {
+            return onPush(value)
+        }
+        guard let head = pending.popFirst() else {
+            // A RESP2 pub/sub message arrives as a plain array with no command waiting for it.
+            return onPush(value)
+        }
+        head.timer.cancel()
+        if case .error(let message) = value {
+            head.promise.fail(RedisError.server(message))
+        } else {
+            head.promise.succeed(value)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(RedisError.connectionLost)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisError) {
+        while let entry = pending.popFirst() {
+            entry.timer.cancel()
+            entry.promise.fail(error)
+        }
+    }
+}

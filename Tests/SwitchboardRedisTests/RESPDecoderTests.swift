@@ -1,0 +1,75 @@
+import NIOCore
+import Testing
+
+@testable import SwitchboardRedis
+
+@Suite("RESP codec")
+struct RESPDecoderTests {
+    static let stream =
+        "+OK\r\n-ERR wrong\r\n:-42\r\n$5\r\nhel\r\n\r\n$-1\r\n*3\r\n:1\r\n$0\r\n\r\n*-1\r\n_\r\n,3.5\r\n,inf\r\n#t\r\n"
+        + "%2\r\n+a\r\n:1\r\n+b\r\n*1\r\n#f\r\n~2\r\n+x\r\n+y\r\n>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n"
+        + "(12345678901234567890\r\n=15\r\ntxt:Some string\r\n!21\r\nSYNTAX invalid syntax\r\n"
+        + "|1\r\n+ttl\r\n:3600\r\n:7\r\n"
+    static let expected: [RESPValue] = [
+        .simpleString("OK"), .error("ERR wrong"), .integer(-42), .bulkString(ByteBuffer(string: "hel\r\n")), .null,
+        .array([.integer(1), .bulkString(ByteBuffer()), .null]), .null, .double(3.5), .double(.infinity),
+        .boolean(true),
+        .map([(.simpleString("a"), .integer(1)), (.simpleString("b"), .array([.boolean(false)]))]),
+        .set([.simpleString("x"), .simpleString("y")]),
+        .push([
+            .bulkString(ByteBuffer(string: "message")), .bulkString(ByteBuffer(string: "ch")),
+            .bulkString(ByteBuffer(string: "hi")),
+        ]),
+        .bigNumber("12345678901234567890"), .verbatimString("Some string"), .error("SYNTAX invalid syntax"),
+        .integer(7),
+    ]
+
+    private func decodeAll(_ chunks: [ByteBuffer]) throws -> [RESPValue] {
+        var decoder = RESPDecoder()
+        var buffer = ByteBuffer()
+        var values: [RESPValue] = []
+        for var chunk in chunks {
+            buffer.writeBuffer(&chunk)
+            while let value = try decoder.next(from: &buffer) { values.append(value) }
+        }
+        #expect(buffer.readableBytes == 0)
+        return values
+    }
+
+    @Test func everyTypeInOneRead() throws {
+        #expect(try decodeAll([ByteBuffer(string: Self.stream)]) == Self.expected)
+    }
+
+    /// The same values whatever the network does: split in two at every position, and byte by byte.
+    @Test func splitAtEveryPosition() throws {
+        let bytes = Array(Self.stream.utf8)
+        for cut in 0...bytes.count {
+            let values = try decodeAll([ByteBuffer(bytes: bytes[..<cut]), ByteBuffer(bytes: bytes[cut...])])
+            #expect(values == Self.expected, "cut at \(cut)")
+        }
+        #expect(try decodeAll(bytes.map { ByteBuffer(bytes: [$0]) }) == Self.expected)
+    }
+
+    @Test(
+        "garbage is a protocol error, not a crash or a huge allocation",
+        arguments: [
+            "?\r\n", ":12x\r\n", "$-5\r\n", "$999999999999\r\n", "*99999999999\r\n", "#x\r\n", "$2\r\nabcd\r\n",
+        ])
+    func garbage(input: String) {
+        var decoder = RESPDecoder()
+        var buffer = ByteBuffer(string: input)
+        #expect(throws: RESPProtocolError.self) { _ = try decoder.next(from: &buffer) }
+    }
+
+    @Test func nestingIsBounded() {
+        var decoder = RESPDecoder()
+        var buffer = ByteBuffer(string: String(repeating: "*1\r\n", count: 100) + ":1\r\n")
+        #expect(throws: RESPProtocolError.self) { _ = try decoder.next(from: &buffer) }
+    }
+
+    @Test func commandsAreArraysOfBulkStrings() {
+        var buffer = ByteBuffer()
+        RESPEncoder.encode(["SET", "k", .bytes(ByteBuffer(string: "v\r\n")), RESPArgument(12)], into: &buffer)
+        #expect(String(buffer: buffer) == "*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n12\r\n")
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SwitchboardRedis
+import SwitchboardTestSupport
+
+/// A real `redis-server` (Debian's) on a free loopback port, for the life of a test.
+final class RedisServerProcess: Sendable {
+    let port: Int
+    private let process: Process
+
+    private init(port: Int, process: Process) {
+        self.port = port
+        self.process = process
+    }
+
+    static func start(_ extraArguments: [String] = []) async throws -> RedisServerProcess {
+        let port = try freePort()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments =
+            ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--loglevel", "warning"]
+            + extraArguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let server = RedisServerProcess(port: port, process: process)
+        try await eventually(timeout: .seconds(20), "redis-server accepting") { await server.answersPing() }
+        return server
+    }
+
+    var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
+
+    /// Accepting TCP connections (whether it wants a password or not).
+    private func answersPing() async -> Bool {
+        guard
+            let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get()
+        else { return false }
+        try? await channel.close()
+        return true
+    }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM, and nothing of a test
+    /// server's state matters. Foundation reaps it; `waitUntilExit` would spin a core while it does.
+    func stop() {
+        kill(process.processIdentifier, SIGKILL)
+    }
+
+    private static func freePort() throws -> Int {
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).wait()
+        defer { try? channel.close().wait() }
+        return channel.localAddress?.port ?? 0
+    }
+}
