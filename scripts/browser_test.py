@@ -19,7 +19,8 @@ from playwright.sync_api import expect, sync_playwright
 binary, bench = sys.argv[1], sys.argv[2]
 artifacts = os.environ.get("ARTIFACTS", "test-artifacts")
 os.makedirs(artifacts, exist_ok=True)
-server = subprocess.Popen([binary, "serve", "--port", "0", "--no-api", "--log-level", "warning"],
+# A WebSocket path other than the default: the pages must find it from /config.json.
+server = subprocess.Popen([binary, "serve", "--port", "0", "--no-api", "--log-level", "warning", "--path", "/realtime"],
                           stdout=subprocess.PIPE, text=True)
 try:
     base = None
@@ -95,13 +96,13 @@ try:
         expect(connections).to_have_attribute("data-samples", re.compile(r"^([3-9]|\d\d+)$"))
         expect(connections.locator(".value")).to_have_text(re.compile(r"^[0-9]$"))
         churn = subprocess.Popen(
-            [bench, "run", "churn", "--port", port, "--path", "/ws", "--connections", "50", "--workers", "1",
+            [bench, "run", "churn", "--port", port, "--path", "/realtime", "--connections", "50", "--workers", "1",
              "--duration", "6", "--settle", "0", "--source-addresses", "2"], stdout=subprocess.DEVNULL)
         expect(dashboard.locator('[data-key="connectsPerSecond"] .value')).to_have_text(re.compile(r"^[1-9]"))
         assert churn.wait(timeout=120) == 0, "switchboard-bench churn failed"
         print("dashboard: connects per second moved while connections churned")
         hold = subprocess.Popen(
-            [bench, "run", "idle", "--port", port, "--path", "/ws", "--connections", "300", "--workers", "1",
+            [bench, "run", "idle", "--port", port, "--path", "/realtime", "--connections", "300", "--workers", "1",
              "--duration", "6", "--source-addresses", "2"], stdout=subprocess.DEVNULL)
         expect(connections.locator(".value")).to_have_text(re.compile(r"^(3\d\d|[4-9]\d\d|\d{4,})$"), timeout=30000)
         print("dashboard: open connections passed 300 while the load ran")

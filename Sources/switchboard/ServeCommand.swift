@@ -70,7 +70,7 @@ struct ServeCommand: AsyncParsableCommand {
             : nil
         let reload = SettingsReload(
             arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
-        let site = settings.web ? try webSite() : nil
+        let site = settings.web ? try webSite(path: settings.transport.path ?? "/ws") : nil
         try await runServer(
             settings, path: settings.transport.path, application: application, site: site, reload: reload,
             started: { feed?.start() }
@@ -85,11 +85,14 @@ struct ServeCommand: AsyncParsableCommand {
 }
 
 /// The chat demo and the dashboard, bundled with the executable (Sources/switchboard/Web).
-private func webSite() throws -> StaticSite {
+/// `/config.json` tells the pages where the WebSocket endpoint is (`path`).
+private func webSite(path: String) throws -> StaticSite {
     guard let directory = Bundle.module.url(forResource: "Web", withExtension: nil) else {
         throw ValidationError("the web pages are missing from the build")
     }
-    return try StaticSite(directory: directory, aliases: ["/": "index.html", "/dashboard": "dashboard.html"])
+    return try StaticSite(
+        directory: directory, aliases: ["/": "index.html", "/dashboard": "dashboard.html"],
+        generated: ["/config.json": ("config.json", "{\"path\":\(ServerMessage.quote(path))}")])
 }
 
 private func queryParameter(_ name: String, in uri: String) -> String? {

@@ -27,7 +27,10 @@ struct StaticSiteTests {
         logger.logLevel = .critical
         let server = WebSocketServer(
             configuration: configuration, application: EchoApplication(broadcast: false),
-            site: try StaticSite(directory: directory, aliases: ["/": "index.html"]), logger: logger)
+            site: try StaticSite(
+                directory: directory, aliases: ["/": "index.html"],
+                generated: ["/config.json": ("config.json", #"{"path":"/ws"}"#)]),
+            logger: logger)
         return (server, try await server.start().port ?? 0)
     }
 
@@ -45,6 +48,8 @@ struct StaticSiteTests {
         #expect(page.hasSuffix("<h1>hi</h1>"))
         #expect(try await get("/app.js?v=2", port: port).contains("Content-Type: text/javascript; charset=utf-8"))
         #expect(try await get("/style.css", port: port).contains("Content-Type: text/css; charset=utf-8"))
+        let generated = try await get("/config.json", port: port)
+        #expect(generated.contains("Content-Type: application/json") && generated.hasSuffix(#"{"path":"/ws"}"#))
         let etag = try #require(
             page.split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }.map { String($0.dropFirst(6)) })
         let revalidated = try await get("/", port: port, extra: "If-None-Match: \(etag)\r\n")

@@ -15,8 +15,13 @@ public struct StaticSite: Sendable {
 
     private let files: [String: File]
 
-    /// Every regular file of `directory` at `/NAME`, plus `aliases` (`"/"` → `"index.html"`).
-    public init(directory: URL, aliases: [String: String] = [:]) throws {
+    /// Every regular file of `directory` at `/NAME`, plus `aliases` (`"/"` → `"index.html"`) and `generated`
+    /// files made by the server (path → name and contents; the name gives the content type).
+    public init(
+        directory: URL, aliases: [String: String] = [:], generated: [String: (name: String, body: String)] = [:]
+    )
+        throws
+    {
         var files: [String: File] = [:]
         let names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
         for name in names where !name.hasPrefix(".") {
@@ -30,6 +35,12 @@ public struct StaticSite: Sendable {
                 body: ByteBuffer(bytes: data), contentType: Self.contentType(of: name), etag: "\"\(digest)\"")
         }
         for (path, name) in aliases { files[path] = files["/" + name] }
+        for (path, file) in generated {
+            let data = Data(file.body.utf8)
+            let digest = SHA256.hash(data: data).prefix(12).map { String(format: "%02x", $0) }.joined()
+            files[path] = File(
+                body: ByteBuffer(bytes: data), contentType: Self.contentType(of: file.name), etag: "\"\(digest)\"")
+        }
         self.files = files
     }
 

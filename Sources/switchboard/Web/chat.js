@@ -2,7 +2,9 @@
 import { Switchboard } from "/switchboard.js";
 
 const $ = (id) => document.getElementById(id);
-const wsURL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+// Where the WebSocket endpoint is (the server's `path` setting).
+const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
+const wsURL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`;
 let client;
 let room = null;
 const rooms = ["lobby"];

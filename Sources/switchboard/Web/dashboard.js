@@ -66,7 +66,8 @@ function percentile(sorted, p) {
 }
 
 setUp();
-const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws${location.search}`;
+const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
+const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}${location.search}`;
 const client = new Switchboard(url);
 const status = document.getElementById("status");
 client.on("state", ({ state }) => {
