@@ -22,8 +22,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private(set) var clientAddress: String?
     /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
     private(set) var countedUser: String?
-    /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade).
-    private var inbound: (messages: TokenBucket?, bytes: TokenBucket?)?
+    /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade); a reference, so
+    /// connections without limits carry one word rather than both buckets.
+    private let inbound: InboundLimiter?
     let hub: Hub
     let shard: LoopShard
     var context: ChannelHandlerContext?
@@ -49,20 +50,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     ) {
         self.clientAddress = clientAddress
         self.countedUser = countedUser
-        let limits = hub.abuseLimits
-        if limits.inboundMessagesPerSecond > 0 || limits.inboundBytesPerSecond > 0 {
-            let now = LoopShard.now()
-            // Two seconds' worth of burst: a client catching up after a stall is not cut off.
-            inbound = (
-                limits.inboundMessagesPerSecond > 0
-                    ? TokenBucket(
-                        rate: limits.inboundMessagesPerSecond, burst: 2 * limits.inboundMessagesPerSecond, now: now)
-                    : nil,
-                limits.inboundBytesPerSecond > 0
-                    ? TokenBucket(rate: limits.inboundBytesPerSecond, burst: 2 * limits.inboundBytesPerSecond, now: now)
-                    : nil
-            )
-        }
+        self.inbound = InboundLimiter(hub.abuseLimits, maxMessageSize: hub.configuration.maxMessageSize)
         self.attachment = attachment
         self.deflate = deflate
         self.id = id
@@ -153,11 +141,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         guard !discardingInput else { return }
         var buffer = unwrapInboundIn(data)
         shard.counters.bytesIn += buffer.readableBytes
-        if inbound?.bytes != nil, machine.state == .open,
-            inbound?.bytes?.takeAllowingDebt(
-                Double(buffer.readableBytes), upTo: Double(hub.configuration.maxMessageSize), now: LoopShard.now())
-                == false
-        {
+        if let inbound, machine.state == .open, !inbound.admitBytes(buffer.readableBytes) {
             return inboundLimitExceeded("bytes")
         }
         if var partial = partialInput {
@@ -184,10 +168,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         if case .pong = message { heartbeat.pongReceived() }
         switch machine.received(message) {
         case .deliver:
-            if inbound?.messages != nil, inbound?.messages?.takeAllowingDebt(1, upTo: 0, now: LoopShard.now()) == false
-            {
-                return inboundLimitExceeded("messages")
-            }
+            if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }
             shard.counters.messagesIn += 1
             heartbeat.dataReceived(now: LoopShard.now())
             switch message {
@@ -246,5 +227,36 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         // Resets and other socket errors end the connection; `channelInactive` does the bookkeeping.
         log(.debug, "connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+}
+
+/// A connection's inbound rate limits: two seconds' worth of burst (a client catching up after a stall is
+/// not cut off); the byte bucket may go into debt by one message, so a large message arriving over several
+/// reads passes. Only connections with limits configured have one.
+final class InboundLimiter {
+    private var messages: TokenBucket?
+    private var bytes: TokenBucket?
+    private let maxDebt: Double
+
+    init?(_ limits: AbuseLimits, maxMessageSize: Int) {
+        guard limits.inboundMessagesPerSecond > 0 || limits.inboundBytesPerSecond > 0 else { return nil }
+        let now = LoopShard.now()
+        if limits.inboundMessagesPerSecond > 0 {
+            let rate = limits.inboundMessagesPerSecond
+            messages = TokenBucket(rate: rate, burst: 2 * rate, now: now)
+        }
+        if limits.inboundBytesPerSecond > 0 {
+            let rate = limits.inboundBytesPerSecond
+            bytes = TokenBucket(rate: rate, burst: 2 * rate, now: now)
+        }
+        maxDebt = Double(maxMessageSize)
+    }
+
+    func admitBytes(_ count: Int) -> Bool {
+        bytes?.takeAllowingDebt(Double(count), upTo: maxDebt, now: LoopShard.now()) ?? true
+    }
+
+    func admitMessage() -> Bool {
+        messages?.takeAllowingDebt(1, upTo: 0, now: LoopShard.now()) ?? true
     }
 }

@@ -11,6 +11,14 @@ public struct StaticSite: Sendable {
         let body: ByteBuffer
         let contentType: String
         let etag: String
+
+        /// The content type from the name's extension, the ETag from the contents.
+        init(name: String, data: Data) {
+            let digest = SHA256.hash(data: data).prefix(12).map { String(format: "%02x", $0) }.joined()
+            body = ByteBuffer(bytes: data)
+            contentType = StaticSite.contentType(of: name)
+            etag = "\"\(digest)\""
+        }
     }
 
     private let files: [String: File]
@@ -29,18 +37,10 @@ public struct StaticSite: Sendable {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue
             else { continue }
-            let data = try Data(contentsOf: url.resolvingSymlinksInPath())
-            let digest = SHA256.hash(data: data).prefix(12).map { String(format: "%02x", $0) }.joined()
-            files["/" + name] = File(
-                body: ByteBuffer(bytes: data), contentType: Self.contentType(of: name), etag: "\"\(digest)\"")
+            files["/" + name] = File(name: name, data: try Data(contentsOf: url.resolvingSymlinksInPath()))
         }
         for (path, name) in aliases { files[path] = files["/" + name] }
-        for (path, file) in generated {
-            let data = Data(file.body.utf8)
-            let digest = SHA256.hash(data: data).prefix(12).map { String(format: "%02x", $0) }.joined()
-            files[path] = File(
-                body: ByteBuffer(bytes: data), contentType: Self.contentType(of: file.name), etag: "\"\(digest)\"")
-        }
+        for (path, file) in generated { files[path] = File(name: file.name, data: Data(file.body.utf8)) }
         self.files = files
     }
 
