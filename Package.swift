@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "SwitchboardNIO", targets: ["SwitchboardNIO"]),
         .library(name: "SwitchboardServer", targets: ["SwitchboardServer"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
+        .library(name: "SwitchboardCluster", targets: ["SwitchboardCluster"]),
         .executable(name: "switchboard", targets: ["switchboard"]),
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
     ],
@@ -80,7 +81,7 @@ let package = Package(
         .target(
             name: "SwitchboardConfig",
             dependencies: [
-                "SwitchboardCore", "SwitchboardServer",
+                "SwitchboardCore", "SwitchboardServer", "SwitchboardCluster", "SwitchboardRedis",
                 .product(name: "Configuration", package: "swift-configuration"),
                 "SwitchboardNIO",
                 .product(name: "Yams", package: "Yams"),
@@ -96,8 +97,22 @@ let package = Package(
             name: "SwitchboardRedis",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Several nodes over Redis: the Redis broker, presence and node control (docs/cluster.md).
+        .target(
+            name: "SwitchboardCluster",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardServer", "SwitchboardRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -134,7 +149,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardConfig",
+                "SwitchboardConfig", "SwitchboardCluster",
                 "SwitchboardNIO", "SwitchboardServer", "SwitchboardHTTPAPI",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

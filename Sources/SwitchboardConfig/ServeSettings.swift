@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
+import SwitchboardCluster
 import SwitchboardCore
+import SwitchboardRedis
 import SwitchboardServer
 
 /// Everything `switchboard serve` runs with, read from the layers (flags over environment over file over
@@ -29,6 +31,9 @@ public struct ServeSettings: Sendable {
     public var web = true
     public var statsInterval = 1.0
     public var channels = ChannelsConfiguration.chatDefaults
+    /// Set: this node joins a cluster through these Redis instances.
+    public var cluster: ClusterConfiguration?
+    public var nodeName = ProcessInfo.processInfo.hostName
 
     public init() {}
 

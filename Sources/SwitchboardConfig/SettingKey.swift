@@ -53,7 +53,7 @@ public struct SettingKey: Sendable, Hashable {
 
 extension SettingKey {
     /// Every setting, in the order `check-config` prints them.
-    public static let all: [SettingKey] = transport + tls + deflate + auth + api + channels + abuse
+    public static let all: [SettingKey] = transport + tls + deflate + auth + api + channels + abuse + cluster
 
     static let transport: [SettingKey] = [
         .init("host", .string, "127.0.0.1", "address to bind; 0.0.0.0 for every interface"),
@@ -150,6 +150,20 @@ extension SettingKey {
         .init(
             "trustedProxies", .strings, "",
             "peer addresses whose X-Forwarded-For / Forwarded header names the client", reloadable: true),
+    ]
+
+    static let cluster: [SettingKey] = [
+        .init(
+            "redis", .strings, "",
+            "Redis addresses (redis://[[user]:password@]host[:port][/db], or rediss:// for TLS): run as a cluster node; channels are spread over several by consistent hashing",
+            secret: true),
+        .init("redisPrefix", .string, "switchboard", "prefix of every Redis key and channel (clusters sharing a Redis)"),
+        .init("redisTimeout", .double, "3", "seconds a Redis command may take before it fails"),
+        .init("nodeId", .string, "random", "this node's id in the cluster (letters and digits), part of client ids"),
+        .init("nodeName", .string, "host name", "what node info calls this node"),
+        .init("presenceTtl", .double, "60", "seconds until a node's presence entries expire unless it refreshes them"),
+        .init("streamTtl", .double, "604800", "seconds a channel's offset and epoch outlive its last publication"),
+        .init("nodeInfoInterval", .double, "5", "seconds between node announcements; silent for three: gone"),
     ]
 
     static let byName: [String: SettingKey] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

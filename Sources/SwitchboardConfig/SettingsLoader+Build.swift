@@ -1,7 +1,9 @@
 import Configuration
 import Foundation
 import NIOCore
+import SwitchboardCluster
 import SwitchboardCore
+import SwitchboardRedis
 import SwitchboardServer
 
 extension SettingsLoader {
@@ -128,7 +130,46 @@ extension SettingsLoader {
                 "namespace \"\(namespace)\" requires subscription tokens, but no token key is configured")
         }
         settings.channels = channels
+        settings.nodeName = reader.string("nodeName") ?? settings.nodeName
+        settings.cluster = try cluster(reader)
         return settings
+    }
+
+    private static func cluster(_ reader: Values) throws -> ClusterConfiguration? {
+        guard let addresses = reader.strings("redis"), !addresses.isEmpty else {
+            for key in ["redisPrefix", "nodeId", "presenceTtl", "streamTtl", "nodeInfoInterval", "redisTimeout"]
+            where reader.values[key] != nil {
+                throw SettingsError("\(key): only used with redis (a cluster)")
+            }
+            return nil
+        }
+        let timeout = try reader.seconds("redisTimeout", positive: true) ?? .seconds(3)
+        var instances: [RedisConfiguration] = []
+        for address in addresses {
+            do {
+                var instance = try RedisConfiguration(url: address)
+                instance.commandTimeout = timeout
+                instance.connectTimeout = timeout
+                instances.append(instance)
+            } catch {
+                throw SettingsError("redis: \(error)")
+            }
+        }
+        var cluster = ClusterConfiguration(redis: instances)
+        if let prefix = reader.string("redisPrefix") {
+            guard !prefix.contains(where: \.isWhitespace) else { throw SettingsError("redisPrefix: no spaces") }
+            cluster.prefix = prefix
+        }
+        if let id = reader.string("nodeId") {
+            guard ClusterConfiguration.isValidNodeID(id) else {
+                throw SettingsError("nodeId: letters and digits only, at most 64")
+            }
+            cluster.nodeID = id
+        }
+        cluster.presenceTTL = try reader.seconds("presenceTtl", positive: true) ?? cluster.presenceTTL
+        cluster.streamTTL = try reader.seconds("streamTtl", positive: true) ?? cluster.streamTTL
+        cluster.nodeInfoInterval = try reader.seconds("nodeInfoInterval", positive: true) ?? cluster.nodeInfoInterval
+        return cluster
     }
 }
 

@@ -72,15 +72,5 @@ struct APIRequest: @unchecked Sendable {
     }
 
     /// A connection id as the protocol prints it: `shard-sequence`.
-    func connectionID(_ key: String) throws -> ConnectionID? {
-        guard let text = try optionalString(key) else { return nil }
-        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }),
-            parts[0].count <= 5, parts[1].count <= 14, let shard = Int(parts[0]), shard < 65536,
-            let sequence = UInt64(parts[1])
-        else { throw ProtocolError.badRequest("\(key) must be a connection id like 0-17") }
-        return ConnectionID(shard: shard, sequence: sequence)
-    }
-
     private static func isBool(_ number: NSNumber) -> Bool { String(cString: number.objCType) == "c" }
 }

@@ -38,7 +38,7 @@ struct APIRoutes: Sendable {
             }
             return APIResponse.json("{\"results\":[\(items.joined(separator: ","))]}")
         case "send":
-            try application.send(toUser: try body.string("user"), data: try body.json("data"))
+            try await application.send(toUser: try body.string("user"), data: try body.json("data"), on: loop).get()
             return APIResponse.json("{}")
         case "subscribe":
             try await application.subscribe(user: try body.string("user"), to: try body.string("channel"), on: loop)
@@ -62,7 +62,11 @@ struct APIRoutes: Sendable {
             ).get()
             return APIResponse.json("{\"connections\":\(count)}")
         case "presence", "presence_stats":
-            let snapshot = try await application.presence(channel: try body.string("channel"), on: loop).get()
+            let channel = try body.string("channel")
+            let snapshot =
+                try await endpoint == "presence"
+                ? application.presence(channel: channel, on: loop).get()
+                : application.presenceCounts(channel: channel, on: loop).get()
             var json = "{\"connections\":\(snapshot.connections),\"users\":\(snapshot.users)"
             if endpoint == "presence" {
                 json += ",\"members\":[" + snapshot.members.map(\.json).joined(separator: ",") + "]"
@@ -91,17 +95,23 @@ struct APIRoutes: Sendable {
             return APIResponse.json("{\"channels\":[\(items.joined(separator: ","))]}")
         default:
             let statistics = try await application.statistics(on: loop).get()
+            let nodes = try await application.nodes(on: loop).get().map { node in
+                "{\"id\":\(APIResponse.quote(node.id)),\"name\":\(APIResponse.quote(node.name)),"
+                    + "\"connections\":\(node.connections),\"users\":\(node.users),\"channels\":\(node.channels),"
+                    + "\"subscriptions\":\(node.subscriptions),\"uptime_seconds\":\(node.uptimeSeconds)}"
+            }
             return APIResponse.json(
                 "{\"node\":\(APIResponse.quote(nodeName)),\"version\":\"\(APIServer.version)\","
                     + "\"uptime_seconds\":\(Int(Date().timeIntervalSince(started))),"
                     + "\"connections\":\(statistics.connections),\"users\":\(statistics.users),"
-                    + "\"channels\":\(statistics.channels),\"subscriptions\":\(statistics.subscriptions)}")
+                    + "\"channels\":\(statistics.channels),\"subscriptions\":\(statistics.subscriptions),"
+                    + "\"nodes\":[\(nodes.joined(separator: ","))]}")
         }
     }
 
     private func disconnect(_ body: APIRequest) async throws -> Response {
         let user = try body.optionalString("user")
-        let client = try body.connectionID("client")
+        let client = try body.optionalString("client")
         let code = try body.integer("code") ?? Int(CloseCode.disconnected.rawValue)
         guard (3000...4999).contains(code) else { throw ProtocolError.badRequest("code must be 3000–4999") }
         let reason = try body.optionalString("reason") ?? "disconnected by server"

@@ -1,6 +1,8 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Where a Redis server is and how to talk to it.
 public struct RedisConfiguration: Sendable {
@@ -13,11 +15,89 @@ public struct RedisConfiguration: Sendable {
     /// (its replies can no longer be matched to commands).
     public var commandTimeout = TimeAmount.seconds(5)
     public var connectTimeout = TimeAmount.seconds(5)
+    /// Speak TLS (a `rediss://` address); nil: plain TCP.
+    public var tls: TLSConfiguration?
 
     public init(host: String = "127.0.0.1", port: Int = 6379) {
         self.host = host
         self.port = port
     }
+
+    /// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS (the system's trust roots).
+    public init(url: String) throws {
+        guard let schemeEnd = url.range(of: "://") else { throw RedisAddressError(url, "expected redis:// or rediss://") }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        guard scheme == "redis" || scheme == "rediss" else { throw RedisAddressError(url, "unknown scheme \(scheme)") }
+        var rest = Substring(url[schemeEnd.upperBound...])
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let user = credentials[..<colon]
+                username = user.isEmpty ? nil : String(user)
+                password = String(credentials[credentials.index(after: colon)...]).removingPercentEscapes
+            } else {
+                password = String(credentials).removingPercentEscapes
+            }
+        }
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            rest = rest[..<slash]
+            if !path.isEmpty {
+                guard let database = Int(path), database >= 0 else { throw RedisAddressError(url, "bad database number") }
+                self.database = database
+            }
+        }
+        if let colon = rest.lastIndex(of: ":"), !rest.hasSuffix("]") {
+            guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
+                throw RedisAddressError(url, "bad port")
+            }
+            self.port = port
+            rest = rest[..<colon]
+        }
+        host = rest.trimmingCharacters(in: ["[", "]"])
+        guard !host.isEmpty else { throw RedisAddressError(url, "no host") }
+        if scheme == "rediss" { tls = .makeClientConfiguration() }
+    }
+
+    /// The address without credentials, for logs.
+    public var displayAddress: String { "\(tls == nil ? "redis" : "rediss")://\(host):\(port)/\(database)" }
+}
+
+/// A Redis address that cannot be used.
+public struct RedisAddressError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ url: String, _ problem: String) {
+        // Never echo a password: keep only what follows the last "@".
+        let shown = url.split(separator: "@").last.map(String.init) ?? url
+        description = "Redis address \(shown): \(problem)"
+    }
+}
+
+extension String {
+    fileprivate var removingPercentEscapes: String {
+        var bytes: [UInt8] = []
+        var iterator = utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            let hex = [iterator.next(), iterator.next()].compactMap { $0 }
+            guard hex.count == 2, let value = UInt8(String(decoding: hex, as: UTF8.self), radix: 16) else {
+                bytes.append(byte)
+                bytes.append(contentsOf: hex)
+                continue
+            }
+            bytes.append(value)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+extension String {
+    /// SNI takes names only: an address literal is sent without it.
+    fileprivate var isIPAddress: Bool { (try? SocketAddress(ipAddress: self, port: 0)) != nil }
 }
 
 /// Why a command failed.
@@ -58,6 +138,12 @@ public final class RedisConnection: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = configuration.tls {
+                        let context = try NIOSSLContext(configuration: tls)
+                        let name = configuration.host.isIPAddress ? nil : configuration.host
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: context, serverHostname: name))
+                    }
                     try channel.pipeline.syncOperations.addHandler(RedisHandler(timeout: timeout, onPush: onPush))
                 }
             }

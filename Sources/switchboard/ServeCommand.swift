@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import NIOPosix
+import SwitchboardCluster
 import SwitchboardConfig
 import SwitchboardCore
 import SwitchboardHTTPAPI
@@ -11,7 +13,7 @@ import SwitchboardServer
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the Switchboard hub (single node, in-process; nothing else to start).",
+        abstract: "Run the Switchboard hub (single node by default; a cluster node with --redis).",
         discussion: """
             Speaks client protocol v1 (docs/PROTOCOL.md) at --path. Every setting (docs/CONFIGURATION.md) has one \
             name in three layers, the first that gives it wins: a flag (--max-message-size 65536), an environment \
@@ -52,9 +54,12 @@ struct ServeCommand: AsyncParsableCommand {
                 userID: queryParameter("user", in: request.uri), subprotocol: nil,
                 info: queryParameter("info", in: request.uri).map(ServerMessage.quote))
         }
+        let cluster = settings.cluster.map { ClusterNode(configuration: $0, logger: logger) }
         let application = ChannelsApplication(
-            configuration: settings.channels, verifier: verifier,
-            authenticate: settings.insecureUserFromQuery ? fromQuery : nil)
+            configuration: settings.channels, broker: cluster?.broker ?? LocalBroker(),
+            presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
+            verifier: verifier, authenticate: settings.insecureUserFromQuery ? fromQuery : nil)
+        if let cluster { try await cluster.start() }
         var apiConfiguration = APIConfiguration()
         apiConfiguration.host = settings.apiHost
         apiConfiguration.port = settings.apiPort
@@ -70,29 +75,75 @@ struct ServeCommand: AsyncParsableCommand {
             : nil
         let reload = SettingsReload(
             arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
-        let site = settings.web ? try webSite(path: settings.transport.path ?? "/ws") : nil
+        let statsChannel = feed?.channel ?? "sys:stats"
+        let site = settings.web ? try webSite(path: settings.transport.path ?? "/ws", stats: statsChannel) : nil
         try await runServer(
             settings, path: settings.transport.path, application: application, site: site, reload: reload,
             started: { feed?.start() }
         ) { ready in
-            guard !settings.noAPI else { return [] }
+            var services: [any Service] = cluster.map { [$0] } ?? []
+            guard !settings.noAPI else { return services }
             let server = try APIServer(
                 configuration: apiConfiguration, application: application, ready: ready, registry: registry,
                 logger: Logger(label: "switchboard.api"))
-            return [AnnouncingAPI(server: server)]
+            services.append(AnnouncingAPI(server: server))
+            return services
         }
+    }
+}
+
+/// This node's part in a cluster: the Redis broker, presence and node control on one event loop of
+/// their own. A service, so it shuts down after the WebSocket server has drained.
+private final class ClusterNode: Service {
+    let broker: RedisBroker
+    let presence: RedisPresence
+    let control: RedisNodeControl
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let logger: Logger
+
+    init(configuration: ClusterConfiguration, logger: Logger) {
+        let redisLogger = Logger(label: "switchboard.cluster")
+        broker = RedisBroker(configuration: configuration, group: group, logger: redisLogger)
+        presence = RedisPresence(broker: broker, logger: redisLogger)
+        control = RedisNodeControl(broker: broker, group: group, logger: redisLogger)
+        self.logger = logger
+    }
+
+    func start() async throws {
+        let configuration = broker.configuration
+        logger.notice(
+            "cluster node",
+            metadata: [
+                "node": "\(configuration.nodeID)",
+                "redis": "\(configuration.redis.map(\.displayAddress).joined(separator: ", "))",
+            ])
+        try await broker.start().get()
+        try await control.start().get()
+        presence.start(on: group.next())
+    }
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        presence.stop()
+        await control.shutdown()
+        await broker.shutdown()
+        try await group.shutdownGracefully()
     }
 }
 
 /// The chat demo and the dashboard, bundled with the executable (Sources/switchboard/Web).
 /// `/config.json` tells the pages where the WebSocket endpoint is (`path`).
-private func webSite(path: String) throws -> StaticSite {
+private func webSite(path: String, stats: String) throws -> StaticSite {
     guard let directory = Bundle.module.url(forResource: "Web", withExtension: nil) else {
         throw ValidationError("the web pages are missing from the build")
     }
     return try StaticSite(
         directory: directory, aliases: ["/": "index.html", "/dashboard": "dashboard.html"],
-        generated: ["/config.json": ("config.json", "{\"path\":\(ServerMessage.quote(path))}")])
+        generated: [
+            "/config.json": (
+                "config.json", "{\"path\":\(ServerMessage.quote(path)),\"stats\":\(ServerMessage.quote(stats))}"
+            )
+        ])
 }
 
 private func queryParameter(_ name: String, in uri: String) -> String? {

@@ -58,6 +58,11 @@ public protocol BrokerEventHandler: AnyObject, Sendable {
     func handlePublication(_ publication: Publication, channel: String)
     func handleJoin(_ member: PresenceMember, channel: String)
     func handleLeave(_ member: PresenceMember, channel: String)
+    /// This node may have missed events of `channel` (its link to the broker broke and is back, or the
+    /// stream's epoch changed under it): each local subscriber recovers from its own position, as a
+    /// reconnecting client would, and learns whether that was complete. Comes in the channel's order:
+    /// events after it are newer than the break.
+    func handleResynchronize(channel: String)
 }
 
 /// The seam between the hub and where channel streams live: in this process (`LocalBroker`) or shared

@@ -7,16 +7,22 @@ public struct PresenceMember: Sendable, Hashable {
     public let user: String?
     /// The connection's application data (a JSON value), when its upgrade attached some.
     public let data: String?
+    /// The node the connection is on, in a cluster (connection ids are unique only within a node).
+    public let node: String?
 
-    public init(client: ConnectionID, user: String?, data: String? = nil) {
+    public init(client: ConnectionID, user: String?, data: String? = nil, node: String? = nil) {
         self.client = client
         self.user = user
         self.data = data
+        self.node = node
     }
+
+    /// The id clients see: `shard-sequence`, prefixed with the node in a cluster.
+    public var clientID: String { node.map { "\($0)-\(client)" } ?? "\(client)" }
 
     public var json: String {
         let user = user.map(ServerMessage.quote) ?? "null"
-        return "{\"client\":\"\(client)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
+        return "{\"client\":\"\(clientID)\",\"user\":\(user)" + (data.map { ",\"data\":\($0)}" } ?? "}")
     }
 }
 
@@ -46,4 +52,15 @@ public protocol PresenceManager: Sendable {
     /// Removes a member; returns the count afterwards, or nil when it was not there.
     func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
     func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot>
+    /// Connections and distinct users only (`members` empty): what counts-only namespaces read, which a
+    /// store can answer without listing every member.
+    func presenceCounts(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot>
+}
+
+extension PresenceManager {
+    public func presenceCounts(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
+        presence(channel: channel, on: eventLoop).map {
+            PresenceSnapshot(members: [], connections: $0.connections, users: $0.users)
+        }
+    }
 }

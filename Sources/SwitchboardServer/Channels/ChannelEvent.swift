@@ -12,6 +12,8 @@ final class ChannelEvent: LoopTask {
         case publication(Publication)
         case join(PresenceMember)
         case leave(PresenceMember)
+        /// The node may have missed events before this one: subscribers recover (`handleResynchronize`).
+        case resynchronize
     }
 
     let channel: String
@@ -46,6 +48,8 @@ final class ChannelEvent: LoopTask {
             bytes = ServerMessage.membership("join", channel: channel, member: member)
         case .leave(let member):
             bytes = ServerMessage.membership("leave", channel: channel, member: member)
+        case .resynchronize:
+            bytes = ByteBuffer()
         }
         return encoded.storeIfNilThenLoad(EncodedFrame(bytes)).bytes
     }
@@ -61,11 +65,16 @@ final class ChannelsLoops: Sendable {
     let hub: Hub
     let loops: [ChannelsLoop]
 
-    init(hub: Hub, nodeSubscriptions: NodeSubscriptions, metrics: ChannelsMetrics) {
+    init(
+        hub: Hub, nodeSubscriptions: NodeSubscriptions, metrics: ChannelsMetrics,
+        resynchronize: @escaping @Sendable (LocalChannel, ChannelsLoop) -> Void
+    ) {
         self.hub = hub
         let maxHeld = hub.configuration.queueMaxMessages
         self.loops = hub.loopShards.map {
-            ChannelsLoop(shard: $0, nodeSubscriptions: nodeSubscriptions, maxHeld: maxHeld, metrics: metrics)
+            ChannelsLoop(
+                shard: $0, nodeSubscriptions: nodeSubscriptions, maxHeld: maxHeld, metrics: metrics,
+                resynchronize: resynchronize)
         }
     }
 }

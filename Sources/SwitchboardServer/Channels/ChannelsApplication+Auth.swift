@@ -87,7 +87,8 @@ extension ChannelsApplication {
                 case .success(let claims):
                     let user = claims.subject.isEmpty ? nil : claims.subject
                     guard session.connection.identify(userID: user, info: claims.info) else { return }
-                    session.member = PresenceMember(client: session.id, user: user, data: claims.info)
+                    session.member = PresenceMember(
+                        client: session.id, user: user, data: claims.info, node: session.member.node)
                     self.connected(session, expiresAt: claims.expiresAt, loop: loop)
                     session.reply(ServerMessage.reply(id: id, result: self.connectResult(session)))
                     for channel in claims.channels {
@@ -186,7 +187,7 @@ extension ChannelsApplication {
     private func connectResult(_ session: ClientSession) -> String {
         let user = session.connection.userID.map(ServerMessage.quote) ?? "null"
         let expires = session.expiresAt.map { ",\"expires_at\":\(ServerMessage.unixSeconds($0))" } ?? ""
-        return "{\"client\":\"\(session.id)\",\"user\":\(user)\(expires)}"
+        return "{\"client\":\"\(session.member.clientID)\",\"user\":\(user)\(expires)}"
     }
 
     /// Counts a refused token and logs it, at most once per interval per client address.

@@ -92,7 +92,11 @@ extension ChannelsApplication {
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.presence else { return fail(.notAllowed("presence is off in this namespace")) }
             if let refusal = refusal(.presence, channel, options, session) { return fail(refusal) }
-            answer(presence.presence(channel: channel, on: loop.eventLoop), id: id, session: session, loop: loop) {
+            let snapshot =
+                options.countsOnly
+                ? presence.presenceCounts(channel: channel, on: loop.eventLoop)
+                : presence.presence(channel: channel, on: loop.eventLoop)
+            answer(snapshot, id: id, session: session, loop: loop) {
                 snapshot in
                 var result = "{\"connections\":\(snapshot.connections),\"users\":\(snapshot.users)"
                 if !options.countsOnly {
@@ -253,18 +257,17 @@ extension ChannelsApplication {
             }
             return
         }
-        var result = "{\"epoch\":\(ServerMessage.quote(snapshot.epoch)),\"offset\":\(snapshot.offset)"
-        if recover != nil {
-            let recovered = snapshot.publications.map {
-                ServerMessage.publicationJSON($0, channel: nil, showUser: options.showPublisher, push: false)
-            }
-            result += ",\"recovered\":\(snapshot.recovered),\"publications\":[\(recovered.joined(separator: ","))]"
-        }
+        let result = Self.snapshotResult(snapshot, recovering: recover != nil, options: options)
         switch answer {
-        case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result + "}"))
-        case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result + "}"))
+        case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result))
+        case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result))
         }
+        subscription.epoch = snapshot.epoch
         subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
+        if subscription.needsResynchronization {
+            subscription.needsResynchronization = false
+            resynchronize([subscription], in: subscription.channel, loop: loop)
+        }
         guard options.presence else { return }
         let member = session.member
         let broker = self.broker
@@ -282,6 +285,72 @@ extension ChannelsApplication {
             logger.warning("presence join failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
         }
         subscription.joined = joined
+    }
+
+    /// A subscribe's result: the stream's position and, when recovering, what was missed.
+    static func snapshotResult(_ snapshot: SubscribeSnapshot, recovering: Bool, options: NamespaceOptions) -> String {
+        var result = "{\"epoch\":\(ServerMessage.quote(snapshot.epoch)),\"offset\":\(snapshot.offset)"
+        if recovering {
+            let recovered = snapshot.publications.map {
+                ServerMessage.publicationJSON($0, channel: nil, showUser: options.showPublisher, push: false)
+            }
+            result += ",\"recovered\":\(snapshot.recovered),\"publications\":[\(recovered.joined(separator: ","))]"
+        }
+        return result + "}"
+    }
+
+    /// The node may have missed events of `channel`: every live subscriber on this loop holds new events,
+    /// recovers from its position (one broker read per distinct position) and is told the outcome with a
+    /// `subscribed` push (`recovered` true or false), as a reconnecting client would be. Subscribers still
+    /// reading their first snapshot do it once live. One that cannot recover (the broker is down again)
+    /// is closed with 1013 and recovers when it reconnects.
+    func resynchronize(_ channel: LocalChannel, loop: ChannelsLoop) {
+        var live: [Subscription] = []
+        for subscription in channel.subscribers {
+            if subscription.recovering {
+                subscription.needsResynchronization = true
+            } else {
+                live.append(subscription)
+            }
+        }
+        resynchronize(live, in: channel, loop: loop)
+    }
+
+    private func resynchronize(_ subscriptions: [Subscription], in channel: LocalChannel, loop: ChannelsLoop) {
+        var byPosition: [String: [Subscription]] = [:]
+        for subscription in subscriptions {
+            subscription.recovering = true
+            byPosition["\(subscription.lastOffset) \(subscription.epoch)", default: []].append(subscription)
+        }
+        let name = channel.name
+        let options = channel.options
+        for group in byPosition.values {
+            guard let first = group.first else { continue }
+            let since = StreamPosition(offset: first.lastOffset, epoch: first.epoch)
+            broker.recover(channel: name, since: since, options: options, on: loop.eventLoop)
+                .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
+                .assumeIsolated()
+                .whenComplete { result in
+                    if case .failure(let error) = result {
+                        self.logger.warning(
+                            "resynchronizing a channel failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                    }
+                    for subscription in group {
+                        guard let session = loop.sessions[subscription.connection.id], !session.isClosed,
+                            session.subscriptions[name] === subscription
+                        else { continue }
+                        switch result {
+                        case .success(let snapshot):
+                            let result = Self.snapshotResult(snapshot, recovering: true, options: options)
+                            session.reply(ServerMessage.subscribed(channel: name, result: result))
+                            subscription.epoch = snapshot.epoch
+                            subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
+                        case .failure:
+                            session.connection.close(code: .tryAgainLater, reason: "channel state lost", reconnect: true)
+                        }
+                    }
+                }
+        }
     }
 
     /// Runs the commands that waited behind a subscribe, in order, until one goes in flight again.

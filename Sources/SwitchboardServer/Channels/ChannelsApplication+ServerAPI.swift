@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import SwitchboardCore
 import SwitchboardNIO
 
@@ -10,8 +11,10 @@ import SwitchboardNIO
 #endif
 
 /// What the application's backend can do (the HTTP server API calls these; an embedder may call them
-/// directly). Callable from any thread; each crosses to each event loop at most once.
-extension ChannelsApplication {
+/// directly). Callable from any thread; each crosses to each event loop at most once. In a cluster, the
+/// commands addressed to a user or a client reach every node (`NodeControl`); the counts they complete
+/// with are this node's.
+extension ChannelsApplication: NodeControlHandler {
     /// One channel as `channels` reports it.
     public struct ChannelSummary: Sendable, Equatable {
         public let channel: String
@@ -43,37 +46,152 @@ extension ChannelsApplication {
         return EventLoopFuture.whenAllSucceed(results, on: eventLoop)
     }
 
-    /// Sends `data` (one JSON value) to every connection of `user` on this node, as a `message` push
-    /// encoded once.
-    public func send(toUser user: String, data: String) throws {
-        guard JSONScanner.isValue(data) else { throw ProtocolError.badRequest("data must be one JSON value") }
-        loops?.hub.send(frame: ServerMessage.message(data: data), toUser: user)
+    /// Sends `data` (one JSON value) to every connection of `user`, as a `message` push encoded once
+    /// per node.
+    public func send(toUser user: String, data: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard JSONScanner.isValue(data) else {
+            return eventLoop.makeFailedFuture(ProtocolError.badRequest("data must be one JSON value"))
+        }
+        sendHere(toUser: user, data: data)
+        return toOtherNodes(.send(user: user, data: data), on: eventLoop)
     }
 
     /// Subscribes every connection of `user` to `channel` (a `subscribed` push each, no permission check).
     public func subscribe(user: String, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
         guard options(for: channel) != nil else { return eventLoop.makeFailedFuture(ProtocolError.unknownNamespace) }
-        return onEveryLoop(eventLoop) { loop in
+        return subscribeHere(user: user, to: channel, on: eventLoop)
+            .and(toOtherNodes(.subscribe(user: user, channel: channel), on: eventLoop)).map { _ in }
+    }
+
+    /// Ends the subscription to `channel` of every connection of `user` (an `unsubscribed` push each).
+    public func unsubscribe(user: String, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
+        return unsubscribeHere(user: user, from: channel, on: eventLoop)
+            .and(toOtherNodes(.unsubscribe(user: user, channel: channel), on: eventLoop)).map { _ in }
+    }
+
+    /// Closes every connection of `user` with `code` and `reason`; their disconnect notices advise
+    /// reconnecting or not. Completes with how many were closed on this node.
+    public func disconnect(
+        user: String, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Int> {
+        let command = NodeCommand.disconnectUser(user: user, code: code.rawValue, reason: reason, reconnect: reconnect)
+        return disconnectHere(user: user, code: code, reason: reason, reconnect: reconnect, on: eventLoop)
+            .and(toOtherNodes(command, on: eventLoop)).map { count, _ in count }
+    }
+
+    /// Closes one connection, named by its client id (`node-shard-sequence` in a cluster). Completes with
+    /// whether it was open here, or with true once the command went to the other nodes.
+    public func disconnect(
+        client: String, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Bool> {
+        guard let (node, id) = Self.parseClientID(client) else {
+            return eventLoop.makeFailedFuture(ProtocolError.badRequest("client must be a client id like 0-17"))
+        }
+        guard let node, node != control?.nodeID else {
+            return disconnectHere(client: id, code: code, reason: reason, reconnect: reconnect, on: eventLoop)
+        }
+        guard control != nil else { return eventLoop.makeSucceededFuture(false) }
+        let command = NodeCommand.disconnectClient(
+            node: node, client: id.rawValue, code: code.rawValue, reason: reason, reconnect: reconnect)
+        return toOtherNodes(command, on: eventLoop).map { true }
+    }
+
+    /// `shard-sequence`, or `node-shard-sequence` (the node part is letters and digits).
+    static func parseClientID(_ text: String) -> (node: String?, id: ConnectionID)? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2 || parts.count == 3 else { return nil }
+        let numbers = parts.suffix(2)
+        guard numbers.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }),
+            let shardText = numbers.first, let sequenceText = numbers.last,
+            shardText.count <= 5, sequenceText.count <= 14, let shard = Int(shardText), shard < 65536,
+            let sequence = UInt64(sequenceText)
+        else { return nil }
+        let node = parts.count == 3 ? String(parts[0]) : nil
+        if let node, node.isEmpty || node.count > 64 || !node.allSatisfy({ $0.isLetter || $0.isNumber }) {
+            return nil
+        }
+        return (node, ConnectionID(shard: shard, sequence: sequence))
+    }
+
+    /// Sets when every connection of `user` expires (Unix seconds; nil: never), as a `refresh` with a new
+    /// token would. Completes with how many connections were updated on this node.
+    public func refresh(user: String, expiresAt: Double?, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        refreshHere(user: user, expiresAt: expiresAt, on: eventLoop)
+            .and(toOtherNodes(.refresh(user: user, expiresAt: expiresAt), on: eventLoop)).map { count, _ in count }
+    }
+
+    /// The live nodes: this one alone, or every node of the cluster that announced itself recently.
+    public func nodes(on eventLoop: any EventLoop) -> EventLoopFuture<[NodeInfo]> {
+        guard let control else { return describe(on: eventLoop).map { [$0] } }
+        return control.nodes(on: eventLoop).hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
+    }
+
+    // MARK: NodeControlHandler
+
+    public func apply(_ command: NodeCommand) {
+        let eventLoop = loops?.hub.loopShards.first?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
+        switch command {
+        case .send(let user, let data):
+            sendHere(toUser: user, data: data)
+        case .disconnectUser(let user, let code, let reason, let reconnect):
+            _ = disconnectHere(user: user, code: CloseCode(code), reason: reason, reconnect: reconnect, on: eventLoop)
+        case .disconnectClient(let node, let client, let code, let reason, let reconnect):
+            guard node == control?.nodeID else { return }
+            _ = disconnectHere(
+                client: ConnectionID(rawValue: client), code: CloseCode(code), reason: reason, reconnect: reconnect,
+                on: eventLoop)
+        case .subscribe(let user, let channel):
+            guard ChannelName.validate(channel), options(for: channel) != nil else { return }
+            _ = subscribeHere(user: user, to: channel, on: eventLoop)
+        case .unsubscribe(let user, let channel):
+            _ = unsubscribeHere(user: user, from: channel, on: eventLoop)
+        case .refresh(let user, let expiresAt):
+            _ = refreshHere(user: user, expiresAt: expiresAt, on: eventLoop)
+        }
+    }
+
+    public func describe(on eventLoop: any EventLoop) -> EventLoopFuture<NodeInfo> {
+        let uptime = Int((NIODeadline.now() - started).nanoseconds / 1_000_000_000)
+        return statistics(on: eventLoop).map { [nodeName, control] statistics in
+            NodeInfo(
+                id: control?.nodeID ?? "", name: nodeName, connections: statistics.connections,
+                users: statistics.users, channels: statistics.channels, subscriptions: statistics.subscriptions,
+                uptimeSeconds: uptime)
+        }
+    }
+
+    // MARK: on this node
+
+    private func toOtherNodes(_ command: NodeCommand, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard let control else { return eventLoop.makeSucceededVoidFuture() }
+        return control.broadcast(command, on: eventLoop).hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
+    }
+
+    private func sendHere(toUser user: String, data: String) {
+        loops?.hub.send(frame: ServerMessage.message(data: data), toUser: user)
+    }
+
+    private func subscribeHere(user: String, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        onEveryLoop(eventLoop) { loop in
             for session in self.sessions(of: user, on: loop) {
                 self.subscribeOnServer(channel, recover: nil, session: session, loop: loop)
             }
         }.map { _ in }
     }
 
-    /// Ends the subscription to `channel` of every connection of `user` (an `unsubscribed` push each).
-    public func unsubscribe(user: String, from channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
-        return onEveryLoop(eventLoop) { loop in
+    private func unsubscribeHere(user: String, from channel: String, on eventLoop: any EventLoop)
+        -> EventLoopFuture<Void>
+    {
+        onEveryLoop(eventLoop) { loop in
             for session in self.sessions(of: user, on: loop) {
                 self.unsubscribeOnServer(channel, session: session, loop: loop)
             }
         }.map { _ in }
     }
 
-    /// Closes every connection of `user` with `code` and `reason`; their disconnect notices advise
-    /// reconnecting or not. Completes with how many were closed.
-    public func disconnect(
+    private func disconnectHere(
         user: String, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Int> {
         onEveryLoop(eventLoop) { loop in
@@ -83,8 +201,7 @@ extension ChannelsApplication {
         }.map { $0.reduce(0, +) }
     }
 
-    /// Closes one connection. Completes with whether it was open.
-    public func disconnect(
+    private func disconnectHere(
         client: ConnectionID, code: CloseCode, reason: String, reconnect: Bool, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Bool> {
         guard let loop = loops?.loops.first(where: { $0.shard.index == client.shard }) else {
@@ -97,9 +214,7 @@ extension ChannelsApplication {
         }.hop(to: eventLoop)
     }
 
-    /// Sets when every connection of `user` expires (Unix seconds; nil: never), as a `refresh` with a new
-    /// token would. Completes with how many connections were updated.
-    public func refresh(user: String, expiresAt: Double?, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+    private func refreshHere(user: String, expiresAt: Double?, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         onEveryLoop(eventLoop) { loop in
             let sessions = self.sessions(of: user, on: loop)
             for session in sessions { self.setExpiry(expiresAt, session: session, loop: loop) }
@@ -112,6 +227,14 @@ extension ChannelsApplication {
         checked(channel, on: eventLoop) { options in
             guard options.presence else { throw ProtocolError.notAllowed("presence is off in this namespace") }
             return self.presence.presence(channel: channel, on: eventLoop)
+        }
+    }
+
+    /// How many connections and users are in `channel`, without listing them.
+    public func presenceCounts(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
+        checked(channel, on: eventLoop) { options in
+            guard options.presence else { throw ProtocolError.notAllowed("presence is off in this namespace") }
+            return self.presence.presenceCounts(channel: channel, on: eventLoop)
         }
     }
 

@@ -25,6 +25,11 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     private let current: ManagedAtomic<ConfigurationBox>
     let broker: any Broker
     let presence: any PresenceManager
+    /// Reaches the other nodes of a cluster; nil on a single node.
+    let control: (any NodeControl)?
+    /// What node info calls this node.
+    let nodeName: String
+    let started = NIODeadline.now()
     let nodeSubscriptions: NodeSubscriptions
     private let authenticate: Authenticator?
     /// Checks tokens (upgrade header, `connect`, `refresh`, subscription tokens); nil: tokens are refused as
@@ -40,19 +45,24 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     /// - Parameters:
     ///   - broker: where channel streams live; `LocalBroker` (in-process) by default.
     ///   - presence: who is in each channel; `LocalPresence` by default.
+    ///   - control: reaches the other nodes of a cluster (user-targeted commands, node info); nil alone.
+    ///   - nodeName: what node info calls this node.
     ///   - verifier: checks tokens (docs/PROTOCOL.md, "Authentication"); nil: no tokens.
     ///   - metricsFactory: where the channel layer's metrics go (auth failures).
     ///   - authenticate: decides each upgrade instead of the built-in `Authorization: Bearer` check; nil
     ///     accepts every upgrade, authenticated by a valid bearer token or else not yet.
     public init(
         configuration: ChannelsConfiguration = .chatDefaults, broker: any Broker = LocalBroker(),
-        presence: any PresenceManager = LocalPresence(), verifier: TokenVerifier? = nil,
+        presence: any PresenceManager = LocalPresence(), control: (any NodeControl)? = nil,
+        nodeName: String = ProcessInfo.processInfo.hostName, verifier: TokenVerifier? = nil,
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil
     ) {
         self.current = ManagedAtomic(ConfigurationBox(configuration))
         self.broker = broker
         self.presence = presence
+        self.control = control
+        self.nodeName = nodeName
         self.authenticate = authenticate
         self.verifier = verifier
         let auth = verifier?.configuration ?? AuthConfiguration()
@@ -69,6 +79,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         self.logger = logger
         self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
         broker.attach(self)
+        control?.attach(self)
     }
 
     var loops: ChannelsLoops? { attachment.load() }
@@ -111,7 +122,9 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
 
     public func attached(to hub: Hub) {
         let loops = attachment.storeIfNilThenLoad(
-            ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions, metrics: metrics))
+            ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions, metrics: metrics) {
+                [weak self] channel, loop in self?.resynchronize(channel, loop: loop)
+            })
         precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
@@ -164,7 +177,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         let bucket = TokenBucket(
             rate: configuration.publishRate, burst: configuration.publishBurst,
             now: Int64(NIODeadline.now().uptimeNanoseconds))
-        let session = ClientSession(connection: connection, bucket: bucket, presenceData: presenceData)
+        let session = ClientSession(
+            connection: connection, bucket: bucket, presenceData: presenceData, node: control?.nodeID)
         loop.sessions[handle.id] = session
         startAuthentication(session, loop: loop)
     }
@@ -217,6 +231,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     public func handleJoin(_ member: PresenceMember, channel: String) { submit(channel, .join(member)) }
 
     public func handleLeave(_ member: PresenceMember, channel: String) { submit(channel, .leave(member)) }
+
+    public func handleResynchronize(channel: String) { submit(channel, .resynchronize) }
 
     /// One event object for every loop, queued in each loop's ordered inbox; nothing is encoded here
     /// (this may run under the broker's lock).

@@ -33,10 +33,10 @@ final class ClientSession {
     /// The connection closed: answers that arrive later are dropped.
     var isClosed = false
 
-    init(connection: any LocalConnection, bucket: TokenBucket, presenceData: String?) {
+    init(connection: any LocalConnection, bucket: TokenBucket, presenceData: String?, node: String?) {
         self.connection = connection
         self.bucket = bucket
-        self.member = PresenceMember(client: connection.id, user: connection.userID, data: presenceData)
+        self.member = PresenceMember(client: connection.id, user: connection.userID, data: presenceData, node: node)
     }
 
     enum AuthState { case awaitingConnect, connecting, connected }

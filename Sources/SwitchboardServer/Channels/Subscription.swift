@@ -33,6 +33,11 @@ final class Subscription {
     var held: [ChannelEvent] = []
     /// Publications at or below this offset were delivered (by the snapshot or live): skipped.
     var lastOffset = 0
+    /// The stream's epoch `lastOffset` belongs to: where a resynchronization recovers from.
+    var epoch = ""
+    /// A resynchronization came while the snapshot was being read (which may predate the break): run
+    /// it once live.
+    var needsResynchronization = false
     /// Entering presence and announcing the join (any loop): leaving waits for it, so a store that
     /// answers late never sees the remove before the add, nor subscribers the leave before the join.
     var joined: EventLoopFuture<Void>?
@@ -95,9 +100,16 @@ final class ChannelsLoop: @unchecked Sendable {
     /// Deliveries (publication × subscriber) on this loop since start, for the statistics feed.
     private(set) var deliveries = 0
 
-    init(shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int, metrics: ChannelsMetrics) {
+    /// Recovers a channel's subscribers on this loop after the node may have missed events.
+    private let resynchronize: @Sendable (LocalChannel, ChannelsLoop) -> Void
+
+    init(
+        shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int, metrics: ChannelsMetrics,
+        resynchronize: @escaping @Sendable (LocalChannel, ChannelsLoop) -> Void
+    ) {
         self.shard = shard
         self.metrics = metrics
+        self.resynchronize = resynchronize
         self.nodeSubscriptions = nodeSubscriptions
         self.maxHeld = maxHeld
     }
@@ -136,6 +148,7 @@ final class ChannelsLoop: @unchecked Sendable {
 
     func deliver(_ event: ChannelEvent, alone: Bool) {
         guard let channel = channels[event.channel] else { return }
+        if case .resynchronize = event.kind { return resynchronize(channel, self) }
         let frame = event.frame(options: channel.options)
         let offset = event.offset
         for subscription in channel.subscribers {

@@ -2,12 +2,13 @@ import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardNIO
 
-/// Publishes the server's own statistics once per interval on `sys:stats` (the dashboard's feed): totals
+/// Publishes the server's own statistics once per interval on `sys:stats`, or `sys:stats.<node id>` on a
+/// node of a cluster, where every node has its own (the dashboard's feed): totals
 /// and per-second rates of connections, messages, deliveries and queue drops, channels and subscriptions.
 /// A tick reads every loop once (connections, users, channels): well under a millisecond at 10,000
 /// connections, once a second.
 public final class StatisticsFeed: Sendable {
-    public static let channel = "sys:stats"
+    public let channel: String
     private let application: ChannelsApplication
     private let interval: TimeAmount
     // Lock: guards the previous sample (ticks run on the first loop, one at a time; the lock keeps it Sendable).
@@ -22,6 +23,7 @@ public final class StatisticsFeed: Sendable {
     public init(application: ChannelsApplication, interval: TimeAmount = .seconds(1)) {
         self.application = application
         self.interval = interval
+        self.channel = application.control.map { "sys:stats.\($0.nodeID)" } ?? "sys:stats"
     }
 
     /// Starts publishing on the hub's first loop (the application must be attached to a server).
@@ -60,7 +62,7 @@ public final class StatisticsFeed: Sendable {
                 "droppedPerSecond":\(rate(hubStatistics.queueDropped, before.hub.queueDropped)),\
                 "channels":\(channels.channels),"subscriptions":\(channels.subscriptions),"users":\(channels.users)}
                 """
-            return self.application.publish(channel: Self.channel, data: data, on: loop).map { _ in }
+            return self.application.publish(channel: self.channel, data: data, on: loop).map { _ in }
                 .recover { _ in }
         }
     }

@@ -69,6 +69,8 @@ setUp();
 const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}${location.search}`;
 const client = new Switchboard(url);
+// Each node of a cluster publishes its own statistics on its own channel; config.json names this node's.
+const stats = config.stats ?? "sys:stats";
 const status = document.getElementById("status");
 client.on("state", ({ state }) => {
   status.textContent = state;
@@ -82,7 +84,7 @@ client.on("publication", ({ channel, data }) => {
     if (latencies.length > 200) latencies.shift();
     return;
   }
-  if (channel !== "sys:stats") return;
+  if (channel !== stats) return;
   const sorted = [...latencies].sort((a, b) => a - b);
   data.latencyP50 = percentile(sorted, 50);
   data.latencyP99 = percentile(sorted, 99);
@@ -93,7 +95,7 @@ client.on("publication", ({ channel, data }) => {
 });
 await client.connect();
 try {
-  await client.subscribe("sys:stats");
+  await client.subscribe(stats);
 } catch (error) {
   const denied = document.getElementById("denied");
   denied.hidden = false;

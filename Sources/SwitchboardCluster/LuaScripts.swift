@@ -1,0 +1,109 @@
+import SwitchboardRedis
+
+/// The scripts that make each cluster operation atomic in Redis. A stream's keys: a hash `meta` (`e`
+/// epoch, `o` offset) and a list `history` of publication entries (`ClusterWire`), newest last.
+enum LuaScripts {
+    /// KEYS: meta, history. ARGV: pub/sub channel, publication body, history size, history TTL (s),
+    /// stream TTL (s), an epoch for a stream that has none. Returns {offset, epoch}.
+    ///
+    /// The epoch lives in the same hash as the offset: if Redis loses the hash (flushed, restarted
+    /// without persistence, evicted) the offset restarts under a new epoch, never under the old one.
+    static let publish = RedisScript(
+        """
+        local epoch = redis.call('hget', KEYS[1], 'e')
+        if not epoch then
+          epoch = ARGV[6]
+          redis.call('hset', KEYS[1], 'e', epoch)
+        end
+        local offset = redis.call('hincrby', KEYS[1], 'o', 1)
+        if ARGV[5] ~= '0' then redis.call('expire', KEYS[1], ARGV[5]) end
+        local message = 'p' .. offset .. ',' .. epoch .. ',' .. ARGV[2]
+        local size = tonumber(ARGV[3])
+        if size > 0 then
+          redis.call('rpush', KEYS[2], message)
+          redis.call('ltrim', KEYS[2], -size, -1)
+          if ARGV[4] ~= '0' then redis.call('expire', KEYS[2], ARGV[4]) end
+        end
+        redis.call('publish', ARGV[1], message)
+        return {offset, epoch}
+        """)
+
+    /// KEYS: meta, history. ARGV: an epoch for a stream that has none, stream TTL (s), '1' to read
+    /// history. Returns {epoch, offset, entries}. Fixes the epoch of a stream that never published, so a
+    /// subscriber's position stays valid across its first publication.
+    static let position = RedisScript(
+        """
+        local epoch = redis.call('hget', KEYS[1], 'e')
+        if not epoch then
+          epoch = ARGV[1]
+          redis.call('hset', KEYS[1], 'e', epoch)
+          if ARGV[2] ~= '0' then redis.call('expire', KEYS[1], ARGV[2]) end
+        end
+        local offset = redis.call('hget', KEYS[1], 'o') or '0'
+        local entries = {}
+        if ARGV[3] == '1' then entries = redis.call('lrange', KEYS[2], 0, -1) end
+        return {epoch, offset, entries}
+        """)
+
+    /// Presence keys: a hash of members by client id, a sorted set of their expiry times, and a hash of
+    /// connection counts by user (so counts read in O(1)). Expired members are removed first by every call.
+    private static let presencePrelude = """
+        local function userOf(v)
+          local _, e, len = string.find(v, '^[^,]*,[^,]*,(%-?%d+):')
+          if not e then return nil end
+          len = tonumber(len)
+          if len < 0 then return nil end
+          return string.sub(v, e + 1, e + len)
+        end
+        local function forget(v)
+          local u = userOf(v)
+          if u and redis.call('hincrby', KEYS[3], u, -1) <= 0 then redis.call('hdel', KEYS[3], u) end
+        end
+        local now = tonumber(redis.call('time')[1])
+        local stale = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+        for _, field in ipairs(stale) do
+          local v = redis.call('hget', KEYS[1], field)
+          if v then
+            redis.call('hdel', KEYS[1], field)
+            forget(v)
+          end
+        end
+        if #stale > 0 then redis.call('zremrangebyscore', KEYS[2], '-inf', now) end
+
+        """
+
+    /// KEYS: members, expiry, users. ARGV: TTL (s), then client id and member pairs. Adds or refreshes;
+    /// returns the member count.
+    static let presenceAdd = RedisScript(
+        presencePrelude + """
+            local ttl = tonumber(ARGV[1])
+            for i = 2, #ARGV, 2 do
+              if redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+                local u = userOf(ARGV[i + 1])
+                if u then redis.call('hincrby', KEYS[3], u, 1) end
+              end
+              redis.call('zadd', KEYS[2], now + ttl, ARGV[i])
+            end
+            for i = 1, 3 do redis.call('expire', KEYS[i], ttl * 2) end
+            return redis.call('hlen', KEYS[1])
+            """)
+
+    /// KEYS: members, expiry, users. ARGV: client id. Returns the member count after, or -1 when absent.
+    static let presenceRemove = RedisScript(
+        presencePrelude + """
+            local v = redis.call('hget', KEYS[1], ARGV[1])
+            redis.call('zrem', KEYS[2], ARGV[1])
+            if not v then return -1 end
+            redis.call('hdel', KEYS[1], ARGV[1])
+            forget(v)
+            return redis.call('hlen', KEYS[1])
+            """)
+
+    /// KEYS: members, expiry, users. ARGV: '1' to list members. Returns {connections, users, members}.
+    static let presenceRead = RedisScript(
+        presencePrelude + """
+            local members = {}
+            if ARGV[1] == '1' then members = redis.call('hvals', KEYS[1]) end
+            return {redis.call('hlen', KEYS[1]), redis.call('hlen', KEYS[3]), members}
+            """)
+}

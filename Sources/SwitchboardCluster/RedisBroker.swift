@@ -1,0 +1,245 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardServer
+
+/// Channel streams shared by every node through Redis (docs/cluster.md). Each channel lives on one
+/// Redis instance (`ShardRing`). A publication is one Lua script that increments the offset, appends to
+/// the bounded history and publishes, atomically. A node subscribes to a channel's Redis pub/sub
+/// channel only while it has local subscribers (`NodeSubscriptions` calls `subscribe` once per channel),
+/// so a channel's traffic reaches only the nodes that need it.
+///
+/// Continuity: the node checks every publication against the last one it received in the channel. A
+/// new epoch, a skipped offset, or a broken pub/sub connection makes it ask the application to
+/// resynchronize the channel (`handleResynchronize`) before delivering anything newer; local
+/// subscribers then recover from history, and learn `recovered: false` where history cannot cover it.
+public final class RedisBroker: Broker {
+    public let configuration: ClusterConfiguration
+    let instances: [RedisInstance]
+    private let ring: ShardRing
+    private let logger: Logger
+    // Lock: guards the delivery target, attached once at start.
+    private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
+
+    public init(configuration: ClusterConfiguration, group: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.ring = ShardRing(count: configuration.redis.count)
+        var instances: [RedisInstance] = []
+        let messages = Messages()
+        for redis in configuration.redis {
+            instances.append(
+                RedisInstance(
+                    configuration: redis, cluster: configuration, group: group, logger: logger,
+                    onMessage: { instance, channel, payload in messages.broker?.received(payload, on: channel, instance) },
+                    onConnectionChange: { instance, change in messages.broker?.connection(change, of: instance) }))
+        }
+        self.instances = instances
+        messages.broker = self
+    }
+
+    /// Connects every pub/sub connection (they keep reconnecting on their own).
+    public func start() -> EventLoopFuture<Void> {
+        let started = instances.map { $0.subscriber.start() }
+        return EventLoopFuture.andAllComplete(started, on: instances[0].subscriber.eventLoop)
+    }
+
+    public func shutdown() async {
+        for instance in instances {
+            try? await instance.subscriber.shutdown().get()
+            await instance.client.close()
+        }
+    }
+
+    private func instance(for channel: String) -> RedisInstance { instances[ring.index(of: channel)] }
+
+    /// The command client of the instance that holds `channel` (presence lives beside the stream).
+    func client(for channel: String) -> RedisClient { instance(for: channel).client }
+
+    func client(forInstance index: Int) -> RedisClient { instances[index].client }
+
+    private var prefix: String { configuration.prefix }
+    func pubsubChannel(_ channel: String) -> String { "\(prefix).channel.\(channel)" }
+    private func metaKey(_ channel: String) -> String { "\(prefix).meta.\(channel)" }
+    private func historyKey(_ channel: String) -> String { "\(prefix).history.\(channel)" }
+    private var pubsubPrefix: String { "\(prefix).channel." }
+
+    private static func newEpoch() -> String { String(UInt64.random(in: 1 << 40...UInt64.max), radix: 36) }
+    private static func seconds(_ amount: TimeAmount) -> String {
+        // Redis TTLs are whole seconds; a positive amount never rounds down to "no TTL".
+        amount.nanoseconds <= 0 ? "0" : String(max(1, (amount.nanoseconds + 999_999_999) / 1_000_000_000))
+    }
+
+    // MARK: Broker
+
+    public func attach(_ handler: any BrokerEventHandler) {
+        target.withLockedValue { $0 = handler }
+    }
+
+    public func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let instance = instance(for: channel)
+        let streams = instance.streams
+        return streams.eventLoop.flatSubmit {
+            streams.subscribed[channel] = .some(nil)
+            streams.broken.remove(channel)
+            return instance.subscriber.subscribe(self.pubsubChannel(channel))
+        }
+    }
+
+    public func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let instance = instance(for: channel)
+        let streams = instance.streams
+        return streams.eventLoop.submit {
+            streams.subscribed[channel] = nil
+            streams.broken.remove(channel)
+            instance.subscriber.unsubscribe(self.pubsubChannel(channel))
+        }
+    }
+
+    public func publish(
+        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Publication> {
+        let arguments: [RESPArgument] = [
+            .string(pubsubChannel(channel)), .string(ClusterWire.publicationBody(user: user, data: data)),
+            RESPArgument(options.historySize), .string(Self.seconds(options.historyTTL)),
+            .string(Self.seconds(configuration.streamTTL)), .string(Self.newEpoch()),
+        ]
+        return instance(for: channel).client.run(
+            LuaScripts.publish, keys: [metaKey(channel), historyKey(channel)], arguments: arguments
+        ).flatMapThrowing { reply in
+            guard let parts = reply.elements, parts.count == 2, let offset = parts[0].int else {
+                throw RedisError.protocolViolation("unexpected publish reply")
+            }
+            return Publication(
+                offset: Int(offset), data: data, user: user, time: Int64(NIODeadline.now().uptimeNanoseconds))
+        }
+    }
+
+    public func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<
+        Void
+    > {
+        announce("j", member, in: channel)
+    }
+
+    public func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop)
+        -> EventLoopFuture<Void>
+    {
+        announce("l", member, in: channel)
+    }
+
+    private func announce(_ kind: String, _ member: PresenceMember, in channel: String) -> EventLoopFuture<Void> {
+        instance(for: channel).client.send(
+            ["PUBLISH", .string(pubsubChannel(channel)), .string(kind + ClusterWire.member(member))]
+        ).map { _ in }
+    }
+
+    public func recover(
+        channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<SubscribeSnapshot> {
+        readStream(channel, history: since != nil && options.historySize > 0).map { stream in
+            guard let since, since.epoch == stream.epoch, options.historySize > 0 else {
+                return SubscribeSnapshot(epoch: stream.epoch, offset: stream.offset, publications: [], recovered: false)
+            }
+            // Complete when history still holds the publication right after the client's position (or the
+            // client is at the newest one): otherwise some were trimmed or expired.
+            let oldest = stream.publications.first?.offset ?? stream.offset + 1
+            let missed = stream.publications.filter { $0.offset > since.offset }
+            let complete =
+                since.offset >= oldest - 1 && since.offset <= stream.offset && missed.count <= options.historySize
+            return SubscribeSnapshot(
+                epoch: stream.epoch, offset: stream.offset, publications: complete ? missed : [], recovered: complete)
+        }
+    }
+
+    public func history(
+        channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<HistoryPage> {
+        readStream(channel, history: true).map { stream in
+            let selected = since.map { offset in stream.publications.filter { $0.offset > offset } } ?? stream.publications
+            let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
+            return HistoryPage(epoch: stream.epoch, offset: stream.offset, publications: publications)
+        }
+    }
+
+    public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        instance(for: channel).client.send(["DEL", .string(historyKey(channel))]).map { _ in }
+    }
+
+    /// The stream's epoch and offset and, with `history`, its publications of the current epoch, oldest first.
+    private func readStream(_ channel: String, history: Bool) -> EventLoopFuture<HistoryPage> {
+        instance(for: channel).client.run(
+            LuaScripts.position, keys: [metaKey(channel), historyKey(channel)],
+            arguments: [.string(Self.newEpoch()), .string(Self.seconds(configuration.streamTTL)), history ? "1" : "0"]
+        ).flatMapThrowing { reply in
+            guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let offset = parts[1].int
+            else { throw RedisError.protocolViolation("unexpected stream reply") }
+            let now = Int64(NIODeadline.now().uptimeNanoseconds)
+            let publications = (parts[2].elements ?? []).compactMap { entry -> Publication? in
+                guard case .bulkString(let bytes) = entry,
+                    case .publication(let publication, let entryEpoch) = ClusterWire.decode(bytes, receivedAt: now),
+                    entryEpoch == epoch
+                else { return nil }
+                return publication
+            }
+            return HistoryPage(epoch: epoch, offset: Int(offset), publications: publications)
+        }
+    }
+
+    // MARK: from the pub/sub connections (on each instance's subscriber loop)
+
+    private var handler: (any BrokerEventHandler)? { target.withLockedValue { $0 } }
+
+    fileprivate func received(_ payload: ByteBuffer, on redisChannel: String, _ instance: RedisInstance) {
+        guard redisChannel.hasPrefix(pubsubPrefix), let handler else { return }
+        let channel = String(redisChannel.dropFirst(pubsubPrefix.count))
+        let streams = instance.streams
+        // Messages still in flight after an unsubscribe are not for this node any more.
+        guard let position = streams.subscribed[channel] else { return }
+        guard let event = ClusterWire.decode(payload, receivedAt: Int64(NIODeadline.now().uptimeNanoseconds)) else {
+            logger.warning("unreadable message from redis", metadata: ["channel": "\(channel)"])
+            return
+        }
+        if streams.broken.remove(channel) != nil { handler.handleResynchronize(channel: channel) }
+        switch event {
+        case .publication(let publication, let epoch):
+            if let position, position.epoch != epoch || publication.offset != position.offset + 1 {
+                logger.info(
+                    "channel stream discontinuous; resynchronizing",
+                    metadata: [
+                        "channel": "\(channel)", "had": "\(position.epoch):\(position.offset)",
+                        "got": "\(epoch):\(publication.offset)",
+                    ])
+                handler.handleResynchronize(channel: channel)
+            }
+            streams.subscribed[channel] = (epoch, publication.offset)
+            handler.handlePublication(publication, channel: channel)
+        case .join(let member):
+            handler.handleJoin(member, channel: channel)
+        case .leave(let member):
+            handler.handleLeave(member, channel: channel)
+        }
+    }
+
+    fileprivate func connection(_ change: RedisSubscriber.ConnectionChange, of instance: RedisInstance) {
+        let streams = instance.streams
+        switch change {
+        case .lost:
+            // Whatever is published from now on is missed: every channel resynchronizes before its next
+            // event, or when the connection is back.
+            streams.broken.formUnion(streams.subscribed.keys)
+            for channel in streams.subscribed.keys { streams.subscribed[channel] = .some(nil) }
+        case .restored:
+            guard let handler else { return }
+            for channel in streams.broken { handler.handleResynchronize(channel: channel) }
+            streams.broken = []
+        }
+    }
+}
+
+/// Lets the instances' callbacks reach the broker that owns them, which is made after them.
+// @unchecked Sendable: `broker` is written once, in `RedisBroker.init`, before any connection starts.
+private final class Messages: @unchecked Sendable {
+    weak var broker: RedisBroker?
+}
