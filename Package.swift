@@ -173,11 +173,33 @@ let package = Package(
             swiftSettings: strict
         ),
         // Helpers shared by the integration test targets.
-        .target(name: "SwitchboardTestSupport", path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
+        .target(
+            name: "SwitchboardTestSupport",
+            dependencies: [
+                "SwitchboardRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Tests/SwitchboardTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "SwitchboardClusterTests",
+            dependencies: [
+                "SwitchboardCluster", "SwitchboardRedis", "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient",
+                "SwitchboardCore", "SwitchboardTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "SwitchboardRedisTests",
             dependencies: [
                 "SwitchboardRedis", "SwitchboardTestSupport",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

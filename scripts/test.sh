@@ -21,7 +21,7 @@ wait_for_line() {
 echo "== swift format lint"
 swift format lint --strict -r Sources Tests Package.swift
 
-echo "== tools the tests use: redis-server (the Redis client's tests), from Debian when missing"
+echo "== tools the tests use: redis-server (the Redis client's and the cluster's tests), from Debian when missing"
 command -v redis-server >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 }
@@ -177,6 +177,9 @@ wait_for_line "$rlog" "$rserver" "need a restart were not applied"
 grep -q 'changed=allowedOrigins' "$rlog" || { cat "$rlog"; echo "reload did not report allowedOrigins"; exit 1; }
 kill -TERM "$rserver"; wait "$rserver" || true; trap - EXIT
 echo "reload: a bad file kept the configuration, a good one applied origins and named threads as needing a restart"
+
+echo "== a cluster: three switchboard serve nodes over a real redis-server, and Redis failures"
+"$wsvenv/bin/python" scripts/cluster_test.py .build/debug/switchboard
 
 echo "== the JavaScript client's tests (Node's test runner) against a real switchboard serve"
 command -v node >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; }

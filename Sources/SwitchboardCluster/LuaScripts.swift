@@ -46,7 +46,8 @@ enum LuaScripts {
         """)
 
     /// Presence keys: a hash of members by client id, a sorted set of their expiry times, and a hash of
-    /// connection counts by user (so counts read in O(1)). Expired members are removed first by every call.
+    /// connection counts by user (so counts read in O(1)). Expiry times are Redis's clock in milliseconds
+    /// (one clock for every node). Expired members are removed first by every call.
     private static let presencePrelude = """
         local function userOf(v)
           local _, e, len = string.find(v, '^[^,]*,[^,]*,(%-?%d+):')
@@ -59,8 +60,9 @@ enum LuaScripts {
           local u = userOf(v)
           if u and redis.call('hincrby', KEYS[3], u, -1) <= 0 then redis.call('hdel', KEYS[3], u) end
         end
-        local now = tonumber(redis.call('time')[1])
-        local stale = redis.call('zrangebyscore', KEYS[2], '-inf', now)
+        local time = redis.call('time')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        local stale = redis.call('zrangebyscore', KEYS[2], '-inf', '(' .. now)
         for _, field in ipairs(stale) do
           local v = redis.call('hget', KEYS[1], field)
           if v then
@@ -68,11 +70,11 @@ enum LuaScripts {
             forget(v)
           end
         end
-        if #stale > 0 then redis.call('zremrangebyscore', KEYS[2], '-inf', now) end
+        if #stale > 0 then redis.call('zremrangebyscore', KEYS[2], '-inf', '(' .. now) end
 
         """
 
-    /// KEYS: members, expiry, users. ARGV: TTL (s), then client id and member pairs. Adds or refreshes;
+    /// KEYS: members, expiry, users. ARGV: TTL (ms), then client id and member pairs. Adds or refreshes;
     /// returns the member count.
     static let presenceAdd = RedisScript(
         presencePrelude + """
@@ -84,7 +86,7 @@ enum LuaScripts {
               end
               redis.call('zadd', KEYS[2], now + ttl, ARGV[i])
             end
-            for i = 1, 3 do redis.call('expire', KEYS[i], ttl * 2) end
+            for i = 1, 3 do redis.call('pexpire', KEYS[i], ttl * 2) end
             return redis.call('hlen', KEYS[1])
             """)
 

@@ -24,7 +24,7 @@ public final class RedisPresence: PresenceManager {
     }
 
     private var ttl: TimeAmount { broker.configuration.presenceTTL }
-    private var ttlSeconds: Int { max(1, Int((ttl.nanoseconds + 999_999_999) / 1_000_000_000)) }
+    private var ttlMilliseconds: Int { max(1, Int(ttl.nanoseconds / 1_000_000)) }
 
     /// Starts refreshing this node's members.
     public func start(on eventLoop: any EventLoop) {
@@ -51,7 +51,7 @@ public final class RedisPresence: PresenceManager {
         local.withLockedValue { $0[channel, default: [:]][member.clientID] = encoded }
         return client(for: channel).run(
             LuaScripts.presenceAdd, keys: keys(channel),
-            arguments: [RESPArgument(ttlSeconds), .string(member.clientID), .string(encoded)]
+            arguments: [RESPArgument(ttlMilliseconds), .string(member.clientID), .string(encoded)]
         ).flatMapThrowing { reply in
             guard let count = reply.int else { throw RedisError.protocolViolation("unexpected presence reply") }
             return Int(count)
@@ -108,7 +108,7 @@ public final class RedisPresence: PresenceManager {
                 let slice = pairs[start..<min(start + 200, pairs.count)]
                 calls.append(
                     client(for: channel).run(
-                        LuaScripts.presenceAdd, keys: keys(channel), arguments: [RESPArgument(ttlSeconds)] + slice
+                        LuaScripts.presenceAdd, keys: keys(channel), arguments: [RESPArgument(ttlMilliseconds)] + slice
                     ).map { _ in })
             }
         }

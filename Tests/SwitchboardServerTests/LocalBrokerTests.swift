@@ -18,6 +18,9 @@ final class RecordingDelivery: BrokerEventHandler {
     func handleLeave(_ member: PresenceMember, channel: String) {
         records.withLockedValue { $0.presence.append(false) }
     }
+    func handleResynchronize(channel: String) {
+        Issue.record("the in-process broker never loses continuity")
+    }
     var publications: [Int] { records.withLockedValue { $0.publications } }
     var presence: [Bool] { records.withLockedValue { $0.presence } }
 }

@@ -2,11 +2,10 @@ import Foundation
 import NIOCore
 import NIOPosix
 import SwitchboardRedis
-import SwitchboardTestSupport
 
 /// A real `redis-server` (Debian's) on a free loopback port, for the life of a test.
-final class RedisServerProcess: Sendable {
-    let port: Int
+public final class RedisServerProcess: Sendable {
+    public let port: Int
     private let process: Process
 
     private init(port: Int, process: Process) {
@@ -14,8 +13,8 @@ final class RedisServerProcess: Sendable {
         self.process = process
     }
 
-    static func start(_ extraArguments: [String] = []) async throws -> RedisServerProcess {
-        let port = try freePort()
+    public static func start(_ extraArguments: [String] = [], port: Int? = nil) async throws -> RedisServerProcess {
+        let port = try port ?? freePort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments =
@@ -28,7 +27,7 @@ final class RedisServerProcess: Sendable {
         return server
     }
 
-    var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
+    public var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
 
     /// Accepting TCP connections (whether it wants a password or not).
     private func answersPing() async -> Bool {
@@ -40,15 +39,21 @@ final class RedisServerProcess: Sendable {
         return true
     }
 
-    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+    public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
     /// SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM, and nothing of a test
     /// server's state matters. Foundation reaps it; `waitUntilExit` would spin a core while it does.
-    func stop() {
+    public func stop() {
         kill(process.processIdentifier, SIGKILL)
     }
 
-    private static func freePort() throws -> Int {
+    /// SIGKILL, then waits until the process is gone, so another server may take its port.
+    public func stopAndWait() async throws {
+        stop()
+        try await eventually(timeout: .seconds(10), "redis-server gone") { !process.isRunning }
+    }
+
+    public static func freePort() throws -> Int {
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0).wait()
         defer { try? channel.close().wait() }

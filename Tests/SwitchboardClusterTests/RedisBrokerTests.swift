@@ -1,0 +1,316 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SwitchboardCore
+import SwitchboardRedis
+import SwitchboardServer
+import SwitchboardTestSupport
+import Testing
+
+@testable import SwitchboardCluster
+
+/// What a node's broker hands the application, in order.
+final class RecordingHandler: BrokerEventHandler {
+    enum Event: Equatable {
+        case publication(Int, String)
+        case join(String)
+        case leave(String)
+        case resynchronize
+    }
+
+    // Lock: guards the events, appended on the broker's loops.
+    private let recorded = NIOLockedValueBox<[String: [Event]]>([:])
+
+    func handlePublication(_ publication: Publication, channel: String) {
+        recorded.withLockedValue { $0[channel, default: []].append(.publication(publication.offset, publication.data)) }
+    }
+    func handleJoin(_ member: PresenceMember, channel: String) {
+        recorded.withLockedValue { $0[channel, default: []].append(.join(member.clientID)) }
+    }
+    func handleLeave(_ member: PresenceMember, channel: String) {
+        recorded.withLockedValue { $0[channel, default: []].append(.leave(member.clientID)) }
+    }
+    func handleResynchronize(channel: String) {
+        recorded.withLockedValue { $0[channel, default: []].append(.resynchronize) }
+    }
+    func events(_ channel: String) -> [Event] { recorded.withLockedValue { $0[channel] ?? [] } }
+    var offsets: (String) -> [Int] {
+        { channel in
+            self.events(channel).compactMap { if case .publication(let offset, _) = $0 { offset } else { nil } }
+        }
+    }
+}
+
+/// A node's cluster parts on an event loop group of their own.
+struct TestNode {
+    let group: MultiThreadedEventLoopGroup
+    let broker: RedisBroker
+    let presence: RedisPresence
+    let handler = RecordingHandler()
+
+    init(_ redis: [RedisServerProcess], id: String, configure: (inout ClusterConfiguration) -> Void = { _ in }) {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var configuration = ClusterConfiguration(redis: redis.map(\.configuration))
+        configuration.nodeID = id
+        configuration.backoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(200))
+        configure(&configuration)
+        var logger = Logger(label: "cluster-test")
+        logger.logLevel = .critical
+        broker = RedisBroker(configuration: configuration, group: group, logger: logger)
+        presence = RedisPresence(broker: broker, logger: logger)
+        broker.attach(handler)
+    }
+
+    func start() async throws { try await broker.start().get() }
+
+    func stop() async {
+        presence.stop()
+        await broker.shutdown()
+        try? await group.shutdownGracefully()
+    }
+}
+
+@Suite("Redis broker and presence", .serialized)
+struct RedisBrokerTests {
+    /// The callers' loop: another group than either node's, as the hub's loops are.
+    let caller = MultiThreadedEventLoopGroup.singleton.next()
+    static var history: NamespaceOptions {
+        var options = NamespaceOptions()
+        options.historySize = 5
+        options.historyTTL = .seconds(300)
+        return options
+    }
+
+    @Test func publicationsReachOnlySubscribedNodesInOffsetOrder() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a")
+        let b = TestNode([redis], id: "b")
+        try await a.start()
+        try await b.start()
+        try await a.broker.subscribe(channel: "chat:x", on: caller).get()
+        var offsets: [Int] = []
+        for i in 1...20 {
+            let publication = try await b.broker.publish(
+                channel: "chat:x", data: "{\"n\":\(i)}", user: "bob", options: Self.history, on: caller
+            ).get()
+            offsets.append(publication.offset)
+        }
+        #expect(offsets == Array(1...20))
+        try await eventually("twenty publications on A") { a.handler.offsets("chat:x").count == 20 }
+        #expect(a.handler.offsets("chat:x") == Array(1...20))
+        #expect(a.handler.events("chat:x").first == .publication(1, "{\"n\":1}"))
+        // B never subscribed: Redis sends it nothing, and it delivers nothing.
+        let admin = RedisClient(configuration: redis.configuration, connections: 1, group: a.group)
+        let numsub = try await admin.send(["PUBSUB", "NUMSUB", "switchboard.channel.chat:x"]).get()
+        #expect(numsub.elements?.last?.int == 1)
+        #expect(b.handler.events("chat:x").isEmpty)
+        // After unsubscribing, A receives nothing more.
+        try await a.broker.unsubscribe(channel: "chat:x", on: caller).get()
+        try await eventually("unsubscribed at Redis") {
+            try await admin.send(["PUBSUB", "NUMSUB", "switchboard.channel.chat:x"]).get().elements?.last?.int == 0
+        }
+        _ = try await b.broker.publish(channel: "chat:x", data: "0", user: nil, options: Self.history, on: caller).get()
+        #expect(a.handler.offsets("chat:x").count == 20)
+        await admin.close()
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func recoveryIsExactOrHonestlyIncomplete() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a")
+        try await a.start()
+        let before = try await a.broker.recover(channel: "c", since: nil, options: Self.history, on: caller).get()
+        #expect(before.offset == 0 && !before.recovered)
+        for i in 1...8 {
+            _ = try await a.broker.publish(channel: "c", data: "\(i)", user: nil, options: Self.history, on: caller).get()
+        }
+        let position = { (offset: Int) in StreamPosition(offset: offset, epoch: before.epoch) }
+        // Within history (the last five: 4…8): exactly what was missed.
+        let recent = try await a.broker.recover(channel: "c", since: position(5), options: Self.history, on: caller)
+            .get()
+        #expect(recent.recovered && recent.epoch == before.epoch && recent.offset == 8)
+        #expect(recent.publications.map(\.offset) == [6, 7, 8])
+        #expect(recent.publications.map(\.data) == ["6", "7", "8"])
+        let current = try await a.broker.recover(channel: "c", since: position(8), options: Self.history, on: caller)
+            .get()
+        #expect(current.recovered && current.publications.isEmpty)
+        // Trimmed: offset 2's successor is gone.
+        let old = try await a.broker.recover(channel: "c", since: position(2), options: Self.history, on: caller).get()
+        #expect(!old.recovered && old.publications.isEmpty)
+        // Another epoch, or a position from the future: never recovered.
+        let other = try await a.broker.recover(
+            channel: "c", since: StreamPosition(offset: 7, epoch: "other"), options: Self.history, on: caller
+        ).get()
+        #expect(!other.recovered)
+        #expect(!(try await a.broker.recover(channel: "c", since: position(9), options: Self.history, on: caller).get()).recovered)
+        // History pages: newest without `since`, oldest after it.
+        let page = try await a.broker.history(channel: "c", since: nil, limit: 2, options: Self.history, on: caller).get()
+        #expect(page.publications.map(\.offset) == [7, 8])
+        let after = try await a.broker.history(channel: "c", since: 4, limit: 2, options: Self.history, on: caller).get()
+        #expect(after.publications.map(\.offset) == [5, 6])
+        // Removing history keeps the position: recovery from before is refused, not faked.
+        try await a.broker.removeHistory(channel: "c", on: caller).get()
+        let removed = try await a.broker.recover(channel: "c", since: position(6), options: Self.history, on: caller)
+            .get()
+        #expect(!removed.recovered && removed.offset == 8 && removed.epoch == before.epoch)
+        await a.stop()
+    }
+
+    @Test func aFlushedRedisStartsANewEpochAndSubscribedNodesResynchronize() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a")
+        try await a.start()
+        try await a.broker.subscribe(channel: "c", on: caller).get()
+        let first = try await a.broker.publish(channel: "c", data: "1", user: nil, options: Self.history, on: caller)
+            .get()
+        let epoch = try await a.broker.recover(channel: "c", since: nil, options: Self.history, on: caller).get().epoch
+        let admin = RedisClient(configuration: redis.configuration, connections: 1, group: a.group)
+        _ = try await admin.send(["FLUSHALL"]).get()
+        let second = try await a.broker.publish(channel: "c", data: "2", user: nil, options: Self.history, on: caller)
+            .get()
+        #expect(first.offset == 1 && second.offset == 1)
+        let after = try await a.broker.recover(
+            channel: "c", since: StreamPosition(offset: 1, epoch: epoch), options: Self.history, on: caller
+        ).get()
+        #expect(after.epoch != epoch && !after.recovered)
+        // The node saw offset 1 twice: a new epoch, so it resynchronized before delivering the second.
+        try await eventually("both publications") { a.handler.offsets("c").count == 2 }
+        #expect(a.handler.events("c") == [.publication(1, "1"), .resynchronize, .publication(1, "2")])
+        await admin.close()
+        await a.stop()
+    }
+
+    @Test func aNodeDroppedAtItsOutputBufferLimitResynchronizesAndHistoryCoversTheGap() async throws {
+        // Redis closes a subscriber whose unsent output passes 256 KiB: what happens to a node that falls behind.
+        let redis = try await RedisServerProcess.start(["--client-output-buffer-limit", "pubsub 256kb 0 0"])
+        defer { redis.stop() }
+        let slow = TestNode([redis], id: "slow")
+        let publisher = TestNode([redis], id: "pub")
+        try await slow.start()
+        try await publisher.start()
+        var options = NamespaceOptions()
+        options.historySize = 10_000
+        try await slow.broker.subscribe(channel: "feed", on: caller).get()
+        let warmup = try await publisher.broker.publish(channel: "feed", data: "0", user: nil, options: options, on: caller)
+            .get()
+        try await eventually("the first publication") { slow.handler.offsets("feed") == [warmup.offset] }
+        // The slow node's only loop is stuck for a while: its socket fills, then Redis's buffer for it.
+        let stuck = slow.group.next().submit { usleep(2_500_000) }
+        let payload = "\"" + String(repeating: "x", count: 4_000) + "\""
+        var last = 0
+        for _ in 0..<2_000 {
+            last = try await publisher.broker.publish(channel: "feed", data: payload, user: nil, options: options, on: caller)
+                .get().offset
+        }
+        try await stuck.get()
+        try await eventually("the node resynchronized") { slow.handler.events("feed").contains(.resynchronize) }
+        let received = slow.handler.offsets("feed")
+        #expect(received.count < 2_001, "Redis dropped the subscriber: some publications never arrived")
+        // What it got is in order; history holds everything after it.
+        #expect(received == received.sorted())
+        let epoch = try await slow.broker.recover(channel: "feed", since: nil, options: options, on: caller).get().epoch
+        let resumed = try await slow.broker.recover(
+            channel: "feed", since: StreamPosition(offset: received.last ?? 0, epoch: epoch), options: options,
+            on: caller
+        ).get()
+        #expect(resumed.recovered)
+        #expect(resumed.publications.map(\.offset) == Array(((received.last ?? 0) + 1)...last))
+        // And live traffic flows again.
+        let next = try await publisher.broker.publish(channel: "feed", data: "1", user: nil, options: options, on: caller)
+            .get()
+        try await eventually("live again") { slow.handler.offsets("feed").last == next.offset }
+        await slow.stop()
+        await publisher.stop()
+    }
+
+    @Test func publishesFailWithAnErrorWhileRedisIsDownAndWorkAfter() async throws {
+        let redis = try await RedisServerProcess.start()
+        let a = TestNode([redis], id: "a")
+        try await a.start()
+        _ = try await a.broker.publish(channel: "c", data: "1", user: nil, options: Self.history, on: caller).get()
+        try await redis.stopAndWait()
+        await #expect(throws: RedisError.self) {
+            _ = try await a.broker.publish(channel: "c", data: "2", user: nil, options: Self.history, on: caller).get()
+        }
+        let again = try await RedisServerProcess.start(port: redis.port)
+        defer { again.stop() }
+        try await eventually("publishing again") {
+            (try? await a.broker.publish(channel: "c", data: "3", user: nil, options: Self.history, on: self.caller)
+                .get()) != nil
+        }
+        await a.stop()
+    }
+
+    @Test func channelsSpreadOverSeveralRedisInstances() async throws {
+        let first = try await RedisServerProcess.start()
+        let second = try await RedisServerProcess.start()
+        defer {
+            first.stop()
+            second.stop()
+        }
+        let a = TestNode([first, second], id: "a")
+        let b = TestNode([first, second], id: "b")
+        try await a.start()
+        try await b.start()
+        let channels = (0..<40).map { "chat:\($0)" }
+        for channel in channels { try await a.broker.subscribe(channel: channel, on: caller).get() }
+        for channel in channels {
+            _ = try await b.broker.publish(channel: channel, data: "1", user: nil, options: Self.history, on: caller)
+                .get()
+        }
+        try await eventually("every channel delivered") { channels.allSatisfy { a.handler.offsets($0) == [1] } }
+        var perInstance: [Int] = []
+        for redis in [first, second] {
+            let admin = RedisClient(configuration: redis.configuration, connections: 1, group: a.group)
+            perInstance.append(Int(try await admin.send(["DBSIZE"]).get().int ?? 0))
+            await admin.close()
+        }
+        // Two keys per channel (meta, history), each channel on one instance.
+        #expect(perInstance.reduce(0, +) == 80 && perInstance.allSatisfy { $0 >= 20 }, "\(perInstance)")
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test func presenceIsSharedCountedAndExpiresWithItsNode() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let ttl: (inout ClusterConfiguration) -> Void = { $0.presenceTTL = .seconds(1) }
+        let a = TestNode([redis], id: "a", configure: ttl)
+        let b = TestNode([redis], id: "b", configure: ttl)
+        try await a.start()
+        try await b.start()
+        a.presence.start(on: a.group.next())
+        b.presence.start(on: b.group.next())
+        let ada = PresenceMember(client: ConnectionID(shard: 0, sequence: 1), user: "ada", data: "{\"n\":1}", node: "a")
+        let ada2 = PresenceMember(client: ConnectionID(shard: 1, sequence: 2), user: "ada", node: "a")
+        // Same connection id on another node: a different member.
+        let bob = PresenceMember(client: ConnectionID(shard: 0, sequence: 1), user: "bob", node: "b")
+        #expect(try await a.presence.add(ada, to: "room", on: caller).get() == 1)
+        #expect(try await a.presence.add(ada2, to: "room", on: caller).get() == 2)
+        #expect(try await b.presence.add(bob, to: "room", on: caller).get() == 3)
+        #expect(try await a.presence.add(ada, to: "room", on: caller).get() == 3, "adding again refreshes")
+        let snapshot = try await b.presence.presence(channel: "room", on: caller).get()
+        #expect(snapshot.connections == 3 && snapshot.users == 2)
+        #expect(Set(snapshot.members) == [ada, ada2, bob])
+        let counts = try await a.presence.presenceCounts(channel: "room", on: caller).get()
+        #expect(counts == PresenceSnapshot(members: [], connections: 3, users: 2))
+        #expect(try await a.presence.remove(ada2, from: "room", on: caller).get() == 2)
+        #expect(try await a.presence.remove(ada2, from: "room", on: caller).get() == nil)
+        // B dies (stops refreshing): its member expires within the TTL; A's stay, refreshed.
+        b.presence.stop()
+        try await eventually("bob expired") {
+            try await a.presence.presenceCounts(channel: "room", on: caller).get().connections == 1
+        }
+        let left = try await a.presence.presence(channel: "room", on: caller).get()
+        #expect(left.members == [ada] && left.users == 1)
+        try await Task.sleep(for: .seconds(2))  // two TTLs: ada is still there because A refreshes her
+        #expect(try await a.presence.presenceCounts(channel: "room", on: caller).get().connections == 1)
+        await a.stop()
+        await b.stop()
+    }
+}

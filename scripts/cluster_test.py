@@ -1,0 +1,330 @@
+"""Three `switchboard serve` nodes and a real `redis-server` on loopback, driven by real WebSocket clients
+(Python `websockets`) and the HTTP API: cross-node fan-out, presence, user-targeted commands, node info,
+recovery on another node, a node killed with SIGKILL, and Redis dropped, restarted and paused.
+
+usage: cluster_test.py SWITCHBOARD_BINARY
+"""
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import websockets
+
+BINARY = sys.argv[1]
+TIMEOUT = 20  # seconds any awaited event may take on a busy machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    def __init__(self):
+        self.port = free_port()
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL)
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def command(self, *args: str) -> bytes:
+        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(payload.encode())
+            return s.recv(65536)
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+
+
+class Node:
+    def __init__(self, name: str, redis: Redis, log_dir: str):
+        self.name = name
+        self.log = open(os.path.join(log_dir, f"node-{name}.log"), "w")
+        self.process = subprocess.Popen(
+            [BINARY, "serve", "--port", "0", "--api-port", "0", "--redis", f"redis://127.0.0.1:{redis.port}",
+             "--node-id", name, "--node-name", f"node-{name}", "--presence-ttl", "3", "--node-info-interval", "1",
+             "--redis-timeout", "1", "--chat-history-size", "1000", "--publish-rate", "10000", "--publish-burst", "10000", "--ping-interval", "2", "--pong-timeout", "5"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.ws = self.api = None
+        deadline = time.time() + TIMEOUT
+        while (self.ws is None or self.api is None) and time.time() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"node {name} exited: see {self.log.name}")
+            if line.startswith("switchboard listening on "):
+                self.ws = line.split()[-1]
+            elif line.startswith("switchboard API on "):
+                self.api = line.split()[-1]
+
+    def call(self, endpoint: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{self.api}/api/{endpoint}", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return json.loads(response.read())
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+class Client:
+    """One protocol v1 connection: replies matched by id, pushes queued in order."""
+
+    def __init__(self, ws, user: str):
+        self.ws = ws
+        self.user = user
+        self.next_id = 0
+        self.replies = {}
+        self.pushes = asyncio.Queue()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, node: Node, user: str) -> "Client":
+        ws = await websockets.connect(f"{node.ws}?user={user}", max_size=None, open_timeout=TIMEOUT)
+        return cls(ws, user)
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                message = json.loads(raw)
+                if "id" in message and message["id"] in self.replies:
+                    self.replies.pop(message["id"]).set_result(message)
+                else:
+                    await self.pushes.put(message)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(self.ws.close_code)
+
+    async def call(self, cmd: str, **fields) -> dict:
+        self.next_id += 1
+        reply = asyncio.get_running_loop().create_future()
+        self.replies[self.next_id] = reply
+        await self.ws.send(json.dumps({"id": self.next_id, "cmd": cmd, **fields}))
+        return await asyncio.wait_for(reply, TIMEOUT)
+
+    async def ok(self, cmd: str, **fields) -> dict:
+        reply = await self.call(cmd, **fields)
+        assert "ok" in reply, f"{self.user}: {cmd} failed: {reply}"
+        return reply["ok"]
+
+    async def push(self, kind: str, channel: str = None, where=lambda message: True) -> dict:
+        """The next push of `kind` that `where` accepts (others before it are skipped)."""
+        deadline = time.time() + TIMEOUT
+        while True:
+            message = await asyncio.wait_for(self.pushes.get(), max(deadline - time.time(), 0.01))
+            if message.get("push") == kind and (channel is None or message.get("channel") == channel) \
+                    and where(message):
+                return message
+
+    async def close(self):
+        await self.ws.close()
+        self.reader.cancel()
+
+
+async def eventually(description: str, check, timeout: float = TIMEOUT):
+    deadline = time.time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {description}")
+        await asyncio.sleep(0.1)
+
+
+async def main():
+    log_dir = tempfile.mkdtemp(prefix="switchboard-cluster-")
+    redis = Redis()
+    nodes = {name: Node(name, redis, log_dir) for name in ["a", "b", "c"]}
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    room = "chat:room"
+    try:
+        # Node info lists the three nodes on every node.
+        for node in nodes.values():
+            await eventually(
+                f"node info on {node.name}",
+                lambda node=node: sorted(n["id"] for n in node.call("info", {})["nodes"]) == ["a", "b", "c"])
+        print("node info: three nodes, on every node")
+
+        # Fan-out across nodes: a subscriber on A receives a client's publication on B and the API's on C,
+        # in offset order.
+        ada = await Client.open(a, "ada")
+        subscribed = await ada.ok("subscribe", channel=room)
+        epoch = subscribed["epoch"]
+        bob = await Client.open(b, "bob")
+        await bob.ok("subscribe", channel=room)
+        joined = await ada.push("join", room, where=lambda m: m["info"]["user"] == "bob")
+        assert joined["info"]["user"] == "bob" and joined["info"]["client"].startswith("b-"), joined
+        first = await bob.ok("publish", channel=room, data={"text": "from b"})
+        second = c.call("publish", {"channel": room, "data": {"text": "from c"}})
+        assert second["offset"] == first["offset"] + 1
+        got = [await ada.push("pub", room), await ada.push("pub", room)]
+        assert [p["data"]["text"] for p in got] == ["from b", "from c"], got
+        assert [p["offset"] for p in got] == [first["offset"], second["offset"]]
+        print("fan-out: A received B's client publication and C's API publication, in order")
+
+        # Presence across nodes, from a client and from the API of a third node.
+        presence = await ada.ok("presence", channel=room)
+        assert presence["connections"] == 2 and presence["users"] == 2, presence
+        assert {m["user"] for m in presence["members"]} == {"ada", "bob"}
+        stats = c.call("presence_stats", {"channel": room})
+        assert stats == {"connections": 2, "users": 2}, stats
+        print("presence: both members seen from A and counted from C")
+
+        # User-targeted commands reach the node the user is on.
+        c.call("send", {"user": "ada", "data": {"note": "for ada"}})
+        message = await ada.push("message")
+        assert message["data"] == {"note": "for ada"}, message
+        a.call("disconnect", {"user": "bob", "code": 4100, "reason": "bye"})
+        code = await asyncio.wait_for(bob.closed, TIMEOUT)
+        assert code == 4100, code
+        await ada.push("leave", room, where=lambda m: m["info"]["user"] == "bob")
+        print("user commands: send from C reached A; disconnect from A closed bob on B")
+
+        # Recovery on another node: ada leaves A, misses three publications, comes back on B.
+        last = second["offset"]
+        await ada.close()
+        for i in range(3):
+            c.call("publish", {"channel": room, "data": {"missed": i}})
+        ada = await Client.open(b, "ada")
+        recovered = await ada.ok("subscribe", channel=room, recover={"offset": last, "epoch": epoch})
+        assert recovered["recovered"] is True, recovered
+        assert [p["data"]["missed"] for p in recovered["publications"]] == [0, 1, 2], recovered
+        live = c.call("publish", {"channel": room, "data": {"after": True}})
+        pub = await ada.push("pub", room)
+        assert pub["offset"] == live["offset"] and pub["data"] == {"after": True}, pub
+        last = live["offset"]
+        print("recovery: three missed publications recovered exactly once on another node")
+
+        # A node killed with SIGKILL leaves presence within the TTL; its client recovers on another node.
+        cora = await Client.open(c, "cora")
+        await cora.ok("subscribe", channel=room)
+        await eventually("cora in presence", lambda: c.call("presence_stats", {"channel": room})["connections"] == 2)
+        c.kill()
+        killed_at = time.time()
+        await asyncio.wait_for(cora.closed, TIMEOUT)
+        await eventually(
+            "cora's entry to expire", lambda: a.call("presence_stats", {"channel": room}) == {"connections": 1, "users": 1})
+        print(f"SIGKILL: node C's member left presence after {time.time() - killed_at:.1f} s (TTL 3 s)")
+        await eventually("node C to leave node info",
+                         lambda: sorted(n["id"] for n in a.call("info", {})["nodes"]) == ["a", "b"])
+        missed = a.call("publish", {"channel": room, "data": {"while": "cora away"}})
+        cora = await Client.open(a, "cora")
+        back = await cora.ok("subscribe", channel=room, recover={"offset": last, "epoch": epoch})
+        assert back["recovered"] is True and [p["offset"] for p in back["publications"]] == [missed["offset"]], back
+        await ada.push("pub", room)
+        last = missed["offset"]
+        print("SIGKILL: node C left node info; its client reconnected to A and recovered")
+
+        # Redis drops the nodes' pub/sub connections (as at its output-buffer limit) while cora publishes
+        # without pause: each node reconnects and resubscribes, its subscribers recover what was published
+        # meanwhile from history (`subscribed` with `recovered: true`), and ada sees every offset exactly once.
+        async def publish_many(count: int) -> list:
+            offsets = []
+            for i in range(count):
+                offsets.append((await cora.ok("publish", channel=room, data={"burst": i}))["offset"])
+                if i == 20:
+                    redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+            return offsets
+        published = await publish_many(300)
+        seen, resynchronized = [], None
+        while not seen or seen[-1] < published[-1]:
+            message = await asyncio.wait_for(ada.pushes.get(), TIMEOUT)
+            if message.get("channel") != room:
+                continue
+            if message["push"] == "pub":
+                seen.append(message["offset"])
+            elif message["push"] == "subscribed":
+                resynchronized = message
+                assert message["recovered"] is True and message["epoch"] == epoch, message
+                seen.extend(p["offset"] for p in message["publications"])
+        assert resynchronized is not None, "no resynchronization after the pub/sub connection was dropped"
+        assert seen == published, f"gaps or duplicates: {sorted(set(published) - set(seen))} missing"
+        last = published[-1]
+        print(f"pub/sub dropped mid-stream: recovered: true with {len(resynchronized['publications'])} missed "
+              f"publications from history; {len(published)} offsets seen exactly once, in order")
+
+        # Redis paused (SIGSTOP) past the command timeout: publishes fail with an error, connections stay up,
+        # everything works again after SIGCONT.
+        redis.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.time()
+            failed = await cora.call("publish", channel=room, data={"paused": True})
+            assert failed.get("error", {}).get("code") == 110, failed
+            assert time.time() - started < 10, "the publish hung"
+            await ada.ok("ping")
+        finally:
+            redis.process.send_signal(signal.SIGCONT)
+        print(f"Redis paused: publish failed with 110 after {time.time() - started:.1f} s; connections stayed up")
+
+        async def publishes_again():
+            reply = await cora.call("publish", channel=room, data={"resumed": True})
+            return "ok" in reply
+        await eventually("publishes after SIGCONT", publishes_again)
+        await ada.push("pub", room)
+        print("Redis resumed: publishing works again")
+
+        # Redis restarted (state lost): publishes fail while it is down; afterwards the nodes reconnect and
+        # subscribers are told `recovered: false` with the new epoch.
+        redis.kill()
+        failed = await cora.call("publish", channel=room, data={"down": True})
+        assert failed.get("error", {}).get("code") == 110, failed
+        await ada.ok("ping")
+        redis.start()
+        resync = await ada.push("subscribed", room)
+        assert resync["recovered"] is False and resync["epoch"] != epoch, resync
+        new_epoch = resync["epoch"]
+
+        async def publishes_after_restart():
+            reply = await cora.call("publish", channel=room, data={"restarted": True})
+            return "ok" in reply
+        await eventually("publishes after the restart", publishes_after_restart)
+        pub = await ada.push("pub", room)
+        assert pub["data"] == {"restarted": True}, pub
+        assert (await cora.ok("history", channel=room, limit=10))["epoch"] == new_epoch
+        print("Redis restarted: publish failed with 110 while down; subscribers got recovered: false and a new epoch")
+
+        await ada.close()
+        await cora.close()
+        print("cluster tests passed")
+    finally:
+        for node in nodes.values():
+            node.stop()
+        redis.kill()
+
+
+asyncio.run(main())
