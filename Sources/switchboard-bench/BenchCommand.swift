@@ -21,7 +21,8 @@ struct Run: ParsableCommand {
 
     @Argument(help: "idle | fanout | echo | churn") var mode: WorkerPlan.Mode
     @Option var host = "127.0.0.1"
-    @Option var port = 9001
+    @Option(help: "Server port; repeat it to spread connections over several nodes (connection i uses port i mod n).")
+    var port: [Int] = [9001]
     @Option(help: "WebSocket path (`/ws` for `switchboard serve`).") var path = "/"
     @Option(help: "Connections in total (fanout: receivers plus senders; churn: connections in flight).")
     var connections = 1000
@@ -46,8 +47,10 @@ struct Run: ParsableCommand {
     var header: [String] = []
     @Option(help: "Connect with TLS (wss://), trusting this CA certificate (PEM) for `localhost`.")
     var tlsCA: String?
-    @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery.")
-    var serverPid: Int32?
+    @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery; repeat it for several nodes (summed).")
+    var serverPid: [Int32] = []
+    @Option(help: "PID of redis-server, to report its CPU per publication (a cluster).")
+    var redisPid: Int32?
 
     func run() throws {
         // A worker that has already exited must not take the coordinator down when told "drain".
@@ -60,7 +63,7 @@ struct Run: ParsableCommand {
             let totalSenders = mode == .echo ? connections : (mode == .fanout ? max(senders, 1) : 0)
             plans.append(
                 WorkerPlan(
-                    mode: mode, host: host, port: port, path: path, connections: share, firstIndex: first,
+                    mode: mode, host: host, ports: port, path: path, connections: share, firstIndex: first,
                     sourceAddresses: sourceAddresses, totalSenders: totalSenders,
                     ratePerSender: rate / Double(max(totalSenders, 1)), window: window, messageSize: messageSize,
                     connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1),
@@ -76,7 +79,7 @@ struct Run: ParsableCommand {
             first += share
         }
         try Coordinator(
-            plans: plans, serverPID: serverPid, duration: duration, settle: settle,
+            plans: plans, serverPIDs: serverPid, redisPID: redisPid, duration: duration, settle: settle,
             receiversPerPublication: channel == nil ? connections : connections / max(channels, 1)
         ).run()
     }

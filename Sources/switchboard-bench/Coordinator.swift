@@ -5,7 +5,8 @@ import Foundation
 // Unchecked Sendable: `latest` and `finals` are guarded by `lock`; the rest is set before threads start.
 final class Coordinator: @unchecked Sendable {
     private let plans: [WorkerPlan]
-    private let serverPID: Int32?
+    private let serverPIDs: [Int32]
+    private let redisPID: Int32?
     private let duration: Double
     private let settle: Double
     private var processes: [Process] = []
@@ -16,10 +17,14 @@ final class Coordinator: @unchecked Sendable {
 
     private let receiversPerPublication: Int
 
-    init(plans: [WorkerPlan], serverPID: Int32?, duration: Double, settle: Double, receiversPerPublication: Int) {
+    init(
+        plans: [WorkerPlan], serverPIDs: [Int32], redisPID: Int32?, duration: Double, settle: Double,
+        receiversPerPublication: Int
+    ) {
         self.receiversPerPublication = receiversPerPublication
         self.plans = plans
-        self.serverPID = serverPID
+        self.serverPIDs = serverPIDs
+        self.redisPID = redisPID
         self.duration = duration
         self.settle = settle
         self.latest = Array(repeating: WorkerReport(), count: plans.count)
@@ -41,7 +46,8 @@ final class Coordinator: @unchecked Sendable {
     }
 
     func run() throws {
-        let server = serverPID.map(ProcessStats.init)
+        let server = serverPIDs.isEmpty ? nil : ProcessStats(pids: serverPIDs)
+        let redis = redisPID.map { ProcessStats(pids: [$0]) }
         let rssBefore = server?.rss()
         try spawn()
         let mode = plans[0].mode
@@ -60,6 +66,7 @@ final class Coordinator: @unchecked Sendable {
         let connectSeconds = Date().timeIntervalSince(start)
         let rssAfter = server?.rss()
         let cpuStart = server?.cpuMicros()
+        let redisStart = redis?.cpuMicros()
         let atGo = total
         broadcast("go")
         let runStart = Date()
@@ -73,6 +80,7 @@ final class Coordinator: @unchecked Sendable {
         broadcast("stop")
         let runSeconds = Date().timeIntervalSince(runStart)
         let cpuEnd = server?.cpuMicros()
+        let redisEnd = redis?.cpuMicros()
         // Let in-flight messages land before counting losses: wait until deliveries stop (at most 15 s).
         var settled = total.received
         for _ in 0..<15 {
@@ -89,7 +97,8 @@ final class Coordinator: @unchecked Sendable {
         let end = total
         summarize(
             mode: mode, planned: planned, end: end, atGo: atGo, histogram: histogram, runSeconds: runSeconds,
-            connectSeconds: connectSeconds, rss: (rssBefore, rssAfter), cpu: (cpuStart, cpuEnd))
+            connectSeconds: connectSeconds, rss: (rssBefore, rssAfter), cpu: (cpuStart, cpuEnd),
+            redisCPU: (redisStart, redisEnd))
     }
 
     private func spawn() throws {
@@ -147,7 +156,7 @@ final class Coordinator: @unchecked Sendable {
 
     private func summarize(
         mode: WorkerPlan.Mode, planned: Int, end: WorkerReport, atGo: WorkerReport, histogram: Histogram,
-        runSeconds: Double, connectSeconds: Double, rss: (Int?, Int?), cpu: (Int?, Int?)
+        runSeconds: Double, connectSeconds: Double, rss: (Int?, Int?), cpu: (Int?, Int?), redisCPU: (Int?, Int?)
     ) {
         let connections = end.connected
         let delivered = end.received - atGo.received
@@ -177,6 +186,12 @@ final class Coordinator: @unchecked Sendable {
             if delivered > 0 { result["server_cpu_us_per_delivery"] = Double(stop - start) / Double(delivered) }
             if mode == .churn, end.churned > 0 {
                 result["server_cpu_us_per_connection"] = Double(stop - start) / Double(end.churned)
+            }
+        }
+        if let start = redisCPU.0, let stop = redisCPU.1 {
+            result["redis_cpu_seconds"] = Double(stop - start) / 1e6
+            if end.sent > atGo.sent {
+                result["redis_cpu_us_per_publication"] = Double(stop - start) / Double(end.sent - atGo.sent)
             }
         }
         print("\n\(mode.rawValue) results")

@@ -1,11 +1,22 @@
 import Foundation
 
-/// Reads another process's resident memory and CPU time from /proc (Linux).
+/// Reads other processes' resident memory and CPU time from /proc (Linux), summed over `pids` (the nodes
+/// of a cluster).
 struct ProcessStats {
-    let pid: Int32
+    let pids: [Int32]
+
+    func rss() -> Int? {
+        let values = pids.compactMap(rss(of:))
+        return values.count == pids.count ? values.reduce(0, +) : nil
+    }
+
+    func cpuMicros() -> Int? {
+        let values = pids.compactMap(cpuMicros(of:))
+        return values.count == pids.count ? values.reduce(0, +) : nil
+    }
 
     /// Resident set size in bytes.
-    func rss() -> Int? {
+    private func rss(of pid: Int32) -> Int? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
             let parts = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -15,7 +26,7 @@ struct ProcessStats {
     }
 
     /// User plus system CPU time in microseconds.
-    func cpuMicros() -> Int? {
+    private func cpuMicros(of pid: Int32) -> Int? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return nil }

@@ -120,7 +120,7 @@ final class Worker: @unchecked Sendable {
         let receiver = Receiver(worker: self)
         do {
             let (channel, _) = try await WebSocketClient.open(
-                host: plan.host, port: plan.port, options: options(forIndex: index), group: loop,
+                host: plan.host, port: plan.port(forIndex: index), options: options(forIndex: index), group: loop,
                 sink: { _ in receiver })
             loop.execute {
                 self.channels.append(channel)
@@ -294,7 +294,8 @@ final class Worker: @unchecked Sendable {
     private func churnOnce(slot: Int, round: Int) {
         guard churning else { return }
         WebSocketClient.openFuture(
-            host: plan.host, port: plan.port, options: options(forIndex: plan.firstIndex + slot + round), on: loop,
+            host: plan.host, port: plan.port(forIndex: slot), options: options(forIndex: plan.firstIndex + slot + round),
+            on: loop,
             sink: { _ in NullSink() }
         ).flatMap { channel, _ in
             channel.close().recover { _ in }  // already closed by the server is fine too

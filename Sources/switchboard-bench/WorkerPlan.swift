@@ -6,7 +6,10 @@ struct WorkerPlan: Codable, Sendable {
 
     var mode: Mode
     var host: String
-    var port: Int
+    /// Connection i goes to `ports[i % ports.count]` (several nodes of a cluster).
+    var ports: [Int]
+
+    func port(forIndex index: Int) -> Int { ports[index % max(ports.count, 1)] }
     var path: String
     /// Connections this worker opens (churn: connections kept in flight at once).
     var connections: Int
