@@ -86,6 +86,13 @@ class Node:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return json.loads(response.read())
 
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"{self.api}/metrics", timeout=TIMEOUT) as response:
+            for line in response.read().decode().splitlines():
+                if line.split(" ")[0] == name:
+                    return float(line.split()[-1])
+        return 0.0
+
     def kill(self):
         self.process.kill()
         self.process.wait()
@@ -274,6 +281,7 @@ async def main():
                 seen.extend(p["offset"] for p in message["publications"])
         assert resynchronized is not None, "no resynchronization after the pub/sub connection was dropped"
         assert seen == published, f"gaps or duplicates: {sorted(set(published) - set(seen))} missing"
+        assert b.metric('switchboard_resynchronized_total{outcome="recovered"}') >= 1
         last = published[-1]
         print(f"pub/sub dropped mid-stream: recovered: true with {len(resynchronized['publications'])} missed "
               f"publications from history; {len(published)} offsets seen exactly once, in order")
@@ -308,6 +316,7 @@ async def main():
         resync = await ada.push("subscribed", room)
         assert resync["recovered"] is False and resync["epoch"] != epoch, resync
         new_epoch = resync["epoch"]
+        assert b.metric('switchboard_resynchronized_total{outcome="not_recovered"}') >= 1
 
         async def publishes_after_restart():
             reply = await cora.call("publish", channel=room, data={"restarted": True})

@@ -341,11 +341,14 @@ extension ChannelsApplication {
                         else { continue }
                         switch result {
                         case .success(let snapshot):
+                            self.metrics.resynchronized[snapshot.recovered ? "recovered" : "not_recovered"]?
+                                .increment()
                             let result = Self.snapshotResult(snapshot, recovering: true, options: options)
                             session.reply(ServerMessage.subscribed(channel: name, result: result))
                             subscription.epoch = snapshot.epoch
                             subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
                         case .failure:
+                            self.metrics.resynchronized["failed"]?.increment()
                             session.connection.close(code: .tryAgainLater, reason: "channel state lost", reconnect: true)
                         }
                     }

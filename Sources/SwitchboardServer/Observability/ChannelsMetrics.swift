@@ -13,6 +13,9 @@ final class ChannelsMetrics: Sendable {
     /// Gap notices sent, and the messages they reported dropped, by slow-consumer policy.
     let gaps: [SlowConsumerPolicy: Counter]
     let gapDropped: [SlowConsumerPolicy: Counter]
+    /// Subscribers recovered after their node may have missed events (a cluster's Redis link broke), by
+    /// outcome: recovered, not recovered (told `recovered: false`), failed (closed 1013).
+    let resynchronized: [String: Counter]
 
     init(factory: any MetricsFactory) {
         authFailures = Counter.family("switchboard_auth_failures_total", by: "reason", factory: factory)
@@ -20,5 +23,9 @@ final class ChannelsMetrics: Sendable {
         publishToDelivery = Timer(label: "switchboard_publish_to_delivery_seconds", factory: factory)
         gaps = Counter.family("switchboard_gaps_total", by: "policy", factory: factory)
         gapDropped = Counter.family("switchboard_gap_dropped_messages_total", by: "policy", factory: factory)
+        resynchronized = Dictionary(
+            uniqueKeysWithValues: ["recovered", "not_recovered", "failed"].map {
+                ($0, Counter(label: "switchboard_resynchronized_total", dimensions: [("outcome", $0)], factory: factory))
+            })
     }
 }
