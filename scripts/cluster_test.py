@@ -286,6 +286,22 @@ async def main():
         print(f"pub/sub dropped mid-stream: recovered: true with {len(resynchronized['publications'])} missed "
               f"publications from history; {len(published)} offsets seen exactly once, in order")
 
+        # Redis loses the channel (FLUSHALL) right after the nodes resubscribed, so the next publication
+        # starts a new epoch at offset 1, far below ada's position: she is told `recovered: false` with the
+        # new epoch and its offset, and later publications arrive live (none skipped as already seen).
+        redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+        await ada.push("subscribed", room)
+        redis.command("FLUSHALL")
+        flushed = await cora.ok("publish", channel=room, data={"after": "flush"})
+        assert flushed["offset"] == 1, flushed
+        resync = await ada.push("subscribed", room)
+        assert resync["recovered"] is False and resync["epoch"] != epoch and resync["offset"] == 1, resync
+        second = await cora.ok("publish", channel=room, data={"after": "flush", "n": 2})
+        pub = await ada.push("pub", room)
+        assert pub["offset"] == second["offset"] == 2, pub
+        epoch = resync["epoch"]
+        print("Redis flushed: recovered: false with the new epoch at offset 1; offset 2 arrived live")
+
         # Redis paused (SIGSTOP) past the command timeout: publishes fail with an error, connections stay up,
         # everything works again after SIGCONT.
         redis.process.send_signal(signal.SIGSTOP)

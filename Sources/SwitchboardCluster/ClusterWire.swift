@@ -23,7 +23,7 @@ enum ClusterWire {
     }
 
     enum Event: Equatable {
-        case publication(Publication, epoch: String)
+        case publication(Publication)
         case join(PresenceMember)
         case leave(PresenceMember)
     }
@@ -41,8 +41,8 @@ enum ClusterWire {
                 let user = sized(&rest)
             else { return nil }
             let publication = Publication(
-                offset: offset, data: String(decoding: rest, as: UTF8.self), user: user, time: time)
-            return .publication(publication, epoch: epoch)
+                offset: offset, data: String(decoding: rest, as: UTF8.self), user: user, time: time, epoch: epoch)
+            return .publication(publication)
         case UInt8(ascii: "j"):
             return member(rest).map { .join($0) }
         case UInt8(ascii: "l"):

@@ -3,6 +3,9 @@ import SwitchboardRedis
 /// The scripts that make each cluster operation atomic in Redis. A stream's keys: a hash `meta` (`e`
 /// epoch, `o` offset) and a list `history` of publication entries (`ClusterWire`), newest last.
 enum LuaScripts {
+    /// Loaded on every connection as it connects.
+    static let all = [publish, position, presenceAdd, presenceRemove, presenceRead]
+
     /// KEYS: meta, history. ARGV: pub/sub channel, publication body, history size, history TTL (s),
     /// stream TTL (s), an epoch for a stream that has none. Returns {offset, epoch}.
     ///
@@ -28,9 +31,12 @@ enum LuaScripts {
         return {offset, epoch}
         """)
 
-    /// KEYS: meta, history. ARGV: an epoch for a stream that has none, stream TTL (s), '1' to read
-    /// history. Returns {epoch, offset, entries}. Fixes the epoch of a stream that never published, so a
-    /// subscriber's position stays valid across its first publication.
+    /// KEYS: meta, history. ARGV: an epoch for a stream that has none, the TTL (s) of a stream made by
+    /// this read, and which history to return: 'all', 'none', or an offset (the entries after it, read
+    /// from the end of the list: a recovery reads what it needs, not the whole history). Returns {epoch,
+    /// offset, entries}. Fixes the epoch of a stream that never published, so a subscriber's position
+    /// stays valid across its first publication; such a stream lives only for the given TTL unless a
+    /// publication extends it, so reads of made-up channel names do not fill Redis.
     static let position = RedisScript(
         """
         local epoch = redis.call('hget', KEYS[1], 'e')
@@ -39,9 +45,14 @@ enum LuaScripts {
           redis.call('hset', KEYS[1], 'e', epoch)
           if ARGV[2] ~= '0' then redis.call('expire', KEYS[1], ARGV[2]) end
         end
-        local offset = redis.call('hget', KEYS[1], 'o') or '0'
+        local offset = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
         local entries = {}
-        if ARGV[3] == '1' then entries = redis.call('lrange', KEYS[2], 0, -1) end
+        if ARGV[3] == 'all' then
+          entries = redis.call('lrange', KEYS[2], 0, -1)
+        elseif ARGV[3] ~= 'none' then
+          local wanted = offset - tonumber(ARGV[3])
+          if wanted > 0 then entries = redis.call('lrange', KEYS[2], -wanted, -1) end
+        end
         return {epoch, offset, entries}
         """)
 

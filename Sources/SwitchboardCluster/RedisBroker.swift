@@ -109,11 +109,11 @@ public final class RedisBroker: Broker {
         return instance(for: channel).client.run(
             LuaScripts.publish, keys: [metaKey(channel), historyKey(channel)], arguments: arguments
         ).flatMapThrowing { reply in
-            guard let parts = reply.elements, parts.count == 2, let offset = parts[0].int else {
-                throw RedisError.protocolViolation("unexpected publish reply")
-            }
+            guard let parts = reply.elements, parts.count == 2, let offset = parts[0].int, let epoch = parts[1].string
+            else { throw RedisError.protocolViolation("unexpected publish reply") }
             return Publication(
-                offset: Int(offset), data: data, user: user, time: Int64(NIODeadline.now().uptimeNanoseconds))
+                offset: Int(offset), data: data, user: user, time: Int64(NIODeadline.now().uptimeNanoseconds),
+                epoch: epoch)
         }
     }
 
@@ -130,17 +130,27 @@ public final class RedisBroker: Broker {
     }
 
     private func announce(_ kind: String, _ member: PresenceMember, in channel: String) -> EventLoopFuture<Void> {
+        // On the connection the channel's publications take, so they stay in the order this node made them.
         instance(for: channel).client.send(
-            ["PUBLISH", .string(pubsubChannel(channel)), .string(kind + ClusterWire.member(member))]
+            ["PUBLISH", .string(pubsubChannel(channel)), .string(kind + ClusterWire.member(member))],
+            route: metaKey(channel)
         ).map { _ in }
     }
 
     public func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
-        readStream(channel, history: since != nil && options.historySize > 0).map { stream in
-            guard let since, since.epoch == stream.epoch, options.historySize > 0 else {
+        let wanted: StreamRead = since.map { options.historySize > 0 ? .after($0.offset) : .none } ?? .none
+        return readStream(channel, wanted).map { stream in
+            guard let since, since.epoch == stream.epoch else {
                 return SubscribeSnapshot(epoch: stream.epoch, offset: stream.offset, publications: [], recovered: false)
+            }
+            guard options.historySize > 0 else {
+                // Nothing to replay; but where nothing was published since, nothing was missed either (the
+                // offset lives in Redis, it never restarts within an epoch).
+                return SubscribeSnapshot(
+                    epoch: stream.epoch, offset: stream.offset, publications: [],
+                    recovered: since.offset == stream.offset)
             }
             // Complete when history still holds the publication right after the client's position (or the
             // client is at the newest one): otherwise some were trimmed or expired.
@@ -156,7 +166,7 @@ public final class RedisBroker: Broker {
     public func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage> {
-        readStream(channel, history: true).map { stream in
+        readStream(channel, .all).map { stream in
             let selected = since.map { offset in stream.publications.filter { $0.offset > offset } } ?? stream.publications
             let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
             return HistoryPage(epoch: stream.epoch, offset: stream.offset, publications: publications)
@@ -164,22 +174,41 @@ public final class RedisBroker: Broker {
     }
 
     public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        instance(for: channel).client.send(["DEL", .string(historyKey(channel))]).map { _ in }
+        instance(for: channel).client.send(["DEL", .string(historyKey(channel))], route: metaKey(channel)).map { _ in }
     }
 
-    /// The stream's epoch and offset and, with `history`, its publications of the current epoch, oldest first.
-    private func readStream(_ channel: String, history: Bool) -> EventLoopFuture<HistoryPage> {
+    enum StreamRead {
+        case none
+        case all
+        /// The publications after an offset (fewer when history does not reach back that far).
+        case after(Int)
+
+        var argument: RESPArgument {
+            switch self {
+            case .none: "none"
+            case .all: "all"
+            case .after(let offset): RESPArgument(max(offset, 0))
+            }
+        }
+    }
+
+    /// A stream first made by a read (a subscribe to a channel that never published) lives this long
+    /// unless a publication extends it to `streamTTL`.
+    private var readStreamTTL: TimeAmount { min(configuration.streamTTL, .hours(24)) }
+
+    /// The stream's epoch and offset and the publications `read` asks for, of the current epoch, oldest first.
+    private func readStream(_ channel: String, _ read: StreamRead) -> EventLoopFuture<HistoryPage> {
         instance(for: channel).client.run(
             LuaScripts.position, keys: [metaKey(channel), historyKey(channel)],
-            arguments: [.string(Self.newEpoch()), .string(Self.seconds(configuration.streamTTL)), history ? "1" : "0"]
+            arguments: [.string(Self.newEpoch()), .string(Self.seconds(readStreamTTL)), read.argument]
         ).flatMapThrowing { reply in
             guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let offset = parts[1].int
             else { throw RedisError.protocolViolation("unexpected stream reply") }
             let now = Int64(NIODeadline.now().uptimeNanoseconds)
             let publications = (parts[2].elements ?? []).compactMap { entry -> Publication? in
                 guard case .bulkString(let bytes) = entry,
-                    case .publication(let publication, let entryEpoch) = ClusterWire.decode(bytes, receivedAt: now),
-                    entryEpoch == epoch
+                    case .publication(let publication) = ClusterWire.decode(bytes, receivedAt: now),
+                    publication.epoch == epoch
                 else { return nil }
                 return publication
             }
@@ -203,7 +232,8 @@ public final class RedisBroker: Broker {
         }
         if streams.broken.remove(channel) != nil { handler.handleResynchronize(channel: channel) }
         switch event {
-        case .publication(let publication, let epoch):
+        case .publication(let publication):
+            let epoch = publication.epoch ?? ""
             if let position, position.epoch != epoch || publication.offset != position.offset + 1 {
                 logger.info(
                     "channel stream discontinuous; resynchronizing",

@@ -17,7 +17,7 @@ final class RedisInstance: Sendable {
     ) {
         client = RedisClient(
             configuration: configuration, connections: cluster.connectionsPerInstance, group: group,
-            backoff: cluster.backoff)
+            backoff: cluster.backoff, scripts: LuaScripts.all)
         let eventLoop = group.next()
         streams = StreamPositions(eventLoop: eventLoop)
         // The callbacks need this instance, which does not exist yet: they go through a box filled below.

@@ -13,7 +13,9 @@ public final class RedisPresence: PresenceManager {
     private let broker: RedisBroker
     private let logger: Logger
     /// This node's members per channel (client id → encoded member), what the timer refreshes.
-    // Lock: guards the local member table; held only to copy or change it, never across I/O.
+    // Lock: guards the local member table, and is held while a change's command is handed to the client
+    // (which only queues it, on the channel's one connection): so a refresh's re-add is sent wholly
+    // before or after a remove, never resurrecting a member that left. Never held across waiting for I/O.
     private let local = NIOLockedValueBox<[String: [String: String]]>([:])
     private let timer: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
 
@@ -48,11 +50,12 @@ public final class RedisPresence: PresenceManager {
 
     public func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let encoded = ClusterWire.member(member)
-        local.withLockedValue { $0[channel, default: [:]][member.clientID] = encoded }
-        return client(for: channel).run(
-            LuaScripts.presenceAdd, keys: keys(channel),
-            arguments: [RESPArgument(ttlMilliseconds), .string(member.clientID), .string(encoded)]
-        ).flatMapThrowing { reply in
+        return local.withLockedValue { table in
+            table[channel, default: [:]][member.clientID] = encoded
+            return client(for: channel).run(
+                LuaScripts.presenceAdd, keys: keys(channel),
+                arguments: [RESPArgument(ttlMilliseconds), .string(member.clientID), .string(encoded)])
+        }.flatMapThrowing { reply in
             guard let count = reply.int else { throw RedisError.protocolViolation("unexpected presence reply") }
             return Int(count)
         }
@@ -64,10 +67,9 @@ public final class RedisPresence: PresenceManager {
         local.withLockedValue { table in
             table[channel]?[member.clientID] = nil
             if table[channel]?.isEmpty == true { table[channel] = nil }
-        }
-        return client(for: channel).run(
-            LuaScripts.presenceRemove, keys: keys(channel), arguments: [.string(member.clientID)]
-        ).flatMapThrowing { reply in
+            return client(for: channel).run(
+                LuaScripts.presenceRemove, keys: keys(channel), arguments: [.string(member.clientID)])
+        }.flatMapThrowing { reply in
             guard let count = reply.int else { throw RedisError.protocolViolation("unexpected presence reply") }
             return count < 0 ? nil : Int(count)
         }
@@ -100,17 +102,20 @@ public final class RedisPresence: PresenceManager {
     /// Re-adds every member of this node, one script call per channel (in slices of 100 members), so
     /// they outlive the TTL for as long as the node does; a member missing after a Redis restart comes back.
     private func refresh(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let table = local.withLockedValue { $0 }
-        var calls: [EventLoopFuture<Void>] = []
-        for (channel, members) in table {
-            let pairs = members.flatMap { [RESPArgument.string($0.key), .string($0.value)] }
-            for start in stride(from: 0, to: pairs.count, by: 200) {
-                let slice = pairs[start..<min(start + 200, pairs.count)]
-                calls.append(
-                    client(for: channel).run(
-                        LuaScripts.presenceAdd, keys: keys(channel), arguments: [RESPArgument(ttlMilliseconds)] + slice
-                    ).map { _ in })
+        let calls = local.withLockedValue { table -> [EventLoopFuture<Void>] in
+            var calls: [EventLoopFuture<Void>] = []
+            for (channel, members) in table {
+                let pairs = members.flatMap { [RESPArgument.string($0.key), .string($0.value)] }
+                for start in stride(from: 0, to: pairs.count, by: 200) {
+                    let slice = pairs[start..<min(start + 200, pairs.count)]
+                    calls.append(
+                        client(for: channel).run(
+                            LuaScripts.presenceAdd, keys: keys(channel),
+                            arguments: [RESPArgument(ttlMilliseconds)] + slice
+                        ).map { _ in })
+                }
             }
+            return calls
         }
         return EventLoopFuture.whenAllComplete(calls, on: eventLoop).map { [logger] results in
             let failed = results.filter { if case .failure = $0 { true } else { false } }.count

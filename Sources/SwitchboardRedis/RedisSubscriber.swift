@@ -23,8 +23,13 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let onConnectionChange: @Sendable (ConnectionChange) -> Void
 
     private var connection: RedisConnection?
-    private var connecting = false
+    /// The connection attempt in flight (shutdown waits for it).
+    private var connecting: EventLoopFuture<Void>?
     private var failures = 0
+    /// When the current connection came up: one that breaks soon after (Redis dropping a node that keeps
+    /// falling behind) does not reset the backoff, so a flapping node does not reconnect in a tight loop.
+    private var connectedAt: NIODeadline?
+    private static let stableAfter = TimeAmount.seconds(10)
     private var isShutDown = false
     /// Channels the owner wants, and the promises waiting for each one's confirmation.
     private var wanted: Set<String> = []
@@ -84,14 +89,17 @@ public final class RedisSubscriber: @unchecked Sendable {
         eventLoop.submit { self.connection?.isActive ?? false }
     }
 
+    /// Closes the connection, after any attempt in flight has finished (it closes what it opened).
     public func shutdown() -> EventLoopFuture<Void> {
         eventLoop.flatSubmit {
             self.isShutDown = true
-            for promise in self.waiting.values.joined() { promise.fail(RedisError.connectionLost) }
-            self.waiting = [:]
-            guard let connection = self.connection else { return self.eventLoop.makeSucceededVoidFuture() }
-            self.connection = nil
-            return connection.channel.close().recover { _ in }
+            self.failWaiting(RedisError.connectionLost)
+            let attempt = self.connecting ?? self.eventLoop.makeSucceededVoidFuture()
+            return attempt.flatMap {
+                guard let connection = self.connection else { return self.eventLoop.makeSucceededVoidFuture() }
+                self.connection = nil
+                return connection.channel.close().recover { _ in }
+            }
         }
     }
 
@@ -124,16 +132,16 @@ public final class RedisSubscriber: @unchecked Sendable {
         for batch in subscribing.chunks(of: Self.batchSize) { _ = send(Array(batch), on: connection) }
     }
 
+    /// One `SUBSCRIBE`; its confirmation completes the promises waiting when it was sent, never later
+    /// ones (a subscribe after an unsubscribe waits for its own `SUBSCRIBE`, behind the `UNSUBSCRIBE`).
     private func send(_ channels: [String], on connection: RedisConnection) -> EventLoopFuture<Void> {
+        let promises = channels.flatMap { waiting.removeValue(forKey: $0) ?? [] }
         let sent = connection.sendFuture(["SUBSCRIBE"] + channels.map { .string($0) })
         sent.hop(to: eventLoop).whenComplete { result in
-            for channel in channels {
-                guard let promises = self.waiting.removeValue(forKey: channel) else { continue }
-                for promise in promises {
-                    switch result {
-                    case .success: promise.succeed()
-                    case .failure(let error): promise.fail(error)
-                    }
+            for promise in promises {
+                switch result {
+                case .success: promise.succeed()
+                case .failure(let error): promise.fail(error)
                 }
             }
         }
@@ -147,8 +155,15 @@ public final class RedisSubscriber: @unchecked Sendable {
     }
 
     private func connect() -> EventLoopFuture<Void> {
-        guard !isShutDown, !connecting, connection == nil else { return eventLoop.makeSucceededVoidFuture() }
-        connecting = true
+        if let connecting { return connecting }
+        guard !isShutDown, connection == nil else { return eventLoop.makeSucceededVoidFuture() }
+        let attempt = makeConnection()
+        connecting = attempt
+        attempt.whenComplete { _ in self.connecting = nil }
+        return attempt
+    }
+
+    private func makeConnection() -> EventLoopFuture<Void> {
         let configuration = self.configuration
         let eventLoop = self.eventLoop
         let onMessage = self.onMessage
@@ -160,7 +175,6 @@ public final class RedisSubscriber: @unchecked Sendable {
                 onMessage(channel, payload)
             }
         }.hop(to: eventLoop).flatMap { connection -> EventLoopFuture<Void> in
-            self.connecting = false
             guard !self.isShutDown else { return connection.channel.close().recover { _ in } }
             self.connection = connection
             let resubscribed = Array(self.wanted)
@@ -174,7 +188,7 @@ public final class RedisSubscriber: @unchecked Sendable {
                             "redis": "\(configuration.displayAddress)", "channels": "\(resubscribed.count)",
                         ])
                 }
-                self.failures = 0
+                self.connectedAt = .now()
                 self.onConnectionChange(.restored)
                 self.scheduleFlush()
             }.flatMapError { _ in
@@ -182,7 +196,6 @@ public final class RedisSubscriber: @unchecked Sendable {
                 connection.channel.close().recover { _ in }
             }
         }.flatMapError { error in
-            self.connecting = false
             self.retry(after: error)
             return eventLoop.makeSucceededVoidFuture()
         }
@@ -191,6 +204,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     private func lost(_ lostConnection: RedisConnection) {
         guard connection === lostConnection else { return }
         connection = nil
+        if let connectedAt, NIODeadline.now() - connectedAt >= Self.stableAfter { failures = 0 }
+        connectedAt = nil
         failWaiting(RedisError.connectionLost)
         guard !isShutDown else { return }
         logger.warning("redis pub/sub connection lost", metadata: ["redis": "\(configuration.displayAddress)"])

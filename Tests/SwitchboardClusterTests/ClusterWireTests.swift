@@ -14,7 +14,7 @@ struct ClusterWireTests {
                 let wire = "p42,epoch9," + body
                 let decoded = ClusterWire.decode(ByteBuffer(string: wire), receivedAt: 7)
                 #expect(
-                    decoded == .publication(Publication(offset: 42, data: data, user: user, time: 7), epoch: "epoch9"))
+                    decoded == .publication(Publication(offset: 42, data: data, user: user, time: 7, epoch: "epoch9")))
             }
         }
     }

@@ -106,13 +106,24 @@ struct RedisBrokerTests {
         let numsub = try await admin.send(["PUBSUB", "NUMSUB", "switchboard.channel.chat:x"]).get()
         #expect(numsub.elements?.last?.int == 1)
         #expect(b.handler.events("chat:x").isEmpty)
-        // After unsubscribing, A receives nothing more.
-        try await a.broker.unsubscribe(channel: "chat:x", on: caller).get()
+        // Publications already on their way when A unsubscribes are not delivered: A's loop is held up
+        // while they arrive, and the unsubscribe runs before it reads them.
+        try await a.broker.subscribe(channel: "chat:barrier", on: caller).get()
+        let held = a.group.next().submit { usleep(300_000) }
+        for i in 21...25 {
+            _ = try await b.broker.publish(channel: "chat:x", data: "\(i)", user: nil, options: Self.history, on: caller)
+                .get()
+        }
+        let unsubscribed = a.broker.unsubscribe(channel: "chat:x", on: caller)
+        try await held.get()
+        try await unsubscribed.get()
+        _ = try await b.broker.publish(channel: "chat:barrier", data: "0", user: nil, options: Self.history, on: caller)
+            .get()
+        try await eventually("the barrier") { a.handler.offsets("chat:barrier") == [1] }
+        #expect(a.handler.offsets("chat:x") == Array(1...20))
         try await eventually("unsubscribed at Redis") {
             try await admin.send(["PUBSUB", "NUMSUB", "switchboard.channel.chat:x"]).get().elements?.last?.int == 0
         }
-        _ = try await b.broker.publish(channel: "chat:x", data: "0", user: nil, options: Self.history, on: caller).get()
-        #expect(a.handler.offsets("chat:x").count == 20)
         await admin.close()
         await a.stop()
         await b.stop()

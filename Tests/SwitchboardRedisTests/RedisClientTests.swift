@@ -69,13 +69,16 @@ struct RedisClientTests {
             },
             onConnectionChange: { change in changes.withLockedValue { $0.append(change) } })
         try await subscriber.start().get()
-        // 1,200 channels asked for in one go: three SUBSCRIBE commands (500 each), not 1,200.
+        // 1,200 channels asked for from another thread: requests that arrive in one tick of the
+        // subscriber's loop share a SUBSCRIBE (at most 500 channels each), so a handful, not 1,200.
         let channels = (0..<1200).map { "room-\($0)" }
         let confirmed = channels.map { subscriber.subscribe($0) }
         for future in confirmed { try await future.get() }
         let admin = RedisClient(configuration: redis.configuration, connections: 1, group: Self.group)
         let stats = try await admin.send(["INFO", "commandstats"]).get().string ?? ""
-        #expect(stats.contains("cmdstat_subscribe:calls=3,"), "\(stats)")
+        let calls = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_subscribe:calls=") }
+            .flatMap { Int($0.dropFirst("cmdstat_subscribe:calls=".count).prefix { $0.isNumber }) }
+        #expect((3...50).contains(calls ?? 0), "\(stats)")
         #expect(try await admin.send(["PUBLISH", "room-1199", "one"]).get() == .integer(1))
         try await eventually("the message") { received.withLockedValue { $0 } == ["room-1199=one"] }
 
@@ -164,11 +167,8 @@ struct RedisClientTests {
             #expect(throws: RedisAddressError.self, "\(bad)") { _ = try RedisConfiguration(url: bad) }
         }
         // Errors never show the password.
-        do {
-            _ = try RedisConfiguration(url: "redis://:hunter2@host:bad")
-        } catch {
-            #expect(!"\(error)".contains("hunter2"))
-        }
+        let error = #expect(throws: RedisAddressError.self) { _ = try RedisConfiguration(url: "redis://:hunter2@host:bad") }
+        #expect(error.map { !"\($0)".contains("hunter2") && "\($0)".contains("bad port") } == true)
     }
 
     @Test func backoffGrowsWithJitterUpToItsBound() {

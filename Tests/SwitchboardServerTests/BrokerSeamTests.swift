@@ -205,6 +205,52 @@ struct BrokerSeamTests {
         await server.stop()
     }
 
+    /// What a cluster node does when its link to the broker broke (docs/cluster.md): the node misses
+    /// publications, the broker says so (`handleResynchronize`), and each subscriber recovers exactly what
+    /// it missed from history, while newer publications wait behind the recovery. A second break while the
+    /// first recovery is in flight is not lost.
+    @Test func aResynchronizationRecoversWhatTheNodeMissedExactlyOnce() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(50))
+        let server = try await start(broker)
+        let ada = try await server.connect(user: "ada")
+        let (subscribed, _) = try await ada.call(["cmd": "subscribe", "channel": "chat:resync"])
+        let epoch = subscribed.ok?["epoch"] as? String
+        let app = server.application
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        for n in 1...2 { _ = try await app.publish(channel: "chat:resync", data: "{\"n\":\(n)}", on: loop).get() }
+        #expect(try await ada.nextPush("pub").offset == 1)
+        #expect(try await ada.nextPush("pub").offset == 2)
+        // The node stops receiving the channel (a broken pub/sub link) while 3 and 4 are published.
+        try await broker.inner.unsubscribe(channel: "chat:resync", on: loop).get()
+        for n in 3...4 { _ = try await app.publish(channel: "chat:resync", data: "{\"n\":\(n)}", on: loop).get() }
+        try await broker.inner.subscribe(channel: "chat:resync", on: loop).get()
+        app.handleResynchronize(channel: "chat:resync")
+        // 5 arrives live while the recovery is in flight; a second break is reported meanwhile.
+        _ = try await app.publish(channel: "chat:resync", data: "{\"n\":5}", on: loop).get()
+        app.handleResynchronize(channel: "chat:resync")
+        var offsets: [Int] = []
+        var resynchronizations: [JSONMessage] = []
+        while resynchronizations.count < 2 || offsets.last != 5 {
+            let message = try await ada.next()
+            switch message.push {
+            case "pub": offsets.append(message.offset ?? -1)
+            case "subscribed":
+                resynchronizations.append(message)
+                #expect(message["recovered"] as? Bool == true && message["epoch"] as? String == epoch)
+                let recovered = message["publications"] as? [[String: Any]] ?? []
+                offsets += recovered.compactMap { $0["offset"] as? Int }
+            default: break
+            }
+        }
+        #expect(offsets == [3, 4, 5], "every missed publication once, in order, then the live one")
+        #expect(resynchronizations.count == 2, "the second break got its own recovery")
+        // Live again: the next publication arrives as a push.
+        _ = try await app.publish(channel: "chat:resync", data: "{\"n\":6}", on: loop).get()
+        #expect(try await ada.nextPush("pub").offset == 6)
+        try await broker.shutdown()
+        await server.stop()
+    }
+
     @Test func theServerPublishesWithoutAConnection() async throws {
         let server = try await ChannelsServer.start()
         let client = try await server.connect(user: "ada")

@@ -6,14 +6,20 @@ public struct Publication: Sendable, Equatable {
     public let offset: Int
     public let data: String
     public let user: String?
-    /// Monotonic nanoseconds when it was published (for history TTL).
+    /// Monotonic nanoseconds when it was published (for history TTL), or, from another node, when this
+    /// node received it.
     public let time: Int64
+    /// The stream's epoch, from a broker whose epoch can change while a node is subscribed (Redis): a
+    /// subscriber at another epoch cannot take its offset as a continuation. Nil from `LocalBroker`, whose
+    /// epoch lasts as long as the process.
+    public let epoch: String?
 
-    public init(offset: Int, data: String, user: String?, time: Int64) {
+    public init(offset: Int, data: String, user: String?, time: Int64, epoch: String? = nil) {
         self.offset = offset
         self.data = data
         self.user = user
         self.time = time
+        self.epoch = epoch
     }
 }
 

@@ -33,6 +33,12 @@ final class ChannelEvent: LoopTask {
         return nil
     }
 
+    /// A publication's epoch, when its broker gives one.
+    var epoch: String? {
+        if case .publication(let publication) = kind { return publication.epoch }
+        return nil
+    }
+
     func run(on shard: LoopShard, alone: Bool) {
         loops.loops[shard.index].deliver(self, alone: alone)
     }

@@ -262,12 +262,7 @@ extension ChannelsApplication {
         case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result))
         case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result))
         }
-        subscription.epoch = snapshot.epoch
-        subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
-        if subscription.needsResynchronization {
-            subscription.needsResynchronization = false
-            resynchronize([subscription], in: subscription.channel, loop: loop)
-        }
+        goLive(subscription, snapshot: snapshot, loop: loop)
         guard options.presence else { return }
         let member = session.member
         let broker = self.broker
@@ -297,6 +292,16 @@ extension ChannelsApplication {
             result += ",\"recovered\":\(snapshot.recovered),\"publications\":[\(recovered.joined(separator: ","))]"
         }
         return result + "}"
+    }
+
+    /// The snapshot went out: held events follow; a resynchronization asked for meanwhile (the snapshot
+    /// may predate that break) runs now.
+    private func goLive(_ subscription: Subscription, snapshot: SubscribeSnapshot, loop: ChannelsLoop) {
+        subscription.epoch = snapshot.epoch
+        subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
+        guard subscription.needsResynchronization else { return }
+        subscription.needsResynchronization = false
+        resynchronize([subscription], in: subscription.channel, loop: loop)
     }
 
     /// The node may have missed events of `channel`: every live subscriber on this loop holds new events,
@@ -345,8 +350,7 @@ extension ChannelsApplication {
                                 .increment()
                             let result = Self.snapshotResult(snapshot, recovering: true, options: options)
                             session.reply(ServerMessage.subscribed(channel: name, result: result))
-                            subscription.epoch = snapshot.epoch
-                            subscription.goLive(after: max(snapshot.offset, snapshot.publications.last?.offset ?? 0))
+                            self.goLive(subscription, snapshot: snapshot, loop: loop)
                         case .failure:
                             self.metrics.resynchronized["failed"]?.increment()
                             session.connection.close(code: .tryAgainLater, reason: "channel state lost", reconnect: true)

@@ -78,7 +78,8 @@ final class Subscription {
         lastOffset = offset
         let held = self.held
         self.held = []
-        for event in held {
+        // A publication of another epoch than the snapshot's continues nothing the client has.
+        for event in held where event.epoch == nil || event.epoch == epoch {
             deliver(event, offset: event.offset, frame: event.frame(options: channel.options), alone: false, maxHeld: 0)
         }
     }
@@ -149,6 +150,13 @@ final class ChannelsLoop: @unchecked Sendable {
     func deliver(_ event: ChannelEvent, alone: Bool) {
         guard let channel = channels[event.channel] else { return }
         if case .resynchronize = event.kind { return resynchronize(channel, self) }
+        // A publication from another epoch than a live subscriber's: its offset is no continuation of
+        // the subscriber's (the broker lost the stream and started over); recover first, then deliver.
+        if case .publication(let publication) = event.kind, let epoch = publication.epoch,
+            channel.subscribers.contains(where: { !$0.recovering && $0.epoch != epoch })
+        {
+            resynchronize(channel, self)
+        }
         let frame = event.frame(options: channel.options)
         let offset = event.offset
         for subscription in channel.subscribers {
