@@ -33,7 +33,8 @@ public final class RedisBroker: Broker {
             instances.append(
                 RedisInstance(
                     configuration: redis, cluster: configuration, group: group, logger: logger,
-                    onMessage: { instance, channel, payload in messages.broker?.received(payload, on: channel, instance) },
+                    onMessage: { instance, channel, payload in messages.broker?.received(payload, on: channel, instance)
+                    },
                     onConnectionChange: { instance, change in messages.broker?.connection(change, of: instance) }))
         }
         self.instances = instances
@@ -167,7 +168,8 @@ public final class RedisBroker: Broker {
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage> {
         readStream(channel, .all).map { stream in
-            let selected = since.map { offset in stream.publications.filter { $0.offset > offset } } ?? stream.publications
+            let selected =
+                since.map { offset in stream.publications.filter { $0.offset > offset } } ?? stream.publications
             let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
             return HistoryPage(epoch: stream.epoch, offset: stream.offset, publications: publications)
         }

@@ -43,7 +43,10 @@ public final class RedisPresence: PresenceManager {
 
     private func keys(_ channel: String) -> [String] {
         let prefix = broker.configuration.prefix
-        return ["\(prefix).presence.\(channel)", "\(prefix).presence-expiry.\(channel)", "\(prefix).presence-users.\(channel)"]
+        return [
+            "\(prefix).presence.\(channel)", "\(prefix).presence-expiry.\(channel)",
+            "\(prefix).presence-users.\(channel)",
+        ]
     }
 
     private func client(for channel: String) -> RedisClient { broker.client(for: channel) }

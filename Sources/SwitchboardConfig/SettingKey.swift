@@ -157,7 +157,8 @@ extension SettingKey {
             "redis", .strings, "",
             "Redis addresses (redis://[[user]:password@]host[:port][/db], or rediss:// for TLS): run as a cluster node; channels are spread over several by consistent hashing",
             secret: true),
-        .init("redisPrefix", .string, "switchboard", "prefix of every Redis key and channel (clusters sharing a Redis)"),
+        .init(
+            "redisPrefix", .string, "switchboard", "prefix of every Redis key and channel (clusters sharing a Redis)"),
         .init("redisTimeout", .double, "3", "seconds a Redis command may take before it fails"),
         .init("nodeId", .string, "random", "this node's id in the cluster (letters and digits), part of client ids"),
         .init("nodeName", .string, "host name", "what node info calls this node"),

@@ -109,7 +109,9 @@ public final class RedisClient: Sendable {
                 let future = eventLoop.makeFutureWithTask {
                     let connection = try await RedisConnection.connect(configuration, on: eventLoop)
                     do {
-                        for script in scripts { _ = try await connection.send(["SCRIPT", "LOAD", .string(script.source)]) }
+                        for script in scripts {
+                            _ = try await connection.send(["SCRIPT", "LOAD", .string(script.source)])
+                        }
                     } catch {
                         await connection.close()
                         throw error

@@ -25,7 +25,9 @@ public struct RedisConfiguration: Sendable {
 
     /// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS (the system's trust roots).
     public init(url: String) throws {
-        guard let schemeEnd = url.range(of: "://") else { throw RedisAddressError(url, "expected redis:// or rediss://") }
+        guard let schemeEnd = url.range(of: "://") else {
+            throw RedisAddressError(url, "expected redis:// or rediss://")
+        }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "redis" || scheme == "rediss" else { throw RedisAddressError(url, "unknown scheme \(scheme)") }
         var rest = Substring(url[schemeEnd.upperBound...])
@@ -44,7 +46,9 @@ public struct RedisConfiguration: Sendable {
             let path = rest[rest.index(after: slash)...]
             rest = rest[..<slash]
             if !path.isEmpty {
-                guard let database = Int(path), database >= 0 else { throw RedisAddressError(url, "bad database number") }
+                guard let database = Int(path), database >= 0 else {
+                    throw RedisAddressError(url, "bad database number")
+                }
                 self.database = database
             }
         }

@@ -184,7 +184,8 @@ public final class RedisSubscriber: @unchecked Sendable {
             return EventLoopFuture.andAllSucceed(confirmed, on: eventLoop).map {
                 if self.failures > 0 || !resubscribed.isEmpty {
                     self.logger.info(
-                        "redis pub/sub connected", metadata: [
+                        "redis pub/sub connected",
+                        metadata: [
                             "redis": "\(configuration.displayAddress)", "channels": "\(resubscribed.count)",
                         ])
                 }

@@ -47,7 +47,10 @@ struct Run: ParsableCommand {
     var header: [String] = []
     @Option(help: "Connect with TLS (wss://), trusting this CA certificate (PEM) for `localhost`.")
     var tlsCA: String?
-    @Option(help: "PID of the server, to report its RSS per connection and CPU per delivery; repeat it for several nodes (summed).")
+    @Option(
+        help:
+            "PID of the server, to report its RSS per connection and CPU per delivery; repeat it for several nodes (summed)."
+    )
     var serverPid: [Int32] = []
     @Option(help: "PID of redis-server, to report its CPU per publication (a cluster).")
     var redisPid: Int32?

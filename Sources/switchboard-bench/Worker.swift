@@ -294,7 +294,8 @@ final class Worker: @unchecked Sendable {
     private func churnOnce(slot: Int, round: Int) {
         guard churning else { return }
         WebSocketClient.openFuture(
-            host: plan.host, port: plan.port(forIndex: slot), options: options(forIndex: plan.firstIndex + slot + round),
+            host: plan.host, port: plan.port(forIndex: slot),
+            options: options(forIndex: plan.firstIndex + slot + round),
             on: loop,
             sink: { _ in NullSink() }
         ).flatMap { channel, _ in

@@ -111,8 +111,10 @@ struct RedisBrokerTests {
         try await a.broker.subscribe(channel: "chat:barrier", on: caller).get()
         let held = a.group.next().submit { usleep(300_000) }
         for i in 21...25 {
-            _ = try await b.broker.publish(channel: "chat:x", data: "\(i)", user: nil, options: Self.history, on: caller)
-                .get()
+            _ = try await b.broker.publish(
+                channel: "chat:x", data: "\(i)", user: nil, options: Self.history, on: caller
+            )
+            .get()
         }
         let unsubscribed = a.broker.unsubscribe(channel: "chat:x", on: caller)
         try await held.get()
@@ -137,7 +139,8 @@ struct RedisBrokerTests {
         let before = try await a.broker.recover(channel: "c", since: nil, options: Self.history, on: caller).get()
         #expect(before.offset == 0 && !before.recovered)
         for i in 1...8 {
-            _ = try await a.broker.publish(channel: "c", data: "\(i)", user: nil, options: Self.history, on: caller).get()
+            _ = try await a.broker.publish(channel: "c", data: "\(i)", user: nil, options: Self.history, on: caller)
+                .get()
         }
         let position = { (offset: Int) in StreamPosition(offset: offset, epoch: before.epoch) }
         // Within history (the last five: 4…8): exactly what was missed.
@@ -157,11 +160,15 @@ struct RedisBrokerTests {
             channel: "c", since: StreamPosition(offset: 7, epoch: "other"), options: Self.history, on: caller
         ).get()
         #expect(!other.recovered)
-        #expect(!(try await a.broker.recover(channel: "c", since: position(9), options: Self.history, on: caller).get()).recovered)
+        #expect(
+            !(try await a.broker.recover(channel: "c", since: position(9), options: Self.history, on: caller).get())
+                .recovered)
         // History pages: newest without `since`, oldest after it.
-        let page = try await a.broker.history(channel: "c", since: nil, limit: 2, options: Self.history, on: caller).get()
+        let page = try await a.broker.history(channel: "c", since: nil, limit: 2, options: Self.history, on: caller)
+            .get()
         #expect(page.publications.map(\.offset) == [7, 8])
-        let after = try await a.broker.history(channel: "c", since: 4, limit: 2, options: Self.history, on: caller).get()
+        let after = try await a.broker.history(channel: "c", since: 4, limit: 2, options: Self.history, on: caller)
+            .get()
         #expect(after.publications.map(\.offset) == [5, 6])
         // Removing history keeps the position: recovery from before is refused, not faked.
         try await a.broker.removeHistory(channel: "c", on: caller).get()
@@ -207,16 +214,20 @@ struct RedisBrokerTests {
         var options = NamespaceOptions()
         options.historySize = 10_000
         try await slow.broker.subscribe(channel: "feed", on: caller).get()
-        let warmup = try await publisher.broker.publish(channel: "feed", data: "0", user: nil, options: options, on: caller)
-            .get()
+        let warmup = try await publisher.broker.publish(
+            channel: "feed", data: "0", user: nil, options: options, on: caller
+        )
+        .get()
         try await eventually("the first publication") { slow.handler.offsets("feed") == [warmup.offset] }
         // The slow node's only loop is stuck for a while: its socket fills, then Redis's buffer for it.
         let stuck = slow.group.next().submit { usleep(2_500_000) }
         let payload = "\"" + String(repeating: "x", count: 4_000) + "\""
         var last = 0
         for _ in 0..<2_000 {
-            last = try await publisher.broker.publish(channel: "feed", data: payload, user: nil, options: options, on: caller)
-                .get().offset
+            last = try await publisher.broker.publish(
+                channel: "feed", data: payload, user: nil, options: options, on: caller
+            )
+            .get().offset
         }
         try await stuck.get()
         try await eventually("the node resynchronized") { slow.handler.events("feed").contains(.resynchronize) }
@@ -232,8 +243,10 @@ struct RedisBrokerTests {
         #expect(resumed.recovered)
         #expect(resumed.publications.map(\.offset) == Array(((received.last ?? 0) + 1)...last))
         // And live traffic flows again.
-        let next = try await publisher.broker.publish(channel: "feed", data: "1", user: nil, options: options, on: caller)
-            .get()
+        let next = try await publisher.broker.publish(
+            channel: "feed", data: "1", user: nil, options: options, on: caller
+        )
+        .get()
         try await eventually("live again") { slow.handler.offsets("feed").last == next.offset }
         await slow.stop()
         await publisher.stop()

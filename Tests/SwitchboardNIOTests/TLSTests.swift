@@ -10,7 +10,6 @@ import Testing
 
 @testable import SwitchboardNIO
 
-
 @Suite("TLS", .serialized)
 struct TLSTests {
     private func start(_ pki: TestPKI) async throws -> (WebSocketServer, Int, TLSCertificates) {

@@ -110,7 +110,8 @@ struct RedisClientTests {
         let restored = NIOLockedValueBox(0)
         let subscriber = RedisSubscriber(
             configuration: redis.configuration, eventLoop: Self.group.next(), backoff: Self.quickBackoff,
-            onMessage: { _, _ in }, onConnectionChange: { change in
+            onMessage: { _, _ in },
+            onConnectionChange: { change in
                 if case .restored = change { restored.withLockedValue { $0 += 1 } }
             })
         try await subscriber.start().get()
@@ -167,7 +168,9 @@ struct RedisClientTests {
             #expect(throws: RedisAddressError.self, "\(bad)") { _ = try RedisConfiguration(url: bad) }
         }
         // Errors never show the password.
-        let error = #expect(throws: RedisAddressError.self) { _ = try RedisConfiguration(url: "redis://:hunter2@host:bad") }
+        let error = #expect(throws: RedisAddressError.self) {
+            _ = try RedisConfiguration(url: "redis://:hunter2@host:bad")
+        }
         #expect(error.map { !"\($0)".contains("hunter2") && "\($0)".contains("bad port") } == true)
     }
 

@@ -353,7 +353,8 @@ extension ChannelsApplication {
                             self.goLive(subscription, snapshot: snapshot, loop: loop)
                         case .failure:
                             self.metrics.resynchronized["failed"]?.increment()
-                            session.connection.close(code: .tryAgainLater, reason: "channel state lost", reconnect: true)
+                            session.connection.close(
+                                code: .tryAgainLater, reason: "channel state lost", reconnect: true)
                         }
                     }
                 }

@@ -25,7 +25,10 @@ final class ChannelsMetrics: Sendable {
         gapDropped = Counter.family("switchboard_gap_dropped_messages_total", by: "policy", factory: factory)
         resynchronized = Dictionary(
             uniqueKeysWithValues: ["recovered", "not_recovered", "failed"].map {
-                ($0, Counter(label: "switchboard_resynchronized_total", dimensions: [("outcome", $0)], factory: factory))
+                (
+                    $0,
+                    Counter(label: "switchboard_resynchronized_total", dimensions: [("outcome", $0)], factory: factory)
+                )
             })
     }
 }
