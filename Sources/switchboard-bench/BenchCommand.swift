@@ -43,6 +43,12 @@ struct Run: ParsableCommand {
         help:
             "With --channel: spread connections over this many channels (name + number); senders publish to their own.")
     var channels = 1
+    @Option(
+        help: """
+            With --channel: raw pub/sub over WebSocket instead of protocol v1 (an nchan `nchan_pubsub` location): \
+            open this path + the channel name, publish by sending, and count every text message received.
+            """)
+    var channelPath: String?
     @Option(help: "An upgrade header for every connection, NAME:VALUE (e.g. Authorization: Bearer TOKEN); repeatable.")
     var header: [String] = []
     @Option(help: "Connect with TLS (wss://), trusting this CA certificate (PEM) for `localhost`.")
@@ -70,6 +76,7 @@ struct Run: ParsableCommand {
                     sourceAddresses: sourceAddresses, totalSenders: totalSenders,
                     ratePerSender: rate / Double(max(totalSenders, 1)), window: window, messageSize: messageSize,
                     connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1),
+                    channelPath: channelPath,
                     headers: try header.map { line in
                         guard let colon = line.firstIndex(of: ":") else {
                             throw ValidationError("--header must be NAME:VALUE")

@@ -67,6 +67,9 @@ final class Coordinator: @unchecked Sendable {
         let rssAfter = server?.rss()
         let cpuStart = server?.cpuMicros()
         let redisStart = redis?.cpuMicros()
+        // The load generator's own cost: it must stay well below the server's to measure the server.
+        let generator = ProcessStats(pids: processes.map(\.processIdentifier))
+        let generatorStart = generator.cpuMicros()
         let atGo = total
         broadcast("go")
         let runStart = Date()
@@ -81,6 +84,7 @@ final class Coordinator: @unchecked Sendable {
         let runSeconds = Date().timeIntervalSince(runStart)
         let cpuEnd = server?.cpuMicros()
         let redisEnd = redis?.cpuMicros()
+        let generatorEnd = generator.cpuMicros()
         // Let in-flight messages land before counting losses: wait until deliveries stop (at most 15 s).
         var settled = total.received
         for _ in 0..<15 {
@@ -98,7 +102,7 @@ final class Coordinator: @unchecked Sendable {
         summarize(
             mode: mode, planned: planned, end: end, atGo: atGo, histogram: histogram, runSeconds: runSeconds,
             connectSeconds: connectSeconds, rss: (rssBefore, rssAfter), cpu: (cpuStart, cpuEnd),
-            redisCPU: (redisStart, redisEnd))
+            redisCPU: (redisStart, redisEnd), generatorCPU: (generatorStart, generatorEnd))
     }
 
     private func spawn() throws {
@@ -156,7 +160,8 @@ final class Coordinator: @unchecked Sendable {
 
     private func summarize(
         mode: WorkerPlan.Mode, planned: Int, end: WorkerReport, atGo: WorkerReport, histogram: Histogram,
-        runSeconds: Double, connectSeconds: Double, rss: (Int?, Int?), cpu: (Int?, Int?), redisCPU: (Int?, Int?)
+        runSeconds: Double, connectSeconds: Double, rss: (Int?, Int?), cpu: (Int?, Int?), redisCPU: (Int?, Int?),
+        generatorCPU: (Int?, Int?)
     ) {
         let connections = end.connected
         let delivered = end.received - atGo.received
@@ -187,6 +192,9 @@ final class Coordinator: @unchecked Sendable {
             if mode == .churn, end.churned > 0 {
                 result["server_cpu_us_per_connection"] = Double(stop - start) / Double(end.churned)
             }
+        }
+        if let start = generatorCPU.0, let stop = generatorCPU.1, delivered > 0 {
+            result["generator_cpu_us_per_delivery"] = Double(stop - start) / Double(delivered)
         }
         if let start = redisCPU.0, let stop = redisCPU.1 {
             result["redis_cpu_seconds"] = Double(stop - start) / 1e6

@@ -93,6 +93,7 @@ final class Worker: @unchecked Sendable {
 
     private func options(forIndex index: Int) -> ClientOptions {
         var options = ClientOptions(path: plan.path)
+        if let prefix = plan.channelPath, let name = channelName(forIndex: index) { options.path = prefix + name }
         options.localAddress = "127.0.0.\(2 + index % max(plan.sourceAddresses, 1))"
         options.connectTimeout = .seconds(10)
         options.headers = plan.headers.map { ($0[0], $0[1]) }
@@ -124,7 +125,10 @@ final class Worker: @unchecked Sendable {
                 sink: { _ in receiver })
             loop.execute {
                 self.channels.append(channel)
-                if let name = self.channelName(forIndex: index) {
+                if let name = self.channelName(forIndex: index), self.plan.channelPath != nil {
+                    receiver.channelName = name
+                    self.report.connected += 1
+                } else if let name = self.channelName(forIndex: index) {
                     // Counted as connected once the subscription is confirmed (see `received`).
                     receiver.channelName = name
                     channel.writeAndFlush(
@@ -181,9 +185,10 @@ final class Worker: @unchecked Sendable {
             sender.inFlight += 1
             report.sent += 1
             let padding = String(repeating: "x", count: max(plan.messageSize - 40, 0))
-            let json =
-                #"{"id":2,"cmd":"publish","channel":"\#(name)","data":{"t":\#(Self.now()),"s":\#(sender.id),"p":"\#(padding)"}}"#
-            sender.channel.writeAndFlush(ClientFrameEncoder.text(json), promise: nil)
+            let data = #"{"t":\#(Self.now()),"s":\#(sender.id),"p":"\#(padding)"}"#
+            let message =
+                plan.channelPath != nil ? data : #"{"id":2,"cmd":"publish","channel":"\#(name)","data":\#(data)}"#
+            sender.channel.writeAndFlush(ClientFrameEncoder.text(message), promise: nil)
             return
         }
         var payload = [UInt8](repeating: 0x2E, count: max(plan.messageSize, 16))
@@ -201,8 +206,12 @@ final class Worker: @unchecked Sendable {
     /// data carries the send time `t` and sender `s`. Scanned, not JSON-decoded: the generator must
     /// stay cheaper than the server it measures.
     private func receivedProtocol(_ payload: ByteBuffer, by receiver: Receiver) {
+        let raw = plan.channelPath != nil
         let scanned = payload.withUnsafeReadableBytes { bytes -> (kind: Int, sent: Int?, from: Int?) in
             guard bytes.count > 12 else { return (0, nil, nil) }
+            if raw {
+                return (2, Self.integer(after: Self.timeKey, in: bytes), Self.integer(after: Self.senderKey, in: bytes))
+            }
             if Self.hasPrefix(bytes, Self.replyPrefix) { return (1, nil, nil) }
             guard Self.hasPrefix(bytes, Self.pubPrefix) else { return (0, nil, nil) }
             return (2, Self.integer(after: Self.timeKey, in: bytes), Self.integer(after: Self.senderKey, in: bytes))

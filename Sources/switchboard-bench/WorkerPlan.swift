@@ -29,6 +29,10 @@ struct WorkerPlan: Codable, Sendable {
     /// `channel` (or `channel` + (i % channels) when channels > 1), senders publish to their own.
     var channel: String?
     var channels: Int
+    /// Raw pub/sub channels (an nchan `nchan_pubsub` location) instead of protocol v1: connection i opens
+    /// `channelPath` + its channel's name; a text message it sends is published, and every text message
+    /// it receives is a publication.
+    var channelPath: String?
     /// Extra upgrade headers, as name-value pairs (`Authorization: Bearer …`).
     var headers: [[String]] = []
     /// wss://: the CA certificate (PEM file) that signed the server's certificate for `localhost`.
