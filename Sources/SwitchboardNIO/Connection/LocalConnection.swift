@@ -46,8 +46,7 @@ extension WebSocketConnection: LocalConnection {
     var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool) {
-        enqueue(frame, as: kind)
-        if flush, flushPending { flushNow() }
+        if flush || shard.flushesAtOnce(self) { enqueueAndFlush(frame, as: kind) } else { enqueue(frame, as: kind) }
     }
 
     func close(code: CloseCode, reason: String, reconnect: Bool) {

@@ -8,7 +8,7 @@ extension WebSocketConnection {
     /// Delivers an encoded data frame in order. Frames for a closing connection are discarded.
     func enqueue(_ frame: ByteBuffer, as kind: OutboundClass = .standard) {
         guard machine.state == .open, let context else { return }
-        if queue.isEmpty, context.channel.isWritable {
+        if queue.isEmpty, writable {
             if queue.hasGaps { drainQueue() }  // report what a lane lost before its next message
             write(frame, context: context)
             return
@@ -34,7 +34,18 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
+        flushingAtOnce = true
         for frame in frames { enqueue(frame) }
+        flushingAtOnce = false
+        if flushPending { flushNow() }
+    }
+
+    /// Delivers one frame and flushes at once, without a place in the shard's flush list: a fan-out to
+    /// thousands would otherwise revisit every receiver (cold in cache by then) at the end of the batch.
+    func enqueueAndFlush(_ frame: ByteBuffer, as kind: OutboundClass) {
+        flushingAtOnce = true
+        enqueue(frame, as: kind)
+        flushingAtOnce = false
         if flushPending { flushNow() }
     }
 
@@ -50,7 +61,7 @@ extension WebSocketConnection {
     func drainQueue() {
         guard let context, !queue.isEmpty || queue.hasGaps else { return }
         let before = queue.count
-        while context.channel.isWritable, let entry = queue.popFirst() {
+        while writable, let entry = queue.popFirst() {
             if let lane = entry.lane, let dropped = queue.takeGap(for: lane) { writeGapNotice(lane, dropped) }
             write(entry.frame, context: context)
         }
@@ -91,6 +102,6 @@ extension WebSocketConnection {
     private func requestFlush() {
         guard !flushPending else { return }
         flushPending = true
-        shard.scheduleFlush(self)
+        if !flushingAtOnce { shard.scheduleFlush(self) }
     }
 }

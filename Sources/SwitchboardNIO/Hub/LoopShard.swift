@@ -43,6 +43,8 @@ public final class LoopShard: @unchecked Sendable {
     private let inbox = NIOLockedValueBox(Inbox())
     private var taken: [Work] = []
     private var runningInbox = false
+    /// Counts inbox batches, so a connection can tell its first write of a batch from later ones.
+    private var batch: UInt64 = 0
     private var broadcastRun: [ByteBuffer] = []
     /// Inflaters lent to this loop's connections while a compressed message arrives.
     let inflaters = InflaterPool()
@@ -170,6 +172,7 @@ public final class LoopShard: @unchecked Sendable {
         }
         let alone = taken.count == 1
         runningInbox = true
+        batch &+= 1
         for work in taken {
             if case .broadcast(let frame) = work {
                 broadcastRun.append(frame)
@@ -213,6 +216,17 @@ public final class LoopShard: @unchecked Sendable {
             self.flushScheduled = false
             self.flushAll()
         }
+    }
+
+    /// Whether an application's write to `connection` should be flushed at once: inside an inbox batch,
+    /// its first message is (it leaves now, while the connection is in cache, rather than after every
+    /// other write of the batch; a command reply still waiting goes with it); later ones wait for the
+    /// batch's closing flush, so a busy connection costs at most two syscalls per batch. Outside a batch
+    /// (replies while reading), the flush waits for the end of the turn so that what follows shares it.
+    func flushesAtOnce(_ connection: WebSocketConnection) -> Bool {
+        guard runningInbox, connection.flushedInBatch != batch else { return false }
+        connection.flushedInBatch = batch
+        return true
     }
 
     /// Flushes every connection written and not yet flushed on this loop. Call on `eventLoop`.

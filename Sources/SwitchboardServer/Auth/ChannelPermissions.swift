@@ -60,7 +60,8 @@ public struct ChannelPermissions: Sendable, Equatable {
     /// Why `user` (nil: anonymous) may not do `action` on `channel`, or nil when it may. A subscription
     /// token, when `access` is `.token`, is checked by the caller.
     func refusal(
-        _ action: Action, channel: String, user: String?, isSubscribed: Bool, isLocal: Bool = false
+        _ action: Action, channel: String, user: String?, isSubscribed: Bool,
+        isLocal: @autoclosure () -> Bool = false
     ) -> ProtocolError? {
         if let users = Self.users(of: channel) {
             guard let user, users.contains(Substring(user)) else {
@@ -72,7 +73,7 @@ public struct ChannelPermissions: Sendable, Equatable {
         case .authenticated: return user == nil ? .notAllowed("\(action.rawValue) needs an authenticated user") : nil
         case .subscribers: return isSubscribed ? nil : .notAllowed("\(action.rawValue) is for subscribers only")
         case .localOrAuthenticated:
-            return isLocal || user != nil
+            return user != nil || isLocal()
                 ? nil : .notAllowed("\(action.rawValue) needs an authenticated user or a connection from this host")
         }
     }
