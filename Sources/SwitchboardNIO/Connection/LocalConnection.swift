@@ -30,7 +30,8 @@ public protocol LocalConnection: AnyObject {
     var isOpen: Bool { get }
     /// Writes (or queues, while the socket is not writable) an encoded frame, in order with everything
     /// else sent to this connection. With `flush` the socket is flushed at once; otherwise the loop
-    /// flushes it once at the end of its current batch of work.
+    /// decides (`LoopShard.flushesAtOnce`): the connection's first message of an inbox batch goes at
+    /// once, later ones and replies written while reading with one flush at the end of the batch or turn.
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool)
     /// Starts the close handshake with an application's own code and reason; the disconnect notice advises
     /// reconnecting unless `reconnect` is false.
