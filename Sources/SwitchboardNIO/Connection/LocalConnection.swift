@@ -47,6 +47,7 @@ extension WebSocketConnection: LocalConnection {
     var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool) {
+        shard.eventLoop.assertInEventLoop()
         if flush || shard.flushesAtOnce(self) { enqueueAndFlush(frame, as: kind) } else { enqueue(frame, as: kind) }
     }
 

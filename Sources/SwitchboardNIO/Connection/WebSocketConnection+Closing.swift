@@ -49,6 +49,8 @@ extension WebSocketConnection {
             context.write(wrapOutboundOut(entry.frame), promise: nil)
         }
         shard.queuedMessages -= before
+        // Unreported gaps too: a gap notice written when the socket drains would follow the Close frame.
+        queue.removeAll()
         if let notice { context.write(wrapOutboundOut(notice), promise: nil) }
         context.writeAndFlush(
             wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),

@@ -232,7 +232,7 @@ public final class LoopShard: @unchecked Sendable {
     /// Flushes every connection written and not yet flushed on this loop. Call on `eventLoop`.
     public func flushAll() {
         swap(&pendingFlush, &flushing)
-        // Connections flushed early (a broadcast batch, `flushEach`) are still listed; skip them.
+        // Connections flushed early (a broadcast batch, a first message of a batch) may be listed; skip them.
         for connection in flushing where connection.flushPending { connection.flushNow() }
         flushing.removeAll(keepingCapacity: true)
     }

@@ -73,6 +73,8 @@ public enum ServerMessage {
 
     static func frame(_ json: String) -> ByteBuffer { FrameEncoder.encodeText(json) }
 
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
     /// A JSON string literal (RFC 8259: quote, backslash and control characters escaped). By hand: it
     /// runs for every publication's push, where Foundation's serializer cost more than the rest of it.
     public static func quote(_ string: String) -> String {
@@ -90,8 +92,7 @@ public enum ServerMessage {
             case 0x08: out += [0x5C, 0x62]
             case 0x0C: out += [0x5C, 0x66]
             case ..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [0x5C, 0x75, 0x30, 0x30, hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+                out += [0x5C, 0x75, 0x30, 0x30, hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0x0F)]]
             default: out.append(byte)
             }
         }
