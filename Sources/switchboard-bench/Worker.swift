@@ -6,8 +6,7 @@ import SwitchboardClient
 
 /// One load-generating process: opens its share of connections on a single event loop, then sends
 /// and measures as its plan says. All state lives on that loop.
-// @unchecked Sendable: every mutable property is touched only on `loop`, except `iterator`, which
-// only the `run` task uses.
+// @unchecked Sendable: mutable state is touched only on `loop`, except `iterator` (the `run` task's alone).
 final class Worker: @unchecked Sendable {
     let plan: WorkerPlan
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -125,12 +124,9 @@ final class Worker: @unchecked Sendable {
                 sink: { _ in receiver })
             loop.execute {
                 self.channels.append(channel)
-                if let name = self.channelName(forIndex: index), self.plan.channelPath != nil {
-                    receiver.channelName = name
-                    self.report.connected += 1
-                } else if let name = self.channelName(forIndex: index) {
+                receiver.channelName = self.channelName(forIndex: index)
+                if let name = receiver.channelName, self.plan.channelPath == nil {
                     // Counted as connected once the subscription is confirmed (see `received`).
-                    receiver.channelName = name
                     channel.writeAndFlush(
                         ClientFrameEncoder.text(#"{"id":1,"cmd":"subscribe","channel":"\#(name)"}"#), promise: nil)
                 } else {
@@ -209,11 +205,8 @@ final class Worker: @unchecked Sendable {
         let raw = plan.channelPath != nil
         let scanned = payload.withUnsafeReadableBytes { bytes -> (kind: Int, sent: Int?, from: Int?) in
             guard bytes.count > 12 else { return (0, nil, nil) }
-            if raw {
-                return (2, Self.integer(after: Self.timeKey, in: bytes), Self.integer(after: Self.senderKey, in: bytes))
-            }
-            if Self.hasPrefix(bytes, Self.replyPrefix) { return (1, nil, nil) }
-            guard Self.hasPrefix(bytes, Self.pubPrefix) else { return (0, nil, nil) }
+            if !raw, Self.hasPrefix(bytes, Self.replyPrefix) { return (1, nil, nil) }
+            guard raw || Self.hasPrefix(bytes, Self.pubPrefix) else { return (0, nil, nil) }
             return (2, Self.integer(after: Self.timeKey, in: bytes), Self.integer(after: Self.senderKey, in: bytes))
         }
         switch scanned.kind {

@@ -7,9 +7,8 @@ import SwitchboardTestSupport
 import Testing
 
 /// A receiver that counts messages on its event loop and checks they arrive in order, once each.
+// @unchecked Sendable: `next` and `violations` change only on the channel's loop; read after `done`.
 final class OrderedReceiver: ClientFrameSink, @unchecked Sendable {
-    // @unchecked Sendable: `next` and `violations` are touched on the channel's event loop only,
-    // and read by the test after `done` has completed.
     let expected: Int
     private(set) var next = 0
     private(set) var violations = 0

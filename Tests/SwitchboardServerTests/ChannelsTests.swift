@@ -203,9 +203,8 @@ struct ChannelsTests {
 }
 
 /// Counts publications on one connection, checking offsets arrive once each, in order.
+// @unchecked Sendable: state is touched only on the connection's loop; the test reads it after `done`.
 final class OffsetReceiver: ClientFrameSink, @unchecked Sendable {
-    // @unchecked Sendable: state is touched only on the connection's event loop; the test reads it
-    // after `done` completes.
     let expected: Int
     private var next = 1
     private(set) var violations = 0

@@ -34,17 +34,19 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
-        flushingAtOnce = true
-        for frame in frames { enqueue(frame) }
-        flushingAtOnce = false
-        if flushPending { flushNow() }
+        flushingAfter { for frame in frames { enqueue(frame) } }
     }
 
-    /// Delivers one frame and flushes at once, without a place in the shard's flush list: a fan-out to
-    /// thousands would otherwise revisit every receiver (cold in cache by then) at the end of the batch.
+    /// Delivers one frame and flushes at once.
     func enqueueAndFlush(_ frame: ByteBuffer, as kind: OutboundClass) {
+        flushingAfter { enqueue(frame, as: kind) }
+    }
+
+    /// Runs `writes`, then flushes, without giving the connection a place in the shard's flush list: a
+    /// fan-out to thousands would otherwise revisit every receiver (cold in cache by then) at its end.
+    private func flushingAfter(_ writes: () -> Void) {
         flushingAtOnce = true
-        enqueue(frame, as: kind)
+        writes()
         flushingAtOnce = false
         if flushPending { flushNow() }
     }
