@@ -51,6 +51,10 @@ public struct SwitchboardConfiguration: Sendable {
     /// wait in the connection's bounded queue. Defaults 32 KiB / 64 KiB.
     public var writeBufferLowWaterMark = 32 * 1024
     public var writeBufferHighWaterMark = 64 * 1024
+    /// Plain ws:// connections write a frame the socket takes whole with one `send(2)`, below NIO's
+    /// pipeline, and hand NIO only what does not fit (see `DirectSocket`). Default true; false writes
+    /// everything through the pipeline.
+    public var directWrites = true
     /// permessage-deflate (RFC 7692), offered by browsers by default. Default nil: off, the extension is
     /// not negotiated.
     public var deflate: DeflateOptions?

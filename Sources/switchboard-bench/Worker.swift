@@ -24,7 +24,10 @@ final class Worker: @unchecked Sendable {
         let channel: any Channel
         var seq: UInt32 = 0
         var inFlight = 0
-        var started: UInt64 = 0
+        /// Where in its period (a fraction of 1 / rate) this sender sends: spread evenly over all senders,
+        /// so a thousand senders at 5/s make a steady 5,000/s and not a burst of a thousand every 200 ms,
+        /// whose draining time would be measured as latency.
+        var phase = 0.0
         var channelName: String?
         init(id: UInt32, channel: any Channel) {
             self.id = id
@@ -154,12 +157,12 @@ final class Worker: @unchecked Sendable {
         sending = true
         if plan.ratePerSender > 0 {
             let start = Self.now()
-            for sender in senders { sender.started = start }
-            loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(5)) { task in
+            for sender in senders { sender.phase = Double(sender.id) / Double(max(plan.totalSenders, 1)) }
+            loop.scheduleRepeatedTask(initialDelay: .zero, delay: .milliseconds(1)) { task in
                 guard self.sending else { return task.cancel() }
                 let elapsed = Double(Self.now() - start) / 1e9
                 for sender in self.senders {
-                    let owed = Int(elapsed * self.plan.ratePerSender) - Int(sender.seq)
+                    let owed = Int(elapsed * self.plan.ratePerSender + sender.phase) - Int(sender.seq)
                     for _ in 0..<max(owed, 0) { self.send(sender) }
                 }
             }

@@ -54,8 +54,7 @@ extension WebSocketConnection {
     /// Control frames bypass the queue: they are never dropped and never wait behind data.
     func writeControl(_ frame: ByteBuffer) {
         guard let context else { return }
-        context.write(wrapOutboundOut(deflated(frame)), promise: nil)
-        requestFlush()
+        writeThroughPipeline(deflated(frame), context: context)
     }
 
     /// Writes queued messages while the socket takes them. A lane that lost messages gets its gap
@@ -94,11 +93,30 @@ extension WebSocketConnection {
     }
 
     private func write(_ frame: ByteBuffer, context: ChannelHandlerContext) {
-        let frame = deflated(frame)
+        var frame = deflated(frame)
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
-        context.write(wrapOutboundOut(frame), promise: nil)
+        if let directSocket, pipelineWrites == 0, directSocket.write(&frame) { return }
+        writeThroughPipeline(frame, context: context)
+    }
+
+    /// While direct writes are on, a write through NIO is counted until it completes (NIO completes
+    /// writes in order), so no direct write overtakes it.
+    func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        if directSocket != nil {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            countPipelineWrite(promise.futureResult)
+            context.write(wrapOutboundOut(frame), promise: promise)
+        } else {
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
         requestFlush()
+    }
+
+    /// Counts a write through NIO until it completes.
+    func countPipelineWrite(_ written: EventLoopFuture<Void>) {
+        pipelineWrites += 1
+        written.assumeIsolated().whenComplete { _ in self.pipelineWrites -= 1 }
     }
 
     private func requestFlush() {

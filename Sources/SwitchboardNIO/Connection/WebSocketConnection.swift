@@ -44,6 +44,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// from the write that crosses a watermark): the fan-out path reads a field of this object instead of
     /// reaching the channel's atomic through the pipeline, a cache miss per receiver.
     var writable = true
+    /// Set while frames may go straight to the socket (plain TCP, open); see `DirectSocket`.
+    var directSocket: DirectSocket?
+    /// Writes handed to NIO and not yet written while `directSocket` is set: direct writes wait for zero.
+    var pipelineWrites = 0
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
     var closeTimer: Scheduled<Void>?
@@ -54,8 +58,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
         attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, clientAddress: String? = nil,
-        countedUser: String? = nil, hub: Hub, shard: LoopShard
+        countedUser: String? = nil, directSocket: DirectSocket? = nil, hub: Hub, shard: LoopShard
     ) {
+        self.directSocket = directSocket
         self.clientAddress = clientAddress
         self.countedUser = countedUser
         self.inbound = InboundLimiter(hub.abuseLimits, maxMessageSize: hub.configuration.maxMessageSize)
@@ -226,6 +231,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        directSocket = nil  // NIO closed the descriptor (just now, synchronously): its number may be reused
         assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
             unregister(reason)

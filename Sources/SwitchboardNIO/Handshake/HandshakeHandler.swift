@@ -32,8 +32,14 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The user counted against the per-user limit at the upgrade; handed to the connection like the slot.
     private var countedUser: String?
     private let started = NIODeadline.now()
+    /// Plain TCP and allowed by the configuration: the connection may write its socket directly.
+    private let directWrites: Bool
 
-    init(hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>) {
+    init(
+        hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
+        directWrites: Bool
+    ) {
+        self.directWrites = directWrites
         self.hub = hub
         self.shard = shard
         self.encoder = encoder
@@ -231,15 +237,19 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
             promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let responseWritten = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: responseWritten)
         hub.metrics.handshakeDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
 
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
             info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate,
             clientAddress: countedAddress, countedUser: countedUser,
+            directSocket: directWrites ? DirectSocket(channel: context.channel) : nil,
             hub: hub,
             shard: shard)
+        // Frames written straight to the socket must not overtake the response.
+        if connection.directSocket != nil { connection.countPipelineWrite(responseWritten.futureResult) }
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))

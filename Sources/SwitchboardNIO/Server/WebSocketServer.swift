@@ -104,7 +104,10 @@ public final class WebSocketServer: Service, Sendable {
                     if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try sync.addHandler(encoder)
                     try sync.addHandler(decoder)
-                    try sync.addHandler(HandshakeHandler(hub: hub, shard: shard, encoder: encoder, decoder: decoder))
+                    try sync.addHandler(
+                        HandshakeHandler(
+                            hub: hub, shard: shard, encoder: encoder, decoder: decoder,
+                            directWrites: tls == nil && configuration.directWrites))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)
