@@ -74,6 +74,59 @@ struct DeliveryTests {
         await server.stop()
     }
 
+    /// A client that stops reading fills its socket: frames the socket no longer takes go to NIO and
+    /// then to the connection's queue. Once it reads again, while more is sent, it gets every message in
+    /// order: nothing written straight to the socket overtakes what NIO still holds.
+    @Test(arguments: [true, false])
+    func aStalledReaderGetsEverythingInOrderOnceItReadsAgain(directWrites: Bool) async throws {
+        let server = try await TestServer.start(echo: false) {
+            $0.directWrites = directWrites
+            $0.queueMaxBytes = 256 << 20
+            $0.queueMaxMessages = 1 << 20
+        }
+        let client = try await server.connectRegistered()
+        try await client.channel.setOption(.autoRead, value: false).get()
+        let padding = String(repeating: "x", count: 1000)
+        var sent = 0
+        func broadcast(_ count: Int) {
+            for _ in 0..<count {
+                server.hub.broadcast(text: "\(sent) \(padding)")
+                sent += 1
+            }
+        }
+        var received = 0
+        func receive(upTo last: Int) async throws {
+            while received < last {
+                let message = try await client.nextMessage(timeout: .seconds(30))
+                guard case .text(let text) = message, text == "\(received) \(padding)" else {
+                    throw OutOfOrder(expected: received, got: "\(message)".prefix(40))
+                }
+                received += 1
+            }
+        }
+        // Until the socket and NIO's buffer are full and messages wait in the connection's queue.
+        while try await server.hub.snapshot().get().allSatisfy({ $0.queuedMessages == 0 }) {
+            broadcast(1000)
+            #expect(sent < 1_000_000, "the socket never filled")
+            if sent >= 1_000_000 { break }
+        }
+        try await client.channel.setOption(.autoRead, value: true).get()
+        for _ in 0..<50 {
+            broadcast(100)
+            try await receive(upTo: received + 100)
+        }
+        try await receive(upTo: sent)
+        #expect(server.hub.connectionCount == 1)
+        await client.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    struct OutOfOrder: Error {
+        let expected: Int
+        let got: Substring
+    }
+
     @Test func sendToAUserReachesEachOfItsConnectionsOnly() async throws {
         let server = try await TestServer.start(echo: false)
         let phone = try await server.connectRegistered(user: "ada")

@@ -1,3 +1,5 @@
+import NIOCore
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -5,7 +7,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import NIOCore
 
 /// A connection's socket, written with one `send(2)` per frame while NIO holds nothing unwritten for it.
 ///

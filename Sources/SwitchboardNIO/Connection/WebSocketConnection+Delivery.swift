@@ -96,7 +96,9 @@ extension WebSocketConnection {
         var frame = deflated(frame)
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
-        if let directSocket, pipelineWrites == 0, directSocket.write(&frame) { return }
+        // Only a write its caller flushes at once: one whose flush waits (a reply while reading) stays in
+        // NIO's buffer, to leave in one writev with what follows it in the same turn.
+        if flushingAtOnce, let directSocket, pipelineWrites == 0, directSocket.write(&frame) { return }
         writeThroughPipeline(frame, context: context)
     }
 
