@@ -44,6 +44,10 @@ package struct OutboundQueue: Sendable {
         let kind: OutboundClass
     }
 
+    // First, beside the connection's other hot fields: what every write checks (empty, no gaps).
+    package private(set) var count = 0
+    /// Messages dropped per lane and not yet reported.
+    private var gaps: [DeliveryLane: Int] = [:]
     package let maxBytes: Int
     package let maxMessages: Int
     /// The policy for `.standard` messages.
@@ -57,10 +61,7 @@ package struct OutboundQueue: Sendable {
     private var dropSearchStart = 0
     /// The pending message of each `latest` lane, by sequence number.
     private var pendingLatest: [DeliveryLane: Int] = [:]
-    package private(set) var count = 0
     package private(set) var byteCount = 0
-    /// Messages dropped per lane and not yet reported.
-    private var gaps: [DeliveryLane: Int] = [:]
 
     package init(maxBytes: Int, maxMessages: Int, policy: SlowConsumerPolicy) {
         self.maxBytes = maxBytes

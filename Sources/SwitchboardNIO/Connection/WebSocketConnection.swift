@@ -10,32 +10,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    let id: ConnectionID
-    /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
-    private(set) var userID: String?
-    let subprotocol: String?
-    private(set) var info: String?
-    let attachment: (any Sendable)?
-    /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
-    let deflate: DeflateParameters?
-    /// Counted against the per-address limit (released when the connection goes).
-    private(set) var clientAddress: String?
-    /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
-    private(set) var countedUser: String?
-    /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade); a reference, so
-    /// connections without limits carry one word rather than both buckets.
-    private let inbound: InboundLimiter?
-    let hub: Hub
+    // What a fan-out write reads comes first, in a few adjacent cache lines: the receiver is cold by then.
     let shard: LoopShard
     var context: ChannelHandlerContext?
     var machine = ConnectionStateMachine()
-    var assembler: MessageAssembler
-    var queue: OutboundQueue
-    var heartbeat: HeartbeatState
-    /// The start of a frame header split across reads (at most 13 bytes); payload is never held here.
-    private var partialInput: ByteBuffer?
-    /// Set after a protocol failure: the byte stream can no longer be parsed, so input is discarded.
-    var discardingInput = false
     /// Written since the last flush; the shard's flush list holds the connection until it is flushed.
     var flushPending = false
     /// Set while a write is about to be flushed by its caller: the shard need not list the connection.
@@ -50,6 +28,30 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var pipelineWrites = 0
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
+    /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
+    let deflate: DeflateParameters?
+    var queue: OutboundQueue
+
+    let id: ConnectionID
+    /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
+    private(set) var userID: String?
+    let subprotocol: String?
+    private(set) var info: String?
+    let attachment: (any Sendable)?
+    /// Counted against the per-address limit (released when the connection goes).
+    private(set) var clientAddress: String?
+    /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
+    private(set) var countedUser: String?
+    /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade); a reference, so
+    /// connections without limits carry one word rather than both buckets.
+    private let inbound: InboundLimiter?
+    let hub: Hub
+    var assembler: MessageAssembler
+    var heartbeat: HeartbeatState
+    /// The start of a frame header split across reads (at most 13 bytes); payload is never held here.
+    private var partialInput: ByteBuffer?
+    /// Set after a protocol failure: the byte stream can no longer be parsed, so input is discarded.
+    var discardingInput = false
     var closeTimer: Scheduled<Void>?
     /// When the connection's credentials expire (the upgrade decision's `expiresAt`, or `expire(at:)`).
     private(set) var expiresAt: NIODeadline?
