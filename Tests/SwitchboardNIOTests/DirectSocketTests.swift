@@ -31,7 +31,7 @@ struct DirectSocketTests {
             var frame = channel.allocator.buffer(string: "hello")
             return socket.write(&frame) && frame.readableBytes == 0
         }.get()
-        #expect(written)
+        try #require(written)
         #expect(String(buffer: try await received.futureResult.get()) == "hello")
         try await client.close()
         try await channel.closeFuture.get()
@@ -39,6 +39,29 @@ struct DirectSocketTests {
         #expect(try await channel.eventLoop.submit { DirectSocket(channel: channel) == nil }.get())
         try await server.close()
         try await group.shutdownGracefully()
+    }
+
+    /// Plain connections write directly (until they close), and only when the configuration allows it.
+    @Test(arguments: [true, false])
+    func connectionsWriteDirectlyAsConfigured(directWrites: Bool) async throws {
+        let server = try await TestServer.start(echo: false) { $0.directWrites = directWrites }
+        let client = try await server.connectRegistered()
+        func direct() async throws -> [Bool] {
+            var found: [Bool] = []
+            for shard in server.hub.shards {
+                found += try await shard.eventLoop.submit {
+                    shard.registry.byID.values.map { $0.directSocket != nil }
+                }.get()
+            }
+            return found
+        }
+        #expect(try await direct() == [directWrites])
+        // And what it writes arrives.
+        server.hub.broadcast(text: "hello")
+        #expect(try await client.nextMessage() == .text("hello"))
+        await client.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
     }
 }
 

@@ -15,8 +15,8 @@ import NIOCore
 /// lifecycle state, its pending-writes queue, the socket object), about half the server's user-space time
 /// per delivery. A frame the kernel takes whole never needs any of it. What the kernel does not take (a
 /// full socket buffer, an error) is handed to NIO, which owns everything from then on: buffering,
-/// writability, errors and closing; the connection writes directly again only once NIO's writes have all
-/// completed, so bytes never overtake each other.
+/// writability, errors and closing; the connection writes directly again only once NIO holds no unwritten
+/// bytes, so bytes never overtake each other.
 ///
 /// NIO keeps an accepted channel's descriptor private, so it is read once, at the upgrade, by reflection,
 /// and believed only when the descriptor's peer and local ports are the channel's: a NIO whose layout
@@ -30,8 +30,8 @@ struct DirectSocket {
             guard let socket = Self.storedProperty("socket", of: channel),
                 let descriptor = Self.storedProperty("descriptor", of: socket) as? CInt,
                 descriptor >= 0,
-                Self.port(of: descriptor, peer: true) == channel.remoteAddress?.port,
-                Self.port(of: descriptor, peer: false) == channel.localAddress?.port
+                let peer = Self.port(of: descriptor, peer: true), peer == channel.remoteAddress?.port,
+                let local = Self.port(of: descriptor, peer: false), local == channel.localAddress?.port
             else { return nil }
             self.descriptor = descriptor
         #else

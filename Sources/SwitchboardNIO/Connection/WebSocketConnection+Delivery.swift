@@ -34,20 +34,23 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
-        flushingAfter { for frame in frames { enqueue(frame) } }
+        // Several frames leave in one writev through NIO rather than one send each.
+        flushingAfter(direct: frames.count == 1) { for frame in frames { enqueue(frame) } }
     }
 
     /// Delivers one frame and flushes at once.
     func enqueueAndFlush(_ frame: ByteBuffer, as kind: OutboundClass) {
-        flushingAfter { enqueue(frame, as: kind) }
+        flushingAfter(direct: true) { enqueue(frame, as: kind) }
     }
 
     /// Runs `writes`, then flushes, without giving the connection a place in the shard's flush list: a
     /// fan-out to thousands would otherwise revisit every receiver (cold in cache by then) at its end.
-    private func flushingAfter(_ writes: () -> Void) {
+    private func flushingAfter(direct: Bool, _ writes: () -> Void) {
         flushingAtOnce = true
+        sendingDirectly = direct
         writes()
         flushingAtOnce = false
+        sendingDirectly = false
         if flushPending { flushNow() }
     }
 
@@ -96,29 +99,25 @@ extension WebSocketConnection {
         var frame = deflated(frame)
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
-        // Only a write its caller flushes at once: one whose flush waits (a reply while reading) stays in
-        // NIO's buffer, to leave in one writev with what follows it in the same turn.
-        if flushingAtOnce, let directSocket, pipelineWrites == 0, directSocket.write(&frame) { return }
+        // Only a single frame its caller flushes at once: one whose flush waits (a reply while reading)
+        // stays in NIO's buffer, to leave in one writev with what follows it in the same turn.
+        if sendingDirectly, let directSocket, pipelineIsEmpty(context), directSocket.write(&frame) { return }
         writeThroughPipeline(frame, context: context)
     }
 
-    /// While direct writes are on, a write through NIO is counted until it completes (NIO completes
-    /// writes in order), so no direct write overtakes it.
-    func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
-        if directSocket != nil {
-            let promise = context.eventLoop.makePromise(of: Void.self)
-            countPipelineWrite(promise.futureResult)
-            context.write(wrapOutboundOut(frame), promise: promise)
-        } else {
-            context.write(wrapOutboundOut(frame), promise: nil)
-        }
+    private func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
+        if directSocket != nil { pipelineMayHoldBytes = true }
+        context.write(wrapOutboundOut(frame), promise: nil)
         requestFlush()
     }
 
-    /// Counts a write through NIO until it completes.
-    func countPipelineWrite(_ written: EventLoopFuture<Void>) {
-        pipelineWrites += 1
-        written.assumeIsolated().whenComplete { _ in self.pipelineWrites -= 1 }
+    /// Whether NIO holds no unwritten bytes of this connection (a direct write would overtake them).
+    /// Asked of the channel only after a write went through it: the fan-out path does not touch it.
+    private func pipelineIsEmpty(_ context: ChannelHandlerContext) -> Bool {
+        guard pipelineMayHoldBytes else { return true }
+        guard (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) == 0 else { return false }
+        pipelineMayHoldBytes = false
+        return true
     }
 
     private func requestFlush() {

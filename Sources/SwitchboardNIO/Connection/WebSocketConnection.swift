@@ -24,8 +24,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var writable = true
     /// Set while frames may go straight to the socket (plain TCP, open); see `DirectSocket`.
     var directSocket: DirectSocket?
-    /// Writes handed to NIO and not yet written while `directSocket` is set: direct writes wait for zero.
-    var pipelineWrites = 0
+    /// Set by every write through NIO while `directSocket` is set (and at first, for the 101 response):
+    /// a direct write first asks NIO whether it still holds bytes.
+    var pipelineMayHoldBytes = true
+    /// Set while a single frame flushed at once is being written: it may go straight to the socket.
+    var sendingDirectly = false
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
@@ -198,6 +201,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         case .replyCloseAndDisconnect(let code):
             discardQueue()
+            directSocket = nil
             let frame = FrameEncoder.encodeClose(code, reason: "", allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
@@ -233,7 +237,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        directSocket = nil  // NIO closed the descriptor (just now, synchronously): its number may be reused
+        directSocket = nil  // NIO has closed the descriptor: its number may already be another socket's
         assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
             unregister(reason)

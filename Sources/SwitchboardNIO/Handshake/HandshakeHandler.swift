@@ -237,8 +237,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.write(
             wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .switchingProtocols, headers: headers))),
             promise: nil)
-        let responseWritten = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: responseWritten)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         hub.metrics.handshakeDuration.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
 
         let connection = WebSocketConnection(
@@ -248,8 +247,6 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             directSocket: directWrites ? DirectSocket(channel: context.channel) : nil,
             hub: hub,
             shard: shard)
-        // Frames written straight to the socket must not overtake the response.
-        if connection.directSocket != nil { connection.countPipelineWrite(responseWritten.futureResult) }
         do {
             let pipeline = context.pipeline.syncOperations
             try pipeline.addHandler(connection, position: .after(self))
