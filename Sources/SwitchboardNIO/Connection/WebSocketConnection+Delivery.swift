@@ -34,8 +34,30 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
-        // Several frames leave in one writev through NIO rather than one send each.
-        flushingAfter(direct: frames.count == 1) { for frame in frames { enqueue(frame) } }
+        if frames.count > 1, deflate == nil, machine.state == .open, queue.isEmpty, !queue.hasGaps, writable,
+            let directSocket, let context, pipelineIsEmpty(context)
+        {
+            return writeDirectly(frames, to: directSocket, context: context)
+        }
+        flushingAfter(direct: frames.count == 1 || deflate == nil) { for frame in frames { enqueue(frame) } }
+    }
+
+    /// Several frames in one writev straight to the socket; what it does not take goes to NIO, flushed.
+    private func writeDirectly(_ frames: [ByteBuffer], to socket: DirectSocket, context: ChannelHandlerContext) {
+        var taken = socket.write(frames)
+        shard.counters.messagesOut += frames.count
+        flushingAfter(direct: false) {
+            for var frame in frames {
+                shard.counters.bytesOut += frame.readableBytes
+                if taken >= frame.readableBytes {
+                    taken -= frame.readableBytes
+                    continue
+                }
+                frame.moveReaderIndex(forwardBy: taken)
+                taken = 0
+                writeThroughPipeline(frame, context: context)
+            }
+        }
     }
 
     /// Delivers one frame and flushes at once.
