@@ -73,7 +73,7 @@ struct DirectSocket {
         #endif
     }
 
-    private static let framesPerCall = 64
+    static let framesPerCall = 64
 
     #if canImport(Glibc) || canImport(Musl)
         /// The storage of each frame is retained across the call, as NIO does for its own vector writes.

@@ -13,8 +13,8 @@ extension WebSocketConnection {
         guard case .sendClose(let code, let message) = machine.close(reason, code: code, message: message) else {
             return
         }
-        directSocket = nil  // from the close frame on, everything goes through NIO
         if reason == .slowConsumer { discardQueue() }
+        stopDirectWrites()  // from the close frame on, everything goes through NIO
         let notice = hub.application.disconnectNotice(
             reason: reason, code: code, message: message, reconnectAfter: reconnectAfter)
         sendCloseFrame(code, message, notice: notice)
@@ -26,7 +26,7 @@ extension WebSocketConnection {
     func fail(_ failure: WebSocketFailure) {
         guard case .sendClose(let code, let message) = machine.fail(failure), let context else { return }
         log(.info, "closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
-        directSocket = nil
+        stopDirectWrites()
         discardingInput = true
         discardQueue()
         // The client needs the notice most here: it says not to reconnect and repeat the error.

@@ -34,30 +34,8 @@ extension WebSocketConnection {
     /// Delivers a batch of broadcasts and flushes at once: the first receivers of a broadcast to
     /// thousands should not wait for the last one to be written before anything leaves.
     func enqueue(batch frames: [ByteBuffer]) {
-        if frames.count > 1, deflate == nil, machine.state == .open, queue.isEmpty, !queue.hasGaps, writable,
-            let directSocket, let context, pipelineIsEmpty(context)
-        {
-            return writeDirectly(frames, to: directSocket, context: context)
-        }
-        flushingAfter(direct: frames.count == 1 || deflate == nil) { for frame in frames { enqueue(frame) } }
-    }
-
-    /// Several frames in one writev straight to the socket; what it does not take goes to NIO, flushed.
-    private func writeDirectly(_ frames: [ByteBuffer], to socket: DirectSocket, context: ChannelHandlerContext) {
-        var taken = socket.write(frames)
-        shard.counters.messagesOut += frames.count
-        flushingAfter(direct: false) {
-            for var frame in frames {
-                shard.counters.bytesOut += frame.readableBytes
-                if taken >= frame.readableBytes {
-                    taken -= frame.readableBytes
-                    continue
-                }
-                frame.moveReaderIndex(forwardBy: taken)
-                taken = 0
-                writeThroughPipeline(frame, context: context)
-            }
-        }
+        // A single frame may go at once; several leave together, in one writev, at the flush.
+        flushingAfter(direct: frames.count == 1) { for frame in frames { enqueue(frame) } }
     }
 
     /// Delivers one frame and flushes at once.
@@ -103,11 +81,38 @@ extension WebSocketConnection {
 
     func discardQueue() {
         shard.queuedMessages -= queue.removeAll()
+        unflushed.removeAll()
     }
 
     func flushNow() {
         flushPending = false
-        context?.flush()
+        guard let context else { return }
+        if !unflushed.isEmpty, let directSocket {
+            var taken = directSocket.write(unflushed)
+            let frames = unflushed
+            unflushed.removeAll(keepingCapacity: frames.count <= 4)
+            for var frame in frames {
+                if taken >= frame.readableBytes {
+                    taken -= frame.readableBytes
+                    continue
+                }
+                frame.moveReaderIndex(forwardBy: taken)
+                taken = 0
+                pipelineMayHoldBytes = true
+                context.write(wrapOutboundOut(frame), promise: nil)
+            }
+        }
+        if directSocket == nil || pipelineMayHoldBytes { context.flush() }
+    }
+
+    /// From here on everything goes through NIO (the close handshake): what waits for the flush goes first.
+    func stopDirectWrites() {
+        guard directSocket != nil else { return }
+        if let context {
+            for frame in unflushed { context.write(wrapOutboundOut(frame), promise: nil) }
+        }
+        unflushed.removeAll()
+        directSocket = nil
     }
 
     /// The frame as this connection receives it: compressed when deflate was negotiated and it pays off.
@@ -121,14 +126,27 @@ extension WebSocketConnection {
         var frame = deflated(frame)
         shard.counters.messagesOut += 1
         shard.counters.bytesOut += frame.readableBytes
-        // Only a single frame its caller flushes at once: one whose flush waits (a reply while reading)
-        // stays in NIO's buffer, to leave in one writev with what follows it in the same turn.
-        if sendingDirectly, let directSocket, pipelineIsEmpty(context), directSocket.write(&frame) { return }
-        writeThroughPipeline(frame, context: context)
+        guard let directSocket, pipelineIsEmpty(context) else { return writeThroughPipeline(frame, context: context) }
+        // A single frame its caller flushes at once leaves now; others (a reply while reading, a batch)
+        // wait for the flush, to leave in one writev with what follows them in the same turn.
+        if sendingDirectly, unflushed.isEmpty {
+            if !directSocket.write(&frame) { writeThroughPipeline(frame, context: context) }
+            return
+        }
+        unflushed.append(frame)
+        requestFlush()
+        // Bounded like NIO's buffer: past a writev's worth, out now (what the socket refuses goes to NIO,
+        // whose water marks then send the rest to the queue and its slow-consumer policy).
+        if unflushed.count >= DirectSocket.framesPerCall { flushNow() }
     }
 
     private func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
-        if directSocket != nil { pipelineMayHoldBytes = true }
+        if directSocket != nil {
+            pipelineMayHoldBytes = true
+            // What waits for a direct flush was written first.
+            for frame in unflushed { context.write(wrapOutboundOut(frame), promise: nil) }
+            unflushed.removeAll()
+        }
         context.write(wrapOutboundOut(frame), promise: nil)
         requestFlush()
     }

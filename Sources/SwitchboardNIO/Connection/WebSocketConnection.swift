@@ -29,6 +29,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var pipelineMayHoldBytes = true
     /// Set while a single frame flushed at once is being written: it may go straight to the socket.
     var sendingDirectly = false
+    /// Frames for the socket that wait for this connection's flush (then one writev), while NIO holds none.
+    var unflushed: [ByteBuffer] = []
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
@@ -201,7 +203,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             }
         case .replyCloseAndDisconnect(let code):
             discardQueue()
-            directSocket = nil
+            stopDirectWrites()
             let frame = FrameEncoder.encodeClose(code, reason: "", allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
@@ -237,6 +239,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        unflushed.removeAll()
         directSocket = nil  // NIO has closed the descriptor: its number may already be another socket's
         assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
