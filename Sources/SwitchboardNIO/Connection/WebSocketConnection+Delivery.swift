@@ -81,7 +81,16 @@ extension WebSocketConnection {
 
     func discardQueue() {
         shard.queuedMessages -= queue.removeAll()
-        unflushed.removeAll()
+        _ = takeUnflushed()
+    }
+
+    /// The frames waiting for the flush, handed over (and no longer counted).
+    func takeUnflushed() -> [ByteBuffer] {
+        defer {
+            unflushed = []
+            unflushedBytes = 0
+        }
+        return unflushed
     }
 
     func flushNow() {
@@ -89,9 +98,7 @@ extension WebSocketConnection {
         guard let context else { return }
         if !unflushed.isEmpty, let directSocket {
             var taken = directSocket.write(unflushed)
-            let frames = unflushed
-            unflushed.removeAll(keepingCapacity: frames.count <= 4)
-            for var frame in frames {
+            for var frame in takeUnflushed() {
                 if taken >= frame.readableBytes {
                     taken -= frame.readableBytes
                     continue
@@ -108,10 +115,10 @@ extension WebSocketConnection {
     /// From here on everything goes through NIO (the close handshake): what waits for the flush goes first.
     func stopDirectWrites() {
         guard directSocket != nil else { return }
+        let frames = takeUnflushed()
         if let context {
-            for frame in unflushed { context.write(wrapOutboundOut(frame), promise: nil) }
+            for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
         }
-        unflushed.removeAll()
         directSocket = nil
     }
 
@@ -134,18 +141,21 @@ extension WebSocketConnection {
             return
         }
         unflushed.append(frame)
+        unflushedBytes += frame.readableBytes
         requestFlush()
-        // Bounded like NIO's buffer: past a writev's worth, out now (what the socket refuses goes to NIO,
-        // whose water marks then send the rest to the queue and its slow-consumer policy).
-        if unflushed.count >= DirectSocket.framesPerCall { flushNow() }
+        // Bounded like NIO's buffer: past a writev's worth or the high water mark, out now (what the socket
+        // refuses goes to NIO, whose water marks then send the rest to the queue and its slow-consumer policy).
+        if unflushed.count >= DirectSocket.framesPerCall || unflushedBytes >= hub.configuration.writeBufferHighWaterMark
+        {
+            flushNow()
+        }
     }
 
     private func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         if directSocket != nil {
             pipelineMayHoldBytes = true
             // What waits for a direct flush was written first.
-            for frame in unflushed { context.write(wrapOutboundOut(frame), promise: nil) }
-            unflushed.removeAll()
+            for frame in takeUnflushed() { context.write(wrapOutboundOut(frame), promise: nil) }
         }
         context.write(wrapOutboundOut(frame), promise: nil)
         requestFlush()

@@ -31,6 +31,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var sendingDirectly = false
     /// Frames for the socket that wait for this connection's flush (then one writev), while NIO holds none.
     var unflushed: [ByteBuffer] = []
+    var unflushedBytes = 0
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
@@ -202,8 +203,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 writeControl(FrameEncoder.encode(.pong, payload: payload, allocator: context.channel.allocator))
             }
         case .replyCloseAndDisconnect(let code):
+            stopDirectWrites()  // replies already written in this read go before the close reply
             discardQueue()
-            stopDirectWrites()
             let frame = FrameEncoder.encodeClose(code, reason: "", allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
@@ -239,7 +240,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        unflushed.removeAll()
+        _ = takeUnflushed()
         directSocket = nil  // NIO has closed the descriptor: its number may already be another socket's
         assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
