@@ -2,7 +2,7 @@ import Foundation
 
 /// Spawns the worker processes, starts and stops them together, prints a progress line every
 /// second and a final table plus one JSON line.
-// Unchecked Sendable: `latest` and `finals` are guarded by `lock`; the rest is set before threads start.
+// @unchecked Sendable: `latest` and `finals` are guarded by `lock`; the rest is set before threads start.
 final class Coordinator: @unchecked Sendable {
     private let plans: [WorkerPlan]
     private let serverPIDs: [Int32]

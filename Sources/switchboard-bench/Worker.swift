@@ -18,7 +18,7 @@ final class Worker: @unchecked Sendable {
     private var sending = false
     private var churning = false
 
-    // Unchecked Sendable: a sender's counters are touched only on the worker's loop.
+    // @unchecked Sendable: a sender's counters and phase are touched only on the worker's loop.
     final class Sender: @unchecked Sendable {
         let id: UInt32
         let channel: any Channel

@@ -122,6 +122,22 @@ struct DeliveryTests {
         await server.stop()
     }
 
+    /// A reply written while reading a message goes out before the close reply to a Close frame that
+    /// arrived in the same read, whether it waited for the flush in the connection or in NIO.
+    @Test(arguments: [true, false])
+    func aReplyGoesBeforeTheCloseReplyReadWithIt(directWrites: Bool) async throws {
+        let server = try await TestServer.start(echo: true) { $0.directWrites = directWrites }
+        let client = try await server.connectRegistered()
+        var bytes = ClientFrameEncoder.text("last words")
+        var close = ClientFrameEncoder.close(code: 1000, reason: "")
+        bytes.writeBuffer(&close)
+        client.sendRaw(bytes)
+        #expect(try await client.nextMessage() == .text("last words"))
+        #expect(try await client.waitForClose()?.code == 1000)
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
     struct OutOfOrder: Error {
         let expected: Int
         let got: Substring

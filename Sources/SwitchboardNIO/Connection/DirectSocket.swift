@@ -8,7 +8,8 @@ import NIOCore
     import Darwin
 #endif
 
-/// A connection's socket, written with one `send(2)` per frame while NIO holds nothing unwritten for it.
+/// A connection's socket, written with `send(2)` (one frame) or `writev(2)` (several) while NIO holds
+/// nothing unwritten for it.
 ///
 /// Why: with thousands of receivers, each fan-out write reaches a connection that is cold in cache, and
 /// NIO's outbound path touches half a dozen objects per write (two pipeline traversals, the channel's
@@ -54,48 +55,33 @@ struct DirectSocket {
         #endif
     }
 
-    /// Writes what the socket takes of `frames`, in order, with one `writev(2)` per 64 frames; returns the
-    /// number of bytes it took (0 when none: the socket is full, or an error NIO will meet again).
+    /// Writes what the socket takes of the first `framesPerCall` frames, in order, with one `writev(2)`;
+    /// returns the number of bytes it took (0 when none: the socket is full, or an error NIO will meet
+    /// again). The storage of each frame is retained across the call, as NIO does for its vector writes.
     func write(_ frames: [ByteBuffer]) -> Int {
         #if canImport(Glibc) || canImport(Musl)
-            var total = 0
-            var start = frames.startIndex
-            while start < frames.endIndex {
-                let chunk = frames[start..<min(start + Self.framesPerCall, frames.endIndex)]
-                let (written, wanted) = writev(chunk)
-                total += max(written, 0)
-                guard written == wanted else { break }
-                start = chunk.endIndex
-            }
-            return total
-        #else
-            return 0
-        #endif
-    }
-
-    static let framesPerCall = 64
-
-    #if canImport(Glibc) || canImport(Musl)
-        /// The storage of each frame is retained across the call, as NIO does for its own vector writes.
-        private func writev(_ frames: ArraySlice<ByteBuffer>) -> (written: Int, wanted: Int) {
-            withUnsafeTemporaryAllocation(of: iovec.self, capacity: frames.count) { vectors in
+            let frames = frames.prefix(Self.framesPerCall)
+            return withUnsafeTemporaryAllocation(of: iovec.self, capacity: frames.count) { vectors in
                 withUnsafeTemporaryAllocation(of: Unmanaged<AnyObject>.self, capacity: frames.count) { storages in
-                    var wanted = 0
                     for (index, frame) in zip(0..., frames) {
                         frame.withUnsafeReadableBytesWithStorageManagement { bytes, storage in
                             storages[index] = storage.retain()
                             vectors[index] = iovec(
                                 iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-                            wanted += bytes.count
                         }
                     }
-                    let written = Glibc.writev(descriptor, vectors.baseAddress, CInt(frames.count))
+                    let written = writev(descriptor, vectors.baseAddress, CInt(frames.count))
                     for index in 0..<frames.count { storages[index].release() }
-                    return (written, wanted)
+                    return max(written, 0)
                 }
             }
-        }
-    #endif
+        #else
+            return 0
+        #endif
+    }
+
+    /// Frames per `writev`: the connection flushes its waiting frames at this count.
+    static let framesPerCall = 64
 
     private static func storedProperty(_ name: String, of subject: Any) -> Any? {
         var mirror: Mirror? = Mirror(reflecting: subject)

@@ -97,17 +97,7 @@ extension WebSocketConnection {
         flushPending = false
         guard let context else { return }
         if !unflushed.isEmpty, let directSocket {
-            var taken = directSocket.write(unflushed)
-            for var frame in takeUnflushed() {
-                if taken >= frame.readableBytes {
-                    taken -= frame.readableBytes
-                    continue
-                }
-                frame.moveReaderIndex(forwardBy: taken)
-                taken = 0
-                pipelineMayHoldBytes = true
-                context.write(wrapOutboundOut(frame), promise: nil)
-            }
+            handUnflushedToPipeline(context, skipping: directSocket.write(unflushed))
         }
         if directSocket == nil || pipelineMayHoldBytes { context.flush() }
     }
@@ -115,11 +105,23 @@ extension WebSocketConnection {
     /// From here on everything goes through NIO (the close handshake): what waits for the flush goes first.
     func stopDirectWrites() {
         guard directSocket != nil else { return }
-        let frames = takeUnflushed()
-        if let context {
-            for frame in frames { context.write(wrapOutboundOut(frame), promise: nil) }
-        }
+        if let context { handUnflushedToPipeline(context, skipping: 0) }
         directSocket = nil
+    }
+
+    /// Writes the frames waiting for the flush through NIO, less the first `taken` bytes (already sent).
+    private func handUnflushedToPipeline(_ context: ChannelHandlerContext, skipping taken: Int) {
+        var taken = taken
+        for var frame in takeUnflushed() {
+            if taken >= frame.readableBytes {
+                taken -= frame.readableBytes
+                continue
+            }
+            frame.moveReaderIndex(forwardBy: taken)
+            taken = 0
+            pipelineMayHoldBytes = true
+            context.write(wrapOutboundOut(frame), promise: nil)
+        }
     }
 
     /// The frame as this connection receives it: compressed when deflate was negotiated and it pays off.
@@ -154,8 +156,7 @@ extension WebSocketConnection {
     private func writeThroughPipeline(_ frame: ByteBuffer, context: ChannelHandlerContext) {
         if directSocket != nil {
             pipelineMayHoldBytes = true
-            // What waits for a direct flush was written first.
-            for frame in takeUnflushed() { context.write(wrapOutboundOut(frame), promise: nil) }
+            handUnflushedToPipeline(context, skipping: 0)  // written before this frame
         }
         context.write(wrapOutboundOut(frame), promise: nil)
         requestFlush()
