@@ -145,7 +145,11 @@ extension SettingKey {
             "inboundMessagesPerSecond", .double, "0", "messages per second one connection may send; 0: no limit",
             reloadable: true),
         .init(
-            "inboundBytesPerSecond", .double, "0", "bytes per second one connection may send; 0: no limit",
+            "inboundBytesPerSecond", .double, "16777216", "bytes per second one connection may send; 0: no limit",
+            reloadable: true),
+        .init(
+            "inboundFramesPerSecond", .double, "10000",
+            "WebSocket frames (data, continuation, control) per second one connection may send; 0: no limit",
             reloadable: true),
         .init(
             "trustedProxies", .strings, "",

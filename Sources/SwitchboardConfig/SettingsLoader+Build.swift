@@ -50,7 +50,10 @@ extension SettingsLoader {
         limits.connectionsPerSecondPerAddress = try reader.number("connectionsPerSecondPerAddress") ?? 0
         limits.maxConnectionsPerUser = try reader.int("maxConnectionsPerUser", in: 0...Int(Int32.max)) ?? 0
         limits.inboundMessagesPerSecond = try reader.number("inboundMessagesPerSecond") ?? 0
-        limits.inboundBytesPerSecond = try reader.number("inboundBytesPerSecond") ?? 0
+        limits.inboundBytesPerSecond =
+            try reader.number("inboundBytesPerSecond") ?? AbuseLimits.defaultInboundBytesPerSecond
+        limits.inboundFramesPerSecond =
+            try reader.number("inboundFramesPerSecond") ?? AbuseLimits.defaultInboundFramesPerSecond
         limits.trustedProxies = reader.strings("trustedProxies") ?? []
         transport.abuseLimits = limits
         settings.transport = transport

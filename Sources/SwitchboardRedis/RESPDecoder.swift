@@ -5,29 +5,86 @@ public struct RESPProtocolError: Error, Sendable, Equatable, CustomStringConvert
     public let description: String
 }
 
-/// Incremental RESP2/RESP3 parser: returns a whole value once all its bytes have arrived, nil before,
-/// consuming nothing until then (so a value split anywhere across reads parses the same). Aggregates are
-/// bounded in depth and size so a broken or hostile stream cannot make it allocate without limit.
+/// Incremental RESP2/RESP3 parser: returns a whole value once all its bytes have arrived, nil before. It is
+/// resumable: every complete element of an unfinished aggregate is consumed from the buffer and kept here,
+/// so a reply arriving over many reads is parsed once (not again from its start on each read) and the caller
+/// keeps at most one unfinished scalar. Aggregates are bounded in depth and size so a broken or hostile
+/// stream cannot make it allocate without limit.
 public struct RESPDecoder: Sendable {
     public static let maxDepth = 64
     public static let maxBulkLength = 512 << 20
     public static let maxElements = 1 << 24
 
+    /// An aggregate whose header has been read and whose elements are still arriving.
+    private struct Unfinished: Sendable {
+        var type: UInt8
+        var remaining: Int
+        var elements: [RESPValue]
+    }
+
+    /// The aggregates being read, outermost first.
+    private var open: [Unfinished] = []
+
     public init() {}
 
     public mutating func next(from buffer: inout ByteBuffer) throws(RESPProtocolError) -> RESPValue? {
-        var reader = buffer
-        guard let value = try Self.parse(&reader, depth: 0) else { return nil }
-        buffer = reader
-        return value
+        while true {
+            guard open.count < Self.maxDepth else {
+                throw RESPProtocolError(description: "nesting deeper than \(Self.maxDepth)")
+            }
+            guard let token = try Self.token(&buffer) else { return nil }
+            var value: RESPValue
+            switch token {
+            case .value(let scalar):
+                value = scalar
+            case .aggregate(let type, let count):
+                let isMap = type == UInt8(ascii: "%") || type == UInt8(ascii: "|")
+                // An attribute is followed by the value it describes: one more element.
+                let remaining = count * (isMap ? 2 : 1) + (type == UInt8(ascii: "|") ? 1 : 0)
+                let aggregate = Unfinished(type: type, remaining: remaining, elements: [])
+                guard remaining > 0 else {
+                    value = Self.build(aggregate)
+                    break
+                }
+                open.append(aggregate)
+                open[open.count - 1].elements.reserveCapacity(min(remaining, 1024))
+                continue
+            }
+            // A finished value completes its parent, which may complete its own parent, and so on.
+            while !open.isEmpty {
+                open[open.count - 1].elements.append(value)
+                open[open.count - 1].remaining -= 1
+                guard open[open.count - 1].remaining == 0 else { break }
+                value = Self.build(open.removeLast())
+            }
+            if open.isEmpty { return value }
+        }
     }
 
-    private static func parse(_ buffer: inout ByteBuffer, depth: Int) throws(RESPProtocolError) -> RESPValue? {
-        guard depth < maxDepth else { throw RESPProtocolError(description: "nesting deeper than \(maxDepth)") }
+    private enum Token {
+        case value(RESPValue)
+        case aggregate(UInt8, count: Int)
+    }
+
+    private static func build(_ aggregate: Unfinished) -> RESPValue {
+        let elements = aggregate.elements
+        switch aggregate.type {
+        case UInt8(ascii: "~"): return .set(elements)
+        case UInt8(ascii: ">"): return .push(elements)
+        // Attributes describe the value that follows; the value is what the caller wants.
+        case UInt8(ascii: "|"): return elements.last ?? .null
+        case UInt8(ascii: "%"):
+            return .map(stride(from: 0, to: elements.count - 1, by: 2).map { (elements[$0], elements[$0 + 1]) })
+        default: return .array(elements)
+        }
+    }
+
+    /// One scalar value or one aggregate header, consumed only once all its bytes are there.
+    private static func token(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> Token? {
         guard let type = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
         var probe = buffer
         probe.moveReaderIndex(forwardBy: 1)
-        guard let line = readLine(&probe) else { return nil }
+        guard let line = try readLine(&probe) else { return nil }
         let value: RESPValue
         switch type {
         case UInt8(ascii: "+"): value = .simpleString(line)
@@ -64,42 +121,29 @@ public struct RESPDecoder: Sendable {
             }
         case UInt8(ascii: "*"), UInt8(ascii: "~"), UInt8(ascii: ">"), UInt8(ascii: "%"), UInt8(ascii: "|"):
             let count = try integer(line)
-            if count == -1 {
-                value = .null
-                break
-            }
+            buffer = probe
+            if count == -1 { return .value(.null) }
             guard count >= 0, count <= maxElements else { throw RESPProtocolError(description: "bad count \(count)") }
-            let isMap = type == UInt8(ascii: "%") || type == UInt8(ascii: "|")
-            var elements: [RESPValue] = []
-            elements.reserveCapacity(min(Int(count) * (isMap ? 2 : 1), 1024))
-            for _ in 0..<(Int(count) * (isMap ? 2 : 1)) {
-                guard let element = try parse(&probe, depth: depth + 1) else { return nil }
-                elements.append(element)
-            }
-            switch type {
-            case UInt8(ascii: "*"): value = .array(elements)
-            case UInt8(ascii: "~"): value = .set(elements)
-            case UInt8(ascii: ">"): value = .push(elements)
-            case UInt8(ascii: "|"):
-                // Attributes describe the value that follows; the value is what the caller wants.
-                guard let attributed = try parse(&probe, depth: depth + 1) else { return nil }
-                value = attributed
-            default:
-                value = .map(stride(from: 0, to: elements.count, by: 2).map { (elements[$0], elements[$0 + 1]) })
-            }
+            return .aggregate(type, count: Int(count))
         default:
             throw RESPProtocolError(description: "unknown type byte \(type)")
         }
         buffer = probe
-        return value
+        return .value(value)
     }
 
+    /// The longest line a reply header or simple value may have before its CRLF: a stream without one
+    /// is not RESP, and must not be buffered without bound while waiting for it.
+    public static let maxLineLength = 64 << 10
+
     /// The text up to CRLF, consuming it; nil until the CRLF has arrived.
-    private static func readLine(_ buffer: inout ByteBuffer) -> String? {
+    private static func readLine(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> String? {
         let view = buffer.readableBytesView
-        guard let cr = view.firstIndex(of: 0x0D), view.index(after: cr) < view.endIndex,
-            view[view.index(after: cr)] == 0x0A
-        else { return nil }
+        guard let cr = view.firstIndex(of: 0x0D), view.index(after: cr) < view.endIndex else {
+            guard view.count <= maxLineLength else { throw RESPProtocolError(description: "line without CRLF") }
+            return nil
+        }
+        guard view[view.index(after: cr)] == 0x0A else { throw RESPProtocolError(description: "CR without LF") }
         let length = cr - view.startIndex
         let line = buffer.readString(length: length)
         buffer.moveReaderIndex(forwardBy: 2)
@@ -121,31 +165,4 @@ public struct RESPDecoder: Sendable {
             return value
         }
     }
-}
-
-/// Commands go out as RESP arrays of bulk strings, whatever the protocol version.
-public enum RESPEncoder {
-    public static func encode(_ arguments: [RESPArgument], into buffer: inout ByteBuffer) {
-        buffer.writeString("*\(arguments.count)\r\n")
-        for argument in arguments {
-            switch argument {
-            case .string(let text):
-                buffer.writeString("$\(text.utf8.count)\r\n")
-                buffer.writeString(text)
-            case .bytes(let bytes):
-                buffer.writeString("$\(bytes.readableBytes)\r\n")
-                buffer.writeImmutableBuffer(bytes)
-            }
-            buffer.writeStaticString("\r\n")
-        }
-    }
-}
-
-/// One argument of a command: text, or bytes passed through untouched.
-public enum RESPArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByStringInterpolation {
-    case string(String)
-    case bytes(ByteBuffer)
-
-    public init(stringLiteral value: String) { self = .string(value) }
-    public init(_ value: Int) { self = .string(String(value)) }
 }

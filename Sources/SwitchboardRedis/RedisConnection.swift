@@ -272,7 +272,11 @@ final class RedisHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        if bytes.readableBytes > 0 { input = bytes }
+        if bytes.readableBytes > 0 {
+            // Only the unfinished scalar is left (the decoder keeps finished elements): drop what was read.
+            bytes.discardReadBytes()
+            input = bytes
+        }
     }
 
     private func received(_ value: RESPValue) {

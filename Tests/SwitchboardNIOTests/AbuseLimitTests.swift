@@ -119,4 +119,32 @@ struct AbuseLimitTests {
         #expect(server.hub.connectionCount == 1)
         await bystander.disconnect()
     }
+
+    /// With the default limits, a client that streams empty continuation frames (no message ever completes,
+    /// so no message limit sees them) is closed 1008 rather than served for ever; a bystander is untouched.
+    @Test func anEndlessStreamOfEmptyFramesIsClosedByDefault() async throws {
+        let server = try await TestServer.start(echo: true)
+        defer { Task { await server.stop() } }
+        let bystander = try await connect(server)
+        let abuser = try await connect(server)
+        abuser.sendRaw(ClientFrameEncoder.encode(opcode: 1, fin: false, payload: Array("a".utf8)))
+        var frames = ByteBuffer()
+        for _ in 0..<1000 {
+            var frame = ClientFrameEncoder.encode(opcode: 0, fin: false, payload: [UInt8]())
+            frames.writeBuffer(&frame)
+        }
+        var sent = 0
+        while abuser.channel.isActive, sent < 200 {
+            abuser.sendRaw(frames)
+            sent += 1
+            if sent % 20 == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let close = try await abuser.waitForClose(timeout: .seconds(20))
+        #expect(close?.code == 1008)
+        #expect(close?.reason.contains("inbound rate limit exceeded") == true)
+        try await eventually { server.closedCount(.inboundRateLimited) == 1 }
+        bystander.send(text: "still here")
+        #expect(try await bystander.nextMessage() == .text("still here"))
+        await bystander.disconnect()
+    }
 }

@@ -80,6 +80,41 @@ struct LifecycleTests {
         await server.stop()
     }
 
+    /// A client that stopped reading (its receive window full of our data) and then sends Close: our close
+    /// reply can never be written, yet the connection, its user count and its slot are gone within the close
+    /// timeout, whatever the peer does.
+    @Test(arguments: [true, false])
+    func aClientCloseWithUnsentDataEndsWithinTheCloseTimeout(directWrites: Bool) async throws {
+        let server = try await TestServer.start(echo: false) {
+            $0.closeTimeout = .milliseconds(500)
+            $0.directWrites = directWrites
+            $0.queueMaxBytes = 256 << 20
+            $0.queueMaxMessages = 1 << 20
+            $0.abuseLimits.maxConnectionsPerUser = 1
+        }
+        let client = try await server.connectRegistered(user: "zed")
+        try await client.channel.setOption(.autoRead, value: false).get()
+        let padding = String(repeating: "x", count: 1000)
+        var sent = 0
+        // Until the socket and NIO's buffer are full and messages wait in the connection's queue.
+        while try await server.hub.snapshot().get().allSatisfy({ $0.queuedMessages == 0 }), sent < 1_000_000 {
+            for _ in 0..<1000 { server.hub.broadcast(text: padding) }
+            sent += 1000
+        }
+        client.close(code: 1000)
+        try await eventually(timeout: .seconds(30), "the stuck connection closed") {
+            server.hub.connectionCount == 0
+        }
+        #expect(server.closedCount(.clientClosed) == 1)
+        // The user's slot is free again: the same user may connect.
+        let again = try await server.connectRegistered(user: "zed")
+        #expect(server.hub.connectionCount == 1)
+        await again.disconnect()
+        await client.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
     @Test func protocolErrorLeavesNoTrace() async throws {
         let server = try await TestServer.start()
         let client = try await server.connectRegistered(user: "eve")

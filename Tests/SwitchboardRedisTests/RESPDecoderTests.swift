@@ -67,6 +67,32 @@ struct RESPDecoderTests {
         #expect(throws: RESPProtocolError.self) { _ = try decoder.next(from: &buffer) }
     }
 
+    /// A reply that arrives over many reads is parsed once: every complete element of an unfinished
+    /// aggregate leaves the buffer at once, so the caller never keeps (or parses again) what was consumed.
+    @Test func completeElementsOfAnUnfinishedReplyAreConsumed() throws {
+        var decoder = RESPDecoder()
+        var buffer = ByteBuffer(string: "*3\r\n$3\r\none\r\n*2\r\n:2\r\n")
+        #expect(try decoder.next(from: &buffer) == nil)
+        #expect(buffer.readableBytes == 0)
+        buffer.writeString(":3\r\n$4\r\nfo")
+        #expect(try decoder.next(from: &buffer) == nil)
+        #expect(buffer.readableBytes == "$4\r\nfo".utf8.count, "only the unfinished bulk string is kept")
+        buffer.writeString("ur\r\n+next\r\n")
+        let expected: RESPValue = .array([
+            .bulkString(ByteBuffer(string: "one")), .array([.integer(2), .integer(3)]),
+            .bulkString(ByteBuffer(string: "four")),
+        ])
+        #expect(try decoder.next(from: &buffer) == expected)
+        #expect(try decoder.next(from: &buffer) == .simpleString("next"))
+    }
+
+    /// A stream that never sends CRLF is not buffered without bound.
+    @Test func aLineWithoutEndIsBounded() {
+        var decoder = RESPDecoder()
+        var buffer = ByteBuffer(string: "+" + String(repeating: "a", count: RESPDecoder.maxLineLength + 1))
+        #expect(throws: RESPProtocolError.self) { _ = try decoder.next(from: &buffer) }
+    }
+
     @Test func commandsAreArraysOfBulkStrings() {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["SET", "k", .bytes(ByteBuffer(string: "v\r\n")), RESPArgument(12)], into: &buffer)

@@ -57,6 +57,13 @@ enum TestKeys {
         return "\(base64URL(header)).\(base64URL(payload))."
     }
 
+    /// An HS256 token with a header of the test's own (jwt-kit writes only the usual fields).
+    static func hs256(_ claims: TestClaims, header: String, secret: String = secret) throws -> String {
+        let signed = "\(base64URL(Data(header.utf8))).\(base64URL(try JSONEncoder().encode(claims)))"
+        let mac = HMAC<SHA256>.authenticationCode(for: Data(signed.utf8), using: SymmetricKey(data: Data(secret.utf8)))
+        return "\(signed).\(base64URL(Data(mac)))"
+    }
+
     static func base64URL(_ data: some DataProtocol) -> String {
         Data(data).base64EncodedString().replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")

@@ -116,6 +116,12 @@ struct AuthTests {
                 "invalid token: not yet valid", "not_yet_valid"
             ),
             ("not-a-token", 112, 4003, "invalid token: malformed", "malformed"),
+            // RFC 7515 §4.1.11: a critical extension the server does not understand makes the token invalid.
+            (
+                try TestKeys.hs256(
+                    TestClaims(sub: "a"), header: #"{"alg":"HS256","typ":"JWT","crit":["exp-ext"],"exp-ext":1}"#),
+                112, 4003, "invalid token: unsupported critical header", "unsupported_critical_header"
+            ),
             (try TestKeys.unsigned(TestClaims(sub: "a")), 112, 4003, "invalid token: unsigned (alg none)", "alg_none"),
             (
                 try await TestKeys.sign(TestClaims(sub: "a"), with: await TestKeys.hmac(TestKeys.otherSecret)), 112,

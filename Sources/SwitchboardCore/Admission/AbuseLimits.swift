@@ -1,5 +1,7 @@
-/// Limits on what one client address, one user or one connection may take (0 everywhere: no limit).
-/// Reloadable: the hub reads the current value at each decision.
+/// Limits on what one client address, one user or one connection may take (0: no limit). The inbound
+/// frame and byte rates are on by default, far above what an honest client sends, so that no client can
+/// burn a core for ever (a stream of empty continuation frames completes no message). Reloadable: the hub
+/// reads the current value at each decision.
 public struct AbuseLimits: Sendable, Equatable {
     /// Open connections from one client address at once; beyond, 503 with a jittered Retry-After.
     public var maxConnectionsPerAddress = 0
@@ -10,7 +12,13 @@ public struct AbuseLimits: Sendable, Equatable {
     /// Data messages per second one connection may send, sustained (burst: two seconds' worth); beyond, 1008.
     public var inboundMessagesPerSecond = 0.0
     /// Bytes per second one connection may send, sustained (burst: two seconds' worth); beyond, 1008.
-    public var inboundBytesPerSecond = 0.0
+    public var inboundBytesPerSecond = Self.defaultInboundBytesPerSecond
+    /// Frames per second (data, continuation and control) one connection may send, sustained (burst: two
+    /// seconds' worth); beyond, 1008.
+    public var inboundFramesPerSecond = Self.defaultInboundFramesPerSecond
+
+    public static let defaultInboundBytesPerSecond = 16.0 * 1024 * 1024
+    public static let defaultInboundFramesPerSecond = 10_000.0
     /// Peers (load balancers) whose `X-Forwarded-For` / `Forwarded` header names the client's address;
     /// from anyone else those headers are ignored.
     public var trustedProxies: [String] = []

@@ -22,6 +22,8 @@ package struct MessageAssembler {
     /// Borrowed while a compressed message arrives (kept between messages with context takeover).
     private var inflater: MessageInflater?
     private var messageCompressed = false
+    /// Frames begun since `takeFrameCount` was last called: what the inbound frame rate limit counts.
+    private var framesBegun = 0
 
     package init(maxMessageSize: Int, inflaters: InflaterPool? = nil, contextTakeover: Bool = false) {
         self.maxMessageSize = maxMessageSize
@@ -52,8 +54,15 @@ package struct MessageAssembler {
         return nil
     }
 
+    /// The frames begun since the last call.
+    package mutating func takeFrameCount() -> Int {
+        defer { framesBegun = 0 }
+        return framesBegun
+    }
+
     private mutating func begin(_ header: FrameHeader) throws(WebSocketFailure) {
         current = header
+        framesBegun += 1
         switch header.opcode {
         case .close, .ping, .pong:
             control = nil

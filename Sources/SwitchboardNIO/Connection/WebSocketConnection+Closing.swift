@@ -60,7 +60,9 @@ extension WebSocketConnection {
         startCloseTimer()
     }
 
-    private func startCloseTimer() {
+    /// Every closing path starts it: whatever the peer does (reads nothing, never answers), TCP is gone
+    /// within the close timeout.
+    func startCloseTimer() {
         guard closeTimer == nil, let context else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         closeTimer = context.eventLoop.scheduleTask(in: hub.configuration.closeTimeout) {

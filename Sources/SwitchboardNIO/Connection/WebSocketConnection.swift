@@ -178,6 +178,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         } catch {
             return fail(error)
         }
+        if let inbound, machine.state == .open, !inbound.admitFrames(assembler.takeFrameCount()) {
+            return inboundLimitExceeded("frames")
+        }
         if buffer.readableBytes > 0, !discardingInput {
             // Copy the few leftover header bytes so the whole read buffer is not kept alive.
             var rest = context.channel.allocator.buffer(capacity: buffer.readableBytes)
@@ -209,6 +212,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
+            // A peer that stopped reading keeps that write pending for ever: the close timer ends it.
+            startCloseTimer()
         case .disconnect:
             context.close(promise: nil)
         default:
@@ -262,10 +267,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 final class InboundLimiter {
     private var messages: TokenBucket?
     private var bytes: TokenBucket?
+    private var frames: TokenBucket?
     private let maxDebt: Double
 
     init?(_ limits: AbuseLimits, maxMessageSize: Int) {
-        guard limits.inboundMessagesPerSecond > 0 || limits.inboundBytesPerSecond > 0 else { return nil }
+        guard
+            limits.inboundMessagesPerSecond > 0 || limits.inboundBytesPerSecond > 0
+                || limits.inboundFramesPerSecond > 0
+        else { return nil }
         let now = LoopShard.now()
         if limits.inboundMessagesPerSecond > 0 {
             let rate = limits.inboundMessagesPerSecond
@@ -275,7 +284,18 @@ final class InboundLimiter {
             let rate = limits.inboundBytesPerSecond
             bytes = TokenBucket(rate: rate, burst: 2 * rate, now: now)
         }
+        if limits.inboundFramesPerSecond > 0 {
+            let rate = limits.inboundFramesPerSecond
+            frames = TokenBucket(rate: rate, burst: 2 * rate, now: now)
+        }
         maxDebt = Double(maxMessageSize)
+    }
+
+    /// The frames of one read, counted after it: a read holds at most a few thousand, so the bucket goes
+    /// into debt by at most that much before the connection is closed.
+    func admitFrames(_ count: Int) -> Bool {
+        guard count > 0 else { return true }
+        return frames?.takeAllowingDebt(Double(count), upTo: 0, now: LoopShard.now()) ?? true
     }
 
     func admitBytes(_ count: Int) -> Bool {

@@ -7,6 +7,9 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
     case unsigned = "alg_none"
     /// An algorithm the server has no key type for (or refuses, like a symmetric one against a public key).
     case unsupportedAlgorithm = "unsupported_algorithm"
+    /// A `crit` header (RFC 7515 §4.1.11): it names extensions the verifier must understand, and this one
+    /// understands none, so the token must be refused.
+    case unsupportedCriticalHeader = "unsupported_critical_header"
     /// The `kid` names no configured key (after refetching the JWKS, when there is one).
     case unknownKey = "unknown_key"
     /// No configured key of the token's algorithm verifies the signature.
@@ -38,6 +41,7 @@ public enum TokenFailure: String, Error, CaseIterable, Sendable {
         case .malformed: return "invalid token: malformed"
         case .unsigned: return "invalid token: unsigned (alg none)"
         case .unsupportedAlgorithm: return "invalid token: unsupported algorithm"
+        case .unsupportedCriticalHeader: return "invalid token: unsupported critical header"
         case .unknownKey: return "invalid token: unknown key"
         case .invalidSignature: return "invalid token: bad signature"
         case .expired: return "token expired"

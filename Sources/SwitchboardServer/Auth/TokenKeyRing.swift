@@ -127,6 +127,7 @@ public struct TokenKeyRing: Sendable {
         else { return .failure(.malformed) }
         guard algorithm.lowercased() != "none" else { return .failure(.unsigned) }
         guard TokenRules.algorithms.contains(algorithm) else { return .failure(.unsupportedAlgorithm) }
+        guard header["crit"] == nil else { return .failure(.unsupportedCriticalHeader) }
         guard let signature = Base64URL.decode(parts[2]), !signature.isEmpty else { return .failure(.malformed) }
         let candidates: [any JWTAlgorithm]
         if let kid = header["kid"] as? String {
