@@ -153,7 +153,8 @@ extension SettingKey {
             reloadable: true),
         .init(
             "trustedProxies", .strings, "",
-            "peer addresses whose X-Forwarded-For / Forwarded header names the client", reloadable: true),
+            "peer addresses or CIDR ranges (10.0.0.0/8) whose X-Forwarded-For / Forwarded header names the client",
+            reloadable: true),
     ]
 
     static let cluster: [SettingKey] = [

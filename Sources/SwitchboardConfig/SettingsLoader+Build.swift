@@ -55,6 +55,9 @@ extension SettingsLoader {
         limits.inboundFramesPerSecond =
             try reader.number("inboundFramesPerSecond") ?? AbuseLimits.defaultInboundFramesPerSecond
         limits.trustedProxies = reader.strings("trustedProxies") ?? []
+        if let bad = limits.trustedRanges.invalid.first {
+            throw SettingsError("trustedProxies: \(bad) is not an IP address or a CIDR range (10.0.0.0/8, fd00::/8)")
+        }
         transport.abuseLimits = limits
         settings.transport = transport
 

@@ -48,17 +48,11 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("token keys: \(error)")
         }
-        // Development only: the user named in the query string, unauthenticated.
-        let fromQuery: ChannelsApplication.Authenticator = { request in
-            .accept(
-                userID: queryParameter("user", in: request.uri), subprotocol: nil,
-                info: queryParameter("info", in: request.uri).map(ServerMessage.quote))
-        }
         let cluster = settings.cluster.map { ClusterNode(configuration: $0, logger: logger) }
         let application = ChannelsApplication(
             configuration: settings.channels, broker: cluster?.broker ?? LocalBroker(),
             presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
-            verifier: verifier, authenticate: settings.insecureUserFromQuery ? fromQuery : nil)
+            verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil)
         if let cluster { try await cluster.start() }
         var apiConfiguration = APIConfiguration()
         apiConfiguration.host = settings.apiHost
@@ -144,15 +138,6 @@ private func webSite(path: String, stats: String) throws -> StaticSite {
                 "config.json", "{\"path\":\(ServerMessage.quote(path)),\"stats\":\(ServerMessage.quote(stats))}"
             )
         ])
-}
-
-private func queryParameter(_ name: String, in uri: String) -> String? {
-    guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
-    for pair in query.split(separator: "&") {
-        let parts = pair.split(separator: "=", maxSplits: 1)
-        if parts.count == 2, parts[0] == name { return String(parts[1]).removingPercentEncoding }
-    }
-    return nil
 }
 
 @main

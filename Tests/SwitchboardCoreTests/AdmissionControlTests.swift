@@ -59,8 +59,49 @@ struct ClientAddressTests {
         ])
     func resolve(peer: String, forwardedFor: [String], forwarded: [String], trusted: [String], expected: String) {
         #expect(
-            ClientAddress.resolve(peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: trusted)
+            ClientAddress.resolve(
+                peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: AddressRanges(trusted))
                 == expected)
+    }
+
+    /// A load balancer's addresses come from a subnet: trusted proxies take CIDR ranges, IPv4 and IPv6.
+    @Test(
+        arguments: [
+            ("10.1.2.3", ["1.2.3.4"], ["10.0.0.0/8"], "1.2.3.4"),
+            ("11.1.2.3", ["1.2.3.4"], ["10.0.0.0/8"], "11.1.2.3"),
+            ("172.16.5.4", ["1.2.3.4"], ["172.16.0.0/12"], "1.2.3.4"),
+            ("172.32.0.1", ["1.2.3.4"], ["172.16.0.0/12"], "172.32.0.1"),
+            ("fd00::7", ["2001:db8::5"], ["fd00::/8"], "2001:db8::5"),
+            ("fe80::1", ["2001:db8::5"], ["fd00::/8"], "fe80::1"),
+            ("10.0.0.1", ["1.2.3.4, 10.0.0.9"], ["10.0.0.0/24"], "1.2.3.4"),
+            ("::ffff:10.0.0.1", ["1.2.3.4"], ["10.0.0.0/8"], "1.2.3.4"),
+        ])
+    func cidrRanges(peer: String, forwardedFor: [String], trusted: [String], expected: String) {
+        #expect(
+            ClientAddress.resolve(
+                peer: peer, forwardedFor: forwardedFor, forwarded: [], trusted: AddressRanges(trusted))
+                == expected)
+    }
+
+    @Test func rangesThatAreNotAddressesAreReported() {
+        #expect(
+            AddressRanges(["10.0.0.0/33", "bad", "10.0.0.0/8", "::1/129", "::1"]).invalid == [
+                "10.0.0.0/33", "bad", "::1/129",
+            ])
+    }
+
+    /// Behind a reverse proxy on the same host every client connects from loopback: a forwarded request is
+    /// not local, whether the proxy is trusted or not.
+    @Test func loopbackIsLocalOnlyWithoutForwarding() {
+        let none = AddressRanges([])
+        #expect(ClientAddress.isLocal(peer: "127.0.0.1", forwardedFor: [], forwarded: [], trusted: none))
+        #expect(ClientAddress.isLocal(peer: "::1", forwardedFor: [], forwarded: [], trusted: none))
+        #expect(!ClientAddress.isLocal(peer: "127.0.0.1", forwardedFor: ["8.8.8.8"], forwarded: [], trusted: none))
+        #expect(!ClientAddress.isLocal(peer: "127.0.0.1", forwardedFor: [], forwarded: ["for=8.8.8.8"], trusted: none))
+        #expect(
+            !ClientAddress.isLocal(
+                peer: "127.0.0.1", forwardedFor: [], forwarded: [], trusted: AddressRanges(["127.0.0.0/8"])))
+        #expect(!ClientAddress.isLocal(peer: "192.0.2.1", forwardedFor: [], forwarded: [], trusted: none))
     }
 
     @Test func tableCountsReleasesAndForgets() {

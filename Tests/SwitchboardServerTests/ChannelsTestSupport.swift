@@ -20,7 +20,8 @@ struct ChannelsServer {
         broker: any Broker = LocalBroker(), presence: any PresenceManager = LocalPresence(),
         verifier: TokenVerifier? = nil, metrics: (any MetricsFactory)? = nil,
         transport: (inout SwitchboardConfiguration) -> Void = { _ in },
-        channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
+        channels configure: (inout ChannelsConfiguration) -> Void = { _ in },
+        authenticate: ChannelsApplication.Authenticator? = nil
     ) async throws -> ChannelsServer {
         var channels = ChannelsConfiguration.chatDefaults
         var big = NamespaceOptions()
@@ -59,7 +60,7 @@ struct ChannelsServer {
         let application = ChannelsApplication(
             configuration: channels, broker: broker, presence: presence, verifier: verifier,
             metricsFactory: metrics ?? NOOPMetricsHandler.instance, logger: logger,
-            authenticate: verifier == nil ? fromQuery : nil)
+            authenticate: authenticate ?? (verifier == nil ? fromQuery : nil))
         let server = WebSocketServer(
             configuration: configuration, application: application,
             metrics: SwitchboardMetrics(factory: metrics ?? NOOPMetricsHandler.instance), logger: logger)

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardClient
 import SwitchboardServer
 import Testing
 
@@ -121,5 +122,37 @@ struct PermissionTests {
         }
         let typo = #"{"namespaces": {"p": {"permissions": {"subscirbe": "token"}}}}"#
         #expect(throws: ConfigurationError.self) { try ChannelsConfiguration(json: Data(typo.utf8)) }
+    }
+
+    /// Behind a reverse proxy on the same host every client connects from loopback. A forwarded request is
+    /// not local: `sys:` (local or authenticated) is refused to it, trusted proxy or not.
+    @Test func aForwardedLoopbackConnectionIsNotLocal() async throws {
+        let server = try await ChannelsServer.start(authenticate: { _ in .accept(userID: nil, subprotocol: nil) })
+        defer { Task { await server.stop() } }
+        let local = try await server.connect()
+        #expect(try await local.call(["cmd": "subscribe", "channel": "sys:stats"]).reply.ok != nil)
+        for header in [("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=203.0.113.9")] {
+            let proxied = try await server.connect(headers: [header])
+            #expect(
+                try await proxied.call(["cmd": "subscribe", "channel": "sys:stats"]).reply.errorCode == 104,
+                "\(header.0)")
+        }
+    }
+
+    /// Demo mode names users from `?user=`: only for clients on this host, never through a proxy.
+    @Test func demoModeRefusesForwardedRequests() async throws {
+        let server = try await ChannelsServer.start(authenticate: ChannelsApplication.userFromQuery)
+        defer { Task { await server.stop() } }
+        let ada = try await server.connect(user: "ada")
+        let reply = try await ada.call(["cmd": "subscribe", "channel": "chat:a"]).reply
+        #expect(reply.ok != nil)
+        do {
+            let proxied = try await server.connect(user: "mallory", headers: [("X-Forwarded-For", "203.0.113.9")])
+            await proxied.client.disconnect()
+            Issue.record("a forwarded request named its user in demo mode")
+        } catch let failure as HandshakeFailure {
+            #expect(failure.status == 403)
+            #expect(failure.body.contains("demo mode"))
+        }
     }
 }

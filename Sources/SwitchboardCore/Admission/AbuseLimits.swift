@@ -19,9 +19,11 @@ public struct AbuseLimits: Sendable, Equatable {
 
     public static let defaultInboundBytesPerSecond = 16.0 * 1024 * 1024
     public static let defaultInboundFramesPerSecond = 10_000.0
-    /// Peers (load balancers) whose `X-Forwarded-For` / `Forwarded` header names the client's address;
-    /// from anyone else those headers are ignored.
-    public var trustedProxies: [String] = []
+    /// Peers (load balancers) whose `X-Forwarded-For` / `Forwarded` header names the client's address:
+    /// addresses or CIDR ranges (`10.0.0.0/8`); from anyone else those headers are ignored.
+    public var trustedProxies: [String] = [] { didSet { trustedRanges = AddressRanges(trustedProxies) } }
+    /// `trustedProxies`, parsed once.
+    package private(set) var trustedRanges = AddressRanges([])
 
     public init() {}
 }

@@ -72,10 +72,10 @@ package struct AddressTable: Sendable {
 /// (RFC 7239) `for=` values the same way.
 package enum ClientAddress {
     package static func resolve(
-        peer: String?, forwardedFor: [String], forwarded: [String], trusted: [String]
+        peer: String?, forwardedFor: [String], forwarded: [String], trusted: AddressRanges
     ) -> String {
         let peer = peer ?? "unknown"
-        guard !trusted.isEmpty, trusted.contains(peer) else { return peer }
+        guard trusted.contains(peer) else { return peer }
         var chain = forwardedFor.flatMap { $0.split(separator: ",") }.map(clean)
         if chain.isEmpty {
             chain = forwarded.flatMap { $0.split(separator: ",") }.compactMap { element in
@@ -84,6 +84,19 @@ package enum ClientAddress {
             }
         }
         return chain.reversed().first { !trusted.contains($0) } ?? peer
+    }
+
+    /// Whether the client is on this host: its peer is a loopback address, and nothing says the request was
+    /// forwarded. A reverse proxy on the same host connects from loopback on behalf of clients anywhere, so a
+    /// forwarding header (or a peer that is a trusted proxy) means "not local", whether or not it is trusted.
+    package static func isLocal(peer: String?, forwardedFor: [String], forwarded: [String], trusted: AddressRanges)
+        -> Bool
+    {
+        guard let peer, let bytes = AddressRanges.bytes(peer), forwardedFor.isEmpty, forwarded.isEmpty else {
+            return false
+        }
+        let loopback = bytes.count == 4 ? bytes[0] == 127 : bytes == Array(repeating: 0, count: 15) + [1]
+        return loopback && !trusted.contains(peer)
     }
 
     /// Trims spaces and quotes, brackets around IPv6 and a port (`"[2001:db8::1]:4711"` → `2001:db8::1`).

@@ -14,6 +14,9 @@ public protocol LocalConnection: AnyObject {
     var attachment: (any Sendable)? { get }
     /// The peer's address (for logs and per-address limits).
     var remoteAddress: SocketAddress? { get }
+    /// The client is on this host: its peer is a loopback address and no proxy forwarded the request (a
+    /// reverse proxy on this host connects from loopback for clients anywhere). What "local only" rules need.
+    var isLocal: Bool { get }
     /// When the connection's credentials expire, if they do.
     var expiresAt: NIODeadline? { get }
     /// Names the user (and presence info) after the upgrade: a client that authenticates with its first

@@ -46,6 +46,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let attachment: (any Sendable)?
     /// Counted against the per-address limit (released when the connection goes).
     private(set) var clientAddress: String?
+    /// The client is on this host and no proxy forwarded its request.
+    let isLocal: Bool
     /// Counted against the per-user limit: the upgrade's user, or the one `identify` admitted.
     private(set) var countedUser: String?
     /// Inbound message and byte rates, when `AbuseLimits` bounds them (taken at the upgrade); a reference, so
@@ -66,8 +68,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
         attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, clientAddress: String? = nil,
-        countedUser: String? = nil, directSocket: DirectSocket? = nil, hub: Hub, shard: LoopShard
+        countedUser: String? = nil, isLocal: Bool = false, directSocket: DirectSocket? = nil, hub: Hub,
+        shard: LoopShard
     ) {
+        self.isLocal = isLocal
         self.directSocket = directSocket
         self.clientAddress = clientAddress
         self.countedUser = countedUser

@@ -29,6 +29,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var holdsSlot = false
     /// The client's address once counted against the per-address limits; released like the slot.
     private var countedAddress: String?
+    /// The client is on this host and nothing forwarded the request (`ClientAddress.isLocal`).
+    private var isLocal = false
     /// The user counted against the per-user limit at the upgrade; handed to the connection like the slot.
     private var countedUser: String?
     private let started = NIODeadline.now()
@@ -137,9 +139,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                     extraHeaders: [("Retry-After", "1")]), context: context)
         }
         let limits = hub.abuseLimits
+        let peer = context.channel.remoteAddress?.ipAddress
+        let forwardedFor = head.headers["X-Forwarded-For"]
+        let forwarded = head.headers["Forwarded"]
         let client = ClientAddress.resolve(
-            peer: context.channel.remoteAddress?.ipAddress, forwardedFor: head.headers["X-Forwarded-For"],
-            forwarded: head.headers["Forwarded"], trusted: limits.trustedProxies)
+            peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: limits.trustedRanges)
+        isLocal = ClientAddress.isLocal(
+            peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: limits.trustedRanges)
         let verdict = hub.admitAddress(client, limits: limits)
         switch verdict {
         case .admitted: break
@@ -243,7 +249,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         let connection = WebSocketConnection(
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
             info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate,
-            clientAddress: countedAddress, countedUser: countedUser,
+            clientAddress: countedAddress, countedUser: countedUser, isLocal: isLocal,
             directSocket: directWrites ? DirectSocket(channel: context.channel) : nil,
             hub: hub,
             shard: shard)

@@ -139,19 +139,13 @@ extension ChannelsApplication {
         }
     }
 
-    /// A connection from this host, and not through a proxy in front of it (whose clients are anywhere).
-    private func isLocal(_ address: SocketAddress?) -> Bool {
-        guard let ip = address?.ipAddress, isLoopbackHost(ip) else { return false }
-        return !(loops?.hub.abuseLimits.trustedProxies.contains(ip) ?? false)
-    }
-
     private func refusal(
         _ action: ChannelPermissions.Action, _ channel: String, _ options: NamespaceOptions, _ session: ClientSession
     ) -> ProtocolError? {
         options.permissions.refusal(
             action, channel: channel, user: session.connection.userID,
             isSubscribed: session.subscriptions[channel] != nil,
-            isLocal: isLocal(session.connection.remoteAddress))
+            isLocal: session.connection.isLocal)
     }
 
     /// Subscribes the session on the server's initiative (a token's `channels`, the server API): no
