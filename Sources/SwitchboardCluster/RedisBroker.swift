@@ -54,6 +54,15 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// The Redis instances whose pub/sub link is down, as a reason for `/ready`; nil when all are up.
+    public func unreachable() async -> String? {
+        var down: [String] = []
+        for instance in instances where !((try? await instance.subscriber.isConnected.get()) ?? false) {
+            down.append(instance.client.configuration.displayAddress)
+        }
+        return down.isEmpty ? nil : "cannot reach Redis \(down.joined(separator: ", ")) (pub/sub link down)"
+    }
+
     private func instance(for channel: String) -> RedisInstance { instances[ring.index(of: channel)] }
 
     /// The command client of the instance that holds `channel` (presence lives beside the stream).

@@ -60,6 +60,11 @@ public final class RedisNodeControl: NodeControl {
         try? await subscriber.shutdown().get()
     }
 
+    /// Why the control channel is down (its pub/sub link is not connected), nil when it is up.
+    public func unreachable() async -> String? {
+        (try? await subscriber.isConnected.get()) == true ? nil : "the cluster control channel is down (Redis pub/sub)"
+    }
+
     public func broadcast(_ command: NodeCommand, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         publish(Message(from: nodeID, command: command, node: nil))
     }

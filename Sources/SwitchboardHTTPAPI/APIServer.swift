@@ -20,6 +20,7 @@ public final class APIServer: Service, Sendable {
     private let configuration: APIConfiguration
     private let application: ChannelsApplication
     private let ready: @Sendable () -> Bool
+    private let unreachable: @Sendable () async -> String?
     private let registry: PrometheusCollectorRegistry?
     private let logger: Logger
     private let started = Date()
@@ -31,11 +32,14 @@ public final class APIServer: Service, Sendable {
 
     /// - Parameters:
     ///   - ready: whether the WebSocket server takes connections (false while starting or draining).
+    ///   - unreachable: what the node needs and cannot reach (a Redis pub/sub link that is down), nil when
+    ///     nothing: `/ready` is 503 with that reason meanwhile, so a load balancer sends clients elsewhere.
     ///   - registry: what `/metrics` shows; nil: no `/metrics`.
     ///   - metricsFactory: where the API's own metrics go (requests by endpoint and status; node gauges).
     /// - Throws: `APIConfigurationError` for a non-loopback listener without an API key.
     public init(
         configuration: APIConfiguration, application: ChannelsApplication, ready: @escaping @Sendable () -> Bool,
+        unreachable: @escaping @Sendable () async -> String? = { nil },
         registry: PrometheusCollectorRegistry? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.api")
     ) throws {
@@ -49,6 +53,7 @@ public final class APIServer: Service, Sendable {
         self.configuration = configuration
         self.application = application
         self.ready = ready
+        self.unreachable = unreachable
         self.registry = registry
         self.logger = logger
         self.factory = metricsFactory
@@ -87,10 +92,17 @@ public final class APIServer: Service, Sendable {
         let paths = Set(Self.endpoints.map { "/api/\($0)" } + ["/health", "/ready", "/metrics"])
         router.add(middleware: APIErrorMiddleware(endpoints: paths, logger: logger, factory: factory))
         router.get("health") { _, _ in APIResponse.json("{\"status\":\"ok\"}") }
-        router.get("ready") { [ready] _, _ in
-            ready()
-                ? APIResponse.json("{\"ready\":true}")
-                : APIResponse.json("{\"ready\":false}", status: .serviceUnavailable)
+        router.get("ready") { [ready, unreachable] _, _ in
+            guard ready() else {
+                return APIResponse.json(
+                    "{\"ready\":false,\"reason\":\"not accepting connections (starting or draining)\"}",
+                    status: .serviceUnavailable)
+            }
+            if let reason = await unreachable() {
+                return APIResponse.json(
+                    "{\"ready\":false,\"reason\":\(ServerMessage.quote(reason))}", status: .serviceUnavailable)
+            }
+            return APIResponse.json("{\"ready\":true}")
         }
         if let registry {
             router.get("metrics") { [application, gauges] _, _ in

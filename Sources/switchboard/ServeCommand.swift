@@ -78,7 +78,12 @@ struct ServeCommand: AsyncParsableCommand {
             var services: [any Service] = cluster.map { [$0] } ?? []
             guard !settings.noAPI else { return services }
             let server = try APIServer(
-                configuration: apiConfiguration, application: application, ready: ready, registry: registry,
+                configuration: apiConfiguration, application: application, ready: ready,
+                unreachable: {
+                    guard let cluster else { return nil }
+                    if let reason = await cluster.broker.unreachable() { return reason }
+                    return await cluster.control.unreachable()
+                }, registry: registry,
                 logger: Logger(label: "switchboard.api"))
             services.append(AnnouncingAPI(server: server))
             return services

@@ -261,8 +261,10 @@ struct RedisBrokerTests {
         await #expect(throws: RedisError.self) {
             _ = try await a.broker.publish(channel: "c", data: "2", user: nil, options: Self.history, on: caller).get()
         }
+        try await eventually("the node to report Redis unreachable") { await a.broker.unreachable() != nil }
         let again = try await RedisServerProcess.start(port: redis.port)
         defer { again.stop() }
+        try await eventually("the node to report Redis reachable") { await a.broker.unreachable() == nil }
         try await eventually("publishing again") {
             (try? await a.broker.publish(channel: "c", data: "3", user: nil, options: Self.history, on: self.caller)
                 .get()) != nil

@@ -117,6 +117,8 @@ struct DeliveryTests {
         }
         try await receive(upTo: sent)
         #expect(server.hub.connectionCount == 1)
+        // Every message left the queue once: the gauge is back at zero, not below.
+        #expect(try await server.hub.statistics().get().queuedMessages == 0)
         await client.disconnect()
         try await server.expectNoConnections()
         await server.stop()

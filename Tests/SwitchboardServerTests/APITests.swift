@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Prometheus
@@ -21,6 +22,7 @@ struct APIHarness {
 
     static func start(
         verifier: TokenVerifier? = nil, broker: any Broker = LocalBroker(), maxBodySize: Int = 1 << 20,
+        unreachable: @escaping @Sendable () async -> String? = { nil },
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
     ) async throws -> APIHarness {
         let registry = PrometheusCollectorRegistry()
@@ -34,6 +36,7 @@ struct APIHarness {
         let hub = channels.server.hub
         let api = try APIServer(
             configuration: configuration, application: channels.application, ready: { !hub.isShuttingDown },
+            unreachable: unreachable,
             registry: registry, metricsFactory: factory,
             logger: Logger(label: "api-test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let task = Task { try await api.run() }
@@ -334,5 +337,21 @@ struct APITests {
         await draining.value
         api.task.cancel()
         _ = await api.task.result
+    }
+
+    /// A node that cannot reach what it needs (Redis) is not ready, and says why.
+    @Test func readyIsFalseWhileADependencyIsUnreachable() async throws {
+        let down = NIOLockedValueBox(false)
+        let api = try await APIHarness.start(unreachable: {
+            down.withLockedValue { $0 } ? "cannot reach Redis redis://127.0.0.1:1/0 (pub/sub link down)" : nil
+        })
+        defer { Task { await api.stop() } }
+        #expect(try await api.get("/ready").status == 200)
+        down.withLockedValue { $0 = true }
+        let answer = try await api.get("/ready")
+        #expect(answer.status == 503)
+        #expect(answer.text.contains("cannot reach Redis"))
+        down.withLockedValue { $0 = false }
+        #expect(try await api.get("/ready").status == 200)
     }
 }

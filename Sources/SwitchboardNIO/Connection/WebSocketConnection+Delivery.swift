@@ -64,15 +64,16 @@ extension WebSocketConnection {
     /// notice (a control message) right before its next message, or once the queue is empty.
     func drainQueue() {
         guard let context, !queue.isEmpty || queue.hasGaps else { return }
-        let before = queue.count
         while writable, let entry = queue.popFirst() {
+            // Counted as it leaves: a write may drain the queue again (writability regained during the flush)
+            // or close the connection (discarding the rest), and those count what they take themselves.
+            shard.queuedMessages -= 1
             if let lane = entry.lane, let dropped = queue.takeGap(for: lane) { writeGapNotice(lane, dropped) }
             write(entry.frame, context: context)
         }
         if queue.isEmpty {
             for (lane, dropped) in queue.takeAllGaps() { writeGapNotice(lane, dropped) }
         }
-        shard.queuedMessages -= before - queue.count
     }
 
     private func writeGapNotice(_ lane: DeliveryLane, _ dropped: Int) {
