@@ -165,6 +165,9 @@ extension SettingKey {
         .init(
             "redisPrefix", .string, "switchboard", "prefix of every Redis key and channel (clusters sharing a Redis)"),
         .init("redisTimeout", .double, "3", "seconds a Redis command may take before it fails"),
+        .init(
+            "redisPingInterval", .double, "5",
+            "seconds between PINGs on each Redis pub/sub link: a link silent for this plus redisTimeout is reconnected"),
         .init("nodeId", .string, "random", "this node's id in the cluster (letters and digits), part of client ids"),
         .init("nodeName", .string, "host name", "what node info calls this node"),
         .init("presenceTtl", .double, "60", "seconds until a node's presence entries expire unless it refreshes them"),

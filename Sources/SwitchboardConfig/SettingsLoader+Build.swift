@@ -143,19 +143,24 @@ extension SettingsLoader {
 
     private static func cluster(_ reader: Values) throws -> ClusterConfiguration? {
         guard let addresses = reader.strings("redis"), !addresses.isEmpty else {
-            for key in ["redisPrefix", "nodeId", "presenceTtl", "streamTtl", "nodeInfoInterval", "redisTimeout"]
+            for key in [
+                "redisPrefix", "nodeId", "presenceTtl", "streamTtl", "nodeInfoInterval", "redisTimeout",
+                "redisPingInterval",
+            ]
             where reader.values[key] != nil {
                 throw SettingsError("\(key): only used with redis (a cluster)")
             }
             return nil
         }
         let timeout = try reader.seconds("redisTimeout", positive: true) ?? .seconds(3)
+        let pingInterval = try reader.seconds("redisPingInterval", positive: true) ?? .seconds(5)
         var instances: [RedisConfiguration] = []
         for address in addresses {
             do {
                 var instance = try RedisConfiguration(url: address)
                 instance.commandTimeout = timeout
                 instance.connectTimeout = timeout
+                instance.pingInterval = pingInterval
                 instances.append(instance)
             } catch {
                 throw SettingsError("redis: \(error)")

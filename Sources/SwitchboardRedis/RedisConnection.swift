@@ -15,6 +15,10 @@ public struct RedisConfiguration: Sendable {
     /// (its replies can no longer be matched to commands).
     public var commandTimeout = TimeAmount.seconds(5)
     public var connectTimeout = TimeAmount.seconds(5)
+    /// How often a pub/sub connection, which otherwise only reads, sends PING: a path to Redis that went
+    /// silent (host gone, a virtual IP moved, a NAT dropping an idle flow) fails no read, so without it a
+    /// node would look healthy while receiving nothing. Detection takes at most this plus `commandTimeout`.
+    public var pingInterval = TimeAmount.seconds(5)
     /// Speak TLS (a `rediss://` address); nil: plain TCP.
     public var tls: TLSConfiguration?
 
@@ -99,6 +103,22 @@ extension String {
     }
 }
 
+extension ClientBootstrap {
+    /// TCP keepalive probes after 10 s idle, every 5 s, 3 unanswered: a dead path is reset by the kernel
+    /// within about 25 s even on connections that send nothing (the PINGs catch it sooner where they run).
+    fileprivate func keepaliveTiming() -> ClientBootstrap {
+        #if os(Linux)
+            return
+                self
+                .channelOption(ChannelOptions.socket(SocketOptionLevel(IPPROTO_TCP), TCP_KEEPIDLE), value: 10)
+                .channelOption(ChannelOptions.socket(SocketOptionLevel(IPPROTO_TCP), TCP_KEEPINTVL), value: 5)
+                .channelOption(ChannelOptions.socket(SocketOptionLevel(IPPROTO_TCP), TCP_KEEPCNT), value: 3)
+        #else
+            return self
+        #endif
+    }
+}
+
 extension String {
     /// SNI takes names only: an address literal is sent without it.
     fileprivate var isIPAddress: Bool { (try? SocketAddress(ipAddress: self, port: 0)) != nil }
@@ -140,6 +160,8 @@ public final class RedisConnection: Sendable {
         let channel = try await ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.socketOption(.so_keepalive), value: 1)
+            .keepaliveTiming()
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls = configuration.tls {
@@ -216,6 +238,8 @@ final class RedisHandler: ChannelInboundHandler {
         var timer: Scheduled<Void>
         var confirmations = 0
         var confirmed: [RESPValue] = []
+        /// A PING on a subscribed RESP2 connection: a message arriving before its reply is not the reply.
+        var isPing = false
     }
 
     private static let subscriptionCommands: Set<String> = [
@@ -254,6 +278,7 @@ final class RedisHandler: ChannelInboundHandler {
             // Each named channel is confirmed; without names (unsubscribe from all) one confirmation is awaited.
             entry.confirmations = max(arguments.count - 1, 1)
         }
+        if case .string(let name) = arguments.first, name.uppercased() == "PING" { entry.isPing = true }
         pending.append(entry)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
@@ -294,7 +319,7 @@ final class RedisHandler: ChannelInboundHandler {
         }
         if case .push = value { return onPush(value) }
         // RESP2: a message for a channel already subscribed, arriving while another (un)subscribe waits.
-        if let head = pending.first, head.confirmations > 0,
+        if let head = pending.first, head.confirmations > 0 || head.isPing,
             let kind = value.elements?.first?.string, ["message", "pmessage", "smessage"].contains(kind)
         {
             return onPush(value)

@@ -6,6 +6,8 @@ import NIOCore
 /// dropped this client at its output-buffer limit because it fell behind) it reconnects with backoff and
 /// jitter and subscribes every wanted channel again. Whoever owns it learns of both moments through
 /// `onConnectionChange`: messages sent in between are lost, and continuity must be restored from history.
+/// A link that goes silent (no reset, no FIN) is found by a PING every `pingInterval`, answered within the
+/// command timeout, and treated as lost.
 // @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
 public final class RedisSubscriber: @unchecked Sendable {
     public enum ConnectionChange: Sendable {
@@ -23,6 +25,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     private let onConnectionChange: @Sendable (ConnectionChange) -> Void
 
     private var connection: RedisConnection?
+    /// Sends the PINGs on the current connection.
+    private var pinger: RepeatedTask?
     /// The connection attempt in flight (shutdown waits for it).
     private var connecting: EventLoopFuture<Void>?
     private var failures = 0
@@ -93,6 +97,8 @@ public final class RedisSubscriber: @unchecked Sendable {
     public func shutdown() -> EventLoopFuture<Void> {
         eventLoop.flatSubmit {
             self.isShutDown = true
+            self.pinger?.cancel()
+            self.pinger = nil
             self.failWaiting(RedisError.connectionLost)
             let attempt = self.connecting ?? self.eventLoop.makeSucceededVoidFuture()
             return attempt.flatMap {
@@ -177,6 +183,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         }.hop(to: eventLoop).flatMap { connection -> EventLoopFuture<Void> in
             guard !self.isShutDown else { return connection.channel.close().recover { _ in } }
             self.connection = connection
+            self.startPinging(connection)
             let resubscribed = Array(self.wanted)
             self.toSubscribe.subtract(resubscribed)
             connection.channel.closeFuture.whenComplete { _ in self.lost(connection) }
@@ -202,9 +209,26 @@ public final class RedisSubscriber: @unchecked Sendable {
         }
     }
 
+    /// A PING not answered in time means the path is gone, whatever TCP says: close, and `lost` follows.
+    private func startPinging(_ pinged: RedisConnection) {
+        pinger?.cancel()
+        let interval = configuration.pingInterval
+        pinger = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [logger, configuration] _ in
+            pinged.sendFuture(["PING"]).whenFailure { error in
+                guard pinged.isActive else { return }
+                logger.warning(
+                    "redis pub/sub link silent; reconnecting",
+                    metadata: ["redis": "\(configuration.displayAddress)", "error": "\(error)"])
+                pinged.channel.close(promise: nil)
+            }
+        }
+    }
+
     private func lost(_ lostConnection: RedisConnection) {
         guard connection === lostConnection else { return }
         connection = nil
+        pinger?.cancel()
+        pinger = nil
         if let connectedAt, NIODeadline.now() - connectedAt >= Self.stableAfter { failures = 0 }
         connectedAt = nil
         failWaiting(RedisError.connectionLost)

@@ -105,6 +105,44 @@ struct RedisClientTests {
         await admin.close()
     }
 
+    /// The path to Redis goes silent (no reset, no FIN: a NAT forgot the flow, a virtual IP moved): no read
+    /// ever fails, so only the PINGs can tell. The link is found dead within the PING interval plus the
+    /// command timeout, reported lost, and made again with every channel subscribed.
+    @Test func aSilentLinkIsFoundByItsPingsAndReplaced() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let proxy = try await FaultProxy.start(to: redis.port)
+        var configuration = RedisConfiguration(host: "127.0.0.1", port: proxy.port)
+        configuration.pingInterval = .milliseconds(200)
+        configuration.commandTimeout = .milliseconds(500)
+        let received = NIOLockedValueBox<[String]>([])
+        let changes = NIOLockedValueBox<[String]>([])
+        let subscriber = RedisSubscriber(
+            configuration: configuration, eventLoop: Self.group.next(), backoff: Self.quickBackoff,
+            onMessage: { _, payload in received.withLockedValue { $0.append(String(buffer: payload)) } },
+            onConnectionChange: { change in changes.withLockedValue { $0.append("\(change)") } })
+        try await subscriber.start().get()
+        try await subscriber.subscribe("room").get()
+        let admin = RedisClient(configuration: redis.configuration, connections: 1, group: Self.group)
+        #expect(try await admin.send(["PUBLISH", "room", "before"]).get() == .integer(1))
+        try await eventually("the first message") { received.withLockedValue { $0 } == ["before"] }
+
+        proxy.blackholeOpenLinks()
+        // Redis still counts the subscriber: the silence is on the path, not at either end.
+        #expect(try await admin.send(["PUBLISH", "room", "unseen"]).get() == .integer(1))
+        try await eventually(timeout: .seconds(15), "the silent link lost and a new one restored") {
+            changes.withLockedValue { $0.suffix(2) } == ["lost", "restored"]
+        }
+        try await eventually("a message over the new link") {
+            _ = try await admin.send(["PUBLISH", "room", "after"]).get()
+            return received.withLockedValue { $0.last } == "after"
+        }
+        #expect(!received.withLockedValue { $0 }.contains("unseen"))
+        try await subscriber.shutdown().get()
+        await admin.close()
+        await proxy.stop()
+    }
+
     @Test func aSubscribeWhileRedisIsDownFailsAndIsMadeOnReconnection() async throws {
         let redis = try await RedisServerProcess.start()
         let restored = NIOLockedValueBox(0)
