@@ -1,60 +1,75 @@
 import SwitchboardRedis
 
 /// The scripts that make each cluster operation atomic in Redis. A stream's keys: a hash `meta` (`e`
-/// epoch, `o` offset) and a list `history` of publication entries (`ClusterWire`), newest last.
+/// epoch, `o` offset, `r` the `run_id` of the Redis process that made the epoch) and a list `history` of
+/// publication entries (`ClusterWire`), newest last.
 enum LuaScripts {
+    /// Starts the stream's epoch afresh when it has none, or when it was made by another Redis process
+    /// than the one running the script (ARGV[runID]): a restart may have come back from an older snapshot
+    /// (RDB, AOF `everysec`), a promoted replica may have been behind, and either would reuse offsets that
+    /// clients hold with other data. A new epoch makes every such client recover with `recovered: false`.
+    /// The old history is dropped with it (its entries belong to the old epoch). Leaves `epoch` set.
+    private static func currentEpoch(newEpoch: Int, runID: Int, ttl: Int?) -> String {
+        """
+        local epoch = redis.call('hget', KEYS[1], 'e')
+        if epoch and redis.call('hget', KEYS[1], 'r') ~= ARGV[\(runID)] then
+          epoch = false
+          redis.call('del', KEYS[2])
+        end
+        local fresh = false
+        if not epoch then
+          epoch = ARGV[\(newEpoch)]
+          fresh = true
+          redis.call('hset', KEYS[1], 'e', epoch, 'r', ARGV[\(runID)])
+        end
+
+        """
+            + (ttl.map { "if fresh and ARGV[\($0)] ~= '0' then redis.call('expire', KEYS[1], ARGV[\($0)]) end\n" } ?? "")
+    }
+
     /// Loaded on every connection as it connects.
     static let all = [publish, position, presenceAdd, presenceRemove, presenceRead]
 
     /// KEYS: meta, history. ARGV: pub/sub channel, publication body, history size, history TTL (s),
-    /// stream TTL (s), an epoch for a stream that has none. Returns {offset, epoch}.
+    /// stream TTL (s), an epoch for a stream that has none, the Redis `run_id`. Returns {offset, epoch}.
     ///
     /// The epoch lives in the same hash as the offset: if Redis loses the hash (flushed, restarted
-    /// without persistence, evicted) the offset restarts under a new epoch, never under the old one.
+    /// without persistence, evicted) the offset restarts under a new epoch, never under the old one; and
+    /// if the hash comes back from another Redis process (`currentEpoch`), so does the epoch.
     static let publish = RedisScript(
-        """
-        local epoch = redis.call('hget', KEYS[1], 'e')
-        if not epoch then
-          epoch = ARGV[6]
-          redis.call('hset', KEYS[1], 'e', epoch)
-        end
-        local offset = redis.call('hincrby', KEYS[1], 'o', 1)
-        if ARGV[5] ~= '0' then redis.call('expire', KEYS[1], ARGV[5]) end
-        local message = 'p' .. offset .. ',' .. epoch .. ',' .. ARGV[2]
-        local size = tonumber(ARGV[3])
-        if size > 0 then
-          redis.call('rpush', KEYS[2], message)
-          redis.call('ltrim', KEYS[2], -size, -1)
-          if ARGV[4] ~= '0' then redis.call('expire', KEYS[2], ARGV[4]) end
-        end
-        redis.call('publish', ARGV[1], message)
-        return {offset, epoch}
-        """)
+        currentEpoch(newEpoch: 6, runID: 7, ttl: nil) + """
+            local offset = redis.call('hincrby', KEYS[1], 'o', 1)
+            if ARGV[5] ~= '0' then redis.call('expire', KEYS[1], ARGV[5]) end
+            local message = 'p' .. offset .. ',' .. epoch .. ',' .. ARGV[2]
+            local size = tonumber(ARGV[3])
+            if size > 0 then
+              redis.call('rpush', KEYS[2], message)
+              redis.call('ltrim', KEYS[2], -size, -1)
+              if ARGV[4] ~= '0' then redis.call('expire', KEYS[2], ARGV[4]) end
+            end
+            redis.call('publish', ARGV[1], message)
+            return {offset, epoch}
+            """)
 
     /// KEYS: meta, history. ARGV: an epoch for a stream that has none, the TTL (s) of a stream made by
-    /// this read, and which history to return: 'all', 'none', or an offset (the entries after it, read
-    /// from the end of the list: a recovery reads what it needs, not the whole history). Returns {epoch,
+    /// this read, which history to return: 'all', 'none', or an offset (the entries after it, read from
+    /// the end of the list: a recovery reads what it needs, not the whole history), and the Redis
+    /// `run_id`. Returns {epoch,
     /// offset, entries}. Fixes the epoch of a stream that never published, so a subscriber's position
     /// stays valid across its first publication; such a stream lives only for the given TTL unless a
     /// publication extends it, so reads of made-up channel names do not fill Redis.
     static let position = RedisScript(
-        """
-        local epoch = redis.call('hget', KEYS[1], 'e')
-        if not epoch then
-          epoch = ARGV[1]
-          redis.call('hset', KEYS[1], 'e', epoch)
-          if ARGV[2] ~= '0' then redis.call('expire', KEYS[1], ARGV[2]) end
-        end
-        local offset = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
-        local entries = {}
-        if ARGV[3] == 'all' then
-          entries = redis.call('lrange', KEYS[2], 0, -1)
-        elseif ARGV[3] ~= 'none' then
-          local wanted = offset - tonumber(ARGV[3])
-          if wanted > 0 then entries = redis.call('lrange', KEYS[2], -wanted, -1) end
-        end
-        return {epoch, offset, entries}
-        """)
+        currentEpoch(newEpoch: 1, runID: 4, ttl: 2) + """
+            local offset = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
+            local entries = {}
+            if ARGV[3] == 'all' then
+              entries = redis.call('lrange', KEYS[2], 0, -1)
+            elseif ARGV[3] ~= 'none' then
+              local wanted = offset - tonumber(ARGV[3])
+              if wanted > 0 then entries = redis.call('lrange', KEYS[2], -wanted, -1) end
+            end
+            return {epoch, offset, entries}
+            """)
 
     /// Presence keys: a hash of members by client id, a sorted set of their expiry times, and a hash of
     /// connection counts by user (so counts read in O(1)). Expiry times are Redis's clock in milliseconds

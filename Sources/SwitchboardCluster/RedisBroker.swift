@@ -117,7 +117,8 @@ public final class RedisBroker: Broker {
             .string(Self.seconds(configuration.streamTTL)), .string(Self.newEpoch()),
         ]
         return instance(for: channel).client.run(
-            LuaScripts.publish, keys: [metaKey(channel), historyKey(channel)], arguments: arguments
+            LuaScripts.publish, keys: [metaKey(channel), historyKey(channel)], arguments: arguments,
+            appendingServerRunID: true
         ).flatMapThrowing { reply in
             guard let parts = reply.elements, parts.count == 2, let offset = parts[0].int, let epoch = parts[1].string
             else { throw RedisError.protocolViolation("unexpected publish reply") }
@@ -211,7 +212,8 @@ public final class RedisBroker: Broker {
     private func readStream(_ channel: String, _ read: StreamRead) -> EventLoopFuture<HistoryPage> {
         instance(for: channel).client.run(
             LuaScripts.position, keys: [metaKey(channel), historyKey(channel)],
-            arguments: [.string(Self.newEpoch()), .string(Self.seconds(readStreamTTL)), read.argument]
+            arguments: [.string(Self.newEpoch()), .string(Self.seconds(readStreamTTL)), read.argument],
+            appendingServerRunID: true
         ).flatMapThrowing { reply in
             guard let parts = reply.elements, parts.count == 3, let epoch = parts[0].string, let offset = parts[1].int
             else { throw RedisError.protocolViolation("unexpected stream reply") }

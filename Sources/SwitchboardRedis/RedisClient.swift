@@ -43,12 +43,17 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs `script` by its SHA, loading it when the server does not know it (after a restart or
-    /// `SCRIPT FLUSH`), on the connection its first key routes to.
-    public func run(_ script: RedisScript, keys: [String], arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
-        let tail: [RESPArgument] = [RESPArgument(keys.count)] + keys.map { .string($0) } + arguments
+    /// `SCRIPT FLUSH`), on the connection its first key routes to. With `appendingServerRunID`, the
+    /// `run_id` of the Redis process that runs it is the last argument (`RedisConnection.serverRunID`).
+    public func run(
+        _ script: RedisScript, keys: [String], arguments: [RESPArgument], appendingServerRunID: Bool = false
+    ) -> EventLoopFuture<RESPValue> {
         let slot = slot(for: keys.first)
         return slot.connection().flatMap { connection in
-            connection.sendFuture(["EVALSHA", .string(script.sha)] + tail).flatMapError { error in
+            let tail: [RESPArgument] =
+                [RESPArgument(keys.count)] + keys.map { .string($0) } + arguments
+                + (appendingServerRunID ? [.string(connection.serverRunID)] : [])
+            return connection.sendFuture(["EVALSHA", .string(script.sha)] + tail).flatMapError { error in
                 guard case RedisError.server(let message) = error, message.hasPrefix("NOSCRIPT") else {
                     return connection.channel.eventLoop.makeFailedFuture(error)
                 }

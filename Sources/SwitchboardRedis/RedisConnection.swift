@@ -143,12 +143,19 @@ public final class RedisConnection: Sendable {
     public let channel: any Channel
     /// 3 after a successful `HELLO 3`, else 2.
     public let protocolVersion: Int
+    /// The `run_id` of the Redis process at the other end (INFO server): it changes on every restart, and a
+    /// promoted replica has its own. Data stamped with another one may have been rolled back (a restart from
+    /// an older snapshot, a replica that was behind). Empty when the server does not say (INFO renamed).
+    public let serverRunID: String
     private let handler: NIOLoopBound<RedisHandler>
 
-    private init(channel: any Channel, handler: NIOLoopBound<RedisHandler>, protocolVersion: Int) {
+    private init(
+        channel: any Channel, handler: NIOLoopBound<RedisHandler>, protocolVersion: Int, serverRunID: String = ""
+    ) {
         self.channel = channel
         self.handler = handler
         self.protocolVersion = protocolVersion
+        self.serverRunID = serverRunID
     }
 
     /// Connects, negotiates the protocol, authenticates and selects the database.
@@ -199,7 +206,11 @@ public final class RedisConnection: Sendable {
                 }
             }
             if configuration.database != 0 { _ = try await raw.send(["SELECT", RESPArgument(configuration.database)]) }
-            return RedisConnection(channel: channel, handler: handler, protocolVersion: version)
+            let info = (try? await raw.send(["INFO", "server"]))?.string ?? ""
+            let runID =
+                info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("run_id:") }
+                .map { String($0.dropFirst("run_id:".count)).trimmingCharacters(in: .whitespaces) } ?? ""
+            return RedisConnection(channel: channel, handler: handler, protocolVersion: version, serverRunID: runID)
         } catch {
             try? await channel.close()
             throw error

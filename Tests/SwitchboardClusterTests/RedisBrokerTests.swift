@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -200,6 +201,53 @@ struct RedisBrokerTests {
         try await eventually("both publications") { a.handler.offsets("c").count == 2 }
         #expect(a.handler.events("c") == [.publication(1, "1"), .resynchronize, .publication(1, "2")])
         await admin.close()
+        await a.stop()
+    }
+
+    /// Redis restarts from a snapshot older than what clients hold (RDB, AOF `everysec`, a replica that
+    /// was behind): the same epoch would come back with an older offset, and new publications would reuse
+    /// offsets clients already hold with other data. The stream starts a new epoch instead, so a client
+    /// recovering from any position it had is told `recovered: false`, never `true` over a hidden loss.
+    @Test func aRedisRolledBackToAnOlderSnapshotStartsANewEpoch() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rollback-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let persistence = ["--dir", directory.path, "--dbfilename", "dump.rdb"]
+        let redis = try await RedisServerProcess.start(persistence)
+        let a = TestNode([redis], id: "a")
+        try await a.start()
+        func publish(_ data: String) async throws -> Publication {
+            try await a.broker.publish(channel: "c", data: data, user: nil, options: Self.history, on: caller).get()
+        }
+        for data in ["1", "2", "3"] { _ = try await publish(data) }
+        let admin = RedisClient(configuration: redis.configuration, connections: 1, group: a.group)
+        _ = try await admin.send(["SAVE"]).get()
+        await admin.close()
+        _ = try await publish("4")
+        let held = try await publish("5")
+        #expect(held.offset == 5)
+        let position = StreamPosition(offset: held.offset, epoch: held.epoch ?? "")
+
+        // Killed, and back from the snapshot taken at offset 3.
+        try await redis.stopAndWait()
+        let restarted = try await RedisServerProcess.start(persistence, port: redis.port)
+        defer { restarted.stop() }
+        let reread = RedisClient(configuration: restarted.configuration, connections: 1, group: a.group)
+        #expect(try await reread.send(["HGET", "switchboard.meta.c", "o"]).get().int == 3, "rolled back")
+        await reread.close()
+        var republished: Publication?
+        try await eventually("publishing again") {
+            republished = try? await publish("4 again")
+            return republished != nil
+        }
+        _ = try await publish("5 again")
+        #expect(republished?.epoch != held.epoch, "a new epoch after the rollback")
+        for since in [position, StreamPosition(offset: 4, epoch: position.epoch)] {
+            let recovery = try await a.broker.recover(channel: "c", since: since, options: Self.history, on: caller)
+                .get()
+            #expect(!recovery.recovered, "from \(since.offset)")
+            #expect(recovery.epoch == republished?.epoch)
+        }
         await a.stop()
     }
 
