@@ -146,6 +146,32 @@ struct BrokerSeamTests {
         await server.stop()
     }
 
+    /// subscribe → unsubscribe → subscribe against a presence store that answers late: the second add must
+    /// not reach the store before the first remove (same client id), or the client stays subscribed but is
+    /// missing from presence, and others see join, join, leave.
+    @Test func subscribeUnsubscribeSubscribeEndsInPresenceWithJoinLeaveJoin() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(100))
+        let server = try await start(broker)
+        let watcher = try await server.connect(user: "watcher")
+        _ = try await watcher.call(["cmd": "subscribe", "channel": "chat:flip"])
+        let client = try await server.connect(user: "ada")
+        client.send(["cmd": "subscribe", "channel": "chat:flip"])
+        client.send(["cmd": "unsubscribe", "channel": "chat:flip"])
+        let last = client.send(["cmd": "subscribe", "channel": "chat:flip"])
+        while try await client.next().id != last {}
+        var seen: [String] = []
+        while seen.count < 3 {
+            let message = try await watcher.next()
+            let user = (message["info"] as? [String: Any])?["user"] as? String
+            if let push = message.push, ["join", "leave"].contains(push), user == "ada" { seen.append(push) }
+        }
+        #expect(seen == ["join", "leave", "join"])
+        try await broker.shutdown()  // every late answer delivered
+        let presence = try await watcher.call(["cmd": "presence", "channel": "chat:flip"]).reply
+        #expect(presence.ok?["connections"] as? Int == 2, "\(presence.object)")
+        await server.stop()
+    }
+
     @Test func theNodeSubscribesToAChannelOnceWhateverItsClientsDo() async throws {
         let broker = RemoteBroker(delay: .milliseconds(5))
         let server = try await start(broker)

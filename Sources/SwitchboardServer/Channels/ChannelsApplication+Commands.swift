@@ -261,14 +261,17 @@ extension ChannelsApplication {
         let member = session.member
         let broker = self.broker
         let eventLoop = loop.eventLoop
+        let presence = self.presence
         // Continuations make their futures on the loop they run on (the store's): the connection's loop
         // may be gone by then.
-        let added = presence.add(member, to: channel, on: eventLoop)
-        let joined = added.flatMap { members -> EventLoopFuture<Void> in
-            guard options.joinLeave, members <= options.joinLeaveMaxMembers else {
-                return added.eventLoop.makeSucceededVoidFuture()
+        let joined = session.presenceInOrder(channel, on: eventLoop) {
+            let added = presence.add(member, to: channel, on: eventLoop)
+            return added.flatMap { members -> EventLoopFuture<Void> in
+                guard options.joinLeave, members <= options.joinLeaveMaxMembers else {
+                    return added.eventLoop.makeSucceededVoidFuture()
+                }
+                return broker.publishJoin(channel: channel, member: member, on: eventLoop)
             }
-            return broker.publishJoin(channel: channel, member: member, on: eventLoop)
         }
         joined.whenFailure { [logger] error in
             logger.warning("presence join failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
@@ -375,7 +378,7 @@ extension ChannelsApplication {
     /// out of presence. The caller has removed it from the session.
     func leave(_ subscription: Subscription, session: ClientSession, loop: ChannelsLoop) {
         loop.remove(subscription)
-        guard let joined = subscription.joined else { return }
+        guard subscription.joined != nil else { return }
         subscription.joined = nil
         let options = subscription.channel.options
         let channel = subscription.channel.name
@@ -383,14 +386,16 @@ extension ChannelsApplication {
         let broker = self.broker
         let presence = self.presence
         let eventLoop = loop.eventLoop
-        // After the join, whatever became of it: never a remove before the add, nor a leave before the join.
-        let removed = joined.flatMapError { _ in joined.eventLoop.makeSucceededVoidFuture() }
-            .flatMap { presence.remove(member, from: channel, on: eventLoop) }
-        removed.flatMap { members -> EventLoopFuture<Void> in
-            guard let members, options.joinLeave, members < options.joinLeaveMaxMembers else {
-                return removed.eventLoop.makeSucceededVoidFuture()
+        // After the join, whatever became of it: never a remove before the add, nor a leave before the join;
+        // and a later subscription's add waits for this remove in turn.
+        session.presenceInOrder(channel, on: eventLoop) {
+            let removed = presence.remove(member, from: channel, on: eventLoop)
+            return removed.flatMap { members -> EventLoopFuture<Void> in
+                guard let members, options.joinLeave, members < options.joinLeaveMaxMembers else {
+                    return removed.eventLoop.makeSucceededVoidFuture()
+                }
+                return broker.publishLeave(channel: channel, member: member, on: eventLoop)
             }
-            return broker.publishLeave(channel: channel, member: member, on: eventLoop)
         }
         .whenFailure { [logger] error in
             logger.warning("presence leave failed", metadata: ["channel": "\(channel)", "error": "\(error)"])

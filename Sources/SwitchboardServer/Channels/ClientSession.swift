@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
@@ -32,6 +33,8 @@ final class ClientSession {
     var rejectedPublishes = 0
     /// The connection closed: answers that arrive later are dropped.
     var isClosed = false
+    /// Per channel, the last presence operation (join or leave) started: the next one waits for it.
+    private var presenceTail: [String: PresenceStep] = [:]
 
     init(connection: any LocalConnection, bucket: TokenBucket, presenceData: String?, node: String?) {
         self.connection = connection
@@ -64,6 +67,26 @@ final class ClientSession {
         waiting[channel] = queue
     }
 
+    /// Starts `operation` (a presence add with its join, or a remove with its leave) once the previous one
+    /// for `channel` has completed, whatever became of it. A store may answer late and commands may take
+    /// different paths to it, so subscribe → unsubscribe → subscribe must not let the second add reach it
+    /// before the first remove (which would delete the new entry: same client id). Called on `loop`.
+    func presenceInOrder(
+        _ channel: String, on loop: any EventLoop, _ operation: @escaping @Sendable () -> EventLoopFuture<Void>
+    ) -> EventLoopFuture<Void> {
+        let next: EventLoopFuture<Void>
+        if let previous = presenceTail[channel]?.future, presenceTail[channel]?.isDone == false {
+            next = previous.flatMapError { _ in previous.eventLoop.makeSucceededVoidFuture() }.flatMap(operation)
+        } else {
+            next = operation()
+        }
+        // Finished steps are forgotten without a hop back to this loop (which may be gone by then): their
+        // completion sets a flag, and entries are swept once they outnumber the subscriptions.
+        if presenceTail.count > 2 * subscriptions.count + 16 { presenceTail = presenceTail.filter { !$0.value.isDone } }
+        presenceTail[channel] = PresenceStep(next)
+        return next
+    }
+
     func cancelTimers() {
         connectTimer?.cancel()
         connectTimer = nil
@@ -73,4 +96,17 @@ final class ClientSession {
 
     /// Replies, errors and notices: never dropped, flushed with the rest of the loop's batch.
     func reply(_ frame: ByteBuffer) { connection.send(frame, as: .reliable, flush: false) }
+}
+
+/// A presence operation in flight, and whether it has completed (set on whatever loop completes it).
+final class PresenceStep: Sendable {
+    let future: EventLoopFuture<Void>
+    private let done = ManagedAtomic(false)
+
+    init(_ future: EventLoopFuture<Void>) {
+        self.future = future
+        future.whenComplete { [done] _ in done.store(true, ordering: .releasing) }
+    }
+
+    var isDone: Bool { done.load(ordering: .acquiring) }
 }
