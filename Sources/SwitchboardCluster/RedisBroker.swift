@@ -125,6 +125,12 @@ public final class RedisBroker: Broker {
             return Publication(
                 offset: Int(offset), data: data, user: user, time: Int64(NIODeadline.now().uptimeNanoseconds),
                 epoch: epoch)
+        }.flatMapErrorThrowing { error in
+            // Sent and not answered: the script may have run. Not sent (the link was down): it did not.
+            if let failure = error as? RedisError, failure == .timeout || failure == .replyLost {
+                throw BrokerError.outcomeUnknown
+            }
+            throw error
         }
     }
 

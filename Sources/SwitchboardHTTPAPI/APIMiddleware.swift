@@ -39,8 +39,9 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             logger.warning("API call failed at the broker", metadata: ["error": "\(error)"])
             response = APIResponse.error(.unavailable)
         } catch {
-            logger.error("API call failed", metadata: ["error": "\(error)"])
-            response = APIResponse.error(ProtocolError(110, "temporarily unavailable"), status: .internalServerError)
+            // A store's own error (Redis down): unavailable, as documented, not an internal error.
+            logger.warning("API call failed", metadata: ["error": "\(error)"])
+            response = APIResponse.error(.unavailable)
         }
         let path = request.uri.path
         let endpoint = endpoints.contains(path) ? path : "other"

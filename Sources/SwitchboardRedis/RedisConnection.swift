@@ -128,9 +128,12 @@ extension String {
 public enum RedisError: Error, Sendable, Equatable {
     /// The server answered with an error (`-ERR …`); the connection is fine.
     case server(String)
-    /// The connection closed or broke before the reply came.
+    /// The connection was down: the command was not sent (safe to retry).
     case connectionLost
-    /// No reply within `commandTimeout`; the connection has been closed.
+    /// The connection broke after the command was sent and before its reply: it may have run.
+    case replyLost
+    /// No reply within `commandTimeout`: the command may still run. The connection stays for the commands
+    /// behind it; it is closed if the reply has not come within twice the timeout (a stuck or dead link).
     case timeout
     /// The server sent something that is not RESP; the connection has been closed.
     case protocolViolation(String)
@@ -245,6 +248,7 @@ final class RedisHandler: ChannelInboundHandler {
     /// A command waiting for its reply. (Un)subscribe commands are answered by one confirmation per channel
     /// (pushes in RESP3, arrays in RESP2), gathered into one array reply.
     private struct Pending {
+        var id: UInt64
         var promise: EventLoopPromise<RESPValue>
         var timer: Scheduled<Void>
         var confirmations = 0
@@ -262,6 +266,7 @@ final class RedisHandler: ChannelInboundHandler {
 
     private var decoder = RESPDecoder()
     private var pending = CircularBuffer<Pending>()
+    private var nextID: UInt64 = 0
     private var context: ChannelHandlerContext?
     private var input: ByteBuffer?
     private let timeout: TimeAmount
@@ -278,13 +283,11 @@ final class RedisHandler: ChannelInboundHandler {
         guard let context, context.channel.isActive else { return promise.fail(RedisError.connectionLost) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(arguments, into: &buffer)
+        nextID &+= 1
+        let id = nextID
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let timer = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, context) = loopBound.value
-            handler.failAll(RedisError.timeout)
-            context.close(promise: nil)
-        }
-        var entry = Pending(promise: promise, timer: timer)
+        let timer = context.eventLoop.scheduleTask(in: timeout) { loopBound.value.0.timedOut(id) }
+        var entry = Pending(id: id, promise: promise, timer: timer)
         if case .string(let name) = arguments.first, Self.subscriptionCommands.contains(name.uppercased()) {
             // Each named channel is confirmed; without names (unsubscribe from all) one confirmation is awaited.
             entry.confirmations = max(arguments.count - 1, 1)
@@ -347,8 +350,23 @@ final class RedisHandler: ChannelInboundHandler {
         }
     }
 
+    /// Each command times out on its own: the one that is slow fails, and those behind it keep their own
+    /// deadlines (one slow read must not fail a pipeline of publishes that ran). Its reply, when it comes,
+    /// is matched and dropped. Still unanswered after a second timeout, the link is stuck or dead: closed.
+    private func timedOut(_ id: UInt64) {
+        guard let index = pending.firstIndex(where: { $0.id == id }), let context else { return }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        pending[index].promise.fail(RedisError.timeout)  // a later completion of a failed promise is ignored
+        pending[index].timer = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            guard handler.pending.contains(where: { $0.id == id }) else { return }
+            handler.failAll(RedisError.replyLost)
+            context.close(promise: nil)
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(RedisError.connectionLost)
+        failAll(RedisError.replyLost)
         context.fireChannelInactive()
     }
 

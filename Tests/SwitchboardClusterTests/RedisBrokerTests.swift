@@ -320,6 +320,35 @@ struct RedisBrokerTests {
         await a.stop()
     }
 
+    /// A publish that reached Redis but got no answer (Redis paused past the timeout) may have been made:
+    /// the broker says so, and it is in history once Redis resumes. One refused while Redis is down was
+    /// not made, and says only that it failed.
+    @Test func aPublishWithoutAnswerSaysItMayHaveBeenMade() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer {
+            redis.signal(SIGCONT)
+            redis.stop()
+        }
+        let a = TestNode([redis], id: "a") { $0.redis[0].commandTimeout = .milliseconds(500) }
+        try await a.start()
+        _ = try await a.broker.publish(channel: "c", data: "1", user: nil, options: Self.history, on: caller).get()
+        redis.signal(SIGSTOP)
+        await #expect(throws: BrokerError.outcomeUnknown) {
+            _ = try await a.broker.publish(channel: "c", data: "2", user: nil, options: Self.history, on: caller).get()
+        }
+        redis.signal(SIGCONT)
+        try await eventually("the unanswered publish in history") {
+            let page = try? await a.broker.history(
+                channel: "c", since: nil, limit: 10, options: Self.history, on: caller
+            )
+            .get()
+            return page?.publications.map(\.data) == ["1", "2"]
+        }
+        #expect(ProtocolError.publishFailure(BrokerError.outcomeUnknown) == .unavailableMaybePublished)
+        #expect(ProtocolError.publishFailure(RedisError.connectionLost) == .unavailable)
+        await a.stop()
+    }
+
     @Test func channelsSpreadOverSeveralRedisInstances() async throws {
         let first = try await RedisServerProcess.start()
         let second = try await RedisServerProcess.start()

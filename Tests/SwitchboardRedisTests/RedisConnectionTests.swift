@@ -77,6 +77,25 @@ struct RedisConnectionTests {
         await connection.close()
     }
 
+    /// A slow command (here a BLPOP that blocks its connection) times out alone: a command sent behind it
+    /// keeps its own deadline and gets its reply, and the connection stays.
+    @Test func aSlowCommandTimesOutAloneAndTheOnesBehindItAreAnswered() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        var configuration = redis.configuration
+        configuration.commandTimeout = .seconds(2)
+        let connection = try await RedisConnection.connect(configuration, on: Self.group.next())
+        let slow = connection.sendFuture(["BLPOP", "nothing-here", "3"])
+        try await Task.sleep(for: .milliseconds(1500))
+        let behind = connection.sendFuture(["PING"])
+        await #expect(throws: RedisError.timeout) { _ = try await slow.get() }
+        #expect(try await behind.get() == .simpleString("PONG"))
+        #expect(connection.isActive)
+        #expect(
+            try await connection.send(["ECHO", "still in order"]) == .bulkString(ByteBuffer(string: "still in order")))
+        await connection.close()
+    }
+
     @Test func aCommandWithoutReplyTimesOutAndAPausedServerIsNoHang() async throws {
         let redis = try await RedisServerProcess.start()
         defer {
@@ -90,6 +109,7 @@ struct RedisConnectionTests {
         let started = ContinuousClock.now
         await #expect(throws: RedisError.timeout) { _ = try await connection.send(["PING"]) }
         #expect(ContinuousClock.now - started < .seconds(5))
+        // Still unanswered after twice the timeout: the link is stuck, closed.
         try await eventually("the timed-out connection closed") { !connection.isActive }
         await #expect(throws: RedisError.connectionLost) { _ = try await connection.send(["PING"]) }
         redis.signal(SIGCONT)
@@ -105,7 +125,9 @@ struct RedisConnectionTests {
         let admin = try await RedisConnection.connect(redis.configuration, on: Self.group.next())
         let blocked = connection.sendFuture(["BLPOP", "never", "0"])
         _ = try await admin.send(["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
-        await #expect(throws: RedisError.connectionLost) { _ = try await blocked.get() }
+        // Sent, then the link broke: it may have run (replyLost), unlike a command never sent (connectionLost).
+        await #expect(throws: RedisError.replyLost) { _ = try await blocked.get() }
+        await #expect(throws: RedisError.connectionLost) { _ = try await connection.send(["PING"]) }
         await admin.close()
     }
 

@@ -22,6 +22,11 @@ final class RemoteBroker: Broker, PresenceManager {
     let unsubscribes = ManagedAtomic(0)
     /// Answers not yet delivered.
     let outstanding = ManagedAtomic(0)
+    /// Stream reads (`recover`) sent and not yet answered, and the most there ever were at once.
+    let recoversInFlight = ManagedAtomic(0)
+    let mostRecoversInFlight = ManagedAtomic(0)
+    /// This many stream reads fail (as a store timing out would) before they succeed again.
+    let failingRecovers = ManagedAtomic(0)
 
     init(delay: TimeAmount) { self.delay = delay }
 
@@ -67,7 +72,21 @@ final class RemoteBroker: Broker, PresenceManager {
     func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
-        late(inner.recover(channel: channel, since: since, options: options, on: here))
+        let now = recoversInFlight.wrappingIncrementThenLoad(ordering: .relaxed)
+        var most = mostRecoversInFlight.load(ordering: .relaxed)
+        while now > most {
+            let (exchanged, original) = mostRecoversInFlight.compareExchange(
+                expected: most, desired: now, ordering: .relaxed)
+            if exchanged { break }
+            most = original
+        }
+        let read =
+            failingRecovers.loadThenWrappingDecrement(ordering: .relaxed) > 0
+            ? here.makeFailedFuture(StoreTimedOut())
+            : inner.recover(channel: channel, since: since, options: options, on: here)
+        let answer = late(read)
+        answer.whenComplete { [recoversInFlight] _ in recoversInFlight.wrappingDecrement(ordering: .relaxed) }
+        return answer
     }
     func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
@@ -88,6 +107,8 @@ final class RemoteBroker: Broker, PresenceManager {
     }
 
 }
+
+struct StoreTimedOut: Error {}
 
 /// The channel layer against a broker and presence on another event loop group that answer late.
 @Suite("Broker seam")
@@ -273,6 +294,34 @@ struct BrokerSeamTests {
         // Live again: the next publication arrives as a push.
         _ = try await app.publish(channel: "chat:resync", data: "{\"n\":6}", on: loop).get()
         #expect(try await ada.nextPush("pub").offset == 6)
+        try await broker.shutdown()
+        await server.stop()
+    }
+
+    /// After a store hiccup every channel resynchronizes at once. The reads go to the broker a bounded
+    /// number at a time per loop (not one pipeline of thousands that times out together), and a failed
+    /// read is tried again rather than closing its subscribers: everyone recovers, no one is closed 1013.
+    @Test func aResynchronizationStormIsBoundedAndRetried() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(20))
+        let server = try await start(broker)
+        let channels = (0..<120).map { "chat:storm\($0)" }
+        var clients: [ProtocolClient] = []
+        for (index, channel) in channels.enumerated() {
+            if index % 10 == 0 { clients.append(try await server.connect(user: "u\(index)")) }
+            _ = try await clients[clients.count - 1].call(["cmd": "subscribe", "channel": channel])
+        }
+        broker.mostRecoversInFlight.store(0, ordering: .relaxed)
+        broker.failingRecovers.store(5, ordering: .relaxed)
+        for channel in channels { server.application.handleResynchronize(channel: channel) }
+        for client in clients {
+            for _ in 0..<10 {
+                let push = try await client.nextPush("subscribed")
+                #expect(push["recovered"] as? Bool == true)
+            }
+        }
+        let most = broker.mostRecoversInFlight.load(ordering: .relaxed)
+        #expect(most >= 1 && most <= 2 * 16, "at most 16 reads per loop at once, saw \(most)")
+        #expect(server.server.hub.connectionCount == clients.count, "no subscriber was closed")
         try await broker.shutdown()
         await server.stop()
     }

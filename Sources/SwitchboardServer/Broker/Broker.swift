@@ -127,4 +127,7 @@ public struct BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 
     public static let timedOut = BrokerError("broker timed out")
+    /// The command reached the store but its answer did not come back (a timeout, a link that broke after
+    /// sending): it may have been carried out.
+    public static let outcomeUnknown = BrokerError("no answer from the broker; the command may have been carried out")
 }

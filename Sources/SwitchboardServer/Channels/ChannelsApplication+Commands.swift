@@ -87,7 +87,9 @@ extension ChannelsApplication {
             session.rejectedPublishes = 0
             let published = broker.publish(
                 channel: channel, data: data, user: session.connection.userID, options: options, on: loop.eventLoop)
-            answer(published, id: id, session: session, loop: loop) { "{\"offset\":\($0.offset)}" }
+            answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
+                "{\"offset\":\($0.offset)}"
+            }
         case .presence(let channel):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.presence else { return fail(.notAllowed("presence is off in this namespace")) }
@@ -124,7 +126,7 @@ extension ChannelsApplication {
     /// timeout; a failure is answered with error 110.
     private func answer<T>(
         _ future: EventLoopFuture<T>, id: Int, session: ClientSession, loop: ChannelsLoop,
-        _ result: @escaping (T) -> String
+        failure: @escaping (any Error) -> ProtocolError = { _ in .unavailable }, _ result: @escaping (T) -> String
     ) {
         future.arriving(on: loop.eventLoop, within: configuration.brokerTimeout).assumeIsolated().whenComplete {
             outcome in
@@ -134,7 +136,7 @@ extension ChannelsApplication {
                 session.reply(ServerMessage.reply(id: id, result: result(value)))
             case .failure(let error):
                 self.logger.warning("broker call failed", metadata: ["error": "\(error)"])
-                session.reply(ServerMessage.error(id: id, .unavailable))
+                session.reply(ServerMessage.error(id: id, failure(error)))
             }
         }
     }
@@ -324,18 +326,43 @@ extension ChannelsApplication {
             subscription.recovering = true
             byPosition["\(subscription.lastOffset) \(subscription.epoch)", default: []].append(subscription)
         }
+        for group in byPosition.values { recoverForResynchronization(group, in: channel, loop: loop, attempt: 1) }
+    }
+
+    /// Reads to resynchronize wait their turn in the loop's queue, and the broker timeout runs from when
+    /// the read is sent. A failed read is tried again (a store that hiccuped is usually back within
+    /// seconds) before its subscribers are closed 1013 to recover on their own.
+    private func recoverForResynchronization(
+        _ group: [Subscription], in channel: LocalChannel, loop: ChannelsLoop, attempt: Int
+    ) {
         let name = channel.name
         let options = channel.options
-        for group in byPosition.values {
-            guard let first = group.first else { continue }
+        loop.resynchronizations.enqueue {
+            let group = group.filter { subscription in
+                guard let session = loop.sessions[subscription.connection.id] else { return false }
+                return !session.isClosed && session.subscriptions[name] === subscription
+            }
+            guard let first = group.first else { return loop.resynchronizations.finished() }
             let since = StreamPosition(offset: first.lastOffset, epoch: first.epoch)
-            broker.recover(channel: name, since: since, options: options, on: loop.eventLoop)
-                .arriving(on: loop.eventLoop, within: configuration.brokerTimeout)
+            self.broker.recover(channel: name, since: since, options: options, on: loop.eventLoop)
+                .arriving(on: loop.eventLoop, within: self.configuration.brokerTimeout)
                 .assumeIsolated()
                 .whenComplete { result in
+                    loop.resynchronizations.finished()
                     if case .failure(let error) = result {
                         self.logger.warning(
-                            "resynchronizing a channel failed", metadata: ["channel": "\(name)", "error": "\(error)"])
+                            "resynchronizing a channel failed",
+                            metadata: ["channel": "\(name)", "error": "\(error)", "attempt": "\(attempt)"])
+                        if attempt < Self.resynchronizationAttempts {
+                            let retry = NIOLoopBound(
+                                {
+                                    self.recoverForResynchronization(
+                                        group, in: channel, loop: loop, attempt: attempt + 1)
+                                },
+                                eventLoop: loop.eventLoop)
+                            loop.eventLoop.scheduleTask(in: .milliseconds(500 * Int64(attempt))) { retry.value() }
+                            return
+                        }
                     }
                     for subscription in group {
                         guard let session = loop.sessions[subscription.connection.id], !session.isClosed,
@@ -357,6 +384,9 @@ extension ChannelsApplication {
                 }
         }
     }
+
+    /// Reads of one resynchronization before its subscribers are closed 1013.
+    static let resynchronizationAttempts = 3
 
     /// Runs the commands that waited behind a subscribe, in order, until one goes in flight again.
     func runWaiting(_ channel: String, session: ClientSession, loop: ChannelsLoop) {

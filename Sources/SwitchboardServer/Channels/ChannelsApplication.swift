@@ -116,6 +116,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         }
         return broker.publish(channel: channel, data: data, user: nil, options: options, on: eventLoop)
             .hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
+            .flatMapErrorThrowing { throw ProtocolError.publishFailure($0) }
     }
 
     // MARK: SwitchboardApplication

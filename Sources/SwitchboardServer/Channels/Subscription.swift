@@ -103,11 +103,15 @@ final class ChannelsLoop: @unchecked Sendable {
 
     /// Recovers a channel's subscribers on this loop after the node may have missed events.
     private let resynchronize: @Sendable (LocalChannel, ChannelsLoop) -> Void
+    /// The loop's recovery reads for resynchronization, a bounded number at a time.
+    let resynchronizations: ResynchronizationQueue
 
     init(
         shard: LoopShard, nodeSubscriptions: NodeSubscriptions, maxHeld: Int, metrics: ChannelsMetrics,
+        maxConcurrentResynchronizations: Int = 16,
         resynchronize: @escaping @Sendable (LocalChannel, ChannelsLoop) -> Void
     ) {
+        self.resynchronizations = ResynchronizationQueue(limit: maxConcurrentResynchronizations)
         self.shard = shard
         self.metrics = metrics
         self.resynchronize = resynchronize

@@ -20,6 +20,20 @@ public struct ProtocolError: Error, Equatable, Sendable {
     public static let notSubscribed = ProtocolError(108, "not subscribed")
     public static let tooManyWaitingCommands = ProtocolError(109, "limit exceeded: too many commands waiting")
     public static let unavailable = ProtocolError(110, "temporarily unavailable")
+    /// 110 for a publish that was sent and not answered: retrying blindly may publish twice.
+    public static let unavailableMaybePublished = ProtocolError(
+        110,
+        "temporarily unavailable: no answer in time, the publication may have been made; check history before publishing again"
+    )
+
+    /// What a failed publish tells its client: whether it may have been made.
+    public static func publishFailure(_ error: any Error) -> ProtocolError {
+        if let failure = error as? ProtocolError { return failure }
+        if let failure = error as? BrokerError, failure == .timedOut || failure == .outcomeUnknown {
+            return .unavailableMaybePublished
+        }
+        return .unavailable
+    }
     public static let notAuthenticated = ProtocolError(111, "not authenticated")
     public static func invalidToken(_ failure: TokenFailure) -> ProtocolError { .init(112, failure.message) }
     public static let tokenExpired = ProtocolError(113, "token expired")
