@@ -28,7 +28,18 @@ enum LuaScripts {
     }
 
     /// Loaded on every connection as it connects.
-    static let all = [publish, position, presenceAdd, presenceRemove, presenceRead]
+    static let all = [publish, position, presenceAdd, presenceRemove, presenceRead, controlCommand]
+
+    /// KEYS: the control log (a stream). ARGV: the command (JSON), the log's length, its TTL (ms), the
+    /// control channel. Appends the command to the log and publishes it with its log id ("id\nJSON"),
+    /// atomically: a node that missed the message reads it from the log when its link is back.
+    static let controlCommand = RedisScript(
+        """
+        local id = redis.call('xadd', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+        redis.call('pexpire', KEYS[1], ARGV[3])
+        redis.call('publish', ARGV[4], id .. '\\n' .. ARGV[1])
+        return id
+        """)
 
     /// KEYS: meta, history. ARGV: pub/sub channel, publication body, history size, history TTL (s),
     /// stream TTL (s), an epoch for a stream that has none, the Redis `run_id`. Returns {offset, epoch}.

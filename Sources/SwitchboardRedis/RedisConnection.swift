@@ -356,13 +356,16 @@ final class RedisHandler: ChannelInboundHandler {
     private func timedOut(_ id: UInt64) {
         guard let index = pending.firstIndex(where: { $0.id == id }), let context else { return }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        pending[index].promise.fail(RedisError.timeout)  // a later completion of a failed promise is ignored
+        let promise = pending[index].promise
         pending[index].timer = context.eventLoop.scheduleTask(in: timeout) {
             let (handler, context) = loopBound.value
             guard handler.pending.contains(where: { $0.id == id }) else { return }
             handler.failAll(RedisError.replyLost)
             context.close(promise: nil)
         }
+        // Last: its callbacks run now and may send, fail or close (changing `pending`). A later completion
+        // of the failed promise, when the reply comes, is ignored.
+        promise.fail(RedisError.timeout)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

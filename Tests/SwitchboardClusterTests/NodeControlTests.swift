@@ -33,10 +33,18 @@ final class RecordingNode: NodeControlHandler {
 struct NodeControlTests {
     let caller = MultiThreadedEventLoopGroup.singleton.next()
 
-    private func node(_ id: String, _ redis: RedisServerProcess, group: any EventLoopGroup) async throws -> (
-        RedisNodeControl, RedisBroker, RecordingNode
-    ) {
-        var configuration = ClusterConfiguration(redis: [redis.configuration])
+    private func node(
+        _ id: String, _ redis: RedisServerProcess, group: any EventLoopGroup, through proxy: FaultProxy? = nil
+    ) async throws -> (RedisNodeControl, RedisBroker, RecordingNode) {
+        var redisConfiguration = redis.configuration
+        if let proxy {
+            redisConfiguration.port = proxy.port
+            redisConfiguration.pingInterval = .milliseconds(200)
+            redisConfiguration.commandTimeout = .milliseconds(500)
+            redisConfiguration.connectTimeout = .milliseconds(500)
+        }
+        var configuration = ClusterConfiguration(redis: [redisConfiguration])
+        configuration.backoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(200))
         configuration.nodeID = id
         configuration.nodeInfoInterval = .milliseconds(200)
         var logger = Logger(label: "control-test")
@@ -78,6 +86,40 @@ struct NodeControlTests {
         try await eventually("b gone") { try await a.nodes(on: caller).get().map(\.id) == ["a"] }
         await a.shutdown()
         await brokerA.shutdown()
+        for group in groups { try await group.shutdownGracefully() }
+    }
+
+    /// A revocation published while a node's control link is down (here: silent, then refusing to carry
+    /// anything) reaches that node once its link is back, exactly once and in order, from the log.
+    @Test func commandsPublishedWhileANodeIsCutOffReachItWhenItIsBack() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let proxy = try await FaultProxy.start(to: redis.port)
+        let groups = [MultiThreadedEventLoopGroup(numberOfThreads: 1), MultiThreadedEventLoopGroup(numberOfThreads: 1)]
+        let (a, brokerA, _) = try await node("a", redis, group: groups[0])
+        let (b, brokerB, nodeB) = try await node("b", redis, group: groups[1], through: proxy)
+        let before = NodeCommand.disconnectUser(user: "ada", code: 4100, reason: "before", reconnect: false)
+        try await a.broadcast(before, on: caller).get()
+        try await eventually("the first command on b") { nodeB.commands == [before] }
+
+        proxy.set(.blackhole)
+        try await eventually(timeout: .seconds(20), "b's control link found dead") { await b.unreachable() != nil }
+        let missed: [NodeCommand] = [
+            .disconnectUser(user: "ada", code: 4100, reason: "revoked", reconnect: false),
+            .unsubscribe(user: "bob", channel: "chat:secret"),
+        ]
+        for command in missed { try await a.broadcast(command, on: caller).get() }
+        proxy.set(.pass)
+        try await eventually(timeout: .seconds(20), "the missed commands on b") { nodeB.commands.count >= 3 }
+        let after = NodeCommand.send(user: "ada", data: "1")
+        try await a.broadcast(after, on: caller).get()
+        try await eventually("the next live command on b") { nodeB.commands.count >= 4 }
+        #expect(nodeB.commands == [before] + missed + [after], "each once, in order")
+        await b.shutdown()
+        await brokerB.shutdown()
+        await a.shutdown()
+        await brokerA.shutdown()
+        await proxy.stop()
         for group in groups { try await group.shutdownGracefully() }
     }
 }
