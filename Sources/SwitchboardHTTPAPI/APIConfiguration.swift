@@ -13,6 +13,15 @@ public struct APIConfiguration: Sendable {
     public var apiKey: String?
     /// Bodies larger than this are refused with 413 (error 117). Default 1 MiB.
     public var maxBodySize = 1 << 20
+    /// API connections open at once; more wait in the listen backlog. The API can never take the
+    /// descriptors the WebSocket listener needs. Default 128.
+    public var maxConnections = 128
+    /// A request's headers must arrive within this (from the connection's start or the previous
+    /// response), and its body within `bodyTimeout` after them; otherwise the connection is closed.
+    public var headerTimeout = TimeAmount.seconds(10)
+    public var bodyTimeout = TimeAmount.seconds(30)
+    /// Wrong API keys one client address may send in a burst before it is held to one a second (429).
+    public var failedKeyBurst = 10
     /// This node's name in `info`. Default: the host name.
     public var nodeName = ProcessInfo.processInfo.hostName
 

@@ -53,15 +53,29 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// Requires the API key on `/api/` requests, compared in constant time.
-struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
+/// Requires the API key on `/api/` requests, compared in constant time; wrong keys are throttled per
+/// client address (`FailedKeyAttempts`) and logged.
+struct APIKeyMiddleware<Context: RemoteAddressRequestContext>: RouterMiddleware {
     let key: [UInt8]?
+    let attempts: FailedKeyAttempts
+    let logger: Logger
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
     {
         if let key {
+            let address = context.remoteAddress?.ipAddress ?? "unknown"
+            let now = Int64(NIODeadline.now().uptimeNanoseconds)
+            if attempts.isThrottled(address, now: now) {
+                var response = APIResponse.error(
+                    ProtocolError(115, "unauthorized: too many wrong API keys; retry later"), status: .tooManyRequests)
+                response.headers[.retryAfter] = "1"
+                return response
+            }
             guard let offered = Self.offeredKey(request.headers), Self.equal(Array(offered.utf8), key) else {
+                if attempts.failed(address, now: now) {
+                    logger.warning("wrong API key", metadata: ["client": "\(address)", "path": "\(request.uri.path)"])
+                }
                 throw ProtocolError.unauthorized
             }
         }

@@ -68,11 +68,22 @@ public final class APIServer: Service, Sendable {
     }
 
     public func run() async throws {
+        let limits = APIConnectionGuard.Limits(
+            headerTimeout: configuration.headerTimeout, bodyTimeout: configuration.bodyTimeout,
+            maxBodySize: configuration.maxBodySize)
+        let logger = self.logger
         let app = Application(
             router: makeRouter(),
+            server: .http1(
+                configuration: .init(additionalChannelHandlers: [APIConnectionGuard(limits: limits, logger: logger)])),
             configuration: .init(
-                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard"),
+                address: .hostname(configuration.host, port: configuration.port), serverName: "switchboard",
+                availableConnectionsDelegate: .maximum(configuration.maxConnections, logger: logger)),
             onServerRunning: { [bound, boundContinuation] channel in
+                // At the process's descriptor limit, pause accepting rather than spin (as the hub's listener).
+                try? await channel.pipeline.addHandler(
+                    AcceptPauseHandler(pause: .milliseconds(100), metrics: nil, logger: logger), position: .first
+                ).get()
                 bound.withLockedValue { $0 = channel.localAddress }
                 boundContinuation.yield(channel.localAddress)
                 boundContinuation.finish()
@@ -87,8 +98,8 @@ public final class APIServer: Service, Sendable {
         "presence_stats", "history", "history_remove", "channels", "info",
     ]
 
-    private func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router()
+    private func makeRouter() -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
         let paths = Set(Self.endpoints.map { "/api/\($0)" } + ["/health", "/ready", "/metrics"])
         router.add(middleware: APIErrorMiddleware(endpoints: paths, logger: logger, factory: factory))
         router.get("health") { _, _ in APIResponse.json("{\"status\":\"ok\"}") }
@@ -118,7 +129,9 @@ public final class APIServer: Service, Sendable {
             }
         }
         let api = router.group("api").add(
-            middleware: APIKeyMiddleware(key: configuration.apiKey.map { Array($0.utf8) }))
+            middleware: APIKeyMiddleware(
+                key: configuration.apiKey.map { Array($0.utf8) },
+                attempts: FailedKeyAttempts(burst: configuration.failedKeyBurst), logger: logger))
         let routes = APIRoutes(
             application: application, limit: configuration.maxBodySize, nodeName: configuration.nodeName,
             started: started)
@@ -147,5 +160,16 @@ final class NodeGauges: Sendable {
         subscriptions.record(statistics.subscriptions)
         channels.record(statistics.channels)
         users.record(statistics.users)
+    }
+}
+
+/// A request's context with the client's address (for throttling wrong API keys).
+struct APIRequestContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
     }
 }

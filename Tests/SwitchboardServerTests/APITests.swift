@@ -23,6 +23,7 @@ struct APIHarness {
     static func start(
         verifier: TokenVerifier? = nil, broker: any Broker = LocalBroker(), maxBodySize: Int = 1 << 20,
         unreachable: @escaping @Sendable () async -> String? = { nil },
+        api configureAPI: (inout APIConfiguration) -> Void = { _ in },
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in }
     ) async throws -> APIHarness {
         let registry = PrometheusCollectorRegistry()
@@ -33,6 +34,7 @@ struct APIHarness {
         configuration.port = 0
         configuration.apiKey = key
         configuration.maxBodySize = maxBodySize
+        configureAPI(&configuration)
         let hub = channels.server.hub
         let api = try APIServer(
             configuration: configuration, application: channels.application, ready: { !hub.isShuttingDown },
@@ -353,5 +355,77 @@ struct APITests {
         #expect(answer.text.contains("cannot reach Redis"))
         down.withLockedValue { $0 = false }
         #expect(try await api.get("/ready").status == 200)
+    }
+
+    private var port: (APIHarness) -> Int { { Int($0.base.split(separator: ":").last ?? "") ?? 0 } }
+
+    /// Connections that send nothing, stop mid-headers, or declare a body and send none are closed after
+    /// their timeout instead of holding a descriptor for ever; requests keep working meanwhile.
+    @Test func slowOrSilentRequestsAreClosedInTime() async throws {
+        let api = try await APIHarness.start(api: {
+            $0.headerTimeout = .milliseconds(300)
+            $0.bodyTimeout = .milliseconds(300)
+        })
+        defer { Task { await api.stop() } }
+        let silent = try await RawConnection.connect(port: port(api))
+        let halfHeaders = try await RawConnection.connect(port: port(api))
+        halfHeaders.send("POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Ke")
+        let noBody = try await RawConnection.connect(port: port(api))
+        noBody.send(
+            "POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Key: \(APIHarness.key)\r\nContent-Length: 100\r\n\r\n{")
+        for connection in [silent, halfHeaders, noBody] {
+            _ = try await connection.waitForServerClose(timeout: .seconds(20))
+        }
+        #expect(try await api.call("info", "{}").status == 200)
+    }
+
+    /// A body declared larger than the limit is refused with 413 before any of it is read, and
+    /// `Expect: 100-continue` is answered.
+    @Test func oversizeBodiesAreRefusedUpFrontAndExpectContinueIsAnswered() async throws {
+        let api = try await APIHarness.start(maxBodySize: 1000)
+        defer { Task { await api.stop() } }
+        let big = try await RawConnection.connect(port: port(api))
+        big.send(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: \(APIHarness.key)\r\nContent-Length: 2000000\r\n"
+                + "Expect: 100-continue\r\n\r\n")
+        let refused = try await big.waitForServerClose(timeout: .seconds(20))
+        #expect(refused.hasPrefix("HTTP/1.1 413"), "\(refused)")
+        #expect(refused.contains("\"code\":117"))
+        let small = try await RawConnection.connect(port: port(api))
+        let body = #"{"channel":"chat:x","data":1}"#
+        small.send(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: \(APIHarness.key)\r\nContent-Length: \(body.utf8.count)\r\n"
+                + "Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        try await eventually("100 Continue") { small.receivedText.hasPrefix("HTTP/1.1 100") }
+        small.send(body)
+        let answered = try await small.waitForServerClose(timeout: .seconds(20))
+        #expect(answered.contains("HTTP/1.1 200"), "\(answered)")
+    }
+
+    /// The API holds at most its own number of connections: more wait (in the backlog) until one goes.
+    @Test func theAPIHoldsAtMostItsConnectionCap() async throws {
+        let api = try await APIHarness.start(api: { $0.maxConnections = 2 })
+        defer { Task { await api.stop() } }
+        let held = [try await RawConnection.connect(port: port(api)), try await RawConnection.connect(port: port(api))]
+        let waiting = try await RawConnection.connect(port: port(api))
+        waiting.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(waiting.receivedText.isEmpty, "served beyond the cap")
+        await held[0].close()
+        let answer = try await waiting.waitForServerClose(timeout: .seconds(20))
+        #expect(answer.hasPrefix("HTTP/1.1 200"))
+        await held[1].close()
+    }
+
+    /// Guessing keys: after a burst of wrong ones the address gets 429 (even with the right key) until it
+    /// slows to one a second.
+    @Test func wrongAPIKeysAreThrottledPerAddress() async throws {
+        let api = try await APIHarness.start(api: { $0.failedKeyBurst = 5 })
+        defer { Task { await api.stop() } }
+        let wrong = [("X-API-Key", "not-the-key-0000000000")]
+        for _ in 0..<5 { #expect(try await api.call("info", "{}", headers: wrong).status == 401) }
+        #expect(try await api.call("info", "{}", headers: wrong).status == 429)
+        #expect(try await api.call("info", "{}").status == 429, "throttled whatever the key")
+        try await eventually("the bucket refilled") { try await api.call("info", "{}").status == 200 }
     }
 }

@@ -25,6 +25,11 @@ package struct TokenBucket: Sendable {
     }
 
     /// Whether the bucket has refilled to its burst by `now` (nothing left to remember).
+    /// Whether a token could be taken at `now` (nothing is taken).
+    package func hasToken(now: Int64) -> Bool {
+        tokens + Double(max(now - last, 0)) / 1e9 * rate >= 1
+    }
+
     package func isFull(now: Int64) -> Bool {
         tokens + Double(max(now - last, 0)) / 1e9 * rate >= burst
     }

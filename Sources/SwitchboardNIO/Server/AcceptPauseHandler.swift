@@ -16,31 +16,30 @@ import NIOCore
 /// so the handler's delayed read never matters and the loop spins on accept4 → EMFILE (measured: 100%
 /// of a core, 10,000 failed accepts a second, with NIO 2.101). Turning `autoRead` off deregisters the
 /// listening socket; turning it on after the pause tries again.
-final class AcceptPauseHandler: ChannelInboundHandler {
-    typealias InboundIn = any Channel
-
+package final class AcceptPauseHandler: ChannelInboundHandler {
+    package typealias InboundIn = any Channel
     private static let resourceErrors: Set<CInt> = [EMFILE, ENFILE, ENOBUFS, ENOMEM]
 
     private let pause: TimeAmount
-    private let metrics: SwitchboardMetrics
+    private let metrics: SwitchboardMetrics?
     private let logger: Logger
     private var resume: Scheduled<Void>?
     /// Pauses since the last accepted connection: the log says when the trouble starts and ends, not
     /// every 100 ms in between.
     private var pausesInARow = 0
 
-    init(pause: TimeAmount, metrics: SwitchboardMetrics, logger: Logger) {
+    package init(pause: TimeAmount, metrics: SwitchboardMetrics?, logger: Logger) {
         self.pause = pause
         self.metrics = metrics
         self.logger = logger
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let ioError = error as? IOError, Self.resourceErrors.contains(ioError.errnoCode) else {
             context.fireErrorCaught(error)
             return
         }
-        metrics.acceptPaused.increment()
+        metrics?.acceptPaused.increment()
         guard resume == nil, let options = context.channel.syncOptions else { return }
         if pausesInARow == 0 {
             logger.warning(
@@ -55,7 +54,7 @@ final class AcceptPauseHandler: ChannelInboundHandler {
         }
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if pausesInARow > 0 {
             logger.info("accepting connections again", metadata: ["pauses": "\(pausesInARow)"])
             pausesInARow = 0
@@ -63,7 +62,7 @@ final class AcceptPauseHandler: ChannelInboundHandler {
         context.fireChannelRead(data)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         resume?.cancel()
         resume = nil
         context.fireChannelInactive()

@@ -1,0 +1,59 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A plain TCP connection for speaking broken HTTP: sends bytes, collects everything until the
+/// server closes.
+public final class RawConnection: Sendable {
+    private final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        // Lock: guards the bytes received, appended on the event loop and read by the test.
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let closed: EventLoopPromise<Void>
+        init(closed: EventLoopPromise<Void>) { self.closed = closed }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = unwrapInboundIn(data).readableBytesView
+            received.withLockedValue { $0.append(contentsOf: bytes) }
+        }
+        func channelInactive(context: ChannelHandlerContext) { closed.succeed() }
+    }
+
+    public let channel: any Channel
+    private let collector: Collector
+
+    private init(channel: any Channel, collector: Collector) {
+        self.channel = channel
+        self.collector = collector
+    }
+
+    public static func connect(port: Int) async throws -> RawConnection {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let collector = Collector(closed: loop.makePromise())
+        let channel = try await ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawConnection(channel: channel, collector: collector)
+    }
+
+    public func send(_ text: String) {
+        channel.writeAndFlush(ByteBuffer(string: text), promise: nil)
+    }
+
+    /// Waits until the server closes the connection; returns what it sent.
+    public func waitForServerClose(timeout: TimeAmount = .seconds(20)) async throws -> String {
+        let timer = channel.eventLoop.scheduleTask(in: timeout) {
+            self.collector.closed.fail(ChannelError.connectTimeout(timeout))
+        }
+        try await collector.closed.futureResult.get()
+        timer.cancel()
+        return String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self)
+    }
+
+    public var receivedText: String { String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self) }
+
+    public var isActive: Bool { channel.isActive }
+
+    public func close() async { try? await channel.close() }
+}
