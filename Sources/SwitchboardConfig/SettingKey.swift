@@ -66,6 +66,10 @@ extension SettingKey {
         .init(
             "allowedOrigins", .strings, "", "web origins allowed to connect (`*`: any); empty: the server's own",
             reloadable: true),
+        .init(
+            "publicHosts", .strings, "",
+            "host names clients reach this server by, for the same-origin check; empty: loopback names when bound to loopback, any otherwise"
+        ),
         .init("maxPendingHandshakes", .int, "4096", "upgrades in progress at once; beyond, closed at accept"),
         .init("maxUpgradesPerSecond", .double, "0", "upgrades admitted per second (beyond: 503); 0: no limit"),
         .init("pingInterval", .double, "25", "seconds between server pings (jittered ±10%); 0: no pings"),

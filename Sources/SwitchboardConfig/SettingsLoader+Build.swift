@@ -22,6 +22,7 @@ extension SettingsLoader {
             try reader.seconds("handshakeTimeout", positive: true) ?? transport.handshakeTimeout
         let origins = reader.strings("allowedOrigins") ?? []
         transport.originPolicy = origins.contains("*") ? .any : origins.isEmpty ? .sameOrigin : .allowList(origins)
+        transport.publicHosts = reader.strings("publicHosts") ?? []
         transport.maxPendingHandshakes =
             try reader.int("maxPendingHandshakes", in: 1...Int(Int32.max)) ?? transport.maxPendingHandshakes
         transport.maxUpgradesPerSecond = try reader.number("maxUpgradesPerSecond") ?? 0

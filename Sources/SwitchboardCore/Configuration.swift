@@ -17,6 +17,9 @@ public struct SwitchboardConfiguration: Sendable {
     /// Which web pages may connect (checked on the `Origin` header browsers send). Default: the
     /// server's own origin only; clients without `Origin` are not affected.
     public var originPolicy = OriginPolicy.sameOrigin
+    /// Host names clients reach this server by (`chat.example.com`, ports ignored): the same-origin check
+    /// takes only these as the server's own. Empty: loopback names when bound to loopback, any otherwise.
+    public var publicHosts: [String] = []
     /// Time a client has to complete the HTTP upgrade after connecting. Default 10 s.
     public var handshakeTimeout = TimeAmount.seconds(10)
     /// Connections that have not finished their upgrade, at most, at once (each event loop takes its

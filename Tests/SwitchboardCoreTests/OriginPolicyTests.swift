@@ -21,6 +21,22 @@ struct OriginPolicyTests {
         #expect(!policy.allows(origin: "https://example.com", host: nil))
     }
 
+    /// DNS rebinding: the Origin of a page on a hostile name equals its Host; on loopback only loopback
+    /// names, and with public hosts only those, are the server's own.
+    @Test func theOwnOriginMustBeOneOfTheServersNames() {
+        let policy = OriginPolicy.sameOrigin
+        let loopback = OwnHostNames(bindHost: "127.0.0.1", publicHosts: [])
+        #expect(loopback == .loopback)
+        #expect(!policy.allows(origin: "http://rebind.example:8080", host: "rebind.example:8080", ownHosts: loopback))
+        for own in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "app.localhost:8080"] {
+            #expect(policy.allows(origin: "http://\(own)", host: own, ownHosts: loopback), "\(own)")
+        }
+        let listed = OwnHostNames(bindHost: "0.0.0.0", publicHosts: ["Chat.Example.com"])
+        #expect(policy.allows(origin: "https://chat.example.com", host: "chat.example.com", ownHosts: listed))
+        #expect(!policy.allows(origin: "https://rebind.example", host: "rebind.example", ownHosts: listed))
+        #expect(OwnHostNames(bindHost: "0.0.0.0", publicHosts: []) == .any)
+    }
+
     @Test func allowListMatchesWholeOriginsWithoutCaseOrDefaultPorts() {
         let policy = OriginPolicy.allowList(["https://app.example.com", "http://localhost:3000/"])
         #expect(policy.allows(origin: "https://APP.example.com", host: "api.example.com"))

@@ -92,6 +92,24 @@ struct HandshakeTests {
         await server.stop()
     }
 
+    /// DNS rebinding: a page on a hostile domain that now resolves to 127.0.0.1 connects under its own name,
+    /// so its Origin equals its Host. On loopback only loopback names are the server's own.
+    @Test func aRebindingPageOnLoopbackGets403() async throws {
+        let server = try await TestServer.start()
+        let rebinding = upgradeRequest(extra: "Origin: http://rebind.example:\(server.port)\r\n")
+            .replacingOccurrences(of: "Host: 127.0.0.1", with: "Host: rebind.example:\(server.port)")
+        let answer = try await exchange(rebinding, port: server.port)
+        #expect(answer.hasPrefix("HTTP/1.1 403"), "\(answer)")
+        let local = try await RawConnection.connect(port: server.port)
+        local.send(
+            upgradeRequest(extra: "Origin: http://localhost:\(server.port)\r\n")
+                .replacingOccurrences(of: "Host: 127.0.0.1", with: "Host: localhost:\(server.port)"))
+        try await eventually("101 for localhost") { local.receivedText.hasPrefix("HTTP/1.1 101") }
+        await local.close()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
     @Test func unknownPathGets404() async throws {
         let server = try await TestServer.start()
         let response = try await exchange(upgradeRequest(path: "/elsewhere"), port: server.port)

@@ -45,6 +45,10 @@ struct StaticSiteTests {
         #expect(page.hasPrefix("HTTP/1.1 200 OK"))
         #expect(page.contains("Content-Type: text/html; charset=utf-8"))
         #expect(page.contains("Cache-Control: no-cache"))
+        // Not to be framed by another site, nor sniffed into another type.
+        #expect(page.contains("X-Frame-Options: DENY"))
+        #expect(page.contains("Content-Security-Policy: frame-ancestors 'none'"))
+        #expect(page.contains("X-Content-Type-Options: nosniff"))
         #expect(page.hasSuffix("<h1>hi</h1>"))
         #expect(try await get("/app.js?v=2", port: port).contains("Content-Type: text/javascript; charset=utf-8"))
         #expect(try await get("/style.css", port: port).contains("Content-Type: text/css; charset=utf-8"))

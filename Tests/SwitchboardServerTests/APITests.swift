@@ -428,4 +428,23 @@ struct APITests {
         #expect(try await api.call("info", "{}").status == 429, "throttled whatever the key")
         try await eventually("the bucket refilled") { try await api.call("info", "{}").status == 200 }
     }
+
+    /// The server API is the backend's, with the API key: its subscribe is the backend's decision and
+    /// passes over what the namespace asks of clients (a `#` user list, a subscription token), as
+    /// docs/API.md and docs/CONFIGURATION.md say. The same channels stay closed to the client itself.
+    @Test func theBackendsSubscribePassesOverClientPermissions() async throws {
+        let api = try await APIHarness.start(channels: { channels in
+            var secret = NamespaceOptions()
+            secret.permissions.subscribe = .token
+            channels.namespaces["private"] = secret
+        })
+        defer { Task { await api.stop() } }
+        let ada = try await api.channels.connect(user: "ada")
+        #expect(try await ada.call(["cmd": "subscribe", "channel": "chat:#bob"]).reply.errorCode == 104)
+        #expect(try await ada.call(["cmd": "subscribe", "channel": "private:plans"]).reply.errorCode == 104)
+        for channel in ["chat:#bob", "private:plans"] {
+            #expect(try await api.call("subscribe", ["user": "ada", "channel": channel]).status == 200)
+            #expect(try await ada.nextPush("subscribed")["channel"] as? String == channel)
+        }
+    }
 }

@@ -92,11 +92,8 @@ package enum ClientAddress {
     package static func isLocal(peer: String?, forwardedFor: [String], forwarded: [String], trusted: AddressRanges)
         -> Bool
     {
-        guard let peer, let bytes = AddressRanges.bytes(peer), forwardedFor.isEmpty, forwarded.isEmpty else {
-            return false
-        }
-        let loopback = bytes.count == 4 ? bytes[0] == 127 : bytes == Array(repeating: 0, count: 15) + [1]
-        return loopback && !trusted.contains(peer)
+        guard let peer, forwardedFor.isEmpty, forwarded.isEmpty else { return false }
+        return OwnHostNames.isLoopbackName(peer) && !trusted.contains(peer)
     }
 
     /// Trims spaces and quotes, brackets around IPv6 and a port (`"[2001:db8::1]:4711"` → `2001:db8::1`).

@@ -12,22 +12,25 @@ public enum OriginPolicy: Sendable, Equatable {
     /// Any origin: for servers that authenticate every connection by token, not by cookie.
     case any
 
-    /// Whether a request with these `Origin` and `Host` headers may upgrade.
-    public func allows(origin: String?, host: String?) -> Bool {
+    /// Whether a request with these `Origin` and `Host` headers may upgrade. The origin is the server's own
+    /// only when it names the `Host` and that host is one of `ownHosts` (DNS rebinding makes a hostile
+    /// page's name resolve here, so its Origin and Host agree).
+    public func allows(origin: String?, host: String?, ownHosts: OwnHostNames = .any) -> Bool {
         guard let origin else { return true }
         switch self {
         case .any:
             return true
         case .sameOrigin:
-            return Self.isSameOrigin(origin, host: host)
+            return Self.isSameOrigin(origin, host: host, ownHosts: ownHosts)
         case .allowList(let allowed):
             let candidate = Self.canonical(origin)
-            return Self.isSameOrigin(origin, host: host) || allowed.contains { Self.canonical($0) == candidate }
+            return Self.isSameOrigin(origin, host: host, ownHosts: ownHosts)
+                || allowed.contains { Self.canonical($0) == candidate }
         }
     }
 
-    private static func isSameOrigin(_ origin: String, host: String?) -> Bool {
-        guard let host, let authority = authority(of: origin) else { return false }
+    private static func isSameOrigin(_ origin: String, host: String?, ownHosts: OwnHostNames) -> Bool {
+        guard let host, ownHosts.accepts(host), let authority = authority(of: origin) else { return false }
         return normalized(authority, scheme: scheme(of: origin)) == normalized(host, scheme: nil)
     }
 
@@ -57,5 +60,53 @@ public enum OriginPolicy: Sendable, Equatable {
             return trimmed.lowercased()
         }
         return scheme + "://" + normalized(authority, scheme: scheme)
+    }
+}
+
+/// The names a server is reached by, for the same-origin check. On loopback (development, demo mode) only
+/// loopback names are its own: a page on a rebinding domain reaches 127.0.0.1 under its own name, which
+/// is not. With configured public hosts, only those. Otherwise any `Host` (a server behind many names).
+public enum OwnHostNames: Sendable, Equatable {
+    case any
+    case loopback
+    /// Host names, without ports, compared without letter case.
+    case listed([String])
+
+    /// The default for a server bound to `bindHost` with these configured names.
+    public init(bindHost: String, publicHosts: [String]) {
+        if !publicHosts.isEmpty {
+            self = .listed(publicHosts.map { Self.name(of: $0) })
+        } else if Self.isLoopbackName(bindHost) {
+            self = .loopback
+        } else {
+            self = .any
+        }
+    }
+
+    /// Whether a `Host` header (name and optional port) names this server.
+    public func accepts(_ host: String) -> Bool {
+        switch self {
+        case .any: return true
+        case .loopback: return Self.isLoopbackName(Self.name(of: host))
+        case .listed(let names): return names.contains(Self.name(of: host))
+        }
+    }
+
+    /// The name of a `host[:port]`, `[v6]:port` or bare address, in lower case.
+    static func name(of host: String) -> String {
+        let lower = host.lowercased()
+        if lower.hasPrefix("["), let close = lower.firstIndex(of: "]") {
+            return String(lower[lower.index(after: lower.startIndex)..<close])
+        }
+        if lower.filter({ $0 == ":" }).count == 1, let colon = lower.firstIndex(of: ":") {
+            return String(lower[..<colon])
+        }
+        return lower
+    }
+
+    static func isLoopbackName(_ name: String) -> Bool {
+        if name == "localhost" || name.hasSuffix(".localhost") { return true }
+        guard let bytes = AddressRanges.bytes(name) else { return false }
+        return bytes.count == 4 ? bytes[0] == 127 : bytes == Array(repeating: 0, count: 15) + [1]
     }
 }

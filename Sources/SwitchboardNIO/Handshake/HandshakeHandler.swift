@@ -117,7 +117,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             return serve(site.respond(to: head), context: context)
         }
         let accept: String
-        switch HandshakeValidator.validate(head, path: hub.configuration.path, origins: hub.originPolicy)
+        switch HandshakeValidator.validate(
+            head, path: hub.configuration.path, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
         {
         case .failure(let rejection):
             state = .done

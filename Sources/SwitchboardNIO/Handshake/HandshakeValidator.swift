@@ -21,7 +21,7 @@ enum HandshakeValidator {
     /// Returns the `Sec-WebSocket-Accept` value for a valid request. Runs for every connection, so it
     /// reads headers in place instead of splitting, lowercasing and decoding them into new strings.
     static func validate(
-        _ head: HTTPRequestHead, path: String?, origins: OriginPolicy = .any
+        _ head: HTTPRequestHead, path: String?, origins: OriginPolicy = .any, ownHosts: OwnHostNames = .any
     ) -> Result<String, Rejection> {
         if let path, !head.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) {
             return .failure(.init(status: .notFound, reason: "no WebSocket endpoint at this path", kind: .notFound))
@@ -49,7 +49,10 @@ enum HandshakeValidator {
         guard let key = onlyValue(head.headers, "Sec-WebSocket-Key"), isBase64Of16Bytes(key) else {
             return .failure(.bad("Sec-WebSocket-Key must be 16 bytes in base64"))
         }
-        guard origins.allows(origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host")) else {
+        guard
+            origins.allows(
+                origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), ownHosts: ownHosts)
+        else {
             return .failure(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed))
         }
         return .success(acceptValue(for: String(decoding: key, as: UTF8.self)))

@@ -61,6 +61,7 @@ public final class Hub: Sendable {
         self.metrics = metrics
         self.logger = logger
         self.reloadable = NIOLockedValueBox((configuration.originPolicy, configuration.abuseLimits))
+        self.ownHostNames = OwnHostNames(bindHost: configuration.host, publicHosts: configuration.publicHosts)
         self.shards = eventLoops.enumerated().map { index, loop in
             LoopShard(
                 index: index, of: eventLoops.count, eventLoop: loop, configuration: configuration, metrics: metrics)
@@ -79,6 +80,8 @@ public final class Hub: Sendable {
 
     /// Which web origins may connect now (the configuration's, or the last reload's).
     public var originPolicy: OriginPolicy { reloadable.withLockedValue { $0.origins } }
+    /// The names this server is reached by, for the same-origin check (from its configuration).
+    public let ownHostNames: OwnHostNames
     /// The abuse limits in force now.
     public var abuseLimits: AbuseLimits { reloadable.withLockedValue { $0.limits } }
 

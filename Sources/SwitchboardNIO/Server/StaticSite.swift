@@ -71,6 +71,9 @@ public struct StaticSite: Sendable {
             // Revalidated each time (a 304 is cheap): a new server version is picked up at once.
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
+            // No other site may frame the pages (clickjacking the demo's buttons).
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "frame-ancestors 'none'",
         ]
         if head.headers["If-None-Match"].contains(where: {
             $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.contains(file.etag)
