@@ -30,6 +30,8 @@ public struct ServeSettings: Sendable {
     public var noAPI = false
     public var web = true
     public var statsInterval = 1.0
+    /// What all channels' history may take on this node (the in-process broker).
+    public var historyMaxBytes = 64 << 20
     public var channels = ChannelsConfiguration.chatDefaults
     /// Set: this node joins a cluster through these Redis instances.
     public var cluster: ClusterConfiguration?

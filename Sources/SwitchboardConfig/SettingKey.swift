@@ -123,6 +123,9 @@ extension SettingKey {
         .init("noApi", .bool, "false", "do not start the server API listener"),
         .init("web", .bool, "true", "serve the chat demo at / and the dashboard at /dashboard on the WebSocket port"),
         .init("statsInterval", .double, "1", "seconds between the server's statistics on `sys:stats`; 0: none"),
+        .init(
+            "historyMaxBytes", .int, "67108864",
+            "bytes all channels' history may take on this node (single node; namespaces bound each channel too)"),
     ]
 
     static let channels: [SettingKey] = [

@@ -102,6 +102,7 @@ extension SettingsLoader {
         settings.noAPI = reader.bool("noApi") ?? false
         settings.web = reader.bool("web") ?? true
         settings.statsInterval = try reader.number("statsInterval") ?? 1
+        settings.historyMaxBytes = try reader.int("historyMaxBytes", in: 1...Int(Int32.max)) ?? settings.historyMaxBytes
         guard settings.statsInterval == 0 || (0.1...86_400).contains(settings.statsInterval) else {
             throw SettingsError("statsInterval: must be 0 (off) or within 0.1…86400 seconds")
         }

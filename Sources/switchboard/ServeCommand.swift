@@ -50,7 +50,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let cluster = settings.cluster.map { ClusterNode(configuration: $0, logger: logger) }
         let application = ChannelsApplication(
-            configuration: settings.channels, broker: cluster?.broker ?? LocalBroker(),
+            configuration: settings.channels,
+            broker: cluster?.broker ?? LocalBroker(maxHistoryBytes: settings.historyMaxBytes),
             presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
             verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil)
         if let cluster { try await cluster.start() }

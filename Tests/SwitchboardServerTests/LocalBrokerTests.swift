@@ -116,4 +116,47 @@ struct LocalBrokerTests {
         _ = try await presence.remove(members[2], from: "hall", on: loop).get()
         #expect(presence.channelCount == 0)
     }
+
+    /// History is bounded in bytes per channel: large messages push out the oldest, and a recovery from
+    /// before them is told `recovered: false`.
+    @Test func historyIsBoundedInBytesPerChannel() async throws {
+        let broker = LocalBroker()
+        var options = NamespaceOptions()
+        options.historySize = 100
+        options.historyMaxBytes = 3000
+        let big = String(repeating: "x", count: 1000)
+        for _ in 0..<10 {
+            _ = try await broker.publish(channel: "c", data: "\"\(big)\"", user: nil, options: options, on: loop).get()
+        }
+        let page = try await broker.history(channel: "c", since: nil, limit: 100, options: options, on: loop).get()
+        #expect(page.publications.map(\.offset) == [9, 10])
+        #expect(broker.historyBytes <= 3000)
+        let recovery = try await broker.recover(
+            channel: "c", since: StreamPosition(offset: 1, epoch: page.epoch), options: options, on: loop
+        ).get()
+        #expect(!recovery.recovered)
+        // One larger than the bound is not kept at all; the offsets still say what was missed.
+        let huge = String(repeating: "y", count: 5000)
+        _ = try await broker.publish(channel: "c", data: "\"\(huge)\"", user: nil, options: options, on: loop).get()
+        let after = try await broker.recover(
+            channel: "c", since: StreamPosition(offset: 10, epoch: page.epoch), options: options, on: loop
+        ).get()
+        #expect(!after.recovered && after.offset == 11)
+    }
+
+    /// ... and over the whole node: one client publishing large messages to fresh channels cannot grow
+    /// the process past the node's bound.
+    @Test func historyIsBoundedInBytesOverTheNode() async throws {
+        let broker = LocalBroker(maxHistoryBytes: 20_000)
+        var options = NamespaceOptions()
+        options.historySize = 100
+        let big = "\"" + String(repeating: "z", count: 1000) + "\""
+        for index in 0..<200 {
+            _ = try await broker.publish(channel: "fresh\(index)", data: big, user: nil, options: options, on: loop)
+                .get()
+            #expect(broker.historyBytes <= 20_000)
+        }
+        try await broker.removeHistory(channel: "fresh199", on: loop).get()
+        #expect(broker.historyBytes < 20_000, "removed history gives its bytes back")
+    }
 }

@@ -8,6 +8,8 @@ struct ChannelState {
     let epoch: String
     var offset = 0
     var history = CircularBuffer<Publication>()
+    /// What `history` takes, counted also in the node's `HistoryBudget`.
+    var historyBytes = 0
     /// This node listens: publications are handed to the delivery handler.
     var subscribed = false
     /// A namespace with history published here: the offset must be kept even once history expires.
@@ -24,17 +26,49 @@ struct ChannelState {
     /// are forgotten; they never claim recovery.
     var isIdle: Bool { !subscribed && history.isEmpty && !keepsOffset }
 
-    mutating func append(_ publication: Publication, options: NamespaceOptions) {
+    /// Keeps `publication` within the namespace's count and byte bounds and the node's `budget`: the
+    /// channel's oldest go first; one that does not fit even alone is not kept (recovery past it then
+    /// says `recovered: false`, from the offsets).
+    mutating func append(
+        _ publication: Publication, channel: String, options: NamespaceOptions, budget: HistoryBudget
+    ) {
         guard options.historySize > 0 else { return }
         keepsOffset = true
+        let size = publication.historyBytes
+        let byteBound = options.historyMaxBytes > 0 ? options.historyMaxBytes : Int.max
+        var evicted = 0
+        while let first = history.first,
+            history.count >= options.historySize || historyBytes + size > byteBound || !budget.fits(size)
+        {
+            if history.count < options.historySize { evicted += 1 }
+            removeFirst(first, budget: budget)
+        }
+        guard size <= byteBound, budget.fits(size) else {
+            budget.evicted(evicted + 1, channel: channel, bound: size > byteBound ? "channel" : "node")
+            return
+        }
+        budget.evicted(evicted, channel: channel, bound: historyBytes + size > byteBound ? "channel" : "node")
         history.append(publication)
-        while history.count > options.historySize { history.removeFirst() }
+        historyBytes += size
+        budget.add(size)
     }
 
-    mutating func expire(now: Int64, options: NamespaceOptions) {
+    mutating func expire(now: Int64, options: NamespaceOptions, budget: HistoryBudget) {
         let ttl = options.historyTTL.nanoseconds
         guard ttl > 0 else { return }
-        while let first = history.first, now - first.time > ttl { history.removeFirst() }
+        while let first = history.first, now - first.time > ttl { removeFirst(first, budget: budget) }
+    }
+
+    mutating func removeAll(budget: HistoryBudget) {
+        history.removeAll()
+        budget.remove(historyBytes)
+        historyBytes = 0
+    }
+
+    private mutating func removeFirst(_ first: Publication, budget: HistoryBudget) {
+        history.removeFirst()
+        historyBytes -= first.historyBytes
+        budget.remove(first.historyBytes)
     }
 
     /// Publications after `offset`, oldest first, at most `limit`; `complete` when none after it

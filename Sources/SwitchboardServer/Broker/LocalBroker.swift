@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
@@ -20,9 +21,19 @@ public final class LocalBroker: Broker {
     // Lock: guards the delivery target, attached once at start.
     private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
 
-    public init(stripes: Int = 64) {
+    private let budget: HistoryBudget
+
+    /// - Parameter maxHistoryBytes: what all channels' history may take together (with each namespace's
+    ///   `historyMaxBytes` per channel). Default 64 MiB.
+    public init(
+        stripes: Int = 64, maxHistoryBytes: Int = 64 << 20, logger: Logger = Logger(label: "switchboard.history")
+    ) {
         self.states = StripedTable(stripes: stripes)
+        self.budget = HistoryBudget(maxBytes: maxHistoryBytes, logger: logger)
     }
+
+    /// Bytes all channels' history takes now.
+    public var historyBytes: Int { budget.usedBytes }
 
     /// Channels with state (this node subscribed, history, or an offset to keep); idle ones cost nothing.
     public var channelCount: Int { states.count }
@@ -69,10 +80,10 @@ public final class LocalBroker: Broker {
         checkNotReentrant()
         let publication = withState(channel) { state -> Publication in
             let now = Self.now()
-            state.expire(now: now, options: options)
+            state.expire(now: now, options: options, budget: budget)
             state.offset += 1
             let publication = Publication(offset: state.offset, data: data, user: user, time: now)
-            state.append(publication, options: options)
+            state.append(publication, channel: channel, options: options, budget: budget)
             if state.subscribed { deliver { $0.handlePublication(publication, channel: channel) } }
             return publication
         }
@@ -104,7 +115,7 @@ public final class LocalBroker: Broker {
     ) -> EventLoopFuture<SubscribeSnapshot> {
         checkNotReentrant()
         let snapshot = withState(channel) { state -> SubscribeSnapshot in
-            state.expire(now: Self.now(), options: options)
+            state.expire(now: Self.now(), options: options, budget: budget)
             guard let since, since.epoch == state.epoch else {
                 return SubscribeSnapshot(epoch: state.epoch, offset: state.offset, publications: [], recovered: false)
             }
@@ -122,7 +133,7 @@ public final class LocalBroker: Broker {
     ) -> EventLoopFuture<HistoryPage> {
         checkNotReentrant()
         let page = withState(channel) { state -> HistoryPage in
-            state.expire(now: Self.now(), options: options)
+            state.expire(now: Self.now(), options: options, budget: budget)
             let selected = since.map { offset in state.history.filter { $0.offset > offset } } ?? Array(state.history)
             // Without `since`, the newest `limit`; with it, the oldest `limit` after it.
             let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
@@ -133,7 +144,7 @@ public final class LocalBroker: Broker {
 
     public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         checkNotReentrant()
-        withState(channel) { state in state.history.removeAll() }
+        withState(channel) { state in state.removeAll(budget: budget) }
         return eventLoop.makeSucceededVoidFuture()
     }
 

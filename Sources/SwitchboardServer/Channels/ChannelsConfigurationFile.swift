@@ -48,6 +48,7 @@ extension NamespaceOptions {
         var reader = reader
         self.init()
         historySize = try reader.int("historySize") ?? historySize
+        historyMaxBytes = try reader.int("historyMaxBytes") ?? historyMaxBytes
         if let seconds = try reader.number("historyTTL") {
             guard seconds <= Self.maxHistoryTTLSeconds else {
                 throw reader.error("historyTTL", "must be at most \(Int(Self.maxHistoryTTLSeconds)) seconds (a year)")

@@ -5,6 +5,9 @@ import SwitchboardCore
 public struct NamespaceOptions: Sendable {
     /// Publications kept per channel for `history` and recovery. Default 0: no history.
     public var historySize = 0
+    /// Bytes one channel's history may take (with the node's bound over all channels, `LocalBroker`'s
+    /// `maxHistoryBytes`); the oldest go first. Default 1 MiB; 0: only the count bounds it.
+    public var historyMaxBytes = 1 << 20
     /// Publications older than this leave history. Default 5 minutes; zero keeps them until pushed out.
     public var historyTTL = TimeAmount.minutes(5)
     /// Track who is in each channel. Default off.
