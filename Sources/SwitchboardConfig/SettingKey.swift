@@ -167,7 +167,7 @@ extension SettingKey {
     static let cluster: [SettingKey] = [
         .init(
             "redis", .strings, "",
-            "Redis addresses (redis://[[user]:password@]host[:port][/db], or rediss:// for TLS): run as a cluster node; channels are spread over several by consistent hashing",
+            "Redis addresses (redis://[[user]:password@]host[:port][/db], rediss:// for TLS, or redis+sentinel://[[user]:password@]sentinel[:port][,sentinel…]/primary-name[/db] to follow Sentinel failovers): run as a cluster node; channels are spread over several by consistent hashing",
             secret: true),
         .init(
             "redisPrefix", .string, "switchboard", "prefix of every Redis key and channel (clusters sharing a Redis)"),

@@ -21,6 +21,9 @@ public struct RedisConfiguration: Sendable {
     public var pingInterval = TimeAmount.seconds(5)
     /// Speak TLS (a `rediss://` address); nil: plain TCP.
     public var tls: TLSConfiguration?
+    /// Find the primary through Redis Sentinel (a `redis+sentinel://` address): `host` and `port` are then
+    /// asked of the sentinels before every connection, so a failover is followed on reconnection.
+    public var sentinel: SentinelConfiguration?
 
     public init(host: String = "127.0.0.1", port: Int = 6379) {
         self.host = host
@@ -29,10 +32,15 @@ public struct RedisConfiguration: Sendable {
 
     /// `redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS (the system's trust roots).
     public init(url: String) throws {
+        self.init()
         guard let schemeEnd = url.range(of: "://") else {
-            throw RedisAddressError(url, "expected redis:// or rediss://")
+            throw RedisAddressError(url, "expected redis://, rediss:// or redis+sentinel://")
         }
         let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        if scheme == "redis+sentinel" {
+            try readSentinelAddress(url, rest: url[schemeEnd.upperBound...])
+            return
+        }
         guard scheme == "redis" || scheme == "rediss" else { throw RedisAddressError(url, "unknown scheme \(scheme)") }
         var rest = Substring(url[schemeEnd.upperBound...])
         if let at = rest.lastIndex(of: "@") {
@@ -68,8 +76,69 @@ public struct RedisConfiguration: Sendable {
         if scheme == "rediss" { tls = .makeClientConfiguration() }
     }
 
+    /// `redis+sentinel://[[user]:password@]sentinel[:port][,sentinel[:port]…]/primary-name[/db]`: the
+    /// credentials and database are the data nodes'; sentinels listen on 26379 unless a port is given.
+    private mutating func readSentinelAddress(_ url: String, rest: Substring) throws {
+        var rest = rest
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let user = credentials[..<colon]
+                username = user.isEmpty ? nil : String(user)
+                password = String(credentials[credentials.index(after: colon)...]).removingPercentEscapes
+            } else {
+                password = String(credentials).removingPercentEscapes
+            }
+        }
+        let parts = rest.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count >= 2, !parts[1].isEmpty else { throw RedisAddressError(url, "no primary name") }
+        if parts.count >= 3, !parts[2].isEmpty {
+            guard let database = Int(parts[2]), database >= 0 else {
+                throw RedisAddressError(url, "bad database number")
+            }
+            self.database = database
+        }
+        var sentinels: [(host: String, port: Int)] = []
+        for address in parts[0].split(separator: ",") {
+            var host = Substring(address)
+            var port = 26379
+            if let colon = address.lastIndex(of: ":"), !address.hasSuffix("]") {
+                guard let parsed = Int(address[address.index(after: colon)...]), (1...65535).contains(parsed) else {
+                    throw RedisAddressError(url, "bad port")
+                }
+                port = parsed
+                host = address[..<colon]
+            }
+            let name = host.trimmingCharacters(in: ["[", "]"])
+            guard !name.isEmpty else { throw RedisAddressError(url, "no host") }
+            sentinels.append((name, port))
+        }
+        guard let first = sentinels.first else { throw RedisAddressError(url, "no sentinel") }
+        host = first.host
+        port = first.port
+        sentinel = SentinelConfiguration(sentinels: sentinels, primaryName: String(parts[1]))
+    }
+
     /// The address without credentials, for logs.
-    public var displayAddress: String { "\(tls == nil ? "redis" : "rediss")://\(host):\(port)/\(database)" }
+    public var displayAddress: String {
+        if let sentinel {
+            let sentinels = sentinel.sentinels.map { "\($0.host):\($0.port)" }.joined(separator: ",")
+            return "redis+sentinel://\(sentinels)/\(sentinel.primaryName)/\(database)"
+        }
+        return "\(tls == nil ? "redis" : "rediss")://\(host):\(port)/\(database)"
+    }
+}
+
+/// Where the sentinels are and which primary to ask them for.
+public struct SentinelConfiguration: Sendable {
+    public var sentinels: [(host: String, port: Int)]
+    public var primaryName: String
+
+    public init(sentinels: [(host: String, port: Int)], primaryName: String) {
+        self.sentinels = sentinels
+        self.primaryName = primaryName
+    }
 }
 
 /// A Redis address that cannot be used.
@@ -137,6 +206,8 @@ public enum RedisError: Error, Sendable, Equatable {
     case timeout
     /// The server sent something that is not RESP; the connection has been closed.
     case protocolViolation(String)
+    /// No sentinel knew the primary, or the server found is not (or no longer) a primary.
+    case notPrimary
 }
 
 /// One connection to Redis: commands are pipelined (sent without waiting) and their replies matched in
@@ -162,7 +233,51 @@ public final class RedisConnection: Sendable {
     }
 
     /// Connects, negotiates the protocol, authenticates and selects the database.
+    /// With Sentinel, the primary is asked of the sentinels first (the first that knows it answers), and
+    /// the server must say it is a primary (`ROLE`): a sentinel's stale answer, or a primary demoted while
+    /// we connected, is refused and the caller retries.
     public static func connect(
+        _ configuration: RedisConfiguration, on eventLoop: any EventLoop,
+        onPush: @escaping @Sendable (RESPValue) -> Void = { _ in }
+    ) async throws -> RedisConnection {
+        guard let sentinel = configuration.sentinel else {
+            return try await connectDirectly(configuration, on: eventLoop, onPush: onPush)
+        }
+        var primary = configuration
+        primary.sentinel = nil
+        (primary.host, primary.port) = try await Self.primary(of: sentinel, configuration: configuration, on: eventLoop)
+        let connection = try await connectDirectly(primary, on: eventLoop, onPush: onPush)
+        let role = try? await connection.send(["ROLE"])
+        guard role?.elements?.first?.string == "master" else {
+            await connection.close()
+            throw RedisError.notPrimary
+        }
+        return connection
+    }
+
+    /// Asks each sentinel in turn where the primary is.
+    private static func primary(
+        of sentinel: SentinelConfiguration, configuration: RedisConfiguration, on eventLoop: any EventLoop
+    ) async throws -> (String, Int) {
+        for address in sentinel.sentinels {
+            var asked = RedisConfiguration(host: address.host, port: address.port)
+            asked.commandTimeout = configuration.commandTimeout
+            asked.connectTimeout = configuration.connectTimeout
+            guard let connection = try? await connectDirectly(asked, on: eventLoop) else { continue }
+            let reply = try? await connection.send([
+                "SENTINEL", "get-master-addr-by-name", .string(sentinel.primaryName),
+            ])
+            await connection.close()
+            if let parts = reply?.elements, parts.count == 2, let host = parts[0].string,
+                let port = parts[1].int.map(Int.init)
+            {
+                return (host, port)
+            }
+        }
+        throw RedisError.notPrimary
+    }
+
+    private static func connectDirectly(
         _ configuration: RedisConfiguration, on eventLoop: any EventLoop,
         onPush: @escaping @Sendable (RESPValue) -> Void = { _ in }
     ) async throws -> RedisConnection {
@@ -345,6 +460,8 @@ final class RedisHandler: ChannelInboundHandler {
         head.timer.cancel()
         if case .error(let message) = value {
             head.promise.fail(RedisError.server(message))
+            // A primary demoted to replica (a failover): this connection must find the new primary.
+            if message.hasPrefix("READONLY") { context?.close(promise: nil) }
         } else {
             head.promise.succeed(value)
         }

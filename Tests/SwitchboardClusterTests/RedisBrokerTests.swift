@@ -349,6 +349,57 @@ struct RedisBrokerTests {
         await a.stop()
     }
 
+    /// Sentinel: the node finds the primary through the sentinel and, when it dies, follows the failover
+    /// to the promoted replica. The replica is another Redis process, so every channel starts a new epoch
+    /// there: a client's position from before is told `recovered: false`, whatever the replica had.
+    @Test func aSentinelFailoverIsFollowedAndStartsANewEpoch() async throws {
+        let primary = try await RedisServerProcess.start()
+        let replica = try await RedisServerProcess.start(["--replicaof", "127.0.0.1", "\(primary.port)"])
+        defer { replica.stop() }
+        let sentinel = try await RedisServerProcess.startSentinel(monitoring: primary.port)
+        defer { sentinel.stop() }
+        let asker = RedisClient(configuration: sentinel.configuration, connections: 1, group: caller)
+        try await eventually("the sentinel knows the replica") {
+            let replicas = try? await asker.send(["SENTINEL", "replicas", "primary"]).get()
+            return (replicas?.elements?.count ?? 0) >= 1
+        }
+        var address = try RedisConfiguration(url: "redis+sentinel://127.0.0.1:\(sentinel.port)/primary")
+        address.commandTimeout = .milliseconds(500)
+        address.connectTimeout = .milliseconds(500)
+        address.pingInterval = .milliseconds(200)
+        let a = TestNode([], id: "a") { $0.redis = [address] }
+        try await a.start()
+        try await a.broker.subscribe(channel: "c", on: caller).get()
+        var held: Publication?
+        for data in ["1", "2"] {
+            held = try await a.broker.publish(channel: "c", data: data, user: nil, options: Self.history, on: caller)
+                .get()
+        }
+        try await eventually("both on the node") { a.handler.offsets("c").count == 2 }
+
+        try await primary.stopAndWait()
+        var after: Publication?
+        try await eventually(timeout: .seconds(30), "publishing on the promoted replica") {
+            after = try? await a.broker.publish(channel: "c", data: "3", user: nil, options: Self.history, on: caller)
+                .get()
+            return after != nil
+        }
+        let promoted = RedisClient(configuration: replica.configuration, connections: 1, group: caller)
+        #expect(try await promoted.send(["ROLE"]).get().elements?.first?.string == "master")
+        await promoted.close()
+        #expect(after?.epoch != held?.epoch, "a new epoch on another Redis process")
+        let recovery = try await a.broker.recover(
+            channel: "c", since: StreamPosition(offset: 2, epoch: held?.epoch ?? ""), options: Self.history, on: caller
+        ).get()
+        #expect(!recovery.recovered)
+        try await eventually("the node receives from the new primary") {
+            _ = try? await a.broker.publish(channel: "c", data: "4", user: nil, options: Self.history, on: caller).get()
+            return a.handler.events("c").contains { if case .publication(_, "4") = $0 { true } else { false } }
+        }
+        await asker.close()
+        await a.stop()
+    }
+
     @Test func channelsSpreadOverSeveralRedisInstances() async throws {
         let first = try await RedisServerProcess.start()
         let second = try await RedisServerProcess.start()

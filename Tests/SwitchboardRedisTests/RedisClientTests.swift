@@ -202,7 +202,14 @@ struct RedisClientTests {
         let passwordOnly = try RedisConfiguration(url: "redis://:secret@[::1]:7000")
         #expect(passwordOnly.username == nil && passwordOnly.password == "secret" && passwordOnly.host == "::1")
         #expect(passwordOnly.port == 7000)
-        for bad in ["http://x", "redis://", "redis://host:0", "redis://host:99999", "redis://host/x", "host:6379"] {
+        let sentinel = try RedisConfiguration(url: "redis+sentinel://:pw@10.0.0.1,10.0.0.2:26380/cache/3")
+        #expect(sentinel.sentinel?.primaryName == "cache" && sentinel.database == 3 && sentinel.password == "pw")
+        #expect(sentinel.sentinel?.sentinels.map { "\($0.host):\($0.port)" } == ["10.0.0.1:26379", "10.0.0.2:26380"])
+        #expect(sentinel.displayAddress == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26380/cache/3")
+        for bad in [
+            "http://x", "redis://", "redis://host:0", "redis://host:99999", "redis://host/x", "host:6379",
+            "redis+sentinel://host", "redis+sentinel://host:0/p", "redis+sentinel:///p",
+        ] {
             #expect(throws: RedisAddressError.self, "\(bad)") { _ = try RedisConfiguration(url: bad) }
         }
         // Errors never show the password.

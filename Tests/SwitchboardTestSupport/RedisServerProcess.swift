@@ -27,6 +27,36 @@ public final class RedisServerProcess: Sendable {
         return server
     }
 
+    /// `redis-server --sentinel` on a free port, watching the primary at `primaryPort` under `name`, quick to
+    /// call it down (`downAfter`) and to fail over.
+    public static func startSentinel(
+        monitoring primaryPort: Int, name: String = "primary", downAfter: TimeAmount = .milliseconds(500)
+    ) async throws -> RedisServerProcess {
+        let port = try freePort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sentinel-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("sentinel.conf")
+        let milliseconds = downAfter.nanoseconds / 1_000_000
+        try """
+        port \(port)
+        bind 127.0.0.1
+        dir \(directory.path)
+        sentinel monitor \(name) 127.0.0.1 \(primaryPort) 1
+        sentinel down-after-milliseconds \(name) \(milliseconds)
+        sentinel failover-timeout \(name) 3000
+        sentinel parallel-syncs \(name) 1
+
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = [file.path, "--sentinel", "--loglevel", "warning"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let sentinel = RedisServerProcess(port: port, process: process)
+        try await eventually(timeout: .seconds(20), "redis sentinel accepting") { await sentinel.answersPing() }
+        return sentinel
+    }
+
     public var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
 
     /// Accepting TCP connections (whether it wants a password or not).
