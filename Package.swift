@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SwitchboardCluster", targets: ["SwitchboardCluster"]),
         .executable(name: "switchboard", targets: ["switchboard"]),
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
+        .executable(name: "switchboard-fuzz", targets: ["switchboard-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -35,6 +36,7 @@ let package = Package(
             url: "https://github.com/apple/swift-configuration", from: "1.4.0",
             traits: [.defaults, "CommandLineArguments"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .target(
@@ -174,6 +176,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The parsers under libFuzzer (`scripts/fuzz.sh`); built normally, it replays a corpus.
+        .executableTarget(
+            name: "switchboard-fuzz",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNIO", "SwitchboardRedis", "SwitchboardServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Helpers shared by the integration test targets.
         .target(
             name: "SwitchboardTestSupport",
@@ -201,6 +213,7 @@ let package = Package(
             name: "SwitchboardRedisTests",
             dependencies: [
                 "SwitchboardRedis", "SwitchboardTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -210,7 +223,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SwitchboardCoreTests",
-            dependencies: ["SwitchboardCore", .product(name: "CompressNIO", package: "compress-nio")],
+            dependencies: [
+                "SwitchboardCore", .product(name: "CompressNIO", package: "compress-nio"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

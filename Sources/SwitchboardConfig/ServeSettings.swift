@@ -30,6 +30,7 @@ public struct ServeSettings: Sendable {
     public var noAPI = false
     public var web = true
     public var statsInterval = 1.0
+    public var apiKeyFailureBurst = 10
     /// What all channels' history may take on this node (the in-process broker).
     public var historyMaxBytes = 64 << 20
     public var channels = ChannelsConfiguration.chatDefaults

@@ -120,6 +120,9 @@ extension SettingKey {
         .init("apiHost", .string, "127.0.0.1", "address of the server API, /metrics, /health and /ready"),
         .init("apiPort", .int, "8081", "port of the server API (0 picks a free one)"),
         .init("apiKey", .string, "", "key the server API requires; needed when apiHost is not loopback", secret: true),
+        .init(
+            "apiKeyFailureBurst", .int, "10",
+            "wrong API keys one address may send in a burst; then one a second, the rest answered 429"),
         .init("noApi", .bool, "false", "do not start the server API listener"),
         .init("web", .bool, "true", "serve the chat demo at / and the dashboard at /dashboard on the WebSocket port"),
         .init("statsInterval", .double, "1", "seconds between the server's statistics on `sys:stats`; 0: none"),

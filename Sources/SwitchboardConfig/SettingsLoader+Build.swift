@@ -99,6 +99,7 @@ extension SettingsLoader {
         settings.apiHost = reader.string("apiHost") ?? settings.apiHost
         settings.apiPort = try reader.int("apiPort", in: 0...65535) ?? settings.apiPort
         settings.apiKey = reader.string("apiKey")
+        settings.apiKeyFailureBurst = try reader.int("apiKeyFailureBurst", in: 1...Int(Int32.max)) ?? 10
         settings.noAPI = reader.bool("noApi") ?? false
         settings.web = reader.bool("web") ?? true
         settings.statsInterval = try reader.number("statsInterval") ?? 1

@@ -59,6 +59,7 @@ struct ServeCommand: AsyncParsableCommand {
         apiConfiguration.host = settings.apiHost
         apiConfiguration.port = settings.apiPort
         apiConfiguration.apiKey = settings.apiKey
+        apiConfiguration.failedKeyBurst = settings.apiKeyFailureBurst
         if settings.insecureUserFromQuery {
             logger.notice(
                 "demo mode: connections name their user with ?user= (no token key; bound to loopback); configure tokenSecret, tokenPublicKey or jwksUrl for real authentication"

@@ -1,4 +1,5 @@
 import NIOCore
+import PropertyBased
 import Testing
 
 @testable import SwitchboardRedis
@@ -97,5 +98,24 @@ struct RESPDecoderTests {
         var buffer = ByteBuffer()
         RESPEncoder.encode(["SET", "k", .bytes(ByteBuffer(string: "v\r\n")), RESPArgument(12)], into: &buffer)
         #expect(String(buffer: buffer) == "*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n12\r\n")
+    }
+
+    /// Any command encodes to what the decoder reads back as an array of the same bulk strings, wherever the
+    /// stream is cut.
+    @Test func commandsRoundTripWhereverTheStreamIsCut() async {
+        await propertyCheck(input: Gen.uint8().array(of: 0...40).array(of: 1...6), Gen.int(in: 0...400)) {
+            arguments, cut in
+            var encoded = ByteBuffer()
+            RESPEncoder.encode(arguments.map { .bytes(ByteBuffer(bytes: $0)) }, into: &encoded)
+            let bytes = Array(encoded.readableBytesView)
+            let at = min(cut, bytes.count)
+            var decoder = RESPDecoder()
+            var buffer = ByteBuffer(bytes: bytes[..<at])
+            var value = try? decoder.next(from: &buffer)
+            buffer.writeBytes(bytes[at...])
+            if value == nil { value = try? decoder.next(from: &buffer) }
+            #expect(value == .array(arguments.map { .bulkString(ByteBuffer(bytes: $0)) }))
+            #expect(buffer.readableBytes == 0)
+        }
     }
 }

@@ -4,14 +4,14 @@ import NIOHTTP1
 import SwitchboardCore
 
 /// Checks an HTTP upgrade request against RFC 6455 §4.2.1 before anything is allocated for it.
-enum HandshakeValidator {
-    struct Rejection: Error, Equatable {
+package enum HandshakeValidator {
+    package struct Rejection: Error, Equatable {
         var status: HTTPResponseStatus
         var reason: String
         var kind: SwitchboardMetrics.HandshakeRejection
         var extraHeaders: [(String, String)] = []
 
-        static func == (lhs: Rejection, rhs: Rejection) -> Bool {
+        package static func == (lhs: Rejection, rhs: Rejection) -> Bool {
             lhs.status == rhs.status && lhs.reason == rhs.reason
         }
 
@@ -20,7 +20,7 @@ enum HandshakeValidator {
 
     /// Returns the `Sec-WebSocket-Accept` value for a valid request. Runs for every connection, so it
     /// reads headers in place instead of splitting, lowercasing and decoding them into new strings.
-    static func validate(
+    package static func validate(
         _ head: HTTPRequestHead, path: String?, origins: OriginPolicy = .any, ownHosts: OwnHostNames = .any
     ) -> Result<String, Rejection> {
         if let path, !head.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) {
