@@ -57,6 +57,7 @@ class FaultProxy:
         self.links = set()
         self.server = None
         self.port = None
+        self.due = {}  # per direction of a link: when its last delayed chunk is written
         asyncio.run_coroutine_threadsafe(self._listen(), FaultProxy.loop).result(TIMEOUT)
 
     async def _listen(self):
@@ -88,15 +89,26 @@ class FaultProxy:
             mode = self.mode
             if mode == "blackhole" or mode == f"drop-{direction}":
                 continue
-            if mode.startswith("latency"):
-                # Each chunk arrives this much later than it was sent (order kept: the same delay for all).
-                asyncio.get_running_loop().call_later(float(mode.split(":")[1]), writer.write, data)
+            # Each chunk arrives this much later than it was sent, and never before one sent earlier (also
+            # once the latency is lifted, while delayed chunks are still on their way).
+            loop = asyncio.get_running_loop()
+            delay = float(mode.split(":")[1]) if mode.startswith("latency") else 0.0
+            due = max(loop.time() + delay, self.due.get(writer, 0.0))
+            if due > loop.time():
+                self.due[writer] = due
+                loop.call_at(due, writer.write, data)
                 continue
             writer.write(data)
             await writer.drain()
 
-    def reset(self):
-        FaultProxy.loop.call_soon_threadsafe(self._reset)
+    def reset(self, then: str = None):
+        """Resets every open link, then (on the proxy's loop, so no old link carries a byte after) sets `then`."""
+        asyncio.run_coroutine_threadsafe(self._reset_then(then), FaultProxy.loop).result(TIMEOUT)
+
+    async def _reset_then(self, mode):
+        self._reset()
+        if mode is not None:
+            self.mode = mode
 
     def _reset(self):
         for link in list(self.links):
@@ -237,10 +249,14 @@ class Subscriber:
                 await asyncio.sleep(0.2)
 
     def position(self, result: dict, recovering: bool):
-        if not recovering or not result.get("recovered", False):
+        recovered = recovering and result.get("recovered", False)
+        if not recovered:
             self.events.append(("told",))
         for publication in result.get("publications", []):
             self.events.append(("pub", result["epoch"], publication["offset"], publication["data"]))
+        if recovered:
+            # What was recovered must reach the stream's newest offset: a shortfall is a hidden loss.
+            self.events.append(("head", result["epoch"], result["offset"]))
         self.epoch, self.offset = result["epoch"], result["offset"]
 
     def reset(self):
@@ -257,6 +273,11 @@ def check(subscriber: Subscriber) -> list:
     for event in subscriber.events:
         if event[0] == "told":
             last = None
+            continue
+        if event[0] == "head":
+            if last is not None and (event[1], event[2]) != last:
+                problems.append(f"{subscriber.name}: recovered: true stopped at {last}, short of {event[1:]}")
+            last = (event[1], event[2])
             continue
         _, epoch, offset, data = event
         key = (data["p"], data["n"])
@@ -276,10 +297,12 @@ def checker_self_test():
     """The checker must be able to fail: a fabricated history with each kind of violation."""
     subscriber = Subscriber("self-test", [], 0, "c")
     subscriber.events = [("told",), ("pub", "e", 1, {"p": "a", "n": 1}), ("pub", "e", 3, {"p": "a", "n": 2}),
-                         ("pub", "e", 4, {"p": "a", "n": 2}), ("told",), ("pub", "f", 9, {"p": "a", "n": 5})]
+                         ("pub", "e", 4, {"p": "a", "n": 2}), ("told",), ("pub", "f", 9, {"p": "a", "n": 5}),
+                         ("head", "f", 12), ("pub", "f", 13, {"p": "a", "n": 6})]
     found = check(subscriber)
     assert any("hidden gap" in p for p in found) and any("duplicate" in p for p in found) \
-        and any("out of order" in p for p in found) and len(found) == 3, found
+        and any("out of order" in p for p in found) and any("short of" in p for p in found) \
+        and len(found) == 4, found
 
 
 async def eventually(description: str, check_, timeout: float = TIMEOUT):
@@ -328,8 +351,7 @@ async def main():
     async def blackhole():
         proxies[1].mode = "blackhole"
         await asyncio.sleep(3)
-        proxies[1].reset()  # the links are dead to the node by now; new ones pass
-        proxies[1].mode = "pass"
+        proxies[1].reset(then="pass")  # the links are dead to the node by now; new ones pass
 
     async def latency():
         proxies[0].mode = "latency:0.2"
@@ -339,8 +361,7 @@ async def main():
     async def one_way():
         proxies[2].mode = "drop-down"
         await asyncio.sleep(3)
-        proxies[2].reset()
-        proxies[2].mode = "pass"
+        proxies[2].reset(then="pass")
 
     async def redis_pause():
         redis.process.send_signal(signal.SIGSTOP)
@@ -357,6 +378,7 @@ async def main():
         nodes[2].kill()
         await asyncio.sleep(1)
         await asyncio.to_thread(nodes[2].start)
+        baseline[2] = nodes[2].descriptors()  # a new process: its own baseline
 
     async def client_reset():
         for subscriber in subscribers:

@@ -12,9 +12,14 @@ enum LuaScripts {
     private static func currentEpoch(newEpoch: Int, runID: Int, ttl: Int?) -> String {
         """
         local epoch = redis.call('hget', KEYS[1], 'e')
-        if epoch and redis.call('hget', KEYS[1], 'r') ~= ARGV[\(runID)] then
-          epoch = false
-          redis.call('del', KEYS[2])
+        local stamped = redis.call('hget', KEYS[1], 'r')
+        if epoch and ARGV[\(runID)] ~= '' then
+          if not stamped then
+            redis.call('hset', KEYS[1], 'r', ARGV[\(runID)])
+          elseif stamped ~= ARGV[\(runID)] then
+            epoch = false
+            redis.call('del', KEYS[2])
+          end
         end
         local fresh = false
         if not epoch then

@@ -33,6 +33,7 @@ public final class RedisNodeControl: NodeControl {
     private let target = NIOLockedValueBox<(any NodeControlHandler)?>(nil)
     // Lock: guards the table of live nodes (id → info and when it was heard).
     private let table = NIOLockedValueBox<[String: (info: NodeInfo, heard: NIODeadline)]>([:])
+    // Lock: guards the announcement task, set at start and cancelled at shutdown.
     private let announcer = NIOLockedValueBox<RepeatedTask?>(nil)
 
     public init(broker: RedisBroker, group: any EventLoopGroup, logger: Logger) {
@@ -50,7 +51,7 @@ public final class RedisNodeControl: NodeControl {
             configuration: configuration.redis[0], eventLoop: eventLoop, backoff: configuration.backoff,
             logger: logger, onMessage: { _, payload in inbox.control?.received(payload) },
             onConnectionChange: { change in
-                if case .restored = change { inbox.control?.replayMissed() }
+                if case .restored = change { inbox.control?.restored() }
             })
         inbox.control = self
     }
@@ -76,6 +77,8 @@ public final class RedisNodeControl: NodeControl {
 
     public func shutdown() async {
         announcer.withLockedValue { $0?.cancel() }
+        let position = self.position
+        try? await subscriber.eventLoop.submit { position.isShutDown = true }.get()
         try? await subscriber.shutdown().get()
     }
 
@@ -109,11 +112,23 @@ public final class RedisNodeControl: NodeControl {
         }
     }
 
+    /// The link is (back) up: replay what was missed; a node that never learned its start position (its
+    /// first subscribe failed) learns it now instead.
+    fileprivate func restored() {
+        guard position.applied != nil else {
+            startPosition().whenFailure { [logger] error in
+                logger.warning("cannot read Redis's clock for the control log", metadata: ["error": "\(error)"])
+            }
+            return
+        }
+        replayMissed()
+    }
+
     /// After the control link came back: the commands published meanwhile, from the log, in order, before
     /// any that arrive live (those wait until the replay is done). Tried again while it fails.
     fileprivate func replayMissed(attempt: Int = 1) {
         let position = self.position
-        guard let from = position.applied, !position.replaying || attempt > 1 else { return }
+        guard let from = position.applied, !position.isShutDown, !position.replaying || attempt > 1 else { return }
         position.replaying = true
         let eventLoop = subscriber.eventLoop
         client.send(["XRANGE", .string(logKey), .string(from.description), "+"]).hop(to: eventLoop)
@@ -121,7 +136,15 @@ public final class RedisNodeControl: NodeControl {
                 switch result {
                 case .success(let reply):
                     var replayed = 0
-                    for entry in reply.elements ?? [] {
+                    let entries = reply.elements ?? []
+                    if let oldest = entries.first?.elements?.first?.string.flatMap(LogID.init), oldest > from {
+                        // The log no longer reaches back to where this node stopped: it was away longer than
+                        // the log keeps commands.
+                        self.logger.warning(
+                            "cluster control log trimmed past this node's position; commands may have been missed",
+                            metadata: ["position": "\(from)", "oldest": "\(oldest)"])
+                    }
+                    for entry in entries {
                         guard let parts = entry.elements, parts.count == 2,
                             let id = parts[0].string.flatMap(LogID.init),
                             let fields = parts[1].elements, fields.count == 2, case .bulkString(let json) = fields[1]
@@ -202,6 +225,11 @@ public final class RedisNodeControl: NodeControl {
             return
         }
         if let info = message.node { heard(info) }
+        // A command without a log id comes from a node of an earlier version (a rolling upgrade): applied
+        // as it comes, as that version did.
+        if message.from != nodeID, let command = message.command, let handler = target.withLockedValue({ $0 }) {
+            handler.apply(command)
+        }
     }
 
     /// Applies a logged command once: only above the last id applied (a replay and the live message may
@@ -231,6 +259,7 @@ private final class ControlInbox: @unchecked Sendable {
 private final class LogPosition: @unchecked Sendable {
     var applied: LogID?
     var replaying = false
+    var isShutDown = false
     var held: [(LogID, ByteBuffer)] = []
 }
 

@@ -22,8 +22,9 @@ final class APIConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum State: Equatable {
         case awaitingHead
-        case readingBody
-        case responding
+        /// A request in progress: its body may still arrive after its response went out (a 401 is sent
+        /// before the body is read), so the next request is awaited once both have ended.
+        case inRequest(requestEnded: Bool, responseEnded: Bool)
         /// Refused early: the rest of the request is dropped and the connection closes after the answer.
         case refused
     }
@@ -68,7 +69,7 @@ final class APIConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             if request.headerFields[.expect]?.lowercased() == "100-continue" {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponse(status: .continue))), promise: nil)
             }
-            state = .readingBody
+            state = .inRequest(requestEnded: false, responseEnded: false)
             arm(limits.bodyTimeout, context: context)
             context.fireChannelRead(data)
         case .body:
@@ -76,10 +77,11 @@ final class APIConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             switch state {
             case .refused: return
-            case .readingBody:
-                state = .responding
+            case .inRequest(_, let responseEnded):
                 timer?.cancel()
                 timer = nil
+                state = .inRequest(requestEnded: true, responseEnded: responseEnded)
+                awaitNextIfDone(context: context)
             default: break
             }
             context.fireChannelRead(data)
@@ -87,11 +89,19 @@ final class APIConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), case .responding = state {
-            state = .awaitingHead
-            arm(limits.headerTimeout, context: context)
+        if case .end = unwrapOutboundIn(data), case .inRequest(let requestEnded, _) = state {
+            state = .inRequest(requestEnded: requestEnded, responseEnded: true)
+            awaitNextIfDone(context: context)
         }
         context.write(data, promise: promise)
+    }
+
+    /// Once the request and its response have both ended, whichever came last, the next request's
+    /// headers are awaited under the header deadline.
+    private func awaitNextIfDone(context: ChannelHandlerContext) {
+        guard case .inRequest(true, true) = state else { return }
+        state = .awaitingHead
+        arm(limits.headerTimeout, context: context)
     }
 
     private func arm(_ timeout: TimeAmount, context: ChannelHandlerContext) {

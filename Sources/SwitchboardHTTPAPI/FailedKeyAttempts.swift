@@ -26,7 +26,11 @@ final class FailedKeyAttempts: Sendable {
     /// Counts a wrong key; returns whether to log it (the first of the minute for this address).
     func failed(_ address: String, now: Int64) -> Bool {
         table.withLockedValue { table in
-            if table.count > 4096 { table = table.filter { !$0.value.bucket.isFull(now: now) } }
+            if table.count > 4096 {
+                table = table.filter { !$0.value.bucket.isFull(now: now) }
+                // Still full (a spread of addresses): forget them all rather than grow or scan on every failure.
+                if table.count > 4096 { table.removeAll() }
+            }
             var entry = table[address] ?? Entry(bucket: TokenBucket(rate: 1, burst: burst, now: now))
             _ = entry.bucket.take(now: now)
             let log = entry.lastLogged == .min || now - entry.lastLogged >= Self.logInterval

@@ -243,38 +243,42 @@ public final class RedisConnection: Sendable {
         guard let sentinel = configuration.sentinel else {
             return try await connectDirectly(configuration, on: eventLoop, onPush: onPush)
         }
-        var primary = configuration
-        primary.sentinel = nil
-        (primary.host, primary.port) = try await Self.primary(of: sentinel, configuration: configuration, on: eventLoop)
-        let connection = try await connectDirectly(primary, on: eventLoop, onPush: onPush)
-        let role = try? await connection.send(["ROLE"])
-        guard role?.elements?.first?.string == "master" else {
+        // Each sentinel in turn: one that is behind may name a demoted primary, and the next knows better.
+        for address in sentinel.sentinels {
+            guard
+                let (host, port) = await Self.primary(
+                    asking: address, for: sentinel.primaryName, configuration: configuration, on: eventLoop)
+            else { continue }
+            var primary = configuration
+            primary.sentinel = nil
+            (primary.host, primary.port) = (host, port)
+            guard let connection = try? await connectDirectly(primary, on: eventLoop, onPush: onPush) else { continue }
+            let role = try? await connection.send(["ROLE"])
+            if role?.elements?.first?.string == "master" { return connection }
             await connection.close()
-            throw RedisError.notPrimary
         }
-        return connection
+        throw RedisError.notPrimary
     }
 
-    /// Asks each sentinel in turn where the primary is.
+    /// Where one sentinel says the primary is; nil when it cannot be asked or does not know.
     private static func primary(
-        of sentinel: SentinelConfiguration, configuration: RedisConfiguration, on eventLoop: any EventLoop
-    ) async throws -> (String, Int) {
-        for address in sentinel.sentinels {
+        asking address: (host: String, port: Int), for name: String, configuration: RedisConfiguration,
+        on eventLoop: any EventLoop
+    ) async -> (String, Int)? {
+        do {
             var asked = RedisConfiguration(host: address.host, port: address.port)
             asked.commandTimeout = configuration.commandTimeout
             asked.connectTimeout = configuration.connectTimeout
-            guard let connection = try? await connectDirectly(asked, on: eventLoop) else { continue }
-            let reply = try? await connection.send([
-                "SENTINEL", "get-master-addr-by-name", .string(sentinel.primaryName),
-            ])
+            let connection = try await connectDirectly(asked, on: eventLoop)
+            let reply = try? await connection.send(["SENTINEL", "get-master-addr-by-name", .string(name)])
             await connection.close()
-            if let parts = reply?.elements, parts.count == 2, let host = parts[0].string,
+            guard let parts = reply?.elements, parts.count == 2, let host = parts[0].string,
                 let port = parts[1].int.map(Int.init)
-            {
-                return (host, port)
-            }
+            else { return nil }
+            return (host, port)
+        } catch {
+            return nil
         }
-        throw RedisError.notPrimary
     }
 
     private static func connectDirectly(
@@ -324,6 +328,8 @@ public final class RedisConnection: Sendable {
                 }
             }
             if configuration.database != 0 { _ = try await raw.send(["SELECT", RESPArgument(configuration.database)]) }
+            // Without it (INFO refused by an ACL) a rollback cannot be told from a restart: streams keep
+            // their epochs then, as before this check existed.
             let info = (try? await raw.send(["INFO", "server"]))?.string ?? ""
             let runID =
                 info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("run_id:") }
@@ -461,7 +467,7 @@ final class RedisHandler: ChannelInboundHandler {
         if case .error(let message) = value {
             head.promise.fail(RedisError.server(message))
             // A primary demoted to replica (a failover): this connection must find the new primary.
-            if message.hasPrefix("READONLY") { context?.close(promise: nil) }
+            if message.contains("READONLY") { context?.close(promise: nil) }
         } else {
             head.promise.succeed(value)
         }
@@ -477,8 +483,9 @@ final class RedisHandler: ChannelInboundHandler {
         pending[index].timer = context.eventLoop.scheduleTask(in: timeout) {
             let (handler, context) = loopBound.value
             guard handler.pending.contains(where: { $0.id == id }) else { return }
-            handler.failAll(RedisError.replyLost)
+            // Closed first, so nothing a failure callback sends goes to the dead link.
             context.close(promise: nil)
+            handler.failAll(RedisError.replyLost)
         }
         // Last: its callbacks run now and may send, fail or close (changing `pending`). A later completion
         // of the failed promise, when the reply comes, is ignored.

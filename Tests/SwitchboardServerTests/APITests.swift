@@ -373,7 +373,14 @@ struct APITests {
         let noBody = try await RawConnection.connect(port: port(api))
         noBody.send(
             "POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Key: \(APIHarness.key)\r\nContent-Length: 100\r\n\r\n{")
-        for connection in [silent, halfHeaders, noBody] {
+        // Answered before its body was read (a wrong key), then the body: the next request is still held to
+        // the header deadline.
+        let answeredEarly = try await RawConnection.connect(port: port(api))
+        answeredEarly.send(
+            "POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Key: wrong-key-0000000000\r\nContent-Length: 2\r\n\r\n")
+        try await eventually("the early 401") { answeredEarly.receivedText.contains("401") }
+        answeredEarly.send("{}")
+        for connection in [silent, halfHeaders, noBody, answeredEarly] {
             _ = try await connection.waitForServerClose(timeout: .seconds(20))
         }
         #expect(try await api.call("info", "{}").status == 200)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import SwitchboardCore
 import SwitchboardServer
+import SwitchboardTestSupport
 import Testing
 
 /// Records what the broker fans out.
@@ -158,5 +159,29 @@ struct LocalBrokerTests {
         }
         try await broker.removeHistory(channel: "fresh199", on: loop).get()
         #expect(broker.historyBytes < 20_000, "removed history gives its bytes back")
+    }
+
+    /// History that expired in channels nobody touches again gives its bytes back, so other channels keep
+    /// theirs: the budget is swept when it runs full.
+    @Test func expiredHistoryInUntouchedChannelsIsSweptWhenTheBudgetIsFull() async throws {
+        let broker = LocalBroker(maxHistoryBytes: 20_000)
+        var shortLived = NamespaceOptions()
+        shortLived.historySize = 100
+        shortLived.historyTTL = .milliseconds(50)
+        let big = "\"" + String(repeating: "z", count: 1000) + "\""
+        for index in 0..<30 {
+            _ = try await broker.publish(channel: "old\(index)", data: big, user: nil, options: shortLived, on: loop)
+                .get()
+        }
+        #expect(broker.historyBytes > 18_000)
+        try await Task.sleep(for: .milliseconds(1100))  // past the TTL and the sweep interval
+        var options = NamespaceOptions()
+        options.historySize = 100
+        try await eventually("a new channel keeps its history") {
+            _ = try await broker.publish(channel: "new", data: big, user: nil, options: options, on: loop).get()
+            let page = try await broker.history(channel: "new", since: nil, limit: 10, options: options, on: loop).get()
+            return !page.publications.isEmpty
+        }
+        #expect(broker.historyBytes < 20_000)
     }
 }

@@ -10,6 +10,8 @@ struct ChannelState {
     var history = CircularBuffer<Publication>()
     /// What `history` takes, counted also in the node's `HistoryBudget`.
     var historyBytes = 0
+    /// The namespace's history TTL, from the last publication: what a sweep of untouched channels uses.
+    var historyTTL: Int64 = 0
     /// This node listens: publications are handed to the delivery handler.
     var subscribed = false
     /// A namespace with history published here: the offset must be kept even once history expires.
@@ -34,6 +36,7 @@ struct ChannelState {
     ) {
         guard options.historySize > 0 else { return }
         keepsOffset = true
+        historyTTL = options.historyTTL.nanoseconds
         let size = publication.historyBytes
         let byteBound = options.historyMaxBytes > 0 ? options.historyMaxBytes : Int.max
         var evicted = 0
@@ -54,7 +57,13 @@ struct ChannelState {
     }
 
     mutating func expire(now: Int64, options: NamespaceOptions, budget: HistoryBudget) {
-        let ttl = options.historyTTL.nanoseconds
+        historyTTL = options.historyTTL.nanoseconds
+        expire(now: now, budget: budget)
+    }
+
+    /// With the TTL of the channel's last publication: for channels nobody touches any more.
+    mutating func expire(now: Int64, budget: HistoryBudget) {
+        let ttl = historyTTL
         guard ttl > 0 else { return }
         while let first = history.first, now - first.time > ttl { removeFirst(first, budget: budget) }
     }

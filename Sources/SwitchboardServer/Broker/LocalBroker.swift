@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -22,6 +23,8 @@ public final class LocalBroker: Broker {
     private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
 
     private let budget: HistoryBudget
+    /// When history was last swept for expired publications in channels nobody touches.
+    private let lastSweep = ManagedAtomic<Int64>(0)
 
     /// - Parameter maxHistoryBytes: what all channels' history may take together (with each namespace's
     ///   `historyMaxBytes` per channel). Default 64 MiB.
@@ -87,7 +90,26 @@ public final class LocalBroker: Broker {
             if state.subscribed { deliver { $0.handlePublication(publication, channel: channel) } }
             return publication
         }
+        sweepIfFull(now: publication.time)
         return eventLoop.makeSucceededFuture(publication)
+    }
+
+    /// History expires when its channel is touched; channels nobody touches again would hold their bytes in
+    /// the node's budget for ever and starve the others. Once the budget is 90% used, every channel is
+    /// swept (a stripe at a time, at most once a second).
+    private func sweepIfFull(now: Int64) {
+        guard !budget.fits(budget.maxBytes / 10) else { return }
+        let last = lastSweep.load(ordering: .relaxed)
+        guard now - last >= 1_000_000_000,
+            lastSweep.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        let budget = self.budget
+        states.forEachStripe { states in
+            for name in Array(states.keys) {
+                states[name]?.expire(now: now, budget: budget)
+                if states[name]?.isIdle == true { states[name] = nil }
+            }
+        }
     }
 
     public func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<

@@ -18,6 +18,11 @@ final class StripedTable<Value: Sendable>: Sendable {
         return try stripe.withLockedValue(body)
     }
 
+    /// Runs `body` on each stripe in turn, each under its own lock (never two at once).
+    func forEachStripe(_ body: (inout [String: Value]) -> Void) {
+        for stripe in stripes { stripe.withLockedValue(body) }
+    }
+
     /// Entries over every stripe (each read under its lock; not one snapshot).
     var count: Int { stripes.reduce(0) { $0 + $1.withLockedValue(\.count) } }
 }

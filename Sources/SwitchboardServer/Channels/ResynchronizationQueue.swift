@@ -8,21 +8,30 @@ final class ResynchronizationQueue {
     private let limit: Int
     private var running = 0
     private var waiting = CircularBuffer<() -> Void>()
+    /// Starting reads: one that finishes at once (nothing left to read, a store failing fast) only counts
+    /// down, and this loop starts the next, so a storm never recurses one read inside another.
+    private var starting = false
 
     init(limit: Int) { self.limit = max(limit, 1) }
 
     /// Runs `read` now or once a running one finishes; `read` must call `finished` exactly once.
     func enqueue(_ read: @escaping () -> Void) {
-        guard running < limit else { return waiting.append(read) }
-        running += 1
-        read()
+        waiting.append(read)
+        startWaiting()
     }
 
     func finished() {
-        if let next = waiting.popFirst() {
+        running -= 1
+        startWaiting()
+    }
+
+    private func startWaiting() {
+        guard !starting else { return }
+        starting = true
+        defer { starting = false }
+        while running < limit, let next = waiting.popFirst() {
+            running += 1
             next()
-        } else {
-            running -= 1
         }
     }
 
