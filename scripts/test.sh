@@ -118,6 +118,38 @@ if problems:
     print(log)
     sys.exit("\n".join(problems))
 PY
+echo "== the API listener at the open-file limit: it pauses accepting too, rather than spin"
+# serve under a 64-descriptor limit: WebSocket clients take every descriptor while API requests keep coming.
+plog="$(mktemp)"
+(ulimit -n 64; exec .build/debug/switchboard serve --port 0 --api-port 0 --threads 1 --stats-interval 0) >"$plog" 2>&1 &
+pserver=$!
+trap 'kill -9 $pserver 2>/dev/null || true' EXIT
+wait_for_line "$plog" "$pserver" "API on"
+wait_for_line "$plog" "$pserver" "listening on"
+papi="$(grep -o 'API on http://[^ ]*' "$plog" | head -1 | sed 's/^API on //')"
+pport="$(grep -o 'ws://[^ ]*' "$plog" | head -1 | sed -E 's#.*:([0-9]+)/.*#\1#')"
+pcpu() { awk '{print $14 + $15}' "/proc/$pserver/stat"; }
+( for _ in $(seq 1 30); do curl -s -m 0.5 -o /dev/null "$papi/health" || true; sleep 0.1; done ) &
+spam=$!
+pcpu0="$(pcpu)"; pt0="$(date +%s)"
+.build/debug/switchboard-bench idle --port "$pport" --path /ws --connections 100 --workers 1 --connect-concurrency 60 \
+  --duration 3 --settle 0.5 --source-addresses 2 >/dev/null
+pcpu1="$(pcpu)"; pt1="$(date +%s)"
+wait "$spam" || true
+curl -sf -m 5 "$papi/health" >/dev/null || { cat "$plog"; echo "the API did not recover once descriptors were free"; exit 1; }
+kill -TERM "$pserver"; wait "$pserver" || true; trap - EXIT
+python3 - "$((pcpu1 - pcpu0))" "$((pt1 - pt0))" "$plog" <<'PY'
+import sys
+cpu_s, wall_s, log = int(sys.argv[1]) / 100, max(int(sys.argv[2]), 1), open(sys.argv[3]).read()
+print(f"serve at the limit: {cpu_s:.2f} s of CPU in {wall_s} s; API answering again")
+if cpu_s > 0.25 * wall_s:
+    print(log)
+    sys.exit(f"serve used {cpu_s:.1f} s of CPU in {wall_s} s at the limit (an accept loop spinning?)")
+if not any("switchboard.api" in line and "cannot accept connections" in line for line in log.splitlines()):
+    print(log)
+    sys.exit("the API listener did not reach the descriptor limit, or did not log its pause")
+PY
+
 echo "== schemathesis: the server API against docs/openapi.yaml"
 # No 5xx, every response as documented, bad bodies refused with 4xx, the API key enforced.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-schemathesis-venv"
