@@ -234,6 +234,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
                 "SwitchboardHTTPAPI", "SwitchboardConfig",
+                .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -251,6 +252,8 @@ let package = Package(
             name: "SwitchboardNIOTests",
             dependencies: [
                 "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

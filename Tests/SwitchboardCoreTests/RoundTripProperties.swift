@@ -72,4 +72,28 @@ struct RoundTripProperties {
             #expect(valid == (String(validating: bytes, as: UTF8.self) != nil), "\(bytes)")
         }
     }
+
+    /// What the server compresses (permessage-deflate) inflates back to what it was, through the bounded
+    /// inflater a client's frames go through.
+    @Test func compressedMessagesInflateToWhatWasSent() async {
+        await propertyCheck(input: Gen.uint8(in: 0...3).array(of: 300...3000)) { payload in
+            let deflater = FrameDeflater(options: DeflateOptions())
+            let frame = FrameEncoder.encode(.binary, bytes: payload)
+            guard var compressed = deflater.compressed(frame, windowBits: 15) else {
+                Issue.record("low-entropy data did not compress")
+                return
+            }
+            let lengthCode = (compressed.getInteger(at: compressed.readerIndex + 1, as: UInt8.self) ?? 0) & 0x7F
+            compressed.moveReaderIndex(forwardBy: lengthCode < 126 ? 2 : lengthCode == 126 ? 4 : 10)
+            do {
+                let inflater = try MessageInflater()
+                var output: ByteBuffer?
+                try inflater.inflate(compressed, into: &output, limit: 1 << 20) { _ in true }
+                try inflater.inflate(MessageInflater.tail, into: &output, limit: 1 << 20) { _ in true }
+                #expect(Array(output?.readableBytesView ?? ByteBuffer().readableBytesView) == payload)
+            } catch {
+                Issue.record("inflating failed: \(error)")
+            }
+        }
+    }
 }
