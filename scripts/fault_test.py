@@ -121,16 +121,17 @@ class FaultProxy:
 
 
 class Redis:
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, replica_of: int = None):
         self.port = free_port()
         self.directory = directory
+        self.extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
         self.process = None
         self.start()
 
     def start(self):
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory, "--dbfilename", "dump.rdb"], stdout=subprocess.DEVNULL)
+             "--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra, stdout=subprocess.DEVNULL)
         deadline = time.time() + TIMEOUT
         while time.time() < deadline:
             try:
@@ -152,10 +153,35 @@ class Redis:
         self.process.wait()
 
 
+class Sentinel(Redis):
+    """`redis-server --sentinel` watching the primary at `primary_port`, quick to fail over."""
+
+    def __init__(self, directory: str, primary_port: int):
+        self.primary_port = primary_port
+        super().__init__(directory)
+
+    def start(self):
+        config = os.path.join(self.directory, "sentinel.conf")
+        with open(config, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                    f"sentinel monitor primary 127.0.0.1 {self.primary_port} 1\n"
+                    "sentinel down-after-milliseconds primary 1000\nsentinel failover-timeout primary 5000\n")
+        self.process = subprocess.Popen(["redis-server", config, "--sentinel"], stdout=subprocess.DEVNULL)
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            try:
+                if self.command("PING").startswith(b"+PONG"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis sentinel did not start")
+
+
 class Node:
-    def __init__(self, name: str, redis_port: int, log_dir: str):
+    def __init__(self, name: str, redis_url: str, log_dir: str):
         self.name = name
-        self.redis_port = redis_port
+        self.redis_url = redis_url
         self.log_dir = log_dir
         self.process = None
         self.start()
@@ -163,7 +189,7 @@ class Node:
     def start(self):
         log = open(os.path.join(self.log_dir, f"node-{self.name}.log"), "a")
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", "--api-port", "0", "--redis", f"redis://127.0.0.1:{self.redis_port}",
+            [BINARY, "serve", "--port", "0", "--api-port", "0", "--redis", self.redis_url,
              "--node-id", self.name, "--presence-ttl", "3", "--node-info-interval", "1", "--redis-timeout", "1",
              "--redis-ping-interval", "0.5", "--chat-history-size", "1000", "--publish-rate", "10000",
              "--publish-burst", "10000", "--ping-interval", "2", "--pong-timeout", "5", "--stats-interval", "0"],
@@ -318,12 +344,27 @@ async def eventually(description: str, check_, timeout: float = TIMEOUT):
         await asyncio.sleep(0.2)
 
 
-async def main():
+async def main(sentinel_phase: bool):
+    """With `sentinel_phase`, the nodes find Redis through a sentinel and the fault is a failover to a
+    replica; otherwise each node reaches Redis through a fault proxy and every other fault runs."""
     rng = random.Random(SEED)
     work = tempfile.mkdtemp(prefix="switchboard-faults-")
     redis = Redis(work)
-    proxies = [FaultProxy(redis.port) for _ in range(3)]
-    nodes = [Node(name, proxy.port, work) for name, proxy in zip("abc", proxies)]
+    proxies = [] if sentinel_phase else [FaultProxy(redis.port) for _ in range(3)]
+    helpers = []
+    if sentinel_phase:
+        replica = Redis(tempfile.mkdtemp(prefix="switchboard-replica-"), replica_of=redis.port)
+        sentinel = Sentinel(tempfile.mkdtemp(prefix="switchboard-sentinel-"), redis.port)
+        helpers = [replica, sentinel]
+        deadline = time.time() + TIMEOUT
+        while sentinel.command("SENTINEL", "replicas", "primary").startswith(b"*0"):
+            if time.time() > deadline:
+                raise RuntimeError("the sentinel never saw the replica")
+            time.sleep(0.2)
+        urls = [f"redis+sentinel://127.0.0.1:{sentinel.port}/primary"] * 3
+    else:
+        urls = [f"redis://127.0.0.1:{proxy.port}" for proxy in proxies]
+    nodes = [Node(name, url, work) for name, url in zip("abc", urls)]
     baseline = [node.descriptors() for node in nodes]
     acked, failed = [], 0
     stop_publishing = asyncio.Event()
@@ -384,7 +425,18 @@ async def main():
         for subscriber in subscribers:
             subscriber.reset()
 
-    faults = [blackhole, latency, one_way, redis_pause, redis_rollback, node_kill, client_reset]
+    async def failover():
+        # The primary dies; the sentinel promotes the replica (which may be behind) and the nodes follow.
+        redis.kill()
+        deadline = time.time() + TIMEOUT
+        while str(helpers[0].port).encode() not in helpers[1].command(
+                "SENTINEL", "get-master-addr-by-name", "primary"):
+            if time.time() > deadline:
+                raise RuntimeError("no failover")
+            await asyncio.sleep(0.2)
+
+    faults = [failover] if sentinel_phase else [
+        blackhole, latency, one_way, redis_pause, redis_rollback, node_kill, client_reset]
     rng.shuffle(faults)
     if os.environ.get("FAULTS"):  # a subset, to replay one fault alone
         faults = [f for f in faults if f.__name__ in os.environ["FAULTS"].split(",")]
@@ -453,7 +505,11 @@ async def main():
         if redis.process.poll() is None:
             redis.process.send_signal(signal.SIGCONT)
             redis.kill()
+        for helper in helpers:
+            helper.kill()
 
 
 checker_self_test()
-asyncio.run(main())
+asyncio.run(main(sentinel_phase=False))
+print("== the same over Redis Sentinel, with a failover to a replica")
+asyncio.run(main(sentinel_phase=True))
