@@ -182,6 +182,7 @@ class Node:
     def __init__(self, name: str, redis_url: str, log_dir: str):
         self.name = name
         self.redis_url = redis_url
+        self.client_proxy = None
         self.log_dir = log_dir
         self.process = None
         self.start()
@@ -204,6 +205,12 @@ class Node:
                 self.ws = line.split()[-1]
             elif line.startswith("switchboard API on "):
                 self.api = line.split()[-1]
+        # Clients reach the node through a fault proxy of their own; a restarted node (new port) keeps it.
+        port = int(self.ws.split(":")[2].split("/")[0])
+        if self.client_proxy is None:
+            self.client_proxy = FaultProxy(port)
+        self.client_proxy.target_port = port
+        self.client_ws = f"ws://127.0.0.1:{self.client_proxy.port}/{self.ws.split('/', 3)[3]}"
 
     def call(self, endpoint: str, body: dict) -> dict:
         request = urllib.request.Request(
@@ -244,7 +251,8 @@ class Subscriber:
         while not self.stopping:
             try:
                 async with websockets.connect(
-                        f"{self.nodes[self.index].ws}?user={self.name}", max_size=None, open_timeout=5) as ws:
+                        f"{self.nodes[self.index].client_ws}?user={self.name}", max_size=None,
+                        open_timeout=5) as ws:
                     self.ws = ws
                     request = {"id": 1, "cmd": "subscribe", "channel": self.channel}
                     if self.epoch is not None:
@@ -284,10 +292,6 @@ class Subscriber:
             # What was recovered must reach the stream's newest offset: a shortfall is a hidden loss.
             self.events.append(("head", result["epoch"], result["offset"]))
         self.epoch, self.offset = result["epoch"], result["offset"]
-
-    def reset(self):
-        if self.ws is not None:
-            self.ws.transport.abort()
 
 
 def check(subscriber: Subscriber) -> list:
@@ -422,8 +426,16 @@ async def main(sentinel_phase: bool):
         baseline[2] = nodes[2].descriptors()  # a new process: its own baseline
 
     async def client_reset():
-        for subscriber in subscribers:
-            subscriber.reset()
+        for node in nodes:
+            node.client_proxy.reset()
+
+    async def client_blackhole():
+        # The clients' links go silent (a NAT that dropped them), then are reset when they come back.
+        for node in nodes:
+            node.client_proxy.mode = "blackhole"
+        await asyncio.sleep(3)
+        for node in nodes:
+            node.client_proxy.reset(then="pass")
 
     async def failover():
         # The primary dies; the sentinel promotes the replica (which may be behind) and the nodes follow.
@@ -436,7 +448,7 @@ async def main(sentinel_phase: bool):
             await asyncio.sleep(0.2)
 
     faults = [failover] if sentinel_phase else [
-        blackhole, latency, one_way, redis_pause, redis_rollback, node_kill, client_reset]
+        blackhole, latency, one_way, redis_pause, redis_rollback, node_kill, client_reset, client_blackhole]
     rng.shuffle(faults)
     if os.environ.get("FAULTS"):  # a subset, to replay one fault alone
         faults = [f for f in faults if f.__name__ in os.environ["FAULTS"].split(",")]
