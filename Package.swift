@@ -181,6 +181,7 @@ let package = Package(
             name: "switchboard-fuzz",
             dependencies: [
                 "SwitchboardCore", "SwitchboardNIO", "SwitchboardRedis", "SwitchboardServer",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

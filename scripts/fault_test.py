@@ -132,6 +132,9 @@ class Redis:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra, stdout=subprocess.DEVNULL)
+        self.wait_for_ping()
+
+    def wait_for_ping(self):
         deadline = time.time() + TIMEOUT
         while time.time() < deadline:
             try:
@@ -140,7 +143,7 @@ class Redis:
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        raise RuntimeError(f"redis-server on {self.port} did not start")
 
     def command(self, *args: str) -> bytes:
         payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
@@ -167,15 +170,7 @@ class Sentinel(Redis):
                     f"sentinel monitor primary 127.0.0.1 {self.primary_port} 1\n"
                     "sentinel down-after-milliseconds primary 1000\nsentinel failover-timeout primary 5000\n")
         self.process = subprocess.Popen(["redis-server", config, "--sentinel"], stdout=subprocess.DEVNULL)
-        deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
-            try:
-                if self.command("PING").startswith(b"+PONG"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("redis sentinel did not start")
+        self.wait_for_ping()
 
 
 class Node:

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
@@ -135,7 +136,7 @@ enum FuzzTarget: String, CaseIterable {
         return runFuzzerDriver(&count, &arguments) { data, size in fuzzOneInput(data, size) }
     }
 
-    nonisolated(unsafe) private let selectedTarget: FuzzTarget = {
+    private let selectedTarget: FuzzTarget = {
         let name = ProcessInfo.processInfo.environment["SWITCHBOARD_FUZZ_TARGET"] ?? ""
         guard let target = FuzzTarget(rawValue: name) else {
             fatalError("SWITCHBOARD_FUZZ_TARGET must be one of \(FuzzTarget.allCases.map(\.rawValue))")
@@ -148,9 +149,10 @@ enum FuzzTarget: String, CaseIterable {
     @main
     struct Replay {
         static func main() throws {
+            let logger = Logger(label: "switchboard.fuzz")
             let arguments = CommandLine.arguments.dropFirst()
             guard let name = arguments.first, let target = FuzzTarget(rawValue: name), arguments.count >= 2 else {
-                print(
+                logger.error(
                     "usage: switchboard-fuzz TARGET CORPUS-DIRECTORY... (targets: \(FuzzTarget.allCases.map(\.rawValue)))"
                 )
                 exit(2)
@@ -164,7 +166,7 @@ enum FuzzTarget: String, CaseIterable {
                     count += 1
                 }
             }
-            print("\(target.rawValue): \(count) inputs replayed")
+            logger.info("\(target.rawValue): \(count) inputs replayed")
         }
     }
 #endif
