@@ -124,7 +124,9 @@ public struct RedisConfiguration: Sendable {
 
 /// Where the sentinels are and which primary to ask them for.
 public struct SentinelConfiguration: Sendable {
+    /// Asked in this order; the first whose answer is a primary wins.
     public var sentinels: [(host: String, port: Int)]
+    /// The name the sentinels monitor the primary under (`sentinel monitor NAME …`).
     public var primaryName: String
 
     public init(sentinels: [(host: String, port: Int)], primaryName: String) {

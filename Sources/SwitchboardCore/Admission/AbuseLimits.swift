@@ -17,7 +17,9 @@ public struct AbuseLimits: Sendable, Equatable {
     /// seconds' worth); beyond, 1008.
     public var inboundFramesPerSecond = Self.defaultInboundFramesPerSecond
 
+    /// 16 MiB a second: sixteen of the largest default messages, far above an honest client.
     public static let defaultInboundBytesPerSecond = 16.0 * 1024 * 1024
+    /// 10,000 frames a second: above any game or dashboard, well below a loop of empty frames.
     public static let defaultInboundFramesPerSecond = 10_000.0
     /// Peers (load balancers) whose `X-Forwarded-For` / `Forwarded` header names the client's address:
     /// addresses or CIDR ranges (`10.0.0.0/8`); from anyone else those headers are ignored.

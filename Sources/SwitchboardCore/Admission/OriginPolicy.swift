@@ -67,7 +67,9 @@ public enum OriginPolicy: Sendable, Equatable {
 /// loopback names are its own: a page on a rebinding domain reaches 127.0.0.1 under its own name, which
 /// is not. With configured public hosts, only those. Otherwise any `Host` (a server behind many names).
 public enum OwnHostNames: Sendable, Equatable {
+    /// Whatever `Host` the request names (a server reached by many names, behind a proxy that checks them).
     case any
+    /// `localhost`, `*.localhost`, 127.0.0.0/8 and `::1` only.
     case loopback
     /// Host names, without ports, compared without letter case.
     case listed([String])
