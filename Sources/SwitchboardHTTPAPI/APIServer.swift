@@ -81,9 +81,11 @@ public final class APIServer: Service, Sendable {
                 availableConnectionsDelegate: .maximum(configuration.maxConnections, logger: logger)),
             onServerRunning: { [bound, boundContinuation] channel in
                 // At the process's descriptor limit, pause accepting rather than spin (as the hub's listener).
-                try? await channel.pipeline.addHandler(
-                    AcceptPauseHandler(pause: .milliseconds(100), metrics: nil, logger: logger), position: .first
-                ).get()
+                // Made and added on the channel's loop: the handler is not Sendable.
+                try? await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptPauseHandler(pause: .milliseconds(100), metrics: nil, logger: logger), position: .first)
+                }.get()
                 bound.withLockedValue { $0 = channel.localAddress }
                 boundContinuation.yield(channel.localAddress)
                 boundContinuation.finish()
