@@ -2,9 +2,12 @@
 import { Switchboard } from "/switchboard.js";
 
 const $ = (id) => document.getElementById(id);
-// Where the WebSocket endpoint is (the server's `path` setting).
-const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
-const wsURL = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`;
+// Where the WebSocket endpoint is (the server's `path` setting). Not awaited at the top level: the form's
+// handlers must be in place before the page counts as loaded, or an early Join submits the form natively.
+const wsURL = fetch("/config.json")
+  .then((r) => r.json())
+  .catch(() => ({ path: "/ws" }))
+  .then((config) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`);
 let client;
 let room = null;
 const rooms = ["lobby"];
@@ -92,8 +95,8 @@ async function loadEarlier() {
   list.scrollTop = 0;
 }
 
-function start(name) {
-  const url = `${wsURL}?user=${encodeURIComponent(name)}&info=${encodeURIComponent(name)}`;
+async function start(name) {
+  const url = `${await wsURL}?user=${encodeURIComponent(name)}&info=${encodeURIComponent(name)}`;
   client = new Switchboard(url, { minReconnectDelay: 300, maxReconnectDelay: 5000 });
   client.on("state", ({ state }) => {
     $("status").textContent = state;
@@ -138,7 +141,8 @@ $("login").onsubmit = (event) => {
   $("chat").hidden = false;
   start(name);
 };
-$("name").value = localStorage.getItem("switchboard-name") ?? "";
+// Never overwrite what was typed before this script ran.
+$("name").value ||= localStorage.getItem("switchboard-name") ?? "";
 $("send").onsubmit = async (event) => {
   event.preventDefault();
   const text = $("text").value.trim();
