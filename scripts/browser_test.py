@@ -30,18 +30,25 @@ try:
         match = re.search(r"chat demo on (http://\S+)/ ", line)
         if match:
             base = match.group(1)
-    assert base, "serve did not print the demo's address"
+    if not base:
+        sys.exit("serve did not print the demo's address")
     port = base.rsplit(":", 1)[1]
     print(f"demo at {base}/")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
         expect.set_options(timeout=20000)
+        # Every request a page makes must succeed (a missing favicon is a 404 in the console) and no script may throw.
+        problems = []
+
+        def watch(page, name):
+            page.on("pageerror", lambda error: problems.append(f"{name}: page error: {error}"))
+            page.on("response", lambda r: problems.append(f"{name}: {r.status} for {r.url}") if r.status >= 400 else None)
 
         def join(name):
             context = browser.new_context(viewport={"width": 1000, "height": 700})
             page = context.new_page()
-            page.on("pageerror", lambda error: print(f"{name}: page error: {error}"))
+            watch(page, name)
             page.goto(f"{base}/")
             page.fill("#name", name)
             page.click("#login button")
@@ -81,6 +88,7 @@ try:
 
         phone = browser.new_context(viewport={"width": 390, "height": 800}, is_mobile=True)
         small = phone.new_page()
+        watch(small, "carol")
         small.goto(f"{base}/")
         small.fill("#name", "carol")
         small.click("#login button")
@@ -89,7 +97,7 @@ try:
 
         dashboard_context = browser.new_context(viewport={"width": 1200, "height": 900})
         dashboard = dashboard_context.new_page()
-        dashboard.on("pageerror", lambda error: print(f"dashboard: page error: {error}"))
+        watch(dashboard, "dashboard")
         dashboard.goto(f"{base}/dashboard")
         expect(dashboard.locator("#status")).to_have_attribute("data-state", "connected")
         connections = dashboard.locator('[data-key="connections"]')
@@ -99,7 +107,8 @@ try:
             [bench, "run", "churn", "--port", port, "--path", "/realtime", "--connections", "50", "--workers", "1",
              "--duration", "6", "--settle", "0", "--source-addresses", "2"], stdout=subprocess.DEVNULL)
         expect(dashboard.locator('[data-key="connectsPerSecond"] .value')).to_have_text(re.compile(r"^[1-9]"))
-        assert churn.wait(timeout=120) == 0, "switchboard-bench churn failed"
+        if churn.wait(timeout=120) != 0:
+            sys.exit("switchboard-bench churn failed")
         print("dashboard: connects per second moved while connections churned")
         hold = subprocess.Popen(
             [bench, "run", "idle", "--port", port, "--path", "/realtime", "--connections", "300", "--workers", "1",
@@ -107,8 +116,12 @@ try:
         expect(connections.locator(".value")).to_have_text(re.compile(r"^(3\d\d|[4-9]\d\d|\d{4,})$"), timeout=30000)
         print("dashboard: open connections passed 300 while the load ran")
         dashboard.screenshot(path=f"{artifacts}/dashboard.png", full_page=True)
-        hold.wait(timeout=120)
+        if hold.wait(timeout=120) != 0:
+            sys.exit("switchboard-bench idle failed")
         browser.close()
+        if problems:
+            sys.exit("the pages had problems:\n" + "\n".join(problems))
+        print("pages: every request succeeded and no script threw")
     print(f"screenshots in {artifacts}/")
 finally:
     server.terminate()

@@ -17,6 +17,10 @@ import urllib.request
 
 import websockets
 
+# The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
+if not __debug__:
+    raise SystemExit("run without -O / PYTHONOPTIMIZE: the checks are assert statements")
+
 BINARY = sys.argv[1]
 TIMEOUT = 20  # seconds any awaited event may take on a busy machine
 

@@ -8,6 +8,10 @@ import sys
 
 import websockets
 
+# The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
+if not __debug__:
+    raise SystemExit("run without -O / PYTHONOPTIMIZE: the checks are assert statements")
+
 
 async def main(url: str) -> None:
     async with websockets.connect(url, max_size=4 << 20) as ws:

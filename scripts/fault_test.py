@@ -32,6 +32,10 @@ import urllib.request
 
 import websockets
 
+# The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
+if not __debug__:
+    raise SystemExit("run without -O / PYTHONOPTIMIZE: the checks are assert statements")
+
 BINARY = sys.argv[1]
 SEED = int(os.environ.get("FAULT_SEED", random.randrange(1 << 30)))
 TIMEOUT = 30

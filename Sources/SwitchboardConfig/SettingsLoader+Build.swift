@@ -40,12 +40,12 @@ extension SettingsLoader {
             transport.slowConsumerPolicy = parsed
         }
         transport.shutdownTimeout = try reader.seconds("shutdownTimeout", positive: true) ?? transport.shutdownTimeout
-        if reader.bool("deflate") ?? false {
-            transport.deflate = DeflateOptions(
-                minSize: try reader.int("deflateMinSize", in: 0...Int(Int32.max)) ?? 256,
-                level: try reader.int("deflateLevel", in: 1...9) ?? 1,
-                clientContextTakeover: reader.bool("deflateClientContextTakeover") ?? false)
-        }
+        // Checked whether or not deflate is on: a bad value is an error from any layer, not one that waits.
+        let deflate = DeflateOptions(
+            minSize: try reader.int("deflateMinSize", in: 0...Int(Int32.max)) ?? 256,
+            level: try reader.int("deflateLevel", in: 1...9) ?? 1,
+            clientContextTakeover: reader.bool("deflateClientContextTakeover") ?? false)
+        if reader.bool("deflate") ?? false { transport.deflate = deflate }
         var limits = AbuseLimits()
         limits.maxConnectionsPerAddress = try reader.int("maxConnectionsPerAddress", in: 0...Int(Int32.max)) ?? 0
         limits.connectionsPerSecondPerAddress = try reader.number("connectionsPerSecondPerAddress") ?? 0

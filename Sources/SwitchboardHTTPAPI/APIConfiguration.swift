@@ -29,6 +29,18 @@ public struct APIConfiguration: Sendable {
 
     /// Whether the listener is reachable from other hosts.
     var isLoopback: Bool { isLoopbackHost(host) }
+
+    /// Throws what `APIServer` refuses to start with: a key under 16 bytes, or a listener other hosts can reach
+    /// without a key. Public so a command can check a configuration without starting anything.
+    public func validate() throws {
+        if let apiKey, apiKey.utf8.count < 16 {
+            throw APIConfigurationError(description: "apiKey: must be at least 16 bytes (openssl rand -hex 16)")
+        }
+        guard apiKey != nil || isLoopback else {
+            throw APIConfigurationError(
+                description: "apiHost \(host) is reachable from other hosts: set apiKey (at least 16 bytes)")
+        }
+    }
 }
 
 public struct APIConfigurationError: Error, CustomStringConvertible {

@@ -36,20 +36,14 @@ public final class APIServer: Service, Sendable {
     ///     nothing: `/ready` is 503 with that reason meanwhile, so a load balancer sends clients elsewhere.
     ///   - registry: what `/metrics` shows; nil: no `/metrics`.
     ///   - metricsFactory: where the API's own metrics go (requests by endpoint and status; node gauges).
-    /// - Throws: `APIConfigurationError` for a non-loopback listener without an API key.
+    /// - Throws: `APIConfigurationError` for what `APIConfiguration.validate()` refuses.
     public init(
         configuration: APIConfiguration, application: ChannelsApplication, ready: @escaping @Sendable () -> Bool,
         unreachable: @escaping @Sendable () async -> String? = { nil },
         registry: PrometheusCollectorRegistry? = nil, metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.api")
     ) throws {
-        if let key = configuration.apiKey, key.utf8.count < 16 {
-            throw APIConfigurationError(description: "the API key must be at least 16 bytes")
-        }
-        guard configuration.apiKey != nil || configuration.isLoopback else {
-            throw APIConfigurationError(
-                description: "the server API on \(configuration.host) is reachable from other hosts: set an API key")
-        }
+        try configuration.validate()
         self.configuration = configuration
         self.application = application
         self.ready = ready

@@ -92,7 +92,15 @@ private struct AnnouncingServer: Service {
     let announce: @Sendable (SocketAddress) -> Void
 
     func run() async throws {
-        let address = try await server.start()
+        let address: SocketAddress
+        do {
+            address = try await server.start()
+        } catch {
+            let configuration = server.configuration
+            throw ListenFailure(
+                "the WebSocket listener", host: configuration.host, port: configuration.port, error: error,
+                hint: "set port (--port) to a free port, or 0 for any")
+        }
         ready.store(true, ordering: .relaxed)
         announce(address)
         try await server.run()

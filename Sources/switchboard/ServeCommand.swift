@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import SwitchboardCluster
@@ -38,6 +39,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let settings = loaded.settings
+        try await checkStartup(settings)
         let registry = bootstrap(logLevel: settings.logLevel)
         let logger = Logger(label: "switchboard")
         for warning in loaded.warnings { logger.warning("\(warning)") }
@@ -55,11 +57,6 @@ struct ServeCommand: AsyncParsableCommand {
             presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
             verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil)
         if let cluster { try await cluster.start() }
-        var apiConfiguration = APIConfiguration()
-        apiConfiguration.host = settings.apiHost
-        apiConfiguration.port = settings.apiPort
-        apiConfiguration.apiKey = settings.apiKey
-        apiConfiguration.failedKeyBurst = settings.apiKeyFailureBurst
         if settings.insecureUserFromQuery {
             logger.notice(
                 "demo mode: connections name their user with ?user= (no token key; bound to loopback); configure tokenSecret, tokenPublicKey or jwksUrl for real authentication"
@@ -79,15 +76,16 @@ struct ServeCommand: AsyncParsableCommand {
         ) { ready in
             var services: [any Service] = cluster.map { [$0] } ?? []
             guard !settings.noAPI else { return services }
+            let configuration = apiConfiguration(settings)
             let server = try APIServer(
-                configuration: apiConfiguration, application: application, ready: ready,
+                configuration: configuration, application: application, ready: ready,
                 unreachable: {
                     guard let cluster else { return nil }
                     if let reason = await cluster.broker.unreachable() { return reason }
                     return await cluster.control.unreachable()
                 }, registry: registry,
                 logger: Logger(label: "switchboard.api"))
-            services.append(AnnouncingAPI(server: server))
+            services.append(AnnouncingAPI(server: server, configuration: configuration))
             return services
         }
     }
@@ -158,10 +156,20 @@ struct Switchboard: AsyncParsableCommand {
 /// Runs the server API and prints where it listens (scripts wait for the line).
 private struct AnnouncingAPI: Service {
     let server: APIServer
+    let configuration: APIConfiguration
 
     func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.run() }
+            group.addTask {
+                do {
+                    try await server.run()
+                } catch {
+                    guard await server.boundAddress() == nil else { throw error }
+                    throw ListenFailure(
+                        "the server API", host: configuration.host, port: configuration.port, error: error,
+                        hint: "set apiPort (--api-port) to a free port or 0 for any, or run without the API (--no-api)")
+                }
+            }
             if let address = await server.boundAddress() {
                 print("switchboard API on http://\(address.ipAddress ?? "127.0.0.1"):\(address.port ?? 0)")
                 fflush(nil)

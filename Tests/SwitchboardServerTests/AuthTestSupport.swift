@@ -58,7 +58,7 @@ enum TestKeys {
     }
 
     /// An HS256 token with a header of the test's own (jwt-kit writes only the usual fields).
-    static func hs256(_ claims: TestClaims, header: String, secret: String = secret) throws -> String {
+    static func hs256(_ claims: some Encodable, header: String, secret: String = secret) throws -> String {
         let signed = "\(base64URL(Data(header.utf8))).\(base64URL(try JSONEncoder().encode(claims)))"
         let mac = HMAC<SHA256>.authenticationCode(for: Data(signed.utf8), using: SymmetricKey(data: Data(secret.utf8)))
         return "\(signed).\(base64URL(Data(mac)))"

@@ -135,6 +135,11 @@ struct AuthTests {
                 try await TestKeys.sign(TestClaims(sub: nil), with: keys), 112, 4003, "invalid token: no sub claim",
                 "missing_subject"
             ),
+            // A `sub` that is there but not a string is a malformed token, not a missing claim.
+            (
+                try TestKeys.hs256(["sub": 42, "exp": Int(now) + 300], header: #"{"alg":"HS256","typ":"JWT"}"#), 112,
+                4003, "invalid token: malformed", "malformed"
+            ),
             (
                 try await TestKeys.sign(TestClaims(sub: ""), with: keys), 112, 4003,
                 "invalid token: anonymous connections are not allowed", "anonymous_not_allowed"

@@ -68,10 +68,19 @@ struct ClientCommandTests {
     }
 
     @Test func nestingIsBoundedNotRecursedWithoutLimit() {
+        let tooDeep = CommandFailure(id: 1, error: .badRequest("nested deeper than 64 levels"))
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
-        #expect(failure(#"{"id":1,"cmd":"publish","channel":"a","data":\#(deep)}"#)?.id == nil)
-        let fine = String(repeating: "[", count: 60) + String(repeating: "]", count: 60)
-        #expect(kind(#"{"id":1,"cmd":"publish","channel":"a","data":\#(fine)}"#) == .publish(channel: "a", data: fine))
+        #expect(failure(#"{"id":1,"cmd":"publish","channel":"a","data":\#(deep)}"#) == tooDeep)
+        // The id after the deep value is still read, and a string's brackets do not count.
+        let mixed = String(repeating: #"{"a":["]}","#, count: 70) + "0" + String(repeating: "]}", count: 70)
+        #expect(failure(#"{"cmd":"publish","data":\#(mixed),"channel":"a","id":1}"#) == tooDeep)
+        let limit = String(repeating: "[", count: 64) + String(repeating: "]", count: 64)
+        #expect(
+            kind(#"{"id":1,"cmd":"publish","channel":"a","data":\#(limit)}"#) == .publish(channel: "a", data: limit))
+        #expect(failure(#"{"id":1,"cmd":"publish","channel":"a","data":[\#(limit)]}"#) == tooDeep)
+        // Brackets that never close are not JSON: nothing can be answered.
+        #expect(failure(#"{"id":1,"data":\#(String(repeating: "[", count: 100))"#)?.id == nil)
+        #expect(!JSONScanner.isValue("[" + limit + "]"))
     }
 
     @Test func wrongFieldsAreAnsweredUnderTheID() {

@@ -85,6 +85,12 @@ struct SettingsTests {
         expectError("port: must be within 0…65535") {
             _ = try SettingsLoader.load(arguments: ["--port", "70000"], environment: [:])
         }
+        expectError("deflateLevel: must be within 1…9") {
+            _ = try SettingsLoader.load(arguments: ["--deflate-level", "10"], environment: [:])
+        }
+        expectError("deflateMinSize: must be within") {
+            _ = try SettingsLoader.load(arguments: [], environment: ["SWITCHBOARD_DEFLATE_MIN_SIZE": "-1"])
+        }
         expectError("tlsCertificate and tlsKey go together") {
             _ = try SettingsLoader.load(arguments: ["--tls-certificate", "/x.pem"], environment: [:])
         }

@@ -43,7 +43,8 @@ public struct TokenClaims: Sendable, Equatable {
             guard claimed.contains(audience) else { return .failure(.wrongAudience) }
         }
         if let issuer, payload["iss"] as? String != issuer { return .failure(.wrongIssuer) }
-        guard let subject = payload["sub"] as? String else { return .failure(.missingSubject) }
+        guard let sub = payload["sub"], !(sub is NSNull) else { return .failure(.missingSubject) }
+        guard let subject = sub as? String else { return .failure(.malformed) }
         var claims = TokenClaims(subject: subject, expiresAt: exp)
         if let info = payload["info"], !(info is NSNull) {
             guard let data = try? JSONSerialization.data(withJSONObject: info, options: [.fragmentsAllowed]) else {

@@ -56,6 +56,23 @@ public final class TokenVerifier: Sendable {
         _ configuration: AuthConfiguration, logger: Logger = Logger(label: "switchboard.auth"),
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
     ) async throws -> TokenVerifier {
+        let ring = try await checkedKeys(configuration)
+        let verifier = TokenVerifier(configuration, ring: ring, logger: logger, clock: clock)
+        if configuration.jwksURL != nil {
+            await verifier.refetch()
+            // The interval limits refetches for unknown keys; the first one may come right away.
+            verifier.state.withLockedValue { $0.lastAttempt = nil }
+        }
+        return verifier
+    }
+
+    /// Throws what `make` refuses (a key that cannot be used, a JWKS URL not over HTTPS), without fetching
+    /// anything: what `check-config` runs.
+    public static func check(_ configuration: AuthConfiguration) async throws {
+        _ = try await checkedKeys(configuration)
+    }
+
+    private static func checkedKeys(_ configuration: AuthConfiguration) async throws -> TokenKeyRing {
         if let url = configuration.jwksURL {
             guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), let host = parsed.host,
                 scheme == "https" || (scheme == "http" && isLoopbackHost(host))
@@ -64,14 +81,7 @@ public final class TokenVerifier: Sendable {
                 throw TokenKeyError(description: "the JWKS URL must be https:// (http:// only on loopback): \(url)")
             }
         }
-        let ring = try await TokenKeyRing.make(configuration.keys)
-        let verifier = TokenVerifier(configuration, ring: ring, logger: logger, clock: clock)
-        if configuration.jwksURL != nil {
-            await verifier.refetch()
-            // The interval limits refetches for unknown keys; the first one may come right away.
-            verifier.state.withLockedValue { $0.lastAttempt = nil }
-        }
-        return verifier
+        return try await TokenKeyRing.make(configuration.keys)
     }
 
     private init(

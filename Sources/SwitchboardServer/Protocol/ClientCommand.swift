@@ -44,6 +44,7 @@ public struct ClientCommand: Sendable, Equatable {
         func fail(_ message: String) -> Result<ClientCommand, CommandFailure> {
             .failure(CommandFailure(id: id, error: .badRequest(message)))
         }
+        if scanner.tooDeep { return fail("nested deeper than \(JSONScanner.maxDepth) levels") }
         if let problem = fields.problem { return fail(problem) }
         guard let cmd = fields.cmd else { return fail("missing cmd") }
         if cmd == "ping" { return .success(ClientCommand(id: id, kind: .ping)) }

@@ -11,6 +11,9 @@ struct JSONScanner {
 
     private let bytes: UnsafeRawBufferPointer
     private(set) var index = 0
+    /// Set when a value nested deeper than `maxDepth` was passed over by counting its brackets: nothing
+    /// inside it was checked, so whoever reads must refuse it, but the rest (a command's `id`) can still be read.
+    private(set) var tooDeep = false
 
     init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
@@ -25,7 +28,7 @@ struct JSONScanner {
             var scanner = JSONScanner(UnsafeRawBufferPointer(bytes))
             guard (try? scanner.skipValue()) != nil else { return false }
             scanner.skipWhitespace()
-            return scanner.atEnd
+            return scanner.atEnd && !scanner.tooDeep
         }
     }
 
@@ -72,11 +75,15 @@ struct JSONScanner {
         switch current {
         case UInt8(ascii: "\""):
             try skipString()
-        case UInt8(ascii: "{"):
-            guard depth < Self.maxDepth else { throw Failure() }
-            try readObject { scanner, _ in _ = try scanner.skipValue(depth: depth + 1) }
-        case UInt8(ascii: "["):
-            guard depth < Self.maxDepth else { throw Failure() }
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            guard depth < Self.maxDepth else {
+                try skipNested()
+                break
+            }
+            if current == UInt8(ascii: "{") {
+                try readObject { scanner, _ in _ = try scanner.skipValue(depth: depth + 1) }
+                break
+            }
             index += 1
             if !take(UInt8(ascii: "]")) {
                 repeat { _ = try skipValue(depth: depth + 1) } while take(UInt8(ascii: ","))
@@ -118,6 +125,25 @@ struct JSONScanner {
     }
 
     // MARK: pieces
+
+    /// Passes over a value nested too deep to recurse into, counting brackets (strings skipped whole), without
+    /// recursion and without checking what is inside.
+    private mutating func skipNested() throws {
+        tooDeep = true
+        var open = 0
+        repeat {
+            guard let byte = current else { throw Failure() }
+            switch byte {
+            case UInt8(ascii: "\""):
+                try skipString()
+                continue
+            case UInt8(ascii: "{"), UInt8(ascii: "["): open += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): open -= 1
+            default: break
+            }
+            index += 1
+        } while open > 0
+    }
 
     private mutating func skipLiteral(_ literal: StaticString) throws {
         let count = literal.utf8CodeUnitCount

@@ -60,6 +60,7 @@ export class Switchboard {
     this._attempt = 0;
     this._reconnectTimer = null;
     this._wanted = false;
+    this._closed = false; // by disconnect() or a final close: commands reject with CLOSED until connect()
     this._lastSeen = 0;
     this._watchdog = null;
     this._generation = 0; // each opening attempt; a stale one (disconnect, then connect, mid-await) gives up
@@ -100,6 +101,7 @@ export class Switchboard {
   /** Connects (and keeps reconnecting until `disconnect`). Resolves once connected. */
   connect() {
     this._wanted = true;
+    this._closed = false;
     clearTimeout(this._reconnectTimer);
     if (this.state === "disconnected") this._open();
     if (this.state === "connected") return Promise.resolve();
@@ -117,6 +119,7 @@ export class Switchboard {
   /** Closes for good: no reconnect; waiting and pending commands reject with CLOSED. */
   disconnect() {
     this._wanted = false;
+    this._closed = true;
     this._generation += 1;
     for (const position of this._channels.values()) {
       for (const waiter of position.waiters?.splice(0) ?? []) {
@@ -261,6 +264,7 @@ export class Switchboard {
     this._emit("disconnected", { code, reason, reconnect: again });
     if (!again) {
       this._wanted = false;
+      this._closed = true;
       this._rejectWaiting(ClientErrors.CLOSED, `closed: ${code} ${reason}`);
       for (const position of this._channels.values()) {
         for (const waiter of position.waiters?.splice(0) ?? []) {
@@ -365,9 +369,7 @@ export class Switchboard {
   _send(command, now = false) {
     const connected = this._socket && this._socket.readyState === 1 && (now || this.state === "connected");
     if (!connected) {
-      if (this.options.whileDisconnected === "reject" || !this._wanted) {
-        return Promise.reject(new SwitchboardError(ClientErrors.DISCONNECTED, "not connected"));
-      }
+      if (this.options.whileDisconnected === "reject" || !this._wanted) return Promise.reject(this._notConnected());
       if (this._waiting.length >= this.options.maxWaiting) {
         return Promise.reject(new SwitchboardError(ClientErrors.QUEUE_FULL, "too many commands waiting"));
       }
@@ -389,6 +391,13 @@ export class Switchboard {
       this._pending.set(id, { resolve, reject, timer });
       this._socket.send(JSON.stringify({ id, ...command }));
     });
+  }
+
+  /** Why a command cannot wait for a connection: CLOSED once closed for good, DISCONNECTED otherwise. */
+  _notConnected() {
+    return this._closed
+      ? new SwitchboardError(ClientErrors.CLOSED, "client closed")
+      : new SwitchboardError(ClientErrors.DISCONNECTED, "not connected");
   }
 
   _rejectAll(code, text) {
@@ -413,9 +422,7 @@ export class Switchboard {
   async subscribe(channel) {
     if (this._channels.has(channel)) throw new SwitchboardError(107, "already subscribed");
     if (this.state !== "connected") {
-      if (this.options.whileDisconnected === "reject" || !this._wanted) {
-        throw new SwitchboardError(ClientErrors.DISCONNECTED, "not connected");
-      }
+      if (this.options.whileDisconnected === "reject" || !this._wanted) throw this._notConnected();
       // Recorded now, sent with the other subscriptions once connected; the promise settles then.
       return new Promise((resolve, reject) => {
         this._channels.set(channel, { subscribed: false, waiters: [{ resolve, reject }] });

@@ -135,7 +135,18 @@ test("a refused token is final: no reconnect", async () => {
   await assert.rejects(connecting, (error) => error.code === ClientErrors.CLOSED);
   assert.equal(event.code, 4003);
   assert.equal(event.reconnect, false);
-  await assert.rejects(forged.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
+  await assert.rejects(forged.ping(), (error) => error.code === ClientErrors.CLOSED);
+});
+
+test("a command after disconnect() rejects with CLOSED, as docs/clients.md says; before connect() with DISCONNECTED", async () => {
+  const ada = new Switchboard(url, { WebSocket, token: token("ada") });
+  await assert.rejects(ada.ping(), (error) => error.code === ClientErrors.DISCONNECTED);
+  await ada.connect();
+  await ada.ping();
+  ada.disconnect();
+  await assert.rejects(ada.ping(), (error) => error.code === ClientErrors.CLOSED);
+  await assert.rejects(ada.subscribe("chat:after"), (error) => error.code === ClientErrors.CLOSED);
+  await assert.rejects(ada.publish("chat:after", 1), (error) => error.code === ClientErrors.CLOSED);
 });
 
 test("commands while disconnected wait (bounded) or reject, as configured", async () => {
@@ -220,4 +231,12 @@ test("channels the server subscribed (a token's channels) come back with the con
   assert.deepEqual(errors, []);
   assert.equal(bob.position("chat:news").subscribed, true);
   bob.disconnect();
+});
+
+test("the README's size of the client is the file's (within 1 KB)", async () => {
+  const { readFile } = await import("node:fs/promises");
+  const readme = await readFile(path.join(root, "clients/js/README.md"), "utf8");
+  const claimed = Number(/(\d+(?:\.\d+)?) KB as written/.exec(readme)?.[1]);
+  const actual = (await readFile(path.join(root, "clients/js/switchboard.js"))).length / 1000;
+  assert.ok(Math.abs(claimed - actual) <= 1, `README says ${claimed} KB, the file is ${actual} KB`);
 });
