@@ -5,7 +5,7 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
-        abstract: "Load generator for Switchboard (run against `switchboard echo --broadcast` or `switchboard echo`).",
+        abstract: "Load generator for Switchboard (against `switchboard echo [--broadcast]`, or `serve` with --channel).",
         discussion: """
             Modes: idle (hold N connections), fanout (N receivers, K senders broadcasting through the server),
             echo (closed loop: every connection sends and waits for its own message back), churn (connect and
@@ -22,13 +22,18 @@ struct Run: ParsableCommand {
     @Argument(help: "idle | fanout | echo | churn") var mode: WorkerPlan.Mode
     @Option var host = "127.0.0.1"
     @Option(help: "Server port; repeat it to spread connections over several nodes (connection i uses port i mod n).")
-    var port: [Int] = [9001]
-    @Option(help: "WebSocket path (`/ws` for `switchboard serve`).") var path = "/"
+    var port: [Int] = [8080]
+    @Option(help: "WebSocket path (`serve`'s default; `echo` takes any).") var path = "/ws"
     @Option(help: "Connections in total (fanout: receivers plus senders; churn: connections in flight).")
     var connections = 1000
     @Option(help: "Sending connections (fanout).") var senders = 1
-    @Option(help: "Broadcasts per second over all senders (fanout, echo); 0 = as fast as the window allows.")
-    var rate: Double = 0
+    @Option(
+        help: """
+            Broadcasts per second over all senders (fanout, echo); 0 = as fast as the window allows. Default 0, and \
+            with --channel 10 per sender: `serve` holds each connection to its publishRate (20/s, burst 40) and \
+            refuses the rest, so run it with a higher --publish-rate before asking for more.
+            """)
+    var rate: Double?
     @Option(help: "Messages each sender may have in flight at maximum rate.") var window = 16
     @Option(help: "Payload bytes per message (at least 16).") var messageSize = 64
     @Option(help: "Seconds to measure after connecting.") var duration: Double = 10
@@ -61,6 +66,11 @@ struct Run: ParsableCommand {
     @Option(help: "PID of redis-server, to report its CPU per publication (a cluster).")
     var redisPid: Int32?
 
+    private func ratePerSender(_ senders: Int) -> Double {
+        guard let rate else { return channel == nil ? 0 : 10 }
+        return rate / Double(max(senders, 1))
+    }
+
     func run() throws {
         // A worker that has already exited must not take the coordinator down when told "drain".
         signal(SIGPIPE, SIG_IGN)
@@ -74,7 +84,7 @@ struct Run: ParsableCommand {
                 WorkerPlan(
                     mode: mode, host: host, ports: port, path: path, connections: share, firstIndex: first,
                     sourceAddresses: sourceAddresses, totalSenders: totalSenders,
-                    ratePerSender: rate / Double(max(totalSenders, 1)), window: window, messageSize: messageSize,
+                    ratePerSender: ratePerSender(totalSenders), window: window, messageSize: messageSize,
                     connectConcurrency: connectConcurrency, channel: channel, channels: max(channels, 1),
                     channelPath: channelPath,
                     headers: try header.map { line in

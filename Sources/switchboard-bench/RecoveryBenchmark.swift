@@ -16,8 +16,14 @@ struct RecoveryBenchmark: AsyncParsableCommand {
     @Option var path = "/ws"
     @Option(help: "A channel in a namespace whose history holds at least --missed publications.")
     var channel = "chat:recovery-bench"
-    @Option var missed = 1000
-    @Option var rounds = 20
+    @Option(
+        help: """
+            Publications each round misses. A default serve keeps 100 in the `chat` namespace's history: for more, \
+            run it with --chat-history-size of at least this. Its publish rate limit (20/s, burst 40) only paces \
+            the publishing between rounds; --publish-rate and --publish-burst make that quicker.
+            """)
+    var missed = 50
+    @Option var rounds = 10
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -34,22 +40,7 @@ struct RecoveryBenchmark: AsyncParsableCommand {
                 throw ValidationError("unexpected subscribe reply: \(first)")
             }
             await client.disconnect()
-            for index in 0..<missed {
-                publisher.send(
-                    text: #"{"id":\#(index + 10),"cmd":"publish","channel":"\#(channel)","data":{"n":\#(index)}}"#)
-            }
-            publisher.send(text: #"{"id":1,"cmd":"ping"}"#)
-            var refused = 0
-            while true {
-                let text = try await nextText(publisher)
-                if text.hasPrefix(#"{"id":1,"#) { break }
-                if text.contains(#""error":"#) { refused += 1 }
-            }
-            guard refused == 0 else {
-                throw ValidationError(
-                    "the server refused \(refused) of \(missed) publications (its publish rate limit?): run serve "
-                        + "with --publish-rate and --publish-burst of at least --missed")
-            }
+            for index in 0..<missed { try await publish(index, with: publisher) }
             let again = try await WebSocketClient.connect(host: host, port: port, options: options, group: group)
             let start = DispatchTime.now().uptimeNanoseconds
             again.send(
@@ -75,6 +66,21 @@ struct RecoveryBenchmark: AsyncParsableCommand {
             #"{"mode":"recovery","missed":\#(missed),"p50_ms":\#(p50),"max_ms":\#(worst),"all_recovered":\#(recoveredAll)}"#
         )
         try await group.shutdownGracefully()
+    }
+
+    /// Publishes one missed publication, waiting out the server's publish rate limit (error 106) as often as
+    /// it takes: the limit paces the setup, it is not what is measured.
+    private func publish(_ index: Int, with publisher: WebSocketClient) async throws {
+        while true {
+            publisher.send(text: #"{"id":1,"cmd":"publish","channel":"\#(channel)","data":{"n":\#(index)}}"#)
+            let text = try await nextText(publisher)
+            guard text.hasPrefix(#"{"id":1,"#) else { continue }
+            if !text.contains(#""error":"#) { return }
+            guard text.contains(#""code":106"#) else {
+                throw ValidationError("the server refused a publication to \(channel): \(text)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     private func reply(_ client: WebSocketClient) async throws -> [String: Any] {
