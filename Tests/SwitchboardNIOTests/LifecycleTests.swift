@@ -73,9 +73,14 @@ struct LifecycleTests {
         let server = try await TestServer.start { $0.closeTimeout = .milliseconds(200) }
         let client = try await server.connectRegistered(autoPong: false)
         let id = try #require(server.app.opened.first?.id)
+        let started = ContinuousClock.now
         server.hub.close(id, code: .normal, reason: "done")
-        // The client reads the close frame but never replies: the server must still let go.
+        // The client reads the close frame but never replies: the server must still let go, at the 0.2 s
+        // configured, not the test server's 2 s.
         #expect(try await client.waitForClose()?.code == 1000)
+        try await eventually("the server let go") { server.hub.connectionCount == 0 }
+        let waited = ContinuousClock.now - started
+        #expect(waited >= .milliseconds(150) && waited < .milliseconds(1500), "\(waited)")
         try await server.expectNoConnections()
         await server.stop()
     }

@@ -4,6 +4,7 @@ import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
 import SwitchboardNIO
+import SwitchboardTestSupport
 import Testing
 
 @Suite("Shutdown")
@@ -42,10 +43,35 @@ struct ShutdownTests {
         let clock = ContinuousClock()
         let started = clock.now
         await server.stop()
-        // Bounded by the 0.5 s deadline (generous margin for a loaded machine), not by the client.
-        #expect(clock.now - started < .seconds(15))
+        // Bounded by the 0.5 s deadline, not by the client nor the test server's 5 s.
+        let waited = clock.now - started
+        #expect(waited >= .milliseconds(450) && waited < .seconds(3), "\(waited)")
         #expect(server.hub.connectionCount == 0)
         await client.disconnect()
+    }
+
+    /// While it drains, the server no longer listens: a new connection is refused by TCP, as docs/PROTOCOL.md says.
+    @Test func newConnectionsAreRefusedByTCPWhileDraining() async throws {
+        let server = try await TestServer.start(echo: false) { $0.shutdownTimeout = .seconds(10) }
+        let holder = try await server.connectRegistered()
+        try await holder.channel.setOption(.autoRead, value: false).get()
+        async let stopped: Void = server.stop()
+        try await eventually("the drain began") { server.hub.isShuttingDown }
+        var refusal = ""
+        try await eventually("a new connection refused") {
+            do {
+                await (try await RawConnection.connect(port: server.port)).close()
+                return false
+            } catch {
+                refusal = "\(error)"
+                return true
+            }
+        }
+        #expect(refusal.lowercased().contains("refused"), "\(refusal)")
+        #expect(server.hub.connectionCount == 1, "the refusal came while the drain was still waiting for a client")
+        await holder.disconnect()
+        await stopped
+        #expect(server.hub.connectionCount == 0)
     }
 
     @Test func anEmbeddersEventLoopGroupIsUsedAndOutlivesTheServer() async throws {

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCore
 import SwitchboardServer
 import Testing
 
@@ -21,6 +22,21 @@ struct DocumentationTests {
         }
         #expect(table.map(\.0) == ProtocolError.all.map(\.code))
         #expect(table.map(\.1) == ProtocolError.all.map(\.message))
+    }
+
+    /// The close-code table lists every code the server sends (all but the two that never go on the wire).
+    @Test func protocolCloseTableListsEveryCodeTheServerSends() throws {
+        let text = try read("PROTOCOL.md")
+        var table: Set<UInt16> = []
+        for line in text.split(separator: "\n") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let code = cells.first.flatMap({ UInt16($0) }), (1000..<5000).contains(code) { table.insert(code) }
+        }
+        let sent: [CloseCode] = [
+            .normal, .goingAway, .protocolError, .unsupportedData, .invalidPayload, .policyViolation, .messageTooBig,
+            .internalError, .tryAgainLater, .disconnected, .tokenExpired, .authenticationTimeout, .invalidToken,
+        ]
+        #expect(Set(sent.map(\.rawValue)) == table)
     }
 
     /// Every "error N (meaning)" in the configuration guide names the code's meaning from the table.

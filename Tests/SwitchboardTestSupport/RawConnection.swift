@@ -29,12 +29,17 @@ public final class RawConnection: Sendable {
     public static func connect(port: Int) async throws -> RawConnection {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let collector = Collector(closed: loop.makePromise())
-        let channel = try await ClientBootstrap(group: loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        return RawConnection(channel: channel, collector: collector)
+        do {
+            let channel = try await ClientBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
+                }
+                .connect(host: "127.0.0.1", port: port).get()
+            return RawConnection(channel: channel, collector: collector)
+        } catch {
+            collector.closed.fail(error)  // a refused connect never reaches channelInactive
+            throw error
+        }
     }
 
     public func send(_ text: String) {
