@@ -248,8 +248,11 @@ async def main():
         c.kill()
         killed_at = time.time()
         await asyncio.wait_for(cora.closed, TIMEOUT)
+        # Within the TTL (3 s) plus one refresh interval (a third of it), with 2 s for a busy machine: the
+        # default TTL (30 s) would fail this, as would an entry that never expires.
         await eventually(
-            "cora's entry to expire", lambda: a.call("presence_stats", {"channel": room}) == {"connections": 1, "users": 1})
+            "cora's entry to expire", lambda: a.call("presence_stats", {"channel": room}) == {"connections": 1, "users": 1},
+            timeout=max(0.0, killed_at + 3 + 1 + 2 - time.time()))
         print(f"SIGKILL: node C's member left presence after {time.time() - killed_at:.1f} s (TTL 3 s)")
         await eventually("node C to leave node info",
                          lambda: sorted(n["id"] for n in a.call("info", {})["nodes"]) == ["a", "b"])

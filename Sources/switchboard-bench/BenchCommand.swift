@@ -5,7 +5,8 @@ import Foundation
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
-        abstract: "Load generator for Switchboard (against `switchboard echo [--broadcast]`, or `serve` with --channel).",
+        abstract:
+            "Load generator for Switchboard (against `switchboard echo [--broadcast]`, or `serve` with --channel).",
         discussion: """
             Modes: idle (hold N connections), fanout (N receivers, K senders broadcasting through the server),
             echo (closed loop: every connection sends and waits for its own message back), churn (connect and

@@ -5,7 +5,7 @@ import Testing
 
 @testable import SwitchboardCluster
 
-@Suite("Cluster wire format and shard ring")
+@Suite("Cluster wire format and shard ring", .timeLimit(.minutes(5)))
 struct ClusterWireTests {
     @Test func publicationsRoundTripWithAnyUserAndData() {
         for user in [nil, "", "ada", "a,b:c", "é€𝄞", "-1:"] as [String?] {

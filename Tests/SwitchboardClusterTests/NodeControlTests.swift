@@ -29,7 +29,7 @@ final class RecordingNode: NodeControlHandler {
     var commands: [NodeCommand] { received.withLockedValue { $0 } }
 }
 
-@Suite("Node control", .serialized)
+@Suite("Node control", .serialized, .timeLimit(.minutes(5)))
 struct NodeControlTests {
     let caller = MultiThreadedEventLoopGroup.singleton.next()
 

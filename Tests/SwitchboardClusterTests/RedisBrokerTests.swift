@@ -72,7 +72,7 @@ struct TestNode {
     }
 }
 
-@Suite("Redis broker and presence", .serialized)
+@Suite("Redis broker and presence", .serialized, .timeLimit(.minutes(5)))
 struct RedisBrokerTests {
     /// The callers' loop: another group than either node's, as the hub's loops are.
     let caller = MultiThreadedEventLoopGroup.singleton.next()
@@ -110,7 +110,9 @@ struct RedisBrokerTests {
         // Publications already on their way when A unsubscribes are not delivered: A's loop is held up
         // while they arrive, and the unsubscribe runs before it reads them.
         try await a.broker.subscribe(channel: "chat:barrier", on: caller).get()
-        let held = a.group.next().submit { usleep(300_000) }
+        // A's loop is held until the test has published and asked to unsubscribe (bounded: never a hang).
+        let release = DispatchSemaphore(value: 0)
+        let held = a.group.next().submit { _ = release.wait(timeout: .now() + 30) }
         for i in 21...25 {
             _ = try await b.broker.publish(
                 channel: "chat:x", data: "\(i)", user: nil, options: Self.history, on: caller
@@ -118,6 +120,7 @@ struct RedisBrokerTests {
             .get()
         }
         let unsubscribed = a.broker.unsubscribe(channel: "chat:x", on: caller)
+        release.signal()
         try await held.get()
         try await unsubscribed.get()
         _ = try await b.broker.publish(channel: "chat:barrier", data: "0", user: nil, options: Self.history, on: caller)
@@ -268,7 +271,9 @@ struct RedisBrokerTests {
         .get()
         try await eventually("the first publication") { slow.handler.offsets("feed") == [warmup.offset] }
         // The slow node's only loop is stuck for a while: its socket fills, then Redis's buffer for it.
-        let stuck = slow.group.next().submit { usleep(2_500_000) }
+        // Held until every publication is made (bounded: never a hang), whatever the machine's speed.
+        let release = DispatchSemaphore(value: 0)
+        let stuck = slow.group.next().submit { _ = release.wait(timeout: .now() + 120) }
         let payload = "\"" + String(repeating: "x", count: 4_000) + "\""
         var last = 0
         for _ in 0..<2_000 {
@@ -277,6 +282,7 @@ struct RedisBrokerTests {
             )
             .get().offset
         }
+        release.signal()
         try await stuck.get()
         try await eventually("the node resynchronized") { slow.handler.events("feed").contains(.resynchronize) }
         let received = slow.handler.offsets("feed")
@@ -457,7 +463,8 @@ struct RedisBrokerTests {
         #expect(try await a.presence.remove(ada2, from: "room", on: caller).get() == nil)
         // B dies (stops refreshing): its member expires within the TTL; A's stay, refreshed.
         b.presence.stop()
-        try await eventually("bob expired") {
+        // Within the 1 s TTL plus one refresh interval, with 2 s for a busy machine (the 60 s default would fail).
+        try await eventually(timeout: .seconds(3.4), "bob expired") {
             try await a.presence.presenceCounts(channel: "room", on: caller).get().connections == 1
         }
         let left = try await a.presence.presence(channel: "room", on: caller).get()

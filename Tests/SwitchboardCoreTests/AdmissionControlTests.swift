@@ -1,7 +1,7 @@
 import SwitchboardCore
 import Testing
 
-@Suite("Admission control")
+@Suite("Admission control", .timeLimit(.minutes(5)))
 struct AdmissionControlTests {
     private func take(_ bucket: inout TokenBucket, at now: Int64) -> Bool { bucket.take(now: now) }
 
@@ -46,7 +46,7 @@ struct AdmissionControlTests {
     }
 }
 
-@Suite("Client address and per-address table")
+@Suite("Client address and per-address table", .timeLimit(.minutes(5)))
 struct ClientAddressTests {
     @Test(
         arguments: [

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SwitchboardCore
 
-@Suite("Outbound queue")
+@Suite("Outbound queue", .timeLimit(.minutes(5)))
 struct OutboundQueueTests {
     private func frame(_ size: Int) -> ByteBuffer { ByteBuffer(repeating: 1, count: size) }
 
@@ -38,7 +38,7 @@ struct OutboundQueueTests {
     }
 }
 
-@Suite("Outbound queue lanes")
+@Suite("Outbound queue lanes", .timeLimit(.minutes(5)))
 struct OutboundQueueLaneTests {
     private func frame(_ size: Int) -> ByteBuffer { ByteBuffer(repeating: 1, count: size) }
 
@@ -122,7 +122,7 @@ struct OutboundQueueLaneTests {
     }
 }
 
-@Suite("Timing wheel and heartbeats")
+@Suite("Timing wheel and heartbeats", .timeLimit(.minutes(5)))
 struct TimingTests {
     @Test func wheelReturnsOnlyExpiredEntries() {
         var wheel = TimingWheel<Int>(tick: 10, slotCount: 8, now: 0)
@@ -180,7 +180,7 @@ struct TimingTests {
     }
 }
 
-@Suite("Registry shard")
+@Suite("Registry shard", .timeLimit(.minutes(5)))
 struct RegistryShardTests {
     @Test func indexesByIdAndUser() {
         var shard = RegistryShard<String>()

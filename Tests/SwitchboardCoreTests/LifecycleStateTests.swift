@@ -3,7 +3,7 @@ import Testing
 
 @testable import SwitchboardCore
 
-@Suite("Connection state machine")
+@Suite("Connection state machine", .timeLimit(.minutes(5)))
 struct ConnectionStateMachineTests {
     @Test func clientInitiatedClose() {
         var machine = ConnectionStateMachine()

@@ -1,7 +1,7 @@
 import SwitchboardCore
 import Testing
 
-@Suite("Origin policy")
+@Suite("Origin policy", .timeLimit(.minutes(5)))
 struct OriginPolicyTests {
     @Test func clientsWithoutAnOriginAreNotBrowsersAndPass() {
         for policy in [OriginPolicy.sameOrigin, .allowList([]), .any] {

@@ -6,7 +6,7 @@ import Testing
 /// The wire parsers against generated input: what is framed comes back whole whatever the reads, and the
 /// UTF-8 check agrees with Swift's own decoder on any bytes. The fuzz targets (`switchboard-fuzz`) look
 /// for crashes; these look for wrong answers.
-@Suite("Round trips, property-based")
+@Suite("Round trips, property-based", .timeLimit(.minutes(5)))
 struct RoundTripProperties {
     /// A client frame, masked as RFC 6455 requires.
     static func frame(_ opcode: UInt8, _ payload: [UInt8], fin: Bool) -> [UInt8] {

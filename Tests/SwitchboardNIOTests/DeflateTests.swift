@@ -55,13 +55,16 @@ private func inflate(_ payload: ByteBuffer) throws -> String {
     return String(buffer: output)
 }
 
-private func residentBytes() -> Int {
-    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-    return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+/// The process's resident set; nil (and the test fails) where it cannot be read, never a made-up 0.
+private func residentBytes() -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+        let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+    else { return nil }
+    return kilobytes * 1024
 }
 
-@Suite("permessage-deflate over real sockets", .serialized)
+@Suite("permessage-deflate over real sockets", .serialized, .timeLimit(.minutes(5)))
 struct DeflateTransportTests {
     @Test func answeredOnlyWhenConfigured() async throws {
         let request = upgradeRequest(extra: "Sec-WebSocket-Extensions: \(offer)\r\n")
@@ -85,19 +88,20 @@ struct DeflateTransportTests {
 
     @Test func echoesCompressedAndPlainMessages() async throws {
         let server = try await TestServer.start { $0.deflate = DeflateOptions(minSize: 64) }
-        defer { Task { await server.stop() } }
-        let (channel, recorder) = try await openRecorded(port: server.port)
-        let large = String(repeating: "a message worth compressing ", count: 200)
-        let compressed = try deflated(pieces: 1, piece: Array(large.utf8))
-        channel.writeAndFlush(ClientFrameEncoder.encode(opcode: 1, rsv: 4, payload: compressed), promise: nil)
-        channel.writeAndFlush(ClientFrameEncoder.text("small"), promise: nil)
-        try await eventually { recorder.all.count == 2 }
-        let frames = recorder.all
-        #expect(frames[0].compressed && frames[0].opcode == 1)
-        #expect(frames[0].payload.readableBytes < large.utf8.count / 10)
-        #expect(try inflate(frames[0].payload) == large)
-        #expect(!frames[1].compressed && String(buffer: frames[1].payload) == "small")
-        try await channel.close()
+        try await finally({ await server.stop() }) {
+            let (channel, recorder) = try await openRecorded(port: server.port)
+            let large = String(repeating: "a message worth compressing ", count: 200)
+            let compressed = try deflated(pieces: 1, piece: Array(large.utf8))
+            channel.writeAndFlush(ClientFrameEncoder.encode(opcode: 1, rsv: 4, payload: compressed), promise: nil)
+            channel.writeAndFlush(ClientFrameEncoder.text("small"), promise: nil)
+            try await eventually { recorder.all.count == 2 }
+            let frames = recorder.all
+            #expect(frames[0].compressed && frames[0].opcode == 1)
+            #expect(frames[0].payload.readableBytes < large.utf8.count / 10)
+            #expect(try inflate(frames[0].payload) == large)
+            #expect(!frames[1].compressed && String(buffer: frames[1].payload) == "small")
+            try await channel.close()
+        }
     }
 
     @Test func broadcastIsCompressedOncePerWindowAndShared() async throws {
@@ -105,22 +109,23 @@ struct DeflateTransportTests {
             $0.threads = 1
             $0.deflate = DeflateOptions()
         }
-        defer { Task { await server.stop() } }
-        var receivers: [(any Channel, FrameRecorder)] = []
-        for _ in 0..<10 { receivers.append(try await openRecorded(port: server.port)) }
-        let plain = try await openRecorded(port: server.port, offering: false)
-        try await eventually { server.hub.connectionCount == 11 }
-        let text = String(repeating: "news for everyone ", count: 100)
-        server.hub.broadcast(text: text)
-        for (_, recorder) in receivers + [plain] { try await eventually { recorder.all.count == 1 } }
-        for (_, recorder) in receivers {
-            #expect(recorder.all[0].compressed)
-            #expect(try inflate(recorder.all[0].payload) == text)
+        try await finally({ await server.stop() }) {
+            var receivers: [(any Channel, FrameRecorder)] = []
+            for _ in 0..<10 { receivers.append(try await openRecorded(port: server.port)) }
+            let plain = try await openRecorded(port: server.port, offering: false)
+            try await eventually { server.hub.connectionCount == 11 }
+            let text = String(repeating: "news for everyone ", count: 100)
+            server.hub.broadcast(text: text)
+            for (_, recorder) in receivers + [plain] { try await eventually { recorder.all.count == 1 } }
+            for (_, recorder) in receivers {
+                #expect(recorder.all[0].compressed)
+                #expect(try inflate(recorder.all[0].payload) == text)
+            }
+            #expect(!plain.1.all[0].compressed && String(buffer: plain.1.all[0].payload) == text)
+            let shard = server.hub.loopShards[0]
+            #expect(try await shard.eventLoop.submit { shard.deflater?.compressedCount }.get() == 1)
+            for (channel, _) in receivers + [plain] { try await channel.close() }
         }
-        #expect(!plain.1.all[0].compressed && String(buffer: plain.1.all[0].payload) == text)
-        let shard = server.hub.loopShards[0]
-        #expect(try await shard.eventLoop.submit { shard.deflater?.compressedCount }.get() == 1)
-        for (channel, _) in receivers + [plain] { try await channel.close() }
     }
 
     @Test(
@@ -131,29 +136,32 @@ struct DeflateTransportTests {
             $0.maxMessageSize = limit
             $0.deflate = DeflateOptions()
         }
-        defer { Task { await server.stop() } }
-        // 64 MiB once inflated: zeros deflate about 1000:1; one varied byte in 64 brings it near 100:1.
-        let piece = (0..<(1 << 20)).map { ratio == 100 && $0 % 64 == 0 ? UInt8(truncatingIfNeeded: $0 / 64 * 37) : 0 }
-        let payload = try deflated(pieces: 64, piece: piece)
-        let achieved = (64 << 20) / payload.count
-        #expect(achieved >= ratio / 2 && achieved <= ratio * 3)
-        let frame = ClientFrameEncoder.encode(opcode: 2, rsv: 4, payload: payload)
-        let bystander = try await server.connect()
+        try await finally({ await server.stop() }) {
+            // 64 MiB once inflated: zeros deflate about 1000:1; one varied byte in 64 brings it near 100:1.
+            let piece = (0..<(1 << 20)).map {
+                ratio == 100 && $0 % 64 == 0 ? UInt8(truncatingIfNeeded: $0 / 64 * 37) : 0
+            }
+            let payload = try deflated(pieces: 64, piece: piece)
+            let achieved = (64 << 20) / payload.count
+            #expect(achieved >= ratio / 2 && achieved <= ratio * 3)
+            let frame = ClientFrameEncoder.encode(opcode: 2, rsv: 4, payload: payload)
+            let bystander = try await server.connect()
 
-        let before = residentBytes()
-        var options = ClientOptions(path: "/ws")
-        options.headers = [("Sec-WebSocket-Extensions", offer)]
-        let attacker = try await WebSocketClient.connect(
-            host: "127.0.0.1", port: server.port, options: options, group: MultiThreadedEventLoopGroup.singleton)
-        attacker.sendRaw(frame)
-        let close = try await attacker.waitForClose(timeout: .seconds(30))
-        #expect(close?.code == 1009)
-        let grown = residentBytes() - before
-        #expect(grown < 16 << 20, "RSS grew by \(grown) bytes")
-        try await eventually { server.closedCount(.messageTooBig) == 1 }
+            let before = try #require(residentBytes())
+            var options = ClientOptions(path: "/ws")
+            options.headers = [("Sec-WebSocket-Extensions", offer)]
+            let attacker = try await WebSocketClient.connect(
+                host: "127.0.0.1", port: server.port, options: options, group: MultiThreadedEventLoopGroup.singleton)
+            attacker.sendRaw(frame)
+            let close = try await attacker.waitForClose(timeout: .seconds(30))
+            #expect(close?.code == 1009)
+            let grown = try #require(residentBytes()) - before
+            #expect(grown < 16 << 20, "RSS grew by \(grown) bytes")
+            try await eventually { server.closedCount(.messageTooBig) == 1 }
 
-        bystander.send(text: "still here")
-        #expect(try await bystander.nextMessage() == .text("still here"))
-        await bystander.disconnect()
+            bystander.send(text: "still here")
+            #expect(try await bystander.nextMessage() == .text("still here"))
+            await bystander.disconnect()
+        }
     }
 }

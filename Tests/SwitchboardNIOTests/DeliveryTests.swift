@@ -29,7 +29,7 @@ final class OrderedReceiver: ClientFrameSink, @unchecked Sendable {
     func disconnected() { done.fail(ChannelError.ioOnClosedChannel) }
 }
 
-@Suite("Delivery")
+@Suite("Delivery", .timeLimit(.minutes(5)))
 struct DeliveryTests {
     @Test func broadcastReachesOneThousandReceiversExactlyOnceInOrder() async throws {
         let server = try await TestServer.start(echo: false)
@@ -234,7 +234,7 @@ struct DeliveryTests {
     }
 }
 
-@Suite("Large messages")
+@Suite("Large messages", .timeLimit(.minutes(5)))
 struct LargeMessageTests {
     @Test(arguments: [70_000, 1 << 20, 16 << 20])
     func largeBinaryMessageRoundTrips(size: Int) async throws {

@@ -6,7 +6,7 @@ import Testing
 
 /// `DirectSocket` reads NIO's private descriptor by reflection: these fail the day a NIO release moves it
 /// (connections would then quietly write through the pipeline, correct but slower).
-@Suite("Direct socket writes")
+@Suite("Direct socket writes", .timeLimit(.minutes(5)))
 struct DirectSocketTests {
     @Test func anAcceptedChannelsSocketIsFoundAndWritten() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -6,7 +6,7 @@ import SwitchboardTestSupport
 import Testing
 
 /// Each malformed input gets its close code; the bystander connection keeps working; nothing leaks.
-@Suite("Frame errors")
+@Suite("Frame errors", .timeLimit(.minutes(5)))
 struct FrameErrorTests {
     static let cases: [(String, [ByteBuffer], UInt16, DisconnectReason)] = [
         (

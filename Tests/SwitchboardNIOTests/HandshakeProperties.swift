@@ -7,7 +7,7 @@ import Testing
 
 /// The upgrade's answer for any key: RFC 6455 §4.2.2's accept value for a key of 16 bytes, a refusal for
 /// any other length.
-@Suite("Handshake, property-based")
+@Suite("Handshake, property-based", .timeLimit(.minutes(5)))
 struct HandshakeProperties {
     private func request(key: String) -> HTTPRequestHead {
         HTTPRequestHead(

@@ -7,7 +7,7 @@ import Testing
 
 @testable import SwitchboardNIO
 
-@Suite("Handshake")
+@Suite("Handshake", .timeLimit(.minutes(5)))
 struct HandshakeTests {
     @Test func acceptsAValidUpgradeAndEchoes() async throws {
         let server = try await TestServer.start()
@@ -225,7 +225,7 @@ struct HandshakeTests {
     }
 }
 
-@Suite("Admission")
+@Suite("Admission", .timeLimit(.minutes(5)))
 struct AdmissionTests {
     private func pendingHandshakes(_ server: TestServer) async throws -> Int {
         try await server.hub.statistics().get().pendingHandshakes

@@ -5,7 +5,7 @@ import SwitchboardNIO
 import SwitchboardTestSupport
 import Testing
 
-@Suite("Heartbeats")
+@Suite("Heartbeats", .timeLimit(.minutes(5)))
 struct HeartbeatTests {
     @Test func serverPingsAndAResponsiveClientStays() async throws {
         let server = try await TestServer.start {

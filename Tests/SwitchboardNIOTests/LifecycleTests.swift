@@ -10,7 +10,7 @@ import Testing
 #endif
 
 /// Every way out leaves every table: registry empty, gauge at 0, the reason counted.
-@Suite("Lifecycle")
+@Suite("Lifecycle", .timeLimit(.minutes(5)))
 struct LifecycleTests {
     @Test func clientCloseIsEchoedAndTheServerClosesTCP() async throws {
         let server = try await TestServer.start()

@@ -5,7 +5,7 @@ import SwitchboardNIO
 import SwitchboardTestSupport
 import Testing
 
-@Suite("Registry")
+@Suite("Registry", .timeLimit(.minutes(5)))
 struct RegistryTests {
     /// Connections open and close from many tasks at once while others look them up; the registry
     /// ends consistent: every lookup of a live id succeeds, every user index matches, and it drains to empty.

@@ -7,7 +7,7 @@ import SwitchboardNIO
 import SwitchboardTestSupport
 import Testing
 
-@Suite("Shutdown")
+@Suite("Shutdown", .timeLimit(.minutes(5)))
 struct ShutdownTests {
     @Test func drainsQueuesThenClosesEveryConnectionWith1001AndAReconnectHint() async throws {
         let server = try await TestServer.start(echo: false) { $0.shutdownBatchSize = 3 }

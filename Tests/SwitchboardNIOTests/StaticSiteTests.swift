@@ -8,7 +8,7 @@ import Testing
 
 /// The pages served beside the WebSocket endpoint: content types, revalidation, and nothing outside the
 /// files loaded, whatever the path says.
-@Suite("Static site")
+@Suite("Static site", .timeLimit(.minutes(5)))
 struct StaticSiteTests {
     private func start() async throws -> (WebSocketServer, Int) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(UUID().uuidString)
@@ -40,27 +40,28 @@ struct StaticSiteTests {
 
     @Test func servesFilesWithTypesAndRevalidation() async throws {
         let (server, port) = try await start()
-        defer { Task { await server.shutdown() } }
-        let page = try await get("/", port: port)
-        #expect(page.hasPrefix("HTTP/1.1 200 OK"))
-        #expect(page.contains("Content-Type: text/html; charset=utf-8"))
-        #expect(page.contains("Cache-Control: no-cache"))
-        // Not to be framed by another site, nor sniffed into another type.
-        #expect(page.contains("X-Frame-Options: DENY"))
-        #expect(page.contains("Content-Security-Policy: frame-ancestors 'none'"))
-        #expect(page.contains("X-Content-Type-Options: nosniff"))
-        #expect(page.hasSuffix("<h1>hi</h1>"))
-        #expect(try await get("/app.js?v=2", port: port).contains("Content-Type: text/javascript; charset=utf-8"))
-        #expect(try await get("/style.css", port: port).contains("Content-Type: text/css; charset=utf-8"))
-        let generated = try await get("/config.json", port: port)
-        #expect(generated.contains("Content-Type: application/json") && generated.hasSuffix(#"{"path":"/ws"}"#))
-        let etag = try #require(
-            page.split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }.map { String($0.dropFirst(6)) })
-        let revalidated = try await get("/", port: port, extra: "If-None-Match: \(etag)\r\n")
-        #expect(revalidated.hasPrefix("HTTP/1.1 304 Not Modified"))
-        #expect(!revalidated.contains("<h1>"))
-        let head = try await get("/index.html", port: port, method: "HEAD")
-        #expect(head.contains("Content-Length: 11") && !head.contains("<h1>"))
+        try await finally({ await server.shutdown() }) {
+            let page = try await get("/", port: port)
+            #expect(page.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(page.contains("Content-Type: text/html; charset=utf-8"))
+            #expect(page.contains("Cache-Control: no-cache"))
+            // Not to be framed by another site, nor sniffed into another type.
+            #expect(page.contains("X-Frame-Options: DENY"))
+            #expect(page.contains("Content-Security-Policy: frame-ancestors 'none'"))
+            #expect(page.contains("X-Content-Type-Options: nosniff"))
+            #expect(page.hasSuffix("<h1>hi</h1>"))
+            #expect(try await get("/app.js?v=2", port: port).contains("Content-Type: text/javascript; charset=utf-8"))
+            #expect(try await get("/style.css", port: port).contains("Content-Type: text/css; charset=utf-8"))
+            let generated = try await get("/config.json", port: port)
+            #expect(generated.contains("Content-Type: application/json") && generated.hasSuffix(#"{"path":"/ws"}"#))
+            let etag = try #require(
+                page.split(separator: "\r\n").first { $0.hasPrefix("ETag: ") }.map { String($0.dropFirst(6)) })
+            let revalidated = try await get("/", port: port, extra: "If-None-Match: \(etag)\r\n")
+            #expect(revalidated.hasPrefix("HTTP/1.1 304 Not Modified"))
+            #expect(!revalidated.contains("<h1>"))
+            let head = try await get("/index.html", port: port, method: "HEAD")
+            #expect(head.contains("Content-Length: 11") && !head.contains("<h1>"))
+        }
     }
 
     @Test(
@@ -71,21 +72,23 @@ struct StaticSiteTests {
         ])
     func traversalIsNotFound(path: String) async throws {
         let (server, port) = try await start()
-        defer { Task { await server.shutdown() } }
-        let answer = try await get(path, port: port)
-        #expect(answer.hasPrefix("HTTP/1.1 404 Not Found"), "\(path): \(answer)")
-        #expect(!answer.contains("secret"))
+        try await finally({ await server.shutdown() }) {
+            let answer = try await get(path, port: port)
+            #expect(answer.hasPrefix("HTTP/1.1 404 Not Found"), "\(path): \(answer)")
+            #expect(!answer.contains("secret"))
+        }
     }
 
     @Test func otherMethodsAndTheWebSocketPathKeepTheirAnswers() async throws {
         let (server, port) = try await start()
-        defer { Task { await server.shutdown() } }
-        #expect(try await get("/", port: port, method: "POST").hasPrefix("HTTP/1.1 405"))
-        // The WebSocket path answers a plain request as before (426), and upgrades.
-        #expect(try await get("/ws", port: port).hasPrefix("HTTP/1.1 426"))
-        let upgraded = try await RawConnection.connect(port: port)
-        upgraded.send(upgradeRequest(path: "/ws"))
-        try await eventually { upgraded.receivedText.contains("101 Switching Protocols") }
-        await upgraded.close()
+        try await finally({ await server.shutdown() }) {
+            #expect(try await get("/", port: port, method: "POST").hasPrefix("HTTP/1.1 405"))
+            // The WebSocket path answers a plain request as before (426), and upgrades.
+            #expect(try await get("/ws", port: port).hasPrefix("HTTP/1.1 426"))
+            let upgraded = try await RawConnection.connect(port: port)
+            upgraded.send(upgradeRequest(path: "/ws"))
+            try await eventually { upgraded.receivedText.contains("101 Switching Protocols") }
+            await upgraded.close()
+        }
     }
 }

@@ -10,7 +10,7 @@ import Testing
 
 @testable import SwitchboardNIO
 
-@Suite("TLS", .serialized)
+@Suite("TLS", .serialized, .timeLimit(.minutes(5)))
 struct TLSTests {
     private func start(_ pki: TestPKI) async throws -> (WebSocketServer, Int, TLSCertificates) {
         let certificates = try TLSCertificates(certificatePath: pki.path("live.pem"), keyPath: pki.path("live.key"))
@@ -61,23 +61,24 @@ struct TLSTests {
         try pki.server("second", signedBy: "ca2")
         try pki.install("first")
         let (server, port, certificates) = try await start(pki)
-        defer { Task { await server.shutdown() } }
+        try await finally({ await server.shutdown() }) {
 
-        let before = try await connect(port, trusting: try pki.trusting("ca1"))
-        #expect(try await echoes(before))
-        await #expect(throws: (any Error).self) { _ = try await connect(port, trusting: try pki.trusting("ca2")) }
+            let before = try await connect(port, trusting: try pki.trusting("ca1"))
+            #expect(try await echoes(before))
+            await #expect(throws: (any Error).self) { _ = try await connect(port, trusting: try pki.trusting("ca2")) }
 
-        try pki.install("second")
-        try certificates.reload()
-        let after = try await connect(port, trusting: try pki.trusting("ca2"))
-        #expect(try await echoes(after))
-        // The connection made before the reload keeps its session.
-        #expect(try await echoes(before))
+            try pki.install("second")
+            try certificates.reload()
+            let after = try await connect(port, trusting: try pki.trusting("ca2"))
+            #expect(try await echoes(after))
+            // The connection made before the reload keeps its session.
+            #expect(try await echoes(before))
 
-        // A bad file at reload keeps the certificate in use.
-        try "not a certificate".write(toFile: pki.path("live.pem"), atomically: true, encoding: .utf8)
-        #expect(throws: TLSFileError.self) { try certificates.reload() }
-        #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca2"))))
+            // A bad file at reload keeps the certificate in use.
+            try "not a certificate".write(toFile: pki.path("live.pem"), atomically: true, encoding: .utf8)
+            #expect(throws: TLSFileError.self) { try certificates.reload() }
+            #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca2"))))
+        }
     }
 
     @Test func expiredAndSelfSignedCertificatesAreRefusedByAVerifyingClient() async throws {
@@ -109,28 +110,30 @@ struct TLSTests {
     /// Plain HTTP to the TLS port: the server ends the connection instead of waiting.
     @Test func plaintextToTheTLSPortIsDropped() async throws {
         let (pki, server, port) = try await startSignedByCA()
-        defer { Task { await server.shutdown() } }
-        let plain = try await RawConnection.connect(port: port)
-        let started = ContinuousClock.now
-        plain.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        let answer = try await plain.waitForServerClose(timeout: .seconds(20))
-        // Closed on the bytes themselves, well before the 2 s handshake timeout, and never answered in HTTP.
-        #expect(ContinuousClock.now - started < .milliseconds(1500))
-        #expect(!answer.hasPrefix("HTTP/"), "\(answer)")
-        // And it still serves TLS afterwards.
-        #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca"))))
+        try await finally({ await server.shutdown() }) {
+            let plain = try await RawConnection.connect(port: port)
+            let started = ContinuousClock.now
+            plain.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            let answer = try await plain.waitForServerClose(timeout: .seconds(20))
+            // Closed on the bytes themselves, well before the 2 s handshake timeout, and never answered in HTTP.
+            #expect(ContinuousClock.now - started < .milliseconds(1500))
+            #expect(!answer.hasPrefix("HTTP/"), "\(answer)")
+            // And it still serves TLS afterwards.
+            #expect(try await echoes(try await connect(port, trusting: try pki.trusting("ca"))))
+        }
     }
 
     /// TCP opened and no ClientHello: dropped at the handshake timeout (2 s here), like a silent plain client.
     @Test func aSilentClientIsDroppedAtTheHandshakeTimeout() async throws {
         let (_, server, port) = try await startSignedByCA()
-        defer { Task { await server.shutdown() } }
-        let silent = try await RawConnection.connect(port: port)
-        let started = ContinuousClock.now
-        _ = try await silent.waitForServerClose(timeout: .seconds(20))
-        // At the 2 s configured, not at the 10 s default.
-        let waited = ContinuousClock.now - started
-        #expect(waited >= .milliseconds(1500) && waited < .seconds(6), "\(waited)")
-        #expect(!silent.isActive)
+        try await finally({ await server.shutdown() }) {
+            let silent = try await RawConnection.connect(port: port)
+            let started = ContinuousClock.now
+            _ = try await silent.waitForServerClose(timeout: .seconds(20))
+            // At the 2 s configured, not at the 10 s default.
+            let waited = ContinuousClock.now - started
+            #expect(waited >= .milliseconds(1500) && waited < .seconds(6), "\(waited)")
+            #expect(!silent.isActive)
+        }
     }
 }

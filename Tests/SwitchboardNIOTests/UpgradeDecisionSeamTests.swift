@@ -10,7 +10,7 @@ import Testing
 
 /// The upgrade decision is the application's: it may come from a database or an HTTP client on another
 /// event loop group, late or never. Every test here decides on a second `EventLoopGroup`.
-@Suite("Upgrade decision from another event loop group")
+@Suite("Upgrade decision from another event loop group", .timeLimit(.minutes(5)))
 struct UpgradeDecisionSeamTests {
     /// Decisions held until the test releases them, made on a loop of another group.
     final class Gate: Sendable {

@@ -4,7 +4,7 @@ import Testing
 
 @testable import SwitchboardRedis
 
-@Suite("RESP codec")
+@Suite("RESP codec", .timeLimit(.minutes(5)))
 struct RESPDecoderTests {
     static let stream =
         "+OK\r\n-ERR wrong\r\n:-42\r\n$5\r\nhel\r\n\r\n$-1\r\n*3\r\n:1\r\n$0\r\n\r\n*-1\r\n_\r\n,3.5\r\n,inf\r\n#t\r\n"

@@ -9,7 +9,7 @@ import Testing
 
 /// The pooled, reconnecting client and the pub/sub subscriber against a real redis-server, on a group of
 /// their own (not the caller's): restarts, NOSCRIPT, batching, resubscription, TLS and addresses.
-@Suite("Redis client and subscriber", .serialized)
+@Suite("Redis client and subscriber", .serialized, .timeLimit(.minutes(5)))
 struct RedisClientTests {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     static let quickBackoff = Backoff(initial: .milliseconds(20), maximum: .milliseconds(200))

@@ -7,7 +7,7 @@ import Testing
 /// The client against a real redis-server: protocol negotiation, pipelining, authentication, database
 /// selection, typed errors, timeouts and a lost connection. Futures complete on the connection's loop, a
 /// second group from the caller's.
-@Suite("Redis connection", .serialized)
+@Suite("Redis connection", .serialized, .timeLimit(.minutes(5)))
 struct RedisConnectionTests {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 

@@ -111,7 +111,7 @@ final class RemoteBroker: Broker, PresenceManager {
 struct StoreTimedOut: Error {}
 
 /// The channel layer against a broker and presence on another event loop group that answer late.
-@Suite("Broker seam")
+@Suite("Broker seam", .timeLimit(.minutes(5)))
 struct BrokerSeamTests {
     private func start(_ broker: RemoteBroker) async throws -> ChannelsServer {
         try await ChannelsServer.start(broker: broker, presence: broker)
@@ -322,6 +322,28 @@ struct BrokerSeamTests {
         let most = broker.mostRecoversInFlight.load(ordering: .relaxed)
         #expect(most >= 1 && most <= 2 * 16, "at most 16 reads per loop at once, saw \(most)")
         #expect(server.server.hub.connectionCount == clients.count, "no subscriber was closed")
+        try await broker.shutdown()
+        await server.stop()
+    }
+
+    /// A resynchronization whose reads keep failing (the store is down again) closes its subscribers 1013
+    /// "channel state lost" after the retries, so that each recovers on reconnecting; others stay.
+    @Test func aResynchronizationThatKeepsFailingClosesItsSubscribers1013() async throws {
+        let broker = RemoteBroker(delay: .milliseconds(10))
+        let server = try await start(broker)
+        let ada = try await server.connect(user: "ada")
+        let bob = try await server.connect(user: "bob")
+        _ = try await ada.call(["cmd": "subscribe", "channel": "chat:lost"])
+        broker.failingRecovers.store(1_000, ordering: .relaxed)
+        server.application.handleResynchronize(channel: "chat:lost")
+        let notice = try await ada.nextPush("disconnect")
+        #expect(notice["code"] as? Int == 1013)
+        #expect(notice["reconnect"] as? Bool == true)
+        let close = try await ada.client.waitForClose(timeout: .seconds(20))
+        #expect(close?.code == 1013)
+        #expect(close?.reason == "channel state lost")
+        #expect(broker.failingRecovers.load(ordering: .relaxed) == 1_000 - 3, "three reads, then the close")
+        #expect(try await bob.call(["cmd": "ping"]).reply.ok != nil, "a connection not in the channel stays")
         try await broker.shutdown()
         await server.stop()
     }

@@ -6,7 +6,7 @@ import SwitchboardCore
 import SwitchboardServer
 import Testing
 
-@Suite("Channels")
+@Suite("Channels", .timeLimit(.minutes(5)))
 struct ChannelsTests {
     @Test func subscribePublishUnsubscribe() async throws {
         let server = try await ChannelsServer.start()

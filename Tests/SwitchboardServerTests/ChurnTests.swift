@@ -5,7 +5,7 @@ import SwitchboardTestSupport
 import Testing
 
 /// Many clients subscribing, unsubscribing, publishing and leaving at once, on two event loops.
-@Suite("Subscription churn")
+@Suite("Subscription churn", .timeLimit(.minutes(5)))
 struct ChurnTests {
     /// SplitMix64: the same operations on every run.
     struct SeededGenerator: RandomNumberGenerator {

@@ -2,7 +2,7 @@ import Testing
 
 @testable import SwitchboardServer
 
-@Suite("Command parsing")
+@Suite("Command parsing", .timeLimit(.minutes(5)))
 struct ClientCommandTests {
     private func parse(_ text: String) -> Result<ClientCommand, CommandFailure> {
         ClientCommand.parse(Array(text.utf8))

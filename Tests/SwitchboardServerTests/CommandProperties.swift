@@ -4,7 +4,7 @@ import Testing
 @testable import SwitchboardServer
 
 /// Commands built from generated values parse back to those values, whatever the escapes in their strings.
-@Suite("Command round trips, property-based")
+@Suite("Command round trips, property-based", .timeLimit(.minutes(5)))
 struct CommandProperties {
     @Test func subscribeAndPublishRoundTrip() async {
         await propertyCheck(

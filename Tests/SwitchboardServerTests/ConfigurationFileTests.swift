@@ -3,7 +3,7 @@ import SwitchboardCore
 import SwitchboardServer
 import Testing
 
-@Suite("Configuration file")
+@Suite("Configuration file", .timeLimit(.minutes(5)))
 struct ConfigurationFileTests {
     private func parse(_ json: String) throws -> ChannelsConfiguration {
         try ChannelsConfiguration(json: Data(json.utf8))

@@ -4,7 +4,7 @@ import SwitchboardServer
 import Testing
 
 /// The error codes client authors read in the documents are the ones the server sends.
-@Suite("Documentation")
+@Suite("Documentation", .timeLimit(.minutes(5)))
 struct DocumentationTests {
     static let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .appendingPathComponent("../../docs").standardized

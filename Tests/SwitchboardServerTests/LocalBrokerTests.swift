@@ -26,7 +26,7 @@ final class RecordingDelivery: BrokerEventHandler {
     var presence: [Bool] { records.withLockedValue { $0.presence } }
 }
 
-@Suite("Local broker")
+@Suite("Local broker", .timeLimit(.minutes(5)))
 struct LocalBrokerTests {
     let loop = MultiThreadedEventLoopGroup.singleton.next()
 

@@ -4,7 +4,7 @@ import SwitchboardClient
 import SwitchboardServer
 import Testing
 
-@Suite("Protocol errors and limits")
+@Suite("Protocol errors and limits", .timeLimit(.minutes(5)))
 struct ProtocolErrorTests {
     @Test func everyErrorIsAnsweredAndTheConnectionLivesOn() async throws {
         let server = try await ChannelsServer.start(channels: { $0.maxSubscriptionsPerConnection = 2 })

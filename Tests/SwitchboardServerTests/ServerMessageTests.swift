@@ -3,7 +3,7 @@ import Testing
 
 @testable import SwitchboardServer
 
-@Suite("Server messages")
+@Suite("Server messages", .timeLimit(.minutes(5)))
 struct ServerMessageTests {
     /// Every string comes back unchanged through a standard JSON parser, and only what RFC 8259 requires
     /// is escaped (so plain names stay readable in pushes).

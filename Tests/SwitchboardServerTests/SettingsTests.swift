@@ -25,7 +25,7 @@ private func expectError(_ contains: String, _ body: () throws -> Void) {
     }
 }
 
-@Suite("Layered settings")
+@Suite("Layered settings", .timeLimit(.minutes(5)))
 struct SettingsTests {
     static let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs")
         .standardized
@@ -139,39 +139,41 @@ struct SettingsTests {
         let server = WebSocketServer(
             configuration: loaded.settings.transport, application: application, logger: logger)
         let port = try await server.start().port ?? 0
-        defer { Task { await server.shutdown() } }
-        let reload = SettingsReload(
-            arguments: arguments, environment: [:], loaded: loaded, application: application, verifier: nil,
-            logger: logger)
+        try await finally({ await server.shutdown() }) {
+            let reload = SettingsReload(
+                arguments: arguments, environment: [:], loaded: loaded, application: application, verifier: nil,
+                logger: logger)
 
-        func upgradeStatus(origin: String) async throws -> Int {
-            var options = ClientOptions(path: "/ws")
-            options.headers = [("Origin", origin)]
-            do {
-                let client = try await WebSocketClient.connect(
-                    host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
-                await client.disconnect()
-                return 101
-            } catch let failure as HandshakeFailure {
-                return failure.status
+            func upgradeStatus(origin: String) async throws -> Int {
+                var options = ClientOptions(path: "/ws")
+                options.headers = [("Origin", origin)]
+                do {
+                    let client = try await WebSocketClient.connect(
+                        host: "127.0.0.1", port: port, options: options, group: MultiThreadedEventLoopGroup.singleton)
+                    await client.disconnect()
+                    return 101
+                } catch let failure as HandshakeFailure {
+                    return failure.status
+                }
             }
+            #expect(try await upgradeStatus(origin: "https://old.example") == 101)
+            #expect(try await upgradeStatus(origin: "https://new.example") == 403)
+
+            try #"{"allowedOrigins": ["https://new.example"], "namespaces": {"": {}, "news": {}}}"#.write(
+                toFile: file, atomically: true, encoding: .utf8)
+            #expect(await reload.reload(hub: server.hub))
+            #expect(try await upgradeStatus(origin: "https://new.example") == 101)
+            #expect(try await upgradeStatus(origin: "https://old.example") == 403)
+            #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
+
+            try #"{"allowedOrigins": ["https://third.example"], "namespaces": {"": {}, "x": {"historySize": -1}}}"#
+                .write(
+                    toFile: file, atomically: true, encoding: .utf8)
+            #expect(await !reload.reload(hub: server.hub))
+            #expect(try await upgradeStatus(origin: "https://new.example") == 101)
+            #expect(try await upgradeStatus(origin: "https://third.example") == 403)
+            #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
+            #expect(reload.settings.entries.first { $0.key == "allowedOrigins" }?.value == "https://new.example")
         }
-        #expect(try await upgradeStatus(origin: "https://old.example") == 101)
-        #expect(try await upgradeStatus(origin: "https://new.example") == 403)
-
-        try #"{"allowedOrigins": ["https://new.example"], "namespaces": {"": {}, "news": {}}}"#.write(
-            toFile: file, atomically: true, encoding: .utf8)
-        #expect(await reload.reload(hub: server.hub))
-        #expect(try await upgradeStatus(origin: "https://new.example") == 101)
-        #expect(try await upgradeStatus(origin: "https://old.example") == 403)
-        #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
-
-        try #"{"allowedOrigins": ["https://third.example"], "namespaces": {"": {}, "x": {"historySize": -1}}}"#.write(
-            toFile: file, atomically: true, encoding: .utf8)
-        #expect(await !reload.reload(hub: server.hub))
-        #expect(try await upgradeStatus(origin: "https://new.example") == 101)
-        #expect(try await upgradeStatus(origin: "https://third.example") == 403)
-        #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
-        #expect(reload.settings.entries.first { $0.key == "allowedOrigins" }?.value == "https://new.example")
     }
 }

@@ -9,7 +9,7 @@ import Testing
 /// A subscriber stops reading while 3,000 publications of 4 KiB (12 MiB, more than the kernel's
 /// socket buffers hold) go out; then it reads again and we look at what it got.
 /// Serialized: each flood is heavy for a 2-core machine running the rest of the suite.
-@Suite("Per-channel slow-consumer policies", .serialized)
+@Suite("Per-channel slow-consumer policies", .serialized, .timeLimit(.minutes(5)))
 struct SlowConsumerPolicyTests {
     static let count = 3000
 

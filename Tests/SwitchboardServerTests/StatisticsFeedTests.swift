@@ -7,36 +7,38 @@ import Testing
 
 /// The dashboard's feed: the server's statistics on `sys:stats`, readable from this host or by an
 /// authenticated user, never writable by clients.
-@Suite("Statistics feed", .serialized)
+@Suite("Statistics feed", .serialized, .timeLimit(.minutes(5)))
 struct StatisticsFeedTests {
     @Test func publishesStatisticsThatReflectTheServer() async throws {
         let server = try await ChannelsServer.start()
-        defer { Task { await server.stop() } }
-        let feed = StatisticsFeed(application: server.application, interval: .milliseconds(200))
-        feed.start()
-        let watcher = try await server.connect()
-        #expect(try await watcher.call(["cmd": "subscribe", "channel": "sys:stats"]).reply.ok != nil)
-        var others: [ProtocolClient] = []
-        for _ in 0..<3 { others.append(try await server.connect()) }
-        for client in others { _ = try await client.call(["cmd": "subscribe", "channel": "chat:room"]) }
-        _ = try await others[0].call(["cmd": "publish", "channel": "chat:room", "data": ["n": 1]])
-        // Rates need two samples; wait for one that sees all four connections and the deliveries.
-        var stats: [String: Any] = [:]
-        for _ in 0..<50 {
-            let push = try await watcher.nextPush("pub")
-            stats = push["data"] as? [String: Any] ?? [:]
-            if stats["connections"] as? Int == 4, stats["subscriptions"] as? Int == 4 { break }
+        try await finally({ await server.stop() }) {
+            let feed = StatisticsFeed(application: server.application, interval: .milliseconds(200))
+            feed.start()
+            let watcher = try await server.connect()
+            #expect(try await watcher.call(["cmd": "subscribe", "channel": "sys:stats"]).reply.ok != nil)
+            var others: [ProtocolClient] = []
+            for _ in 0..<3 { others.append(try await server.connect()) }
+            for client in others { _ = try await client.call(["cmd": "subscribe", "channel": "chat:room"]) }
+            _ = try await others[0].call(["cmd": "publish", "channel": "chat:room", "data": ["n": 1]])
+            // Rates need two samples; wait for one that sees all four connections and the deliveries.
+            var stats: [String: Any] = [:]
+            for _ in 0..<50 {
+                let push = try await watcher.nextPush("pub")
+                stats = push["data"] as? [String: Any] ?? [:]
+                if stats["connections"] as? Int == 4, stats["subscriptions"] as? Int == 4 { break }
+            }
+            #expect(stats["connections"] as? Int == 4)
+            #expect(stats["subscriptions"] as? Int == 4)
+            #expect((stats["channels"] as? Int ?? 0) >= 2)
+            for key in [
+                "connectsPerSecond", "disconnectsPerSecond", "messagesInPerSecond", "messagesOutPerSecond",
+                "deliveriesPerSecond", "queued", "droppedPerSecond",
+            ] {
+                #expect(stats[key] is Double || stats[key] is Int, "\(key) missing")
+            }
+            #expect(
+                try await others[0].call(["cmd": "publish", "channel": "sys:stats", "data": 1]).reply.errorCode == 104)
         }
-        #expect(stats["connections"] as? Int == 4)
-        #expect(stats["subscriptions"] as? Int == 4)
-        #expect((stats["channels"] as? Int ?? 0) >= 2)
-        for key in [
-            "connectsPerSecond", "disconnectsPerSecond", "messagesInPerSecond", "messagesOutPerSecond",
-            "deliveriesPerSecond", "queued", "droppedPerSecond",
-        ] {
-            #expect(stats[key] is Double || stats[key] is Int, "\(key) missing")
-        }
-        #expect(try await others[0].call(["cmd": "publish", "channel": "sys:stats", "data": 1]).reply.errorCode == 104)
     }
 
     @Test func readableFromThisHostOrWithAUserOnly() {

@@ -16,3 +16,15 @@ public func eventually(
     }
     throw ConditionTimeout(description: "timed out waiting for \(what)")
 }
+
+/// Runs `body`, then `cleanup` (a server's stop), and waits for it whether `body` threw or not: a test's server
+/// is drained before the next test starts, which `defer { Task { … } }` cannot promise.
+public func finally(_ cleanup: () async -> Void, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch {
+        await cleanup()
+        throw error
+    }
+    await cleanup()
+}
