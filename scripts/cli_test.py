@@ -6,6 +6,7 @@ every wait has a time limit.
 usage: cli_test.py SWITCHBOARD_BINARY BENCH_BINARY
 """
 import asyncio
+import atexit
 import json
 import os
 import re
@@ -22,6 +23,14 @@ binary, bench = sys.argv[1], sys.argv[2]
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 temporary = tempfile.mkdtemp(prefix="switchboard-cli-")
 failures = []
+started = []  # every serve this script started: killed at exit, whatever happened
+
+
+@atexit.register
+def kill_leftovers():
+    for process in started:
+        if process.poll() is None:
+            process.kill()
 
 
 def check(condition, what):
@@ -48,8 +57,10 @@ class Server:
 
     def __init__(self, *arguments):
         self.lines = []
+        self.partial = ""
         self.process = subprocess.Popen([binary, "serve", *arguments], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
+        started.append(self.process)
         self.ws = self.wait_for(r"listening on (ws://\S+)")
         self.api = self.wait_for(r"API on (http://\S+)") if "--no-api" not in arguments else None
 
@@ -61,13 +72,18 @@ class Server:
         deadline = time.time() + timeout
         os.set_blocking(self.process.stdout.fileno(), False)
         while time.time() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
+            chunk = self.process.stdout.readline()
+            if not chunk:
                 if self.process.poll() is not None:
                     raise SystemExit(f"serve exited ({self.process.returncode}) before /{pattern}/:\n"
                                      + "".join(self.lines))
                 time.sleep(0.05)
                 continue
+            # A non-blocking read may end mid-line: match whole lines only.
+            self.partial += chunk
+            if not self.partial.endswith("\n"):
+                continue
+            line, self.partial = self.partial, ""
             self.lines.append(line)
             if (match := re.search(pattern, line)):
                 return match.group(1) if match.groups() else line
@@ -112,7 +128,9 @@ for arguments in (["--config", file], [file], [file, "--port", "9124"], ["--port
     check(checked.returncode == 0 and checked.stdout.startswith("configuration OK"),
           f"check-config {arguments}: exit {checked.returncode}, {checked.stdout[:200]!r}")
 check("flag --port" in run("check-config", file, "--port", "9124").stdout, "check-config did not name the flag's layer")
-checked = run("check-config", "docs/switchboard.example.yaml")
+both = run("check-config", file, "--config", file)
+check(both.returncode == 1 and "not both" in both.stdout, f"check-config FILE --config FILE: {both.stdout[:200]!r}")
+checked = run("check-config", os.path.join(root, "docs/switchboard.example.yaml"))
 check(checked.returncode == 0, f"the example configuration: {checked.stdout[:300]!r}")
 # docs/cluster.md's node file, as written there.
 cluster_doc = open(os.path.join(root, "docs/cluster.md")).read()
@@ -138,7 +156,7 @@ key_line = re.search(r"^KEY=(.*)$", api_doc, re.M)
 check(key_line is not None and "openssl rand -hex 16" in key_line.group(1), "docs/API.md does not set KEY as shown")
 key = subprocess.run(["bash", "-c", f"echo {key_line.group(1)}"], capture_output=True, text=True).stdout.strip()
 check(len(key) >= 16, f"the documented key command gave {key!r}")
-first.stop()
+check(first.stop() == 0, "the first serve did not exit 0 after SIGTERM")
 server = Server("--port", "0", "--api-port", "0", "--api-key", key)
 api = server.api + "/api"
 examples = re.findall(r"^(curl -s -H \"X-API-Key: \$KEY\" \$API/(\w+) .*)\n# (\{.*)$", api_doc, re.M)
@@ -234,7 +252,8 @@ check(recovery.returncode == 0 and "all recovered: yes" in recovery.stdout,
 fanout = subprocess.run([bench, "fanout", "--port", server.port(), "--channel", "chat:bench", "--connections", "20",
                          "--workers", "1", "--source-addresses", "1", "--duration", "3"],
                         capture_output=True, text=True, timeout=180)
-report = json.loads(fanout.stdout.strip().splitlines()[-1]) if fanout.returncode == 0 else {}
+lines = fanout.stdout.strip().splitlines()
+report = json.loads(lines[-1]) if fanout.returncode == 0 and lines else {}
 check(report.get("delivered", 0) > 0 and report.get("lost") == 0 and report.get("connect_failures") == 0,
       f"bench fanout --channel with its defaults: {fanout.returncode} {fanout.stdout[-300:]!r}")
 check(server.stop() == 0, "serve did not exit 0 after SIGTERM")

@@ -25,7 +25,7 @@ stop_server() {
   kill -TERM "$1" 2>/dev/null || true
   for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   local rc=0
-  if kill -0 "$1" 2>/dev/null; then kill -9 "$1"; rc="still running 60 s after SIGTERM"; fi
+  if kill -0 "$1" 2>/dev/null; then kill -9 "$1" 2>/dev/null || true; rc="still running 60 s after SIGTERM"; fi
   local code=0
   wait "$1" || code=$?
   [ "$rc" != 0 ] || rc=$code
@@ -35,16 +35,16 @@ stop_server() {
 # Waits at most $2 seconds for background job $1 to end (then kills it and fails); returns its exit code.
 wait_bounded() {
   for _ in $(seq 1 $(($2 * 10))); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$1" 2>/dev/null; then kill -9 "$1"; echo "job $1 did not end within $2 s"; exit 1; fi
+  if kill -0 "$1" 2>/dev/null; then kill -9 "$1" 2>/dev/null || true; echo "job $1 did not end within $2 s"; exit 1; fi
   wait "$1"
 }
 
 echo "== swift format lint"
 swift format lint --strict -r Sources Tests Package.swift
 
-echo "== tools the tests use: redis-server (the Redis client's and the cluster's tests), from Debian when missing"
-command -v redis-server >/dev/null || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+echo "== tools the tests use: redis-server (the Redis client's and the cluster's tests), curl and openssl (the docs' examples), from Debian when missing"
+command -v redis-server >/dev/null && command -v curl >/dev/null && command -v openssl >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl openssl
 }
 
 echo "== build"
@@ -54,7 +54,7 @@ echo "== swift test"
 # One test at a time: several tests flood sockets or open 1,000 connections, and on a 2-core machine
 # running them beside the timing-sensitive ones (heartbeats, shutdown deadlines) makes those flaky.
 # Each suite has a 5-minute limit per test (.timeLimit); this bounds the whole run as well.
-timeout 2400 swift test --skip-build --no-parallel
+timeout -k 60 2400 swift test --skip-build --no-parallel
 
 echo "== the fuzz corpus (seeds and kept crashes) through every parser, then each parser under libFuzzer"
 for target in frames handshake command inflate resp; do .build/debug/switchboard-fuzz "$target" "Fuzz/corpus/$target"; done
@@ -76,8 +76,9 @@ AUTOBAHN_TIMEOUT=600 scripts/conformance/run.sh "${url%/}" "1.*,2.*,3.*,4.*,5.*,
 
 echo "== a real third-party client (Python websockets) negotiates permessage-deflate and round-trips"
 wsvenv="${XDG_CACHE_HOME:-$HOME/.cache}/switchboard-websockets-venv"
-[ -x "$wsvenv/bin/python" ] && "$wsvenv/bin/python" -c 'import websockets' 2>/dev/null || {
-  python3 -m venv "$wsvenv" && "$wsvenv/bin/pip" install --quiet 'websockets>=13,<16'
+[ -x "$wsvenv/bin/python" ] &&
+  "$wsvenv/bin/python" -c 'import sys, websockets; sys.exit(int(websockets.__version__.split(".")[0]) < 14)' 2>/dev/null || {
+  python3 -m venv "$wsvenv" && "$wsvenv/bin/pip" install --quiet --upgrade 'websockets>=14,<16'
 }
 timeout 120 "$wsvenv/bin/python" scripts/deflate_client.py "${url%/}"
 

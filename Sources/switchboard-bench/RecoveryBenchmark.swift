@@ -73,8 +73,8 @@ struct RecoveryBenchmark: AsyncParsableCommand {
     private func publish(_ index: Int, with publisher: WebSocketClient) async throws {
         while true {
             publisher.send(text: #"{"id":1,"cmd":"publish","channel":"\#(channel)","data":{"n":\#(index)}}"#)
-            let text = try await nextText(publisher)
-            guard text.hasPrefix(#"{"id":1,"#) else { continue }
+            var text = try await nextText(publisher)
+            while !text.hasPrefix(#"{"id":1,"#) { text = try await nextText(publisher) }
             if !text.contains(#""error":"#) { return }
             guard text.contains(#""code":106"#) else {
                 throw ValidationError("the server refused a publication to \(channel): \(text)")

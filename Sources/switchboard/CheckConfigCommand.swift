@@ -26,6 +26,9 @@ struct CheckConfigCommand: AsyncParsableCommand {
         var file: String?
         if let first = settings.first, !first.hasPrefix("-") { file = settings.removeFirst() }
         do {
+            if file != nil, settings.contains(where: { $0 == "--config" || $0.hasPrefix("--config=") }) {
+                throw SettingsError("give the configuration file once: as FILE or as --config FILE, not both")
+            }
             let loaded = try SettingsLoader.load(
                 arguments: settings, environment: ProcessInfo.processInfo.environment, file: file)
             try await checkStartup(loaded.settings)

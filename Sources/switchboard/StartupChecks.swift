@@ -47,7 +47,10 @@ struct ListenFailure: Error, CustomStringConvertible {
     let description: String
 
     init(_ listener: String, host: String, port: Int, error: any Error, hint: String) {
-        let reason = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
-        description = "\(listener) cannot listen on \(host):\(port): \(reason); \(hint)"
+        let errno = (error as? IOError)?.errnoCode
+        let reason = errno.map { String(cString: strerror($0)) } ?? "\(error)"
+        // The port hint only where the port is the problem (taken, or privileged); a bad host says so alone.
+        let portProblem = errno == EADDRINUSE || errno == EACCES
+        description = "\(listener) cannot listen on \(host):\(port): \(reason)\(portProblem ? "; \(hint)" : "")"
     }
 }

@@ -52,7 +52,10 @@ struct ShutdownTests {
 
     /// While it drains, the server no longer listens: a new connection is refused by TCP, as docs/PROTOCOL.md says.
     @Test func newConnectionsAreRefusedByTCPWhileDraining() async throws {
-        let server = try await TestServer.start(echo: false) { $0.shutdownTimeout = .seconds(10) }
+        let server = try await TestServer.start(echo: false) {
+            $0.shutdownTimeout = .seconds(30)
+            $0.closeTimeout = .seconds(30)  // the held client stays until the test lets it go
+        }
         let holder = try await server.connectRegistered()
         try await holder.channel.setOption(.autoRead, value: false).get()
         async let stopped: Void = server.stop()

@@ -360,7 +360,10 @@ struct APITests {
     @Test func aBrokerTimeoutIs503WithError110() async throws {
         let broker = RemoteBroker(delay: .seconds(2))
         let api = try await APIHarness.start(broker: broker, channels: { $0.brokerTimeout = .milliseconds(200) })
-        try await finally({ await api.stop() }) {
+        try await finally({
+            await api.stop()
+            try? await broker.shutdown()
+        }) {
             let (status, json) = try await api.call("publish", ["channel": "chat:slow", "data": 1])
             #expect(status == 503)
             let error = json["error"] as? [String: Any]
@@ -369,7 +372,6 @@ struct APITests {
             let history = try await api.call("history", ["channel": "chat:slow"])
             #expect(history.status == 503)
         }
-        try await broker.shutdown()
     }
 
     /// A node that cannot reach what it needs (Redis) is not ready, and says why.

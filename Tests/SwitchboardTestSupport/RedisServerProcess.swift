@@ -62,7 +62,10 @@ public final class RedisServerProcess: Sendable {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
             process.arguments = try arguments(chosen)
+            // Neither output shared with the test process: a redis-server left behind must not hold the test
+            // runner's pipe open (swift test waits for it to close).
             process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
             try process.run()
             let server = RedisServerProcess(port: chosen, process: process)
             do {
@@ -91,6 +94,16 @@ public final class RedisServerProcess: Sendable {
         }
         await connection.close()
         return connection.receivedText.contains("process_id:\(process.processIdentifier)\r\n")
+    }
+
+    /// Accepting TCP connections (a TLS port, which cannot be asked INFO in plain text).
+    private func answersPing() async -> Bool {
+        guard
+            let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).get()
+        else { return false }
+        try? await channel.close()
+        return true
     }
 
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
