@@ -33,23 +33,28 @@ def free_port() -> int:
 
 class Redis:
     def __init__(self):
-        self.port = free_port()
-        self.process = None
-        self.start()
+        # A free port may be taken by another process before redis-server binds it: then try another.
+        for _ in range(5):
+            self.port = free_port()
+            if self.start():
+                return
+        raise RuntimeError("redis-server could not bind a port in 5 tries")
 
-    def start(self):
+    def start(self) -> bool:
+        """Starts it on its port; True once it answers there as itself, False if it exited (port taken)."""
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + TIMEOUT
         while time.time() < deadline:
+            if self.process.poll() is not None:
+                return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                if f"process_id:{self.process.pid}\r\n".encode() in self.command("INFO", "server"):
+                    return True
             except OSError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
 
     def command(self, *args: str) -> bytes:
@@ -335,7 +340,8 @@ async def main():
         failed = await cora.call("publish", channel=room, data={"down": True})
         assert failed.get("error", {}).get("code") == 110, failed
         await ada.ok("ping")
-        redis.start()
+        if not redis.start():
+            raise RuntimeError(f"redis-server could not take port {redis.port} again")
         resync = await ada.push("subscribed", room)
         assert resync["recovered"] is False and resync["epoch"] != epoch, resync
         new_epoch = resync["epoch"]

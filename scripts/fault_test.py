@@ -130,20 +130,29 @@ class Redis:
         self.directory = directory
         self.extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
         self.process = None
-        self.start()
+        # A free port may be taken by another process before redis-server binds it: then try another.
+        for _ in range(5):
+            self.start()
+            if self.wait_for_ping():
+                return
+            self.port = free_port()
+        raise RuntimeError("redis-server could not bind a port in 5 tries")
 
     def start(self):
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra, stdout=subprocess.DEVNULL)
-        self.wait_for_ping()
+             "--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def wait_for_ping(self):
+    def wait_for_ping(self) -> bool:
+        """True once it answers on its port as itself (INFO's process_id), False if it exited (port taken)."""
         deadline = time.time() + TIMEOUT
         while time.time() < deadline:
+            if self.process.poll() is not None:
+                return False
             try:
-                if self.command("PING").startswith(b"+PONG"):
-                    return
+                if f"process_id:{self.process.pid}\r\n".encode() in self.command("INFO", "server"):
+                    return True
             except OSError:
                 pass
             time.sleep(0.05)
@@ -159,6 +168,12 @@ class Redis:
         self.process.kill()
         self.process.wait()
 
+    def restart(self):
+        """Starts it again on the same port (its clients know it there)."""
+        self.start()
+        if not self.wait_for_ping():
+            raise RuntimeError(f"redis-server could not take port {self.port} again")
+
 
 class Sentinel(Redis):
     """`redis-server --sentinel` watching the primary at `primary_port`, quick to fail over."""
@@ -173,8 +188,8 @@ class Sentinel(Redis):
             f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
                     f"sentinel monitor primary 127.0.0.1 {self.primary_port} 1\n"
                     "sentinel down-after-milliseconds primary 1000\nsentinel failover-timeout primary 5000\n")
-        self.process = subprocess.Popen(["redis-server", config, "--sentinel"], stdout=subprocess.DEVNULL)
-        self.wait_for_ping()
+        self.process = subprocess.Popen(["redis-server", config, "--sentinel"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
 
 
 class Node:
@@ -416,7 +431,7 @@ async def main(sentinel_phase: bool):
         redis.command("SAVE")
         await asyncio.sleep(1.5)  # publications after the snapshot: lost by the restart
         redis.kill()
-        redis.start()
+        redis.restart()
 
     async def node_kill():
         nodes[2].kill()
