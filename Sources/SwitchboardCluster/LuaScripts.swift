@@ -68,21 +68,30 @@ enum LuaScripts {
             """)
 
     /// KEYS: meta, history. ARGV: an epoch for a stream that has none, the TTL (s) of a stream made by
-    /// this read, which history to return: 'all', 'none', or an offset (the entries after it, read from
-    /// the end of the list: a recovery reads what it needs, not the whole history), and the Redis
-    /// `run_id`. Returns {epoch,
-    /// offset, entries}. Fixes the epoch of a stream that never published, so a subscriber's position
+    /// this read, which history to return, and the Redis `run_id`. Returns {epoch, offset, entries}.
+    /// The history to return: 'none'; 'newest:N' (the newest N entries); 'S' (every entry after offset S: a
+    /// recovery reads what it missed); 'S:N' (the first N entries after offset S). Only those entries leave
+    /// Redis: a page of a long history costs its own size, never the whole list's. Fixes the epoch of a stream that never published, so a subscriber's position
     /// stays valid across its first publication; such a stream lives only for the given TTL unless a
     /// publication extends it, so reads of made-up channel names do not fill Redis.
     static let position = RedisScript(
         currentEpoch(newEpoch: 1, runID: 4, ttl: 2) + """
             local offset = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
             local entries = {}
-            if ARGV[3] == 'all' then
-              entries = redis.call('lrange', KEYS[2], 0, -1)
+            local newest = string.match(ARGV[3], '^newest:(%d+)$')
+            if newest then
+              if tonumber(newest) > 0 then entries = redis.call('lrange', KEYS[2], -tonumber(newest), -1) end
             elseif ARGV[3] ~= 'none' then
-              local wanted = offset - tonumber(ARGV[3])
-              if wanted > 0 then entries = redis.call('lrange', KEYS[2], -wanted, -1) end
+              local since, limit = string.match(ARGV[3], '^(%-?%d+):?(%d*)$')
+              local wanted = offset - tonumber(since)
+              if wanted > 0 then
+                -- The list holds consecutive offsets ending at `offset`; those after `since` are its last ones.
+                local length = redis.call('llen', KEYS[2])
+                local count = math.min(wanted, length)
+                local first = length - count
+                if limit ~= '' then count = math.min(count, tonumber(limit)) end
+                if count > 0 then entries = redis.call('lrange', KEYS[2], first, first + count - 1) end
+              end
             end
             return {epoch, offset, entries}
             """)

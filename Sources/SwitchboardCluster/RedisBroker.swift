@@ -183,7 +183,7 @@ public final class RedisBroker: Broker {
     public func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage> {
-        readStream(channel, .all).map { stream in
+        readStream(channel, since.map { .page(after: $0, limit: limit) } ?? .newest(limit)).map { stream in
             let selected =
                 since.map { offset in stream.publications.filter { $0.offset > offset } } ?? stream.publications
             let publications = since == nil ? Array(selected.suffix(limit)) : Array(selected.prefix(limit))
@@ -195,17 +195,22 @@ public final class RedisBroker: Broker {
         instance(for: channel).client.send(["DEL", .string(historyKey(channel))], route: metaKey(channel)).map { _ in }
     }
 
+    /// What a stream read brings back from the history list (read in the script, so that only these leave Redis).
     enum StreamRead {
         case none
-        case all
+        /// The newest publications, at most this many.
+        case newest(Int)
         /// The publications after an offset (fewer when history does not reach back that far).
         case after(Int)
+        /// The first `limit` publications after an offset.
+        case page(after: Int, limit: Int)
 
         var argument: RESPArgument {
             switch self {
             case .none: "none"
-            case .all: "all"
+            case .newest(let limit): .string("newest:\(max(limit, 0))")
             case .after(let offset): RESPArgument(max(offset, 0))
+            case .page(let offset, let limit): .string("\(max(offset, 0)):\(max(limit, 0))")
             }
         }
     }
@@ -215,7 +220,7 @@ public final class RedisBroker: Broker {
     private var readStreamTTL: TimeAmount { min(configuration.streamTTL, .hours(24)) }
 
     /// The stream's epoch and offset and the publications `read` asks for, of the current epoch, oldest first.
-    private func readStream(_ channel: String, _ read: StreamRead) -> EventLoopFuture<HistoryPage> {
+    func readStream(_ channel: String, _ read: StreamRead) -> EventLoopFuture<HistoryPage> {
         instance(for: channel).client.run(
             LuaScripts.position, keys: [metaKey(channel), historyKey(channel)],
             arguments: [.string(Self.newEpoch()), .string(Self.seconds(readStreamTTL)), read.argument],

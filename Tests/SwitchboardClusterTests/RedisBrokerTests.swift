@@ -174,6 +174,21 @@ struct RedisBrokerTests {
         let after = try await a.broker.history(channel: "c", since: 4, limit: 2, options: Self.history, on: caller)
             .get()
         #expect(after.publications.map(\.offset) == [5, 6])
+        for (since, limit, offsets) in [
+            (1, 2, [4, 5]), (6, 10, [7, 8]), (8, 3, []), (3, 5, [4, 5, 6, 7, 8]), (4, 0, []),
+        ] as [(Int, Int, [Int])] {
+            let page = try await a.broker.history(
+                channel: "c", since: since, limit: limit, options: Self.history, on: caller
+            ).get()
+            #expect(page.publications.map(\.offset) == offsets, "since \(since), limit \(limit)")
+        }
+        #expect(
+            try await a.broker.history(channel: "c", since: nil, limit: 0, options: Self.history, on: caller).get()
+                .publications.isEmpty)
+        // The page is cut in the script: only its entries leave Redis, not the whole list.
+        let read = try await a.broker.readStream("c", .page(after: 4, limit: 2)).get()
+        #expect(read.publications.map(\.offset) == [5, 6] && read.offset == 8)
+        #expect(try await a.broker.readStream("c", .newest(3)).get().publications.map(\.offset) == [6, 7, 8])
         // Removing history keeps the position: recovery from before is refused, not faked.
         try await a.broker.removeHistory(channel: "c", on: caller).get()
         let removed = try await a.broker.recover(channel: "c", since: position(6), options: Self.history, on: caller)
