@@ -1,6 +1,11 @@
 import NIOCore
 
 /// Matches replies to commands in order; one per connection, on its loop.
+///
+/// Commands sent in one burst (one pass of the loop's tasks) leave in one flush. Each command has its own
+/// deadline, but one timer serves them all: deadlines come in send order, so the timer is armed for the
+/// oldest command still inside its first timeout (or, once that passed, its second) and re-armed when it
+/// fires; a command answered in time costs no timer of its own.
 final class RedisHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -8,9 +13,11 @@ final class RedisHandler: ChannelInboundHandler {
     /// A command waiting for its reply. (Un)subscribe commands are answered by one confirmation per channel
     /// (pushes in RESP3, arrays in RESP2), gathered into one array reply.
     private struct Pending {
-        var id: UInt64
         var promise: EventLoopPromise<RESPValue>
-        var timer: Scheduled<Void>
+        /// When it times out; after that (its promise failed, its reply still awaited to keep replies in
+        /// order), when the link is given up as stuck.
+        var deadline: NIODeadline
+        var timedOut = false
         var confirmations = 0
         var confirmed: [RESPValue] = []
         /// A PING on a subscribed RESP2 connection: a message arriving before its reply is not the reply.
@@ -26,7 +33,9 @@ final class RedisHandler: ChannelInboundHandler {
 
     private var decoder = RESPDecoder()
     private var pending = CircularBuffer<Pending>()
-    private var nextID: UInt64 = 0
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private var flushScheduled = false
     private var context: ChannelHandlerContext?
     private var input: ByteBuffer?
     private let timeout: TimeAmount
@@ -43,18 +52,24 @@ final class RedisHandler: ChannelInboundHandler {
         guard let context, context.channel.isActive else { return promise.fail(RedisError.connectionLost) }
         var buffer = context.channel.allocator.buffer(capacity: 64)
         RESPEncoder.encode(arguments, into: &buffer)
-        nextID &+= 1
-        let id = nextID
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let timer = context.eventLoop.scheduleTask(in: timeout) { loopBound.value.0.timedOut(id) }
-        var entry = Pending(id: id, promise: promise, timer: timer)
+        var entry = Pending(promise: promise, deadline: context.eventLoop.now + timeout)
         if case .string(let name) = arguments.first, Self.subscriptionCommands.contains(name.uppercased()) {
             // Each named channel is confirmed; without names (unsubscribe from all) one confirmation is awaited.
             entry.confirmations = max(arguments.count - 1, 1)
         }
         if case .string(let name) = arguments.first, name.uppercased() == "PING" { entry.isPing = true }
         pending.append(entry)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        // The timer may wait on a timed-out command's second deadline, later than this one's first.
+        if timerDeadline.map({ entry.deadline < $0 }) ?? true { arm(at: entry.deadline, context: context) }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = loopBound.value
+            handler.flushScheduled = false
+            context.flush()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -88,8 +103,8 @@ final class RedisHandler: ChannelInboundHandler {
                 return
             }
             pending.removeFirst()
-            head.timer.cancel()
-            return head.promise.succeed(.array(head.confirmed))
+            if !head.timedOut { head.promise.succeed(.array(head.confirmed)) }
+            return
         }
         if case .push = value { return onPush(value) }
         // RESP2: a message for a channel already subscribed, arriving while another (un)subscribe waits.
@@ -102,7 +117,8 @@ final class RedisHandler: ChannelInboundHandler {
             // A RESP2 pub/sub message arrives as a plain array with no command waiting for it.
             return onPush(value)
         }
-        head.timer.cancel()
+        // Its reply came after its promise failed (it timed out): matched and dropped.
+        guard !head.timedOut else { return }
         if case .error(let message) = value {
             head.promise.fail(RedisError.server(message))
             // A primary demoted to replica (a failover): this connection must find the new primary.
@@ -115,20 +131,42 @@ final class RedisHandler: ChannelInboundHandler {
     /// Each command times out on its own: the one that is slow fails, and those behind it keep their own
     /// deadlines (one slow read must not fail a pipeline of publishes that ran). Its reply, when it comes,
     /// is matched and dropped. Still unanswered after a second timeout, the link is stuck or dead: closed.
-    private func timedOut(_ id: UInt64) {
-        guard let index = pending.firstIndex(where: { $0.id == id }), let context else { return }
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let promise = pending[index].promise
-        pending[index].timer = context.eventLoop.scheduleTask(in: timeout) {
-            let (handler, context) = loopBound.value
-            guard handler.pending.contains(where: { $0.id == id }) else { return }
-            // Closed first, so nothing a failure callback sends goes to the dead link.
-            context.close(promise: nil)
-            handler.failAll(RedisError.replyLost)
+    private func arm(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        timer?.cancel()
+        timerDeadline = deadline
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.deadlinePassed() }
+    }
+
+    private func deadlinePassed() {
+        timer = nil
+        timerDeadline = nil
+        guard let context else { return }
+        let now = context.eventLoop.now  // the loop's clock: a test's EmbeddedEventLoop moves it
+        var expired: [EventLoopPromise<RESPValue>] = []
+        var next: NIODeadline?
+        for index in pending.indices {
+            if pending[index].deadline > now {
+                next = min(next ?? pending[index].deadline, pending[index].deadline)
+                // Deadlines of commands not yet timed out rise in send order: none further is due.
+                if !pending[index].timedOut { break }
+                continue
+            }
+            guard !pending[index].timedOut else {
+                // Its second timeout: closed first, so nothing a failure callback sends goes to the dead link.
+                context.close(promise: nil)
+                failAll(RedisError.replyLost)
+                return
+            }
+            pending[index].timedOut = true
+            pending[index].deadline = pending[index].deadline + timeout
+            next = min(next ?? pending[index].deadline, pending[index].deadline)
+            expired.append(pending[index].promise)
         }
-        // Last: its callbacks run now and may send, fail or close (changing `pending`). A later completion
-        // of the failed promise, when the reply comes, is ignored.
-        promise.fail(RedisError.timeout)
+        if let next { arm(at: next, context: context) }
+        // Last: their callbacks run now and may send, fail or close (changing `pending`). A later completion
+        // of a failed promise, when the reply comes, never happens: the reply is dropped.
+        for promise in expired { promise.fail(RedisError.timeout) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -141,9 +179,11 @@ final class RedisHandler: ChannelInboundHandler {
     }
 
     private func failAll(_ error: RedisError) {
+        timer?.cancel()
+        timer = nil
+        timerDeadline = nil
         while let entry = pending.popFirst() {
-            entry.timer.cancel()
-            entry.promise.fail(error)
+            if !entry.timedOut { entry.promise.fail(error) }
         }
     }
 }
