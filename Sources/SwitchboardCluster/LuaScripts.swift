@@ -78,15 +78,26 @@ enum LuaScripts {
         currentEpoch(newEpoch: 1, runID: 4, ttl: 2) + """
             local offset = tonumber(redis.call('hget', KEYS[1], 'o') or '0')
             local entries = {}
+            local length = redis.call('llen', KEYS[2])
+            -- The pages below count from the end of the list, which holds this epoch's consecutive offsets
+            -- ending at `offset`, unless a gap was left (history turned off for a while) or another
+            -- epoch's entries outlived their hash: then the whole list goes, and the caller filters it.
+            local whole = false
+            if length > 0 and ARGV[3] ~= 'none' then
+              local o, e = string.match(redis.call('lindex', KEYS[2], 0), '^p(%d+),([^,]*),')
+              whole = tonumber(o) ~= offset - length + 1 or e ~= epoch
+            end
             local newest = string.match(ARGV[3], '^newest:(%d+)$')
-            if newest then
-              if tonumber(newest) > 0 then entries = redis.call('lrange', KEYS[2], -tonumber(newest), -1) end
+            if whole then
+              entries = redis.call('lrange', KEYS[2], 0, -1)
+            elseif newest then
+              local count = math.min(tonumber(newest), length)
+              if count > 0 then entries = redis.call('lrange', KEYS[2], length - count, -1) end
             elseif ARGV[3] ~= 'none' then
-              local since, limit = string.match(ARGV[3], '^(%-?%d+):?(%d*)$')
+              local since, limit = string.match(ARGV[3], '^(%d+):?(%d*)$')
               local wanted = offset - tonumber(since)
               if wanted > 0 then
-                -- The list holds consecutive offsets ending at `offset`; those after `since` are its last ones.
-                local length = redis.call('llen', KEYS[2])
+                -- Those after `since` are the list's last `wanted` (fewer where history was trimmed).
                 local count = math.min(wanted, length)
                 local first = length - count
                 if limit ~= '' then count = math.min(count, tonumber(limit)) end

@@ -34,7 +34,6 @@ final class RedisHandler: ChannelInboundHandler {
     private var decoder = RESPDecoder()
     private var pending = CircularBuffer<Pending>()
     private var timer: Scheduled<Void>?
-    private var timerDeadline: NIODeadline?
     private var flushScheduled = false
     private var context: ChannelHandlerContext?
     private var input: ByteBuffer?
@@ -59,8 +58,9 @@ final class RedisHandler: ChannelInboundHandler {
         }
         if case .string(let name) = arguments.first, name.uppercased() == "PING" { entry.isPing = true }
         pending.append(entry)
-        // The timer may wait on a timed-out command's second deadline, later than this one's first.
-        if timerDeadline.map({ entry.deadline < $0 }) ?? true { arm(at: entry.deadline, context: context) }
+        // Deadlines only grow in send order (a timed-out command's second one, sent + 2T, comes before any
+        // later command's first): the armed timer is never later than this one's, unless none is armed.
+        if timer == nil { arm(at: entry.deadline, context: context) }
         context.write(wrapOutboundOut(buffer), promise: nil)
         guard !flushScheduled else { return }
         flushScheduled = true
@@ -117,13 +117,12 @@ final class RedisHandler: ChannelInboundHandler {
             // A RESP2 pub/sub message arrives as a plain array with no command waiting for it.
             return onPush(value)
         }
-        // Its reply came after its promise failed (it timed out): matched and dropped.
-        guard !head.timedOut else { return }
         if case .error(let message) = value {
-            head.promise.fail(RedisError.server(message))
             // A primary demoted to replica (a failover): this connection must find the new primary.
             if message.contains("READONLY") { context?.close(promise: nil) }
-        } else {
+            // A reply that came after its promise failed (it timed out) is matched and dropped.
+            if !head.timedOut { head.promise.fail(RedisError.server(message)) }
+        } else if !head.timedOut {
             head.promise.succeed(value)
         }
     }
@@ -133,14 +132,12 @@ final class RedisHandler: ChannelInboundHandler {
     /// is matched and dropped. Still unanswered after a second timeout, the link is stuck or dead: closed.
     private func arm(at deadline: NIODeadline, context: ChannelHandlerContext) {
         timer?.cancel()
-        timerDeadline = deadline
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         timer = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.deadlinePassed() }
     }
 
     private func deadlinePassed() {
         timer = nil
-        timerDeadline = nil
         guard let context else { return }
         let now = context.eventLoop.now  // the loop's clock: a test's EmbeddedEventLoop moves it
         var expired: [EventLoopPromise<RESPValue>] = []
@@ -156,6 +153,7 @@ final class RedisHandler: ChannelInboundHandler {
                 // Its second timeout: closed first, so nothing a failure callback sends goes to the dead link.
                 context.close(promise: nil)
                 failAll(RedisError.replyLost)
+                for promise in expired { promise.fail(RedisError.timeout) }
                 return
             }
             pending[index].timedOut = true
@@ -181,7 +179,6 @@ final class RedisHandler: ChannelInboundHandler {
     private func failAll(_ error: RedisError) {
         timer?.cancel()
         timer = nil
-        timerDeadline = nil
         while let entry = pending.popFirst() {
             if !entry.timedOut { entry.promise.fail(error) }
         }

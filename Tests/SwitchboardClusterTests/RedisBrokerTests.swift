@@ -197,6 +197,38 @@ struct RedisBrokerTests {
         await a.stop()
     }
 
+    /// A history with a gap (history turned off for a while) is read whole and filtered, never paged wrongly;
+    /// a limit past any history's size is no error.
+    @Test func historyPagesAreRightAcrossAGapAndForAnyLimit() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a")
+        try await a.start()
+        var off = Self.history
+        off.historySize = 0
+        for (i, options) in [Self.history, Self.history, Self.history, off, off, Self.history, Self.history]
+            .enumerated()
+        {
+            _ = try await a.broker.publish(channel: "g", data: "\(i + 1)", user: nil, options: options, on: caller)
+                .get()
+        }
+        // The list holds 1, 2, 3, 6, 7.
+        for (since, limit, offsets) in [
+            (nil, 3, [3, 6, 7]), (2, 2, [3, 6]), (3, 5, [6, 7]), (nil, Int.max, [1, 2, 3, 6, 7]),
+        ]
+            as [(Int?, Int, [Int])]
+        {
+            let page = try await a.broker.history(
+                channel: "g", since: since, limit: limit, options: Self.history, on: caller
+            ).get()
+            #expect(page.publications.map(\.offset) == offsets, "since \(String(describing: since)), limit \(limit)")
+        }
+        #expect(
+            try await a.broker.history(channel: "c", since: 2, limit: Int.max, options: Self.history, on: caller).get()
+                .publications.isEmpty)
+        await a.stop()
+    }
+
     @Test func aFlushedRedisStartsANewEpochAndSubscribedNodesResynchronize() async throws {
         let redis = try await RedisServerProcess.start()
         defer { redis.stop() }
