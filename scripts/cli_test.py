@@ -116,7 +116,7 @@ refused = [
 ]
 for flags, reason in refused:
     checked = run("check-config", *flags)
-    check(checked.returncode == 1 and f"invalid configuration: " in checked.stdout and reason in checked.stdout,
+    check(checked.returncode == 1 and "invalid configuration: " in checked.stdout and reason in checked.stdout,
           f"check-config {flags}: exit {checked.returncode}, {checked.stdout.strip()!r} (wanted 1 and {reason!r})")
     ports = [a for name in ("--port", "--api-port") if name not in flags for a in (name, "0")]
     served = run("serve", *ports, *flags, timeout=30)

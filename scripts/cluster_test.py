@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,7 @@ import time
 import urllib.request
 
 import websockets
+from redis_server import RedisServer
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
 if not __debug__:
@@ -25,47 +25,9 @@ BINARY = sys.argv[1]
 TIMEOUT = 20  # seconds any awaited event may take on a busy machine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
+class Redis(RedisServer):
     def __init__(self):
-        # A free port may be taken by another process before redis-server binds it: then try another.
-        for _ in range(5):
-            self.port = free_port()
-            if self.start():
-                return
-        raise RuntimeError("redis-server could not bind a port in 5 tries")
-
-    def start(self) -> bool:
-        """Starts it on its port; True once it answers there as itself, False if it exited (port taken)."""
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if f"process_id:{self.process.pid}\r\n".encode() in self.command("INFO", "server"):
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def command(self, *args: str) -> bytes:
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(payload.encode())
-            return s.recv(65536)
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
+        super().__init__(TIMEOUT)
 
 
 class Node:
@@ -340,8 +302,7 @@ async def main():
         failed = await cora.call("publish", channel=room, data={"down": True})
         assert failed.get("error", {}).get("code") == 110, failed
         await ada.ok("ping")
-        if not redis.start():
-            raise RuntimeError(f"redis-server could not take port {redis.port} again")
+        redis.restart()
         resync = await ada.push("subscribed", room)
         assert resync["recovered"] is False and resync["epoch"] != epoch, resync
         new_epoch = resync["epoch"]

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 
 import websockets
+from redis_server import RedisServer
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
 if not __debug__:
@@ -40,12 +41,6 @@ BINARY = sys.argv[1]
 SEED = int(os.environ.get("FAULT_SEED", random.randrange(1 << 30)))
 TIMEOUT = 30
 CHANNELS = ["chat:f0", "chat:f1", "chat:f2"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FaultProxy:
@@ -124,55 +119,14 @@ class FaultProxy:
         self.links.clear()
 
 
-class Redis:
+class Redis(RedisServer):
     def __init__(self, directory: str, replica_of: int = None):
-        self.port = free_port()
         self.directory = directory
         self.extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
-        self.process = None
-        # A free port may be taken by another process before redis-server binds it: then try another.
-        for _ in range(5):
-            self.start()
-            if self.wait_for_ping():
-                return
-            self.port = free_port()
-        raise RuntimeError("redis-server could not bind a port in 5 tries")
+        super().__init__(TIMEOUT)
 
-    def start(self):
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def wait_for_ping(self) -> bool:
-        """True once it answers on its port as itself (INFO's process_id), False if it exited (port taken)."""
-        deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                if f"process_id:{self.process.pid}\r\n".encode() in self.command("INFO", "server"):
-                    return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {self.port} did not start")
-
-    def command(self, *args: str) -> bytes:
-        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(payload.encode())
-            return s.recv(65536)
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
-
-    def restart(self):
-        """Starts it again on the same port (its clients know it there)."""
-        self.start()
-        if not self.wait_for_ping():
-            raise RuntimeError(f"redis-server could not take port {self.port} again")
+    def arguments(self) -> list:
+        return super().arguments() + ["--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra
 
 
 class Sentinel(Redis):
@@ -182,14 +136,13 @@ class Sentinel(Redis):
         self.primary_port = primary_port
         super().__init__(directory)
 
-    def start(self):
+    def arguments(self) -> list:
         config = os.path.join(self.directory, "sentinel.conf")
         with open(config, "w") as f:
             f.write(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
                     f"sentinel monitor primary 127.0.0.1 {self.primary_port} 1\n"
                     "sentinel down-after-milliseconds primary 1000\nsentinel failover-timeout primary 5000\n")
-        self.process = subprocess.Popen(["redis-server", config, "--sentinel"], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        return [config, "--sentinel"]
 
 
 class Node:
