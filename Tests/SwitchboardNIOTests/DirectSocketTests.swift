@@ -4,41 +4,73 @@ import Testing
 
 @testable import SwitchboardNIO
 
-/// `DirectSocket` reads NIO's private descriptor by reflection: these fail the day a NIO release moves it
-/// (connections would then quietly write through the pipeline, correct but slower).
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// Direct writes reach the socket whose descriptor the server's own accept handed NIO, on every platform.
 @Suite("Direct socket writes", .timeLimit(.minutes(5)))
 struct DirectSocketTests {
-    @Test func anAcceptedChannelsSocketIsFoundAndWritten() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let accepted = group.any().makePromise(of: (any Channel).self)
-        let server = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in
-                accepted.succeed(channel)
-                return channel.eventLoop.makeSucceededVoidFuture()
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let received = group.any().makePromise(of: ByteBuffer.self)
-        let client = try await ClientBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(FirstRead(promise: received))
-                }
-            }
-            .connect(host: "127.0.0.1", port: server.localAddress?.port ?? 0).get()
-        let channel = try await accepted.futureResult.get()
-        let written = try await channel.eventLoop.submit {
-            guard let socket = DirectSocket(channel: channel) else { return false }
-            var frame = channel.allocator.buffer(string: "hello")
-            return socket.write(&frame) && frame.readableBytes == 0
+    /// Once NIO has closed a connection, its descriptor's number is free for the next socket the process
+    /// opens: a direct write must not land there. The test puts a socket of its own on that number, then
+    /// writes through the closed connection's `DirectSocket`.
+    @Test func aClosedChannelsDescriptorIsNeverWritten() async throws {
+        let server = try await TestServer.start(echo: false) { $0.directWrites = true }
+        let client = try await server.connectRegistered()
+        let socket = try #require(try await directSockets(server).first)
+        let loop = socket.channel.eventLoop
+        // Alive, the socket is written directly.
+        let wrote = try await loop.submit {
+            var frame = ByteBuffer(bytes: [0x81, 0x02] + Array("hi".utf8))
+            return socket.write(&frame)
         }.get()
-        try #require(written)
-        #expect(String(buffer: try await received.futureResult.get()) == "hello")
-        try await client.close()
-        try await channel.closeFuture.get()
-        // A closed channel's descriptor may already be another connection's: never found again.
-        #expect(try await channel.eventLoop.submit { DirectSocket(channel: channel) == nil }.get())
-        try await server.close()
-        try await group.shutdownGracefully()
+        #expect(wrote)
+        #expect(try await client.nextMessage() == .text("hi"))
+
+        try await socket.channel.close()
+        // The number is reused by the lowest-first rule: take socket pairs until one end lands on it.
+        var pairs: [[CInt]] = []
+        defer { for pair in pairs { for end in pair { close(end) } } }
+        var reused: [CInt]?
+        for _ in 0..<64 where reused == nil {
+            var pair: [CInt] = [-1, -1]
+            try #require(socketpair(AF_UNIX, Self.streamType, 0, &pair) == 0)
+            pairs.append(pair)
+            if pair[0] == socket.descriptor {
+                reused = pair
+            } else if pair[1] == socket.descriptor {
+                reused = [pair[1], pair[0]]
+            }
+        }
+        let peer = try #require(reused?[1])
+        let results = try await loop.submit {
+            var frame = ByteBuffer(bytes: [0x81, 0x02] + Array("no".utf8))
+            return (socket.write(&frame), socket.write([ByteBuffer(bytes: [0x81, 0x00])]))
+        }.get()
+        #expect(results.0 == false && results.1 == 0)
+        var byte: UInt8 = 0
+        #expect(recv(peer, &byte, 1, CInt(MSG_DONTWAIT)) == -1, "a closed connection's write reached another socket")
+        await client.disconnect()
+        try await server.expectNoConnections()
+        await server.stop()
+    }
+
+    #if canImport(Darwin)
+        private static let streamType = SOCK_STREAM
+    #else
+        private static let streamType = CInt(SOCK_STREAM.rawValue)
+    #endif
+
+    private func directSockets(_ server: TestServer) async throws -> [DirectSocket] {
+        var found: [DirectSocket] = []
+        for shard in server.hub.shards {
+            found += try await shard.eventLoop.submit { shard.registry.byID.values.compactMap(\.directSocket) }.get()
+        }
+        return found
     }
 
     /// Plain connections write directly (until they close), and only when the configuration allows it.
@@ -62,15 +94,5 @@ struct DirectSocketTests {
         await client.disconnect()
         try await server.expectNoConnections()
         await server.stop()
-    }
-}
-
-// @unchecked Sendable: touched only on the client channel's loop.
-private final class FirstRead: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    let promise: EventLoopPromise<ByteBuffer>
-    init(promise: EventLoopPromise<ByteBuffer>) { self.promise = promise }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        promise.succeed(unwrapInboundIn(data))
     }
 }

@@ -35,13 +35,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var countedUser: String?
     private let started = NIODeadline.now()
     /// Plain TCP and allowed by the configuration: the connection may write its socket directly.
-    private let directWrites: Bool
+    private let directSocket: DirectSocket?
 
     init(
         hub: Hub, shard: LoopShard, encoder: HTTPResponseEncoder, decoder: ByteToMessageHandler<HTTPRequestDecoder>,
-        directWrites: Bool
+        directSocket: DirectSocket?
     ) {
-        self.directWrites = directWrites
+        self.directSocket = directSocket
         self.hub = hub
         self.shard = shard
         self.encoder = encoder
@@ -251,7 +251,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             id: shard.nextConnectionID(), userID: identity.userID, subprotocol: identity.subprotocol,
             info: identity.info, expiresAt: identity.expiresAt, attachment: identity.attachment, deflate: deflate,
             clientAddress: countedAddress, countedUser: countedUser, isLocal: isLocal,
-            directSocket: directWrites ? DirectSocket(channel: context.channel) : nil,
+            directSocket: directSocket,
             hub: hub,
             shard: shard)
         do {

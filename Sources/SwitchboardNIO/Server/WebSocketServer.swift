@@ -19,8 +19,8 @@ public final class WebSocketServer: Service, Sendable {
     private let logger: Logger
     /// Certificates for wss://; nil: plain ws://.
     public let tls: TLSCertificates?
-    // Lock: guards the listening channel, set once by `start` and cleared by `shutdown`.
-    private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+    // Lock: guards the acceptor, set once by `start` and cleared by `shutdown`.
+    private let listener = NIOLockedValueBox<Acceptor?>(nil)
     /// Finished when `shutdown` has completed; `run` waits on it.
     private let stopped: AsyncStream<Void>
     private let markStopped: AsyncStream<Void>.Continuation
@@ -64,74 +64,91 @@ public final class WebSocketServer: Service, Sendable {
     /// Binds and starts accepting; returns the address actually bound (useful with port 0).
     @discardableResult
     public func start() async throws -> SocketAddress {
+        let loops = Array(group.makeIterator())
+        guard loops.allSatisfy({ ClientBootstrap(validatingGroup: $0) != nil }) else {
+            throw ChannelError.operationUnsupported  // not NIOPosix event loops: they cannot take a descriptor
+        }
+        guard let first = loops.first else { throw ChannelError.ioOnClosedChannel }
+        let acceptor = try Acceptor(
+            host: configuration.host, port: configuration.port, backlog: 4096, finishedOn: first)
         let hub = self.hub
-        let configuration = self.configuration
-        let tls = self.tls
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { [logger] channel in
-                // Without it, accept4 failing at the open-file limit spins at 100% CPU.
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        AcceptPauseHandler(pause: .milliseconds(100), metrics: hub.metrics, logger: logger))
+        let initialize = connectionInitializer()
+        let options = connectionOptions()
+        acceptor.start(loops: loops.count, metrics: hub.metrics, logger: logger) { index, descriptors in
+            let loop = loops[index]
+            loop.execute {
+                let bootstrap = options(ClientBootstrap(group: loop))
+                for descriptor in descriptors {
+                    _ = bootstrap.channelInitializer { initialize($0, descriptor) }.withConnectedSocket(descriptor)
                 }
             }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // Each channel keeps its receive buffer between reads: start small so an idle connection
-            // holds 512 bytes, not NIO's default 2 KiB; the allocator grows it for busy ones.
-            .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
-            )
-            .childChannelOption(
-                .writeBufferWaterMark,
-                value: .init(low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
-            )
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard let shard = hub.shard(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
-                    guard shard.admission.hasRoomForHandshake else {
-                        // Closed before anything is allocated for it; the client sees the connection end.
-                        hub.metrics.rejected(.tooManyPending)
-                        hub.logger.debug("connection closed at accept: too many handshakes in progress")
-                        throw TooManyPendingHandshakes()
-                    }
-                    let encoder = HTTPResponseEncoder()
-                    let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
-                    let sync = channel.pipeline.syncOperations
-                    // The TLS handshake runs inside the handshake timeout and the pending-handshake bound:
-                    // both start here, at accept.
-                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    try sync.addHandler(encoder)
-                    try sync.addHandler(decoder)
-                    try sync.addHandler(
-                        HandshakeHandler(
-                            hub: hub, shard: shard, encoder: encoder, decoder: decoder,
-                            directWrites: tls == nil && configuration.directWrites))
-                }
-            }
-            .bind(host: configuration.host, port: configuration.port)
-            .get()
-        listener.withLockedValue { $0 = channel }
+        }
+        listener.withLockedValue { $0 = acceptor }
         hub.startHeartbeats()
-        guard let address = channel.localAddress else { throw ChannelError.ioOnClosedChannel }
-        logger.info("listening", metadata: ["address": "\(address)", "path": "\(configuration.path ?? "*")"])
-        return address
+        logger.info(
+            "listening", metadata: ["address": "\(acceptor.address)", "path": "\(configuration.path ?? "*")"])
+        return acceptor.address
     }
 
-    public var localAddress: SocketAddress? { listener.withLockedValue { $0?.localAddress } }
+    /// What every accepted connection's channel is set to.
+    private func connectionOptions() -> @Sendable (ClientBootstrap) -> ClientBootstrap {
+        let waterMarks = ChannelOptions.Types.WriteBufferWaterMark(
+            low: configuration.writeBufferLowWaterMark, high: configuration.writeBufferHighWaterMark)
+        return { bootstrap in
+            bootstrap
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                // Each channel keeps its receive buffer between reads: start small so an idle connection
+                // holds 512 bytes, not NIO's default 2 KiB; the allocator grows it for busy ones.
+                .channelOption(
+                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+                )
+                .channelOption(.writeBufferWaterMark, value: waterMarks)
+        }
+    }
+
+    /// The pipeline of a new connection: TLS when configured, HTTP, and the handshake.
+    private func connectionInitializer() -> @Sendable (any Channel, CInt) -> EventLoopFuture<Void> {
+        let hub = self.hub
+        let tls = self.tls
+        let directWrites = tls == nil && configuration.directWrites
+        return { channel, descriptor in
+            channel.eventLoop.makeCompletedFuture {
+                guard let shard = hub.shard(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
+                guard shard.admission.hasRoomForHandshake else {
+                    // Closed before anything is allocated for it; the client sees the connection end.
+                    hub.metrics.rejected(.tooManyPending)
+                    hub.logger.debug("connection closed at accept: too many handshakes in progress")
+                    throw TooManyPendingHandshakes()
+                }
+                let encoder = HTTPResponseEncoder()
+                let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
+                let sync = channel.pipeline.syncOperations
+                // The TLS handshake runs inside the handshake timeout and the pending-handshake bound:
+                // both start here, at accept.
+                if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls.context)) }
+                try sync.addHandler(encoder)
+                try sync.addHandler(decoder)
+                try sync.addHandler(
+                    HandshakeHandler(
+                        hub: hub, shard: shard, encoder: encoder, decoder: decoder,
+                        directSocket: directWrites ? DirectSocket(descriptor: descriptor, channel: channel) : nil))
+            }
+        }
+    }
+
+    public var localAddress: SocketAddress? { listener.withLockedValue { $0?.address } }
 
     /// Stops accepting, closes every connection with 1001 in batches, waits up to `shutdownTimeout`
     /// for queues to drain and close handshakes to finish, then drops what is left and stops the loops.
     public func shutdown() async {
         guard
-            let channel = listener.withLockedValue({ value -> (any Channel)? in
+            let acceptor = listener.withLockedValue({ value -> Acceptor? in
                 defer { value = nil }
                 return value
             })
         else { return }
         logger.info("shutting down", metadata: ["connections": "\(hub.connectionCount)"])
-        try? await channel.close()
+        try? await acceptor.stop().get()
         try? await hub.drain(deadline: configuration.shutdownTimeout).get()
         logger.info("stopped", metadata: ["connections": "\(hub.connectionCount)"])
         if ownsGroup { try? await group.shutdownGracefully() }
