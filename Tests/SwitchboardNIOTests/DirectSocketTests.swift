@@ -82,7 +82,7 @@ struct DirectSocketTests {
             var found: [Bool] = []
             for shard in server.hub.shards {
                 found += try await shard.eventLoop.submit {
-                    shard.registry.byID.values.map { $0.directSocket != nil }
+                    shard.registry.byID.values.map { $0.outbound.path == .direct }
                 }.get()
             }
             return found

@@ -13,11 +13,18 @@ extension WebSocketConnection {
         guard case .sendClose(let code, let message) = machine.close(reason, code: code, message: message) else {
             return
         }
-        if reason == .slowConsumer { discardQueue() }
-        stopDirectWrites()  // from the close frame on, everything goes through NIO
-        let notice = hub.application.disconnectNotice(
+        guard let context else { return }
+        // From the close frame on, everything goes through NIO; a slow consumer's backlog is the problem.
+        beginClosing(reason == .slowConsumer ? .drop : .send, context: context)
+        if let notice = hub.application.disconnectNotice(
             reason: reason, code: code, message: message, reconnectAfter: reconnectAfter)
-        sendCloseFrame(code, message, notice: notice)
+        {
+            context.write(wrapOutboundOut(notice), promise: nil)
+        }
+        context.writeAndFlush(
+            wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),
+            promise: nil)
+        startCloseTimer()
     }
 
     /// The peer broke the protocol: send the close frame, stop reading the now unparseable stream,
@@ -26,9 +33,8 @@ extension WebSocketConnection {
     func fail(_ failure: WebSocketFailure) {
         guard case .sendClose(let code, let message) = machine.fail(failure), let context else { return }
         log(.info, "closing on protocol failure", metadata: ["code": "\(code)", "reason": "\(message)"])
-        stopDirectWrites()
+        beginClosing(.sendWritten, context: context)
         discardingInput = true
-        discardQueue()
         // The client needs the notice most here: it says not to reconnect and repeat the error.
         if let notice = hub.application.disconnectNotice(
             reason: DisconnectReason(failure: failure), code: code, message: message, reconnectAfter: nil)
@@ -39,24 +45,6 @@ extension WebSocketConnection {
         context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
             context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
         }
-        startCloseTimer()
-    }
-
-    private func sendCloseFrame(_ code: CloseCode, _ message: String, notice: ByteBuffer?) {
-        guard let context else { return }
-        let before = queue.count
-        while let entry = queue.popFirst() {
-            shard.counters.messagesOut += 1
-            shard.counters.bytesOut += entry.frame.readableBytes
-            context.write(wrapOutboundOut(entry.frame), promise: nil)
-        }
-        shard.queuedMessages -= before
-        // Unreported gaps too: a gap notice written when the socket drains would follow the Close frame.
-        queue.removeAll()
-        if let notice { context.write(wrapOutboundOut(notice), promise: nil) }
-        context.writeAndFlush(
-            wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),
-            promise: nil)
         startCloseTimer()
     }
 
@@ -79,7 +67,6 @@ extension WebSocketConnection {
         closeTimer = nil
         expiryTimer?.cancel()
         expiryTimer = nil
-        discardQueue()
         releaseLimitCounts()
         shard.unregister(self)
         hub.connectionClosed(reason)

@@ -14,29 +14,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let shard: LoopShard
     var context: ChannelHandlerContext?
     var machine = ConnectionStateMachine()
-    /// Written since the last flush; the shard's flush list holds the connection until it is flushed.
-    var flushPending = false
-    /// Set while a write is about to be flushed by its caller: the shard need not list the connection.
-    var flushingAtOnce = false
-    /// The channel's writability, kept here from `channelWritabilityChanged` (which NIO fires synchronously
-    /// from the write that crosses a watermark): the fan-out path reads a field of this object instead of
-    /// reaching the channel's atomic through the pipeline, a cache miss per receiver.
-    var writable = true
-    /// Set while frames may go straight to the socket (plain TCP, open); see `DirectSocket`.
-    var directSocket: DirectSocket?
-    /// Set by every write through NIO while `directSocket` is set (and at first, for the 101 response):
-    /// a direct write first asks NIO whether it still holds bytes.
-    var pipelineMayHoldBytes = true
-    /// Set while a single frame flushed at once is being written: it may go straight to the socket.
-    var sendingDirectly = false
-    /// Frames for the socket that wait for this connection's flush (then one writev), while NIO holds none.
-    var unflushed: [ByteBuffer] = []
-    var unflushedBytes = 0
+    /// Where each outbound frame goes, when to flush, what the queue holds (`OutboundStateMachine`).
+    var outbound: OutboundStateMachine
+    /// The socket, for direct writes while `outbound` allows them (plain TCP); see `DirectSocket`.
+    let directSocket: DirectSocket?
     /// The shard's inbox batch in which this connection was last flushed at once (`LoopShard.flushesAtOnce`).
     var flushedInBatch: UInt64 = 0
     /// What permessage-deflate negotiation agreed to; nil: messages go uncompressed both ways.
     let deflate: DeflateParameters?
-    var queue: OutboundQueue
 
     let id: ConnectionID
     /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
@@ -89,9 +74,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         assembler = MessageAssembler(
             maxMessageSize: configuration.maxMessageSize, inflaters: deflate == nil ? nil : shard.inflaters,
             contextTakeover: deflate?.clientContextTakeover ?? false)
-        queue = OutboundQueue(
-            maxBytes: configuration.queueMaxBytes, maxMessages: configuration.queueMaxMessages,
-            policy: configuration.slowConsumerPolicy)
+        outbound = OutboundStateMachine(
+            direct: directSocket != nil,
+            queue: OutboundQueue(
+                maxBytes: configuration.queueMaxBytes, maxMessages: configuration.queueMaxMessages,
+                policy: configuration.slowConsumerPolicy),
+            heldBytesLimit: configuration.writeBufferHighWaterMark)
         heartbeat = shard.newHeartbeat()
     }
 
@@ -114,7 +102,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        writable = context.channel.isWritable
+        _ = outbound.writabilityChanged(context.channel.isWritable)
     }
 
     /// Called by the handshake once the HTTP handlers are gone, so that writes reach the socket as is.
@@ -210,8 +198,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
                 writeControl(FrameEncoder.encode(.pong, payload: payload, allocator: context.channel.allocator))
             }
         case .replyCloseAndDisconnect(let code):
-            stopDirectWrites()  // replies already written in this read go before the close reply
-            discardQueue()
+            beginClosing(.sendWritten, context: context)  // replies written in this read go before the close reply
             let frame = FrameEncoder.encodeClose(code, reason: "", allocator: context.channel.allocator)
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
@@ -243,14 +230,13 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        writable = context.channel.isWritable
-        if writable { drainQueue() }
+        if outbound.writabilityChanged(context.channel.isWritable) { drainQueue() }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        _ = takeUnflushed()
-        directSocket = nil  // NIO has closed the descriptor: its number may already be another socket's
+        // NIO has closed the descriptor (its number may already be another socket's): nothing more is written.
+        shard.queuedMessages -= outbound.transportClosed()
         assembler.release()
         if case .unregister(let reason) = machine.transportClosed() {
             unregister(reason)

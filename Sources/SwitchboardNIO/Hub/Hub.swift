@@ -250,7 +250,7 @@ public final class Hub: Sendable {
     }
 
     private static func info(_ connection: WebSocketConnection) -> ConnectionInfo {
-        ConnectionInfo(id: connection.id, userID: connection.userID, queuedMessages: connection.queue.count)
+        ConnectionInfo(id: connection.id, userID: connection.userID, queuedMessages: connection.outbound.queue.count)
     }
 
     // MARK: lifecycle

@@ -233,7 +233,7 @@ public final class LoopShard: @unchecked Sendable {
     public func flushAll() {
         swap(&pendingFlush, &flushing)
         // Connections flushed early (a broadcast batch, a first message of a batch) may be listed; skip them.
-        for connection in flushing where connection.flushPending { connection.flushNow() }
+        for connection in flushing where connection.outbound.flushPending { connection.flushNow() }
         flushing.removeAll(keepingCapacity: true)
     }
 
@@ -334,7 +334,7 @@ extension WebSocketConnection {
         case .wait(let until):
             return until
         case .ping(let checkAt):
-            hub.metrics.queueDepthSample.record(queue.count)
+            hub.metrics.queueDepthSample.record(outbound.queue.count)
             writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
             return checkAt
         case .pongTimeout:
