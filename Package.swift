@@ -37,6 +37,7 @@ let package = Package(
             traits: [.defaults, "CommandLineArguments"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
     ],
     targets: [
         .target(
@@ -177,6 +178,21 @@ let package = Package(
             swiftSettings: strict
         ),
         // The parsers under libFuzzer (`scripts/fuzz.sh`); built normally, it replays a corpus.
+        // Heap allocations per hot-path operation, against budgets: run by scripts/test.sh with
+        // malloc-interposer preloaded, in a process of its own so the rest of the suite is not interposed.
+        .executableTarget(
+            name: "switchboard-allocation-budgets",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardNIO",
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Tests/AllocationBudgets",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "switchboard-fuzz",
             dependencies: [

@@ -56,6 +56,12 @@ echo "== swift test"
 # Each suite has a 5-minute limit per test (.timeLimit); this bounds the whole run as well.
 timeout -k 60 2400 swift test --skip-build --no-parallel
 
+echo "== allocation budgets of the hot paths (an optimised build, malloc-interposer counting)"
+# Its own scratch path: an optimised build with testability, apart from the debug build above.
+timeout 1200 swift build -c release --scratch-path .build/allocation-budgets \
+  --product switchboard-allocation-budgets -Xswiftc -enable-testing
+.build/allocation-budgets/release/switchboard-allocation-budgets
+
 echo "== the fuzz corpus (seeds and kept crashes) through every parser, then each parser under libFuzzer"
 for target in frames handshake command inflate resp; do .build/debug/switchboard-fuzz "$target" "Fuzz/corpus/$target"; done
 scripts/fuzz.sh "${SWITCHBOARD_FUZZ_SECONDS:-20}"
