@@ -25,8 +25,9 @@ public protocol LocalConnection: AnyObject {
     @discardableResult
     func identify(userID: String?, info: String?) -> Bool
     /// Closes the connection with 4001 "token expired" at `deadline`, replacing the earlier deadline
-    /// (a refreshed token); nil: never.
-    func expire(at deadline: NIODeadline?)
+    /// (a refreshed token); nil: never. At `warnAt`, if given, the application's `credentialsExpiring`
+    /// is called. Both are checked on the loop's heartbeat wheel: they fire up to one tick late.
+    func expire(at deadline: NIODeadline?, warnAt: NIODeadline?)
     /// The connection's thread-safe handle.
     var handle: ConnectionHandle { get }
     /// False once the connection is closing: what is sent then is discarded.
@@ -42,6 +43,11 @@ public protocol LocalConnection: AnyObject {
     /// Starts the close handshake for one of the reasons in the table (its code, its reconnect advice
     /// in the disconnect notice, its metrics label), with `message` or the reason's default text.
     func close(_ reason: DisconnectReason, message: String?)
+}
+
+extension LocalConnection {
+    /// Closes the connection with 4001 at `deadline`, with no warning first; nil: never.
+    public func expire(at deadline: NIODeadline?) { expire(at: deadline, warnAt: nil) }
 }
 
 extension WebSocketConnection: LocalConnection {

@@ -65,8 +65,6 @@ extension WebSocketConnection {
     func unregister(_ reason: DisconnectReason) {
         closeTimer?.cancel()
         closeTimer = nil
-        expiryTimer?.cancel()
-        expiryTimer = nil
         releaseLimitCounts()
         shard.unregister(self)
         hub.connectionClosed(reason)

@@ -27,8 +27,8 @@ public final class LoopShard: @unchecked Sendable {
     private let queueDepthGauge: Gauge
     private(set) var registry = RegistryShard<WebSocketConnection>()
     private var nextSequence: UInt64 = 0
-    private var wheel: TimingWheel<ConnectionID>
-    private var expired: [ConnectionID] = []
+    private var wheel: TimingWheel<WheelEntry>
+    private var expired: [WheelEntry] = []
     private var pendingFlush: [WebSocketConnection] = []
     private var flushing: [WebSocketConnection] = []
     private var flushScheduled = false
@@ -101,7 +101,15 @@ public final class LoopShard: @unchecked Sendable {
 
     func register(_ connection: WebSocketConnection) {
         registry.insert(connection, id: connection.id, user: connection.userID)
-        if let first = firstHeartbeatCheck(connection) { wheel.schedule(connection.id, at: first) }
+        if let first = firstHeartbeatCheck(connection) { scheduleCheck(connection, at: first) }
+    }
+
+    /// Files the connection's next check, unless one as early is filed already: a connection has one
+    /// live entry in the wheel (`wheelCheckAt`), and entries it left behind are skipped when they come up.
+    func scheduleCheck(_ connection: WebSocketConnection, at deadline: Int64) {
+        guard deadline < connection.wheelCheckAt else { return }
+        connection.wheelCheckAt = deadline
+        wheel.schedule(WheelEntry(id: connection.id, at: deadline), at: deadline)
     }
 
     func reindex(_ connection: WebSocketConnection, from old: String?, to new: String?) {
@@ -278,12 +286,13 @@ public final class LoopShard: @unchecked Sendable {
         let now = Self.now()
         wheel.advance(to: now, into: &expired)
         let interval = configuration.pingInterval.nanoseconds
-        for id in expired {
-            guard let connection = registry[id] else { continue }
+        for entry in expired {
+            guard let connection = registry[entry.id], entry.at == connection.wheelCheckAt else { continue }
+            connection.wheelCheckAt = .max
             if let next = connection.heartbeatDue(
-                now: now, nextInterval: interval > 0 ? jittered(interval) : Int64.max / 2)
+                now: now, nextInterval: interval > 0 ? jittered(interval) : Int64.max / 2), next < Int64.max / 4
             {
-                wheel.schedule(id, at: next)
+                scheduleCheck(connection, at: next)
             }
         }
         expired.removeAll(keepingCapacity: true)
@@ -325,18 +334,34 @@ public final class LoopShard: @unchecked Sendable {
     }
 }
 
+/// A connection's check in the heartbeat wheel, with the deadline it was filed for.
+struct WheelEntry: Sendable {
+    let id: ConnectionID
+    let at: Int64
+}
+
 extension WebSocketConnection {
     /// Runs when this connection's heartbeat deadline comes up; returns when to look again, or nil
     /// when the connection is ending.
     func heartbeatDue(now: Int64, nextInterval: Int64) -> Int64? {
         guard machine.state == .open, let context else { return nil }
+        if let expiresAt, now >= Int64(expiresAt.uptimeNanoseconds) {
+            close(.tokenExpired)
+            return nil
+        }
+        if let warning = expiryWarningAt, now >= Int64(warning.uptimeNanoseconds) {
+            expiryWarningAt = nil
+            hub.application.credentialsExpiring(self)
+            guard machine.state == .open else { return nil }
+        }
+        let next: Int64
         switch heartbeat.evaluate(now: now, nextInterval: nextInterval) {
         case .wait(let until):
-            return until
+            next = until
         case .ping(let checkAt):
             hub.metrics.queueDepthSample.record(outbound.queue.count)
             writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
-            return checkAt
+            next = checkAt
         case .pongTimeout:
             log(.debug, "pong timeout")
             close(.pongTimeout)
@@ -345,5 +370,6 @@ extension WebSocketConnection {
             close(.idleTimeout)
             return nil
         }
+        return Self.earliest(Self.earliest(next, expiresAt), expiryWarningAt)
     }
 }

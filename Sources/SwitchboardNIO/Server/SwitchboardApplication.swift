@@ -55,6 +55,10 @@ public protocol SwitchboardApplication: Sendable {
     /// A message telling the client that `dropped` messages of `lane` were dropped for it (the client
     /// protocol's gap notice), sent before the lane's next message; or nil.
     func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer?
+    /// The connection's credentials expire soon: the `warnAt` of its `LocalConnection.expire(at:warnAt:)`
+    /// has come (a client protocol asks for a fresh token here). Called on the connection's loop, from its
+    /// heartbeat wheel, so no timer is kept per connection.
+    func credentialsExpiring(_ connection: any LocalConnection)
 }
 
 extension SwitchboardApplication {
@@ -77,6 +81,7 @@ extension SwitchboardApplication {
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer? { nil }
     public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? { nil }
+    public func credentialsExpiring(_ connection: any LocalConnection) {}
 }
 
 /// A connection as the application sees it: its identity and a way to talk to it from any thread.

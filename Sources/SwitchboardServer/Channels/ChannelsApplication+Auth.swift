@@ -125,20 +125,22 @@ extension ChannelsApplication {
         setExpiry(expiresAt, session: session, loop: loop)
     }
 
-    /// Closes the connection with 4001 at `expiresAt`, after a `refresh` push `refreshNotice` before.
+    /// Closes the connection with 4001 at `expiresAt`, after a `refresh` push `refreshNotice` before
+    /// (`credentialsExpiring`); both on the loop's heartbeat wheel, not timers of their own.
     func setExpiry(_ expiresAt: Double?, session: ClientSession, loop: ChannelsLoop) {
         session.expiresAt = expiresAt
-        session.refreshTimer?.cancel()
-        session.refreshTimer = nil
         guard let expiresAt else { return session.connection.expire(at: nil) }
         let deadline =
             verifier?.deadline(expiresAt) ?? TokenVerifier.deadline(expiresAt, now: Date().timeIntervalSince1970)
-        session.connection.expire(at: deadline)
         let notice = deadline - (verifier?.configuration ?? AuthConfiguration()).refreshNotice
-        session.refreshTimer = loop.eventLoop.assumeIsolated().scheduleTask(deadline: notice) {
-            guard !session.isClosed else { return }
-            session.reply(ServerMessage.refresh(expiresAt: expiresAt))
-        }
+        session.connection.expire(at: deadline, warnAt: notice)
+    }
+
+    public func credentialsExpiring(_ connection: any LocalConnection) {
+        guard let session = loops?.loops[connection.id.shard].sessions[connection.id], !session.isClosed,
+            let expiresAt = session.expiresAt
+        else { return }
+        session.reply(ServerMessage.refresh(expiresAt: expiresAt))
     }
 
     func refresh(id: Int, token: String, session: ClientSession, loop: ChannelsLoop) {

@@ -15,8 +15,6 @@ final class ClientSession {
     var held: [ClientCommand] = []
     /// Closes a connection that has not authenticated in time.
     var connectTimer: Scheduled<Void>?
-    /// Sends the `refresh` push before the token expires.
-    var refreshTimer: Scheduled<Void>?
     /// The token's `exp` (Unix seconds), for the connect and refresh replies.
     var expiresAt: Double?
     /// A `connect` was sent: the connection never becomes anonymous implicitly after it.
@@ -90,8 +88,6 @@ final class ClientSession {
     func cancelTimers() {
         connectTimer?.cancel()
         connectTimer = nil
-        refreshTimer?.cancel()
-        refreshTimer = nil
     }
 
     /// Replies, errors and notices: never dropped, flushed with the rest of the loop's batch.
