@@ -72,6 +72,7 @@ final class Acceptor: Sendable {
     private static let batchLimit = 256
     private static let resourceErrors: Set<CInt> = [EMFILE, ENFILE, ENOBUFS, ENOMEM]
     private static let pause: Int32 = 100  // milliseconds
+    private static let gatherMicroseconds: UInt32 = 1000
 
     private func acceptUntilStopped(
         loops: Int, metrics: SwitchboardMetrics?, logger: Logger, handOff: @Sendable (Int, [CInt]) -> Void
@@ -123,7 +124,13 @@ final class Acceptor: Sendable {
                     break accepting
                 }
             }
-            if !batch.isEmpty { handOffBatch() }
+            if !batch.isEmpty {
+                handOffBatch()
+                // Under a connection storm, let the next connections gather before waking for them: each
+                // wake-up of this thread and of the loops is a context switch on a busy core. A lone
+                // connection is still taken at once; only the one after it may wait this long.
+                usleep(Self.gatherMicroseconds)
+            }
         }
     }
 
