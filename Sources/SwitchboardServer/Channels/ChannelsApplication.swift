@@ -235,12 +235,15 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
 
     public func handleResynchronize(channel: String) { submit(channel, .resynchronize) }
 
-    /// One event object for every loop, queued in each loop's ordered inbox; nothing is encoded here
-    /// (this may run under the broker's lock).
+    /// One event object for the loops with subscribers to the channel, queued in each one's ordered
+    /// inbox; nothing is encoded here (this may run under the broker's lock).
     private func submit(_ channel: String, _ kind: ChannelEvent.Kind) {
         guard let loops else { return }
+        let receiving = nodeSubscriptions.loops(receiving: channel)
+        guard !receiving.isEmpty else { return }
         let event = ChannelEvent(channel: channel, kind: kind, loops: loops)
-        for shard in loops.hub.loopShards { shard.submit(event) }
+        let shards = loops.hub.loopShards
+        for index in receiving where shards.indices.contains(index) { shards[index].submit(event) }
     }
 }
 

@@ -22,20 +22,33 @@ final class NodeSubscriptions: Sendable {
     /// one tries again.
     private let timeout: TimeAmount
     private let entries: StripedTable<Entry>
+    /// The indices of the loops with subscribers, per channel: read for every event, so that an event
+    /// reaches only those loops. Its locks are leaves (nothing is called while one is held), so the
+    /// broker may read it under its own lock while `acquire` holds an entry's lock and calls the broker.
+    private let interested: StripedTable<[Int]>
 
     init(broker: any Broker, logger: Logger, timeout: TimeAmount, stripes: Int = 64) {
         self.broker = broker
         self.logger = logger
         self.timeout = timeout
         self.entries = StripedTable(stripes: stripes)
+        self.interested = StripedTable(stripes: stripes)
+    }
+
+    /// The loops (by index) with subscribers to `channel`.
+    func loops(receiving channel: String) -> [Int] {
+        interested.withChannel(channel) { $0[channel] ?? [] }
     }
 
     /// Channels this node is subscribed to at the broker.
     var count: Int { entries.count }
 
-    /// An event loop gained its first subscriber to `channel`; returns when the node receives the channel.
-    func acquire(_ channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        entries.withChannel(channel) { entries in
+    /// An event loop (the `loop`th) gained its first subscriber to `channel`; returns when the node
+    /// receives the channel. The loop is listed before the broker is asked, so no event the subscription
+    /// brings can miss it.
+    func acquire(_ channel: String, loop: Int, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        interested.withChannel(channel) { $0[channel, default: []].append(loop) }
+        return entries.withChannel(channel) { entries in
             if let ready = entries[channel]?.ready {
                 entries[channel]?.loops += 1
                 return ready
@@ -63,8 +76,12 @@ final class NodeSubscriptions: Sendable {
         broker.subscribe(channel: channel, on: eventLoop).bounded(by: timeout)
     }
 
-    /// An event loop lost its last subscriber to `channel`.
-    func release(_ channel: String, on eventLoop: any EventLoop) {
+    /// An event loop (the `loop`th) lost its last subscriber to `channel`.
+    func release(_ channel: String, loop: Int, on eventLoop: any EventLoop) {
+        interested.withChannel(channel) { interested in
+            interested[channel]?.removeAll { $0 == loop }
+            if interested[channel]?.isEmpty == true { interested[channel] = nil }
+        }
         entries.withChannel(channel) { entries in
             guard let loops = entries[channel]?.loops else { return }
             guard loops <= 1 else {

@@ -125,7 +125,8 @@ final class ChannelsLoop: @unchecked Sendable {
     func channel(_ name: String, options: NamespaceOptions) -> LocalChannel {
         if let channel = channels[name] { return channel }
         let channel = LocalChannel(
-            name: name, options: options, nodeSubscribed: nodeSubscriptions.acquire(name, on: eventLoop))
+            name: name, options: options,
+            nodeSubscribed: nodeSubscriptions.acquire(name, loop: shard.index, on: eventLoop))
         channels[name] = channel
         return channel
     }
@@ -147,7 +148,7 @@ final class ChannelsLoop: @unchecked Sendable {
         subscription.index = -1
         if channel.subscribers.isEmpty {
             channels[channel.name] = nil
-            nodeSubscriptions.release(channel.name, on: eventLoop)
+            nodeSubscriptions.release(channel.name, loop: shard.index, on: eventLoop)
         }
     }
 
