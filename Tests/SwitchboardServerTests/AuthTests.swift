@@ -227,6 +227,19 @@ struct AuthTests {
         }
     }
 
+    /// A token in the upgrade request: the refresh push comes before the expiry, as with `connect`.
+    @Test func aBearerHeaderConnectionIsAskedToRefreshThenExpires() async throws {
+        let server = try await server(.testDefaults { $0.refreshNotice = .seconds(2) })
+        try await finally({ await server.stop() }) {
+            let token = try await TestKeys.sign(TestClaims(sub: "ada", ttl: 3), with: await TestKeys.hmac())
+            let client = try await server.connect(headers: [("Authorization", "Bearer \(token)")])
+            let push = try await client.nextPush("refresh")
+            #expect(push["expires_at"] is Int)
+            #expect(try await client.nextPush("disconnect")["code"] as? Int == 4001)
+            #expect(try await client.client.waitForClose()?.code == 4001)
+        }
+    }
+
     @Test func rsaAndECPublicKeysAndRotatedSecretsAreAccepted() async throws {
         let rsa = try await TestKeys.rsa()
         let ec = try await TestKeys.ec(kid: "ec1")

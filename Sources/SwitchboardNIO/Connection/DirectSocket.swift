@@ -42,6 +42,7 @@ struct DirectSocket {
 
     /// Writes what the socket takes now and moves `frame`'s reader past it. True when all of it went.
     func write(_ frame: inout ByteBuffer) -> Bool {
+        channel.eventLoop.assertInEventLoop()
         guard channel.isActive else { return false }
         let count = frame.readableBytes
         let written = frame.withUnsafeReadableBytes { bytes in
@@ -56,6 +57,7 @@ struct DirectSocket {
     /// returns the number of bytes it took (0 when none: the socket is full, or an error NIO will meet
     /// again). The storage of each frame is retained across the call, as NIO does for its vector writes.
     func write(_ frames: [ByteBuffer]) -> Int {
+        channel.eventLoop.assertInEventLoop()
         guard channel.isActive else { return 0 }
         let frames = frames.prefix(Self.framesPerCall)
         return withUnsafeTemporaryAllocation(of: iovec.self, capacity: frames.count) { vectors in

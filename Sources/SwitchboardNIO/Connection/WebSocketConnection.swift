@@ -119,7 +119,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         hub.connectionOpened()
         log(.debug, "connection opened")
         hub.application.connectionOpened(handle)
-        expire(at: expiresAt)
+        // The upgrade's expiry (or the one `connectionOpened` set, with its warning) goes on the wheel now
+        // that the connection is registered; the warning is kept.
+        if let expiresAt, machine.state == .open {
+            shard.scheduleCheck(self, at: Self.earliest(Int64(expiresAt.uptimeNanoseconds), expiryWarningAt))
+        }
     }
 
     /// Names the connection's user and info after the upgrade, and re-indexes it by user.

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import NIOCore
@@ -27,9 +28,15 @@ final class Acceptor: Sendable {
     /// Written once by `stop` to wake the thread out of `poll`.
     private let wake: (read: CInt, write: CInt)
     private let finished: EventLoopPromise<Void>
+    /// Descriptors handed to the loops and not yet taken up by them. Accepting stops above `maxWaiting`,
+    /// so that under overload connections wait in the kernel's listen queue (bounded by the backlog), not
+    /// as open descriptors in the loops' task queues.
+    private let waiting = ManagedAtomic(0)
+    private let maxWaiting: Int
 
     /// Binds and listens; `start` begins accepting.
-    init(host: String, port: Int, backlog: CInt, finishedOn loop: any EventLoop) throws {
+    init(host: String, port: Int, backlog: CInt, maxWaiting: Int, finishedOn loop: any EventLoop) throws {
+        self.maxWaiting = max(maxWaiting, 1)
         let requested = try SocketAddress.makeAddressResolvingHost(host, port: port)
         let listening = try Self.makeListeningSocket(on: requested, backlog: backlog)
         do {
@@ -59,7 +66,13 @@ final class Acceptor: Sendable {
         thread.start()
     }
 
+    /// A loop has taken up `count` of the descriptors handed to it.
+    func taken(_ count: Int) {
+        waiting.wrappingDecrement(by: count, ordering: .relaxed)
+    }
+
     /// Stops accepting and closes the listening socket; completes when the thread has let go of it.
+    /// Call it before the event loops stop: a batch handed to a stopped loop is lost with its descriptors.
     func stop() -> EventLoopFuture<Void> {
         var byte: UInt8 = 1
         _ = write(wake.write, &byte, 1)
@@ -82,6 +95,7 @@ final class Acceptor: Sendable {
         batch.reserveCapacity(Self.batchLimit)
         var nextLoop = 0
         func handOffBatch() {
+            waiting.wrappingIncrement(by: batch.count, ordering: .relaxed)
             for offset in 0..<min(loops, batch.count) {
                 let loop = (nextLoop + offset) % loops
                 handOff(loop, stride(from: offset, to: batch.count, by: loops).map { batch[$0] })
@@ -90,9 +104,13 @@ final class Acceptor: Sendable {
             batch.removeAll(keepingCapacity: true)
         }
         var waitMilliseconds: Int32 = -1
-        while waitForConnections(milliseconds: waitMilliseconds) {
+        while waitForConnections(milliseconds: waitMilliseconds, logger: logger) {
             waitMilliseconds = -1
             accepting: while true {
+                guard waiting.load(ordering: .relaxed) < maxWaiting else {
+                    waitMilliseconds = 1  // the loops are behind: let them catch up
+                    break accepting
+                }
                 let descriptor = Self.acceptOne(listening)
                 if descriptor >= 0 {
                     if pausesInARow > 0 {
@@ -100,14 +118,18 @@ final class Acceptor: Sendable {
                         pausesInARow = 0
                     }
                     batch.append(descriptor)
-                    if batch.count == Self.batchLimit { handOffBatch() }
+                    if batch.count == Self.batchLimit {
+                        handOffBatch()
+                        break accepting  // back to poll, which notices `stop`
+                    }
                     continue
                 }
                 switch errno {
                 case EAGAIN, EWOULDBLOCK:
                     break accepting
-                case EINTR, ECONNABORTED, EPROTO, EPERM:
-                    continue  // that connection is gone; the next may be fine
+                case EINTR, ECONNABORTED, EPROTO, EPERM, ENETDOWN, ENETUNREACH, EHOSTDOWN, EHOSTUNREACH,
+                    EOPNOTSUPP, ENOPROTOOPT, ETIMEDOUT:
+                    continue  // that connection is gone (accept(2) says to retry); the next may be fine
                 case let error where Self.resourceErrors.contains(error):
                     metrics?.acceptPaused.increment()
                     if pausesInARow == 0 {
@@ -136,7 +158,7 @@ final class Acceptor: Sendable {
 
     /// Waits until the listening socket is readable (or, while paused, for `milliseconds` regardless);
     /// false once `stop` was called.
-    private func waitForConnections(milliseconds: Int32) -> Bool {
+    private func waitForConnections(milliseconds: Int32, logger: Logger) -> Bool {
         var fds = [
             pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
             // While paused only the wake-up is watched: the queue is full of connections we cannot take yet.
@@ -145,6 +167,10 @@ final class Acceptor: Sendable {
         while true {
             let ready = poll(&fds, nfds_t(fds.count), milliseconds)
             if ready < 0 && errno == EINTR { continue }
+            if ready < 0 {
+                logger.critical(
+                    "no longer accepting connections", metadata: ["error": "\(String(cString: strerror(errno)))"])
+            }
             return ready >= 0 && fds[0].revents == 0
         }
     }

@@ -70,7 +70,8 @@ public final class WebSocketServer: Service, Sendable {
         }
         guard let first = loops.first else { throw ChannelError.ioOnClosedChannel }
         let acceptor = try Acceptor(
-            host: configuration.host, port: configuration.port, backlog: 4096, finishedOn: first)
+            host: configuration.host, port: configuration.port, backlog: 4096,
+            maxWaiting: max(configuration.maxPendingHandshakes, 1024), finishedOn: first)
         let hub = self.hub
         let initialize = connectionInitializer()
         let options = connectionOptions()
@@ -79,8 +80,15 @@ public final class WebSocketServer: Service, Sendable {
             loop.execute {
                 let bootstrap = options(ClientBootstrap(group: loop))
                 for descriptor in descriptors {
-                    _ = bootstrap.channelInitializer { initialize($0, descriptor) }.withConnectedSocket(descriptor)
+                    bootstrap.channelInitializer { initialize($0, descriptor) }.withConnectedSocket(descriptor)
+                        .whenFailure { error in
+                            // Refused at admission is logged there; anything else (the socket already
+                            // gone, say) only here. NIO has closed the channel.
+                            guard !(error is TooManyPendingHandshakes) else { return }
+                            hub.logger.debug("accepted connection failed to open", metadata: ["error": "\(error)"])
+                        }
                 }
+                acceptor.taken(descriptors.count)
             }
         }
         listener.withLockedValue { $0 = acceptor }

@@ -6,8 +6,9 @@ import NIOCore
 /// made when the first loop gains a subscriber and dropped when the last loop loses its last one. A
 /// client's subscribe never costs a broker call of its own (with Redis, a network round trip).
 ///
-/// Lock order: a stripe lock here is held while calling the broker's `subscribe`/`unsubscribe` (which
-/// keeps those calls in order for a channel); the broker never calls back into this type.
+/// Lock order: an entry's stripe lock here is held while calling the broker's `subscribe`/`unsubscribe`
+/// (which keeps those calls in order for a channel); the broker's callbacks, possibly under its own lock,
+/// read only `interested`, whose locks are leaves: entries → broker → interested, never the reverse.
 final class NodeSubscriptions: Sendable {
     struct Entry: Sendable {
         /// Event loops with at least one subscriber.
