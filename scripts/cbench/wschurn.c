@@ -447,5 +447,6 @@ int main(int argc, char **argv) {
            total.completed / opt.duration, (unsigned long long)total.completed, (unsigned long long)total.failures,
            opt.duration);
     if (crashed) fprintf(stderr, "a worker process failed\n");
+    free(pids), free(per_tick), free(reported);
     return crashed ? 1 : 0;
 }
