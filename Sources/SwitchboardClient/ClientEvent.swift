@@ -14,12 +14,17 @@ public enum ClientEvent: Sendable, Equatable {
 
 /// The server refused the upgrade.
 public struct HandshakeFailure: Error, Sendable, CustomStringConvertible {
+    /// The HTTP status of the refusal (503, 403…); 0 when no answer came (timeout, connection closed).
     public let status: Int
+    /// The response headers, names lowercased (`retry-after`); empty when no answer came.
     public let headers: [String: String]
+    /// The response body, or this client's own explanation when no answer came.
     public let body: String
+    /// `HTTP status: body`.
     public var description: String { "HTTP \(status): \(body)" }
 }
 
+/// No event arrived within the timeout given to `next`, or within `idleTimeout` for `events`.
 public struct ClientTimeout: Error, Sendable {}
 
 /// Receives frames for a connection on its event loop: the `WebSocketClient` queues them as events;

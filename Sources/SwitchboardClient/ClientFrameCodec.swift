@@ -3,8 +3,11 @@ import SwitchboardCore
 
 /// A frame from the server (server frames are never masked).
 public struct ServerFrame: Sendable, Equatable {
+    /// The final frame of its message.
     public var fin: Bool
+    /// The raw 4-bit opcode; compare with `Opcode.rawValue`. Unknown values are passed through.
     public var opcode: UInt8
+    /// The frame's payload, a slice of the bytes read (still compressed when `compressed`).
     public var payload: ByteBuffer
     /// RSV1: the payload is deflated (permessage-deflate); this client does not inflate it itself.
     public var compressed = false
@@ -42,6 +45,8 @@ struct ServerFrameParser {
 
 /// Encodes client-to-server frames, masked as RFC 6455 requires.
 public enum ClientFrameEncoder {
+    /// Any frame, valid or not: `rsv` goes into the three RSV bits (4 is RSV1), and `masked: false`
+    /// produces the unmasked frame a server must reject.
     public static func encode(
         opcode: UInt8, fin: Bool = true, rsv: UInt8 = 0, payload: some Collection<UInt8>, masked: Bool = true,
         allocator: ByteBufferAllocator = ByteBufferAllocator()
@@ -81,10 +86,12 @@ public enum ClientFrameEncoder {
         return frame
     }
 
+    /// A final, masked text frame.
     public static func text(_ text: String) -> ByteBuffer {
         encode(opcode: Opcode.text.rawValue, payload: Array(text.utf8))
     }
 
+    /// A masked close frame; with `code` nil the payload is empty and `reason` is dropped.
     public static func close(code: UInt16?, reason: String = "") -> ByteBuffer {
         var payload: [UInt8] = []
         if let code { payload = [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8) }

@@ -5,26 +5,34 @@ import SwitchboardCore
 
 /// Connection settings for `WebSocketClient`.
 public struct ClientOptions: Sendable {
+    /// The request target of the upgrade, query included. Default `/`.
     public var path = "/"
+    /// Extra request headers, sent in order after the upgrade's own (`Origin`, `Authorization`…).
     public var headers: [(String, String)] = []
+    /// Offered in `Sec-WebSocket-Protocol`; the server's pick is `WebSocketClient.subprotocol`.
     public var subprotocols: [String] = []
     /// Source address to bind (e.g. 127.0.0.7), to spread many connections over address space.
     public var localAddress: String?
     /// Answer server pings and close frames automatically. Turn off to play a client that has
     /// stopped responding.
     public var autoPong = true
+    /// Time allowed for the TCP connect, then again for the upgrade's answer. Default 10 s.
     public var connectTimeout = TimeAmount.seconds(10)
     /// Speak TLS (wss://) with this context, checking the server's certificate for `serverHostname`.
     public var tls: NIOSSLContext?
+    /// The name for SNI and the certificate check when `tls` is set; usually the host connected to.
     public var serverHostname: String?
 
+    /// Plain ws:// to `path`, with every other option at its default.
     public init(path: String = "/") { self.path = path }
 }
 
 /// A small WebSocket client on SwiftNIO: connect, send, read events in order, ping, close. Used by
 /// the tests and the load generator. It can also write raw bytes, to speak broken WebSocket on purpose.
 public final class WebSocketClient: Sendable {
+    /// The NIO channel underneath: its event loop, or a way to drop TCP without ceremony.
     public let channel: any Channel
+    /// The subprotocol the server chose from those offered; nil when it chose none.
     public let subprotocol: String?
     private let inbox: ClientInbox
 
@@ -155,7 +163,8 @@ public final class WebSocketClient: Sendable {
         }
     }
 
-    /// The next text or binary message, skipping pings and pongs; fails on close or disconnect.
+    /// The next event other than a ping or pong: a message, or `.close`/`.disconnected` when the connection
+    /// ends. Throws `ClientTimeout` when nothing arrives within `timeout`.
     public func nextMessage(timeout: TimeAmount = .seconds(10)) async throws -> ClientEvent {
         while true {
             let event = try await next(timeout: timeout)
@@ -166,12 +175,15 @@ public final class WebSocketClient: Sendable {
         }
     }
 
+    /// Sends a text message as one masked frame. Fire and forget: nothing reports a failed write.
     public func send(text: String) { sendRaw(ClientFrameEncoder.text(text)) }
 
+    /// Sends a binary message as one masked frame.
     public func send(binary: [UInt8]) {
         sendRaw(ClientFrameEncoder.encode(opcode: Opcode.binary.rawValue, payload: binary))
     }
 
+    /// Sends a ping; the server's pong arrives as a `.pong` event.
     public func ping(_ payload: [UInt8] = []) {
         sendRaw(ClientFrameEncoder.encode(opcode: Opcode.ping.rawValue, payload: payload))
     }

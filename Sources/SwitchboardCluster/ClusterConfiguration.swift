@@ -20,16 +20,20 @@ public struct ClusterConfiguration: Sendable {
     public var streamTTL = TimeAmount.hours(24 * 7)
     /// How often each node announces itself; a node silent for three intervals leaves node info.
     public var nodeInfoInterval = TimeAmount.seconds(5)
+    /// Delays between reconnection attempts to a Redis instance, for command and pub/sub connections alike.
     public var backoff = Backoff()
 
+    /// `redis` must not be empty; every other setting starts at its default, with a random `nodeID`.
     public init(redis: [RedisConfiguration]) {
         self.redis = redis
     }
 
+    /// A fresh id in base 36 (8–10 characters): what `nodeID` is unless configured, so new on every start.
     public static func randomNodeID() -> String {
         String(UInt64.random(in: 1 << 40...1 << 50), radix: 36)
     }
 
+    /// Whether `id` may be a `nodeID`: 1–64 ASCII letters and digits.
     public static func isValidNodeID(_ id: String) -> Bool {
         !id.isEmpty && id.count <= 64 && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) }
     }

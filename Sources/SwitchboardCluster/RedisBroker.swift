@@ -16,6 +16,7 @@ import SwitchboardServer
 /// resynchronize the channel (`handleResynchronize`) before delivering anything newer; local
 /// subscribers then recover from history, and learn `recovered: false` where history cannot cover it.
 public final class RedisBroker: Broker {
+    /// The cluster settings the broker was made with; `RedisNodeControl` and `RedisPresence` read theirs here.
     public let configuration: ClusterConfiguration
     let instances: [RedisInstance]
     private let ring: ShardRing
@@ -23,6 +24,7 @@ public final class RedisBroker: Broker {
     // Lock: guards the delivery target, attached once at start.
     private let target = NIOLockedValueBox<(any BrokerEventHandler)?>(nil)
 
+    /// Prepares a client and a pub/sub subscriber per Redis instance without connecting; call `start()`.
     public init(configuration: ClusterConfiguration, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
@@ -47,6 +49,7 @@ public final class RedisBroker: Broker {
         return EventLoopFuture.andAllComplete(started, on: instances[0].subscriber.eventLoop)
     }
 
+    /// Stops every pub/sub subscriber and closes the command connections. The broker cannot be started again.
     public func shutdown() async {
         for instance in instances {
             try? await instance.subscriber.shutdown().get()
@@ -84,10 +87,12 @@ public final class RedisBroker: Broker {
 
     // MARK: Broker
 
+    /// Sets the handler; a channel's events arrive on the pub/sub loop of the Redis instance holding it.
     public func attach(_ handler: any BrokerEventHandler) {
         target.withLockedValue { $0 = handler }
     }
 
+    /// Subscribes the node to the channel's Redis pub/sub channel; completes once Redis confirmed it.
     public func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let instance = instance(for: channel)
         let streams = instance.streams
@@ -98,6 +103,7 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Stops delivery for the channel at once and unsubscribes from Redis without waiting for its answer.
     public func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let instance = instance(for: channel)
         let streams = instance.streams
@@ -108,6 +114,8 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Runs the publish script on the channel's instance. A command sent and not answered fails with
+    /// `BrokerError.outcomeUnknown`: the publication may have been made.
     public func publish(
         channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
@@ -134,12 +142,14 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Publishes the join on the channel's pub/sub channel; nothing is stored (presence is `RedisPresence`).
     public func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<
         Void
     > {
         announce("j", member, in: channel)
     }
 
+    /// Publishes the leave on the channel's pub/sub channel; nothing is stored (presence is `RedisPresence`).
     public func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop)
         -> EventLoopFuture<Void>
     {
@@ -154,6 +164,8 @@ public final class RedisBroker: Broker {
         ).map { _ in }
     }
 
+    /// Reads the stream's position and the history after `since`. Unlike `LocalBroker`, a namespace without
+    /// history still reports `recovered: true` when nothing was published since the client's position.
     public func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
@@ -180,6 +192,7 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Reads the page from the channel's history list on its instance.
     public func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage> {
@@ -191,6 +204,7 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Deletes the history list; the offset and epoch, kept in another key, stay.
     public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         instance(for: channel).client.send(["DEL", .string(historyKey(channel))], route: metaKey(channel)).map { _ in }
     }

@@ -20,6 +20,7 @@ public final class RedisNodeControl: NodeControl {
     static let controlLogLength = 10_000
     static let controlLogTTL = TimeAmount.hours(1)
 
+    /// `ClusterConfiguration.nodeID` of the broker's configuration.
     public let nodeID: String
     private let configuration: ClusterConfiguration
     private let client: RedisClient
@@ -36,6 +37,8 @@ public final class RedisNodeControl: NodeControl {
     // Lock: guards the announcement task, set at start and cancelled at shutdown.
     private let announcer = NIOLockedValueBox<RepeatedTask?>(nil)
 
+    /// Uses the broker's configuration and its first Redis instance, with a pub/sub connection of its own
+    /// on one loop of `group`. Connects nothing until `start()`.
     public init(broker: RedisBroker, group: any EventLoopGroup, logger: Logger) {
         let configuration = broker.configuration
         self.configuration = configuration
@@ -56,6 +59,7 @@ public final class RedisNodeControl: NodeControl {
         inbox.control = self
     }
 
+    /// Sets the handler; commands from other nodes reach it on the control subscriber's loop, one at a time.
     public func attach(_ handler: any NodeControlHandler) {
         target.withLockedValue { $0 = handler }
     }
@@ -75,6 +79,8 @@ public final class RedisNodeControl: NodeControl {
             }
     }
 
+    /// Stops announcing this node and closes the control subscriber; the node leaves others' lists within
+    /// three `nodeInfoInterval`s.
     public func shutdown() async {
         announcer.withLockedValue { $0?.cancel() }
         let position = self.position
@@ -87,6 +93,7 @@ public final class RedisNodeControl: NodeControl {
         (try? await subscriber.isConnected.get()) == true ? nil : "the cluster control channel is down (Redis pub/sub)"
     }
 
+    /// Appends the command to the control log and publishes it to the other nodes, in one script.
     public func broadcast(_ command: NodeCommand, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let message = Message(from: nodeID, command: command, node: nil)
         let payload = (try? JSONEncoder().encode(message)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
@@ -170,6 +177,7 @@ public final class RedisNodeControl: NodeControl {
             }
     }
 
+    /// The nodes heard from within three `nodeInfoInterval`s, with this one as it is now, sorted by id.
     public func nodes(on eventLoop: any EventLoop) -> EventLoopFuture<[NodeInfo]> {
         let horizon = NIODeadline.now() - configuration.nodeInfoInterval * 3
         let live = table.withLockedValue { table -> [NodeInfo] in

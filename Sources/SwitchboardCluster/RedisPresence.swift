@@ -37,6 +37,7 @@ public final class RedisPresence: PresenceManager {
         timer.withLockedValue { $0 = task }
     }
 
+    /// Stops refreshing this node's members, which then expire from Redis within `presenceTTL`.
     public func stop() {
         timer.withLockedValue { $0?.cancel() }
     }
@@ -51,6 +52,7 @@ public final class RedisPresence: PresenceManager {
 
     private func client(for channel: String) -> RedisClient { broker.client(for: channel) }
 
+    /// Adds the member on the channel's instance and remembers it for the periodic refresh.
     public func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let encoded = ClusterWire.member(member)
         return local.withLockedValue { table in
@@ -64,6 +66,7 @@ public final class RedisPresence: PresenceManager {
         }
     }
 
+    /// Forgets the member here and removes it in Redis; nil when Redis did not have it.
     public func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop)
         -> EventLoopFuture<Int?>
     {
@@ -78,10 +81,12 @@ public final class RedisPresence: PresenceManager {
         }
     }
 
+    /// Every unexpired member on any node, sorted by client id, with the counts.
     public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
         read(channel, members: true)
     }
 
+    /// The counts only, without transferring the member list.
     public func presenceCounts(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
         read(channel, members: false)
     }

@@ -2,6 +2,7 @@
 /// (`SWITCHBOARD_MAX_MESSAGE_SIZE`) and on the command line (`--max-message-size`). The catalog below is
 /// the one list that reading, validation, `check-config` and the documentation test all use.
 public struct SettingKey: Sendable, Hashable {
+    /// The value type; the raw value is how error messages and the documentation name it.
     public enum Kind: String, Sendable {
         case int = "an integer"
         case double = "a number"
@@ -10,11 +11,15 @@ public struct SettingKey: Sendable, Hashable {
         case strings = "a list of strings"
     }
 
+    /// The file key, in lowerCamelCase; `flag` and `environmentVariable` derive from it.
     public let name: String
+    /// What type of value the setting takes.
     public let kind: Kind
     /// As the documentation shows it; empty when the setting is off or unset by default.
     public let defaultValue: String
+    /// One line for the documentation table and `--help`.
     public let help: String
+    /// The value is shown as `<redacted>` by `check-config` and marked secret for swift-configuration.
     public let isSecret: Bool
     /// Applied on SIGHUP without a restart.
     public let reloadable: Bool

@@ -7,7 +7,9 @@ import Synchronization
 
 /// One setting as it ended up: its value (secrets redacted) and which layer gave it.
 public struct SettingEntry: Sendable, Equatable {
+    /// The setting's file key, as in `SettingKey.name`.
     public let key: String
+    /// The value as text (lists joined); the catalog's default when unset; secrets shown redacted.
     public let value: String
     /// `default`, `file PATH`, `environment SWITCHBOARD_…` or `flag --…`.
     public let source: String
@@ -15,10 +17,13 @@ public struct SettingEntry: Sendable, Equatable {
 
 /// The effective settings and how they came about.
 public struct LoadedSettings: Sendable {
+    /// The validated settings to run with.
     public let settings: ServeSettings
+    /// One entry per `SettingKey.all`, in that order: what `check-config` prints.
     public let entries: [SettingEntry]
     /// Things worth saying that do not stop the server (an unknown `SWITCHBOARD_` variable).
     public let warnings: [String]
+    /// The configuration file read, if any (`--config` or `SWITCHBOARD_CONFIG`).
     public let filePath: String?
 
     /// Reloadable and not: what differs from `previous`, by key.
@@ -40,6 +45,8 @@ public struct LoadedSettings: Sendable {
 /// Reads the settings of `serve` through swift-configuration: command-line flags over `SWITCHBOARD_…`
 /// environment variables over the file (`--config FILE` or `SWITCHBOARD_CONFIG`) over the catalog's defaults.
 public enum SettingsLoader {
+    /// Reads and validates every setting. `arguments` are the flags after `serve` (no program name);
+    /// `file` overrides `--config` and `SWITCHBOARD_CONFIG`. Throws `SettingsError` naming the setting.
     public static func load(
         arguments: [String], environment: [String: String], file explicitFile: String? = nil
     ) throws -> LoadedSettings {

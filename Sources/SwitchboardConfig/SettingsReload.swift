@@ -15,6 +15,8 @@ public final class SettingsReload: Sendable {
     private let verifier: TokenVerifier?
     private let logger: Logger
 
+    /// `arguments` and `environment` are kept for every reload; `loaded` is what the server started with.
+    /// `verifier` (nil without token keys) gets the reloaded keys.
     public init(
         arguments: [String], environment: [String: String] = ProcessInfo.processInfo.environment,
         loaded: LoadedSettings, application: ChannelsApplication, verifier: TokenVerifier?, logger: Logger

@@ -1,6 +1,7 @@
 /// What `switchboard check-config` prints: every setting, its effective value (secrets redacted) and the
 /// layer it came from, then the namespaces and any warnings.
 public enum SettingsReport {
+    /// The `check-config` output for `loaded`, as lines joined with newlines (no trailing newline).
     public static func render(_ loaded: LoadedSettings) -> String {
         let width = (loaded.entries.map(\.key.count).max() ?? 0) + 2
         let valueWidth = min((loaded.entries.map(\.value.count).max() ?? 0) + 2, 40)

@@ -53,6 +53,7 @@ public struct SwitchboardConfiguration: Sendable {
     /// NIO's write buffer water marks: above `high` a socket counts as not writable and messages
     /// wait in the connection's bounded queue. Defaults 32 KiB / 64 KiB.
     public var writeBufferLowWaterMark = 32 * 1024
+    /// The high mark of the pair above (see `writeBufferLowWaterMark`). Default 64 KiB.
     public var writeBufferHighWaterMark = 64 * 1024
     /// Plain ws:// connections write a frame the socket takes whole with one `send(2)`, below NIO's
     /// pipeline, and hand NIO only what does not fit (see `DirectSocket`). Default true; false writes
@@ -61,8 +62,10 @@ public struct SwitchboardConfiguration: Sendable {
     /// permessage-deflate (RFC 7692), offered by browsers by default. Default nil: off, the extension is
     /// not negotiated.
     public var deflate: DeflateOptions?
-    /// Per address, per user and per connection limits. Default: none.
+    /// Per address, per user and per connection limits. Default: only the inbound byte and frame rates
+    /// (see `AbuseLimits`).
     public var abuseLimits = AbuseLimits()
 
+    /// Every setting at its default; change the properties you need.
     public init() {}
 }

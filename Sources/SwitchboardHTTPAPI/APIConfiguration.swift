@@ -19,12 +19,14 @@ public struct APIConfiguration: Sendable {
     /// A request's headers must arrive within this (from the connection's start or the previous
     /// response), and its body within `bodyTimeout` after them; otherwise the connection is closed.
     public var headerTimeout = TimeAmount.seconds(10)
+    /// Time for a request's body once its headers are in. Default 30 s.
     public var bodyTimeout = TimeAmount.seconds(30)
     /// Wrong API keys one client address may send in a burst before it is held to one a second (429).
     public var failedKeyBurst = 10
     /// This node's name in `info`. Default: the host name.
     public var nodeName = ProcessInfo.processInfo.hostName
 
+    /// Loopback, port 8081, no key: a listener only this host can reach.
     public init() {}
 
     /// Whether the listener is reachable from other hosts.
@@ -43,6 +45,8 @@ public struct APIConfiguration: Sendable {
     }
 }
 
+/// An API configuration `APIServer` refuses to start with; `description` names the setting.
 public struct APIConfigurationError: Error, CustomStringConvertible {
+    /// The problem, prefixed with the setting (`apiKey`, `apiHost`).
     public let description: String
 }

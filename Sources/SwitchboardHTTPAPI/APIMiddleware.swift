@@ -55,7 +55,7 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
 /// Requires the API key on `/api/` requests, compared in constant time; wrong keys are throttled per
 /// client address (`FailedKeyAttempts`) and logged.
-struct APIKeyMiddleware<Context: RemoteAddressRequestContext>: RouterMiddleware {
+struct APIKeyMiddleware<Context: RequestContext>: RouterMiddleware {
     let key: [UInt8]?
     let attempts: FailedKeyAttempts
     let logger: Logger
@@ -64,7 +64,8 @@ struct APIKeyMiddleware<Context: RemoteAddressRequestContext>: RouterMiddleware 
         async throws -> Response
     {
         if let key {
-            let address = context.remoteAddress?.ipAddress ?? "unknown"
+            // A context without the client's address (an embedding app's own) throttles all clients as one.
+            let address = (context as? any RemoteAddressRequestContext)?.remoteAddress?.ipAddress ?? "unknown"
             let now = Int64(NIODeadline.now().uptimeNanoseconds)
             if attempts.isThrottled(address, now: now) {
                 var response = APIResponse.error(

@@ -15,6 +15,7 @@ import SwitchboardServer
 /// `/health` and `/ready`, on their own listener. Hummingbird does the HTTP: routing, body limits and
 /// middleware are its job, not ours.
 public final class APIServer: Service, Sendable {
+    /// The server version the `info` endpoint reports.
     public static let version = "0.7.0"
 
     private let configuration: APIConfiguration
@@ -24,7 +25,6 @@ public final class APIServer: Service, Sendable {
     private let registry: PrometheusCollectorRegistry?
     private let logger: Logger
     private let started = Date()
-    private let gauges: NodeGauges
     private let factory: any MetricsFactory
     // Lock: guards the bound address, set once the listener runs.
     private let bound = NIOLockedValueBox<SocketAddress?>(nil)
@@ -51,7 +51,6 @@ public final class APIServer: Service, Sendable {
         self.registry = registry
         self.logger = logger
         self.factory = metricsFactory
-        self.gauges = NodeGauges(factory: metricsFactory)
     }
 
     /// Waits until the listener is bound and returns its address (nil if it failed to start).
@@ -61,6 +60,8 @@ public final class APIServer: Service, Sendable {
         return bound.withLockedValue { $0 }
     }
 
+    /// Binds and serves until the surrounding service group shuts it down (or the task is cancelled);
+    /// throws if the listener cannot start. `boundAddress()` learns the port.
     public func run() async throws {
         let limits = APIConnectionGuard.Limits(
             headerTimeout: configuration.headerTimeout, bodyTimeout: configuration.bodyTimeout,
@@ -111,32 +112,14 @@ public final class APIServer: Service, Sendable {
             }
             return APIResponse.json("{\"ready\":true}")
         }
-        if let registry {
-            router.get("metrics") { [application, gauges] _, _ in
-                let statistics = try await application.statistics(on: MultiThreadedEventLoopGroup.singleton.next())
-                    .get()
-                gauges.record(statistics)
-                var output: [UInt8] = []
-                output.reserveCapacity(16 * 1024)
-                registry.emit(into: &output)
-                return Response(
-                    status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                    body: .init(byteBuffer: ByteBuffer(bytes: output)))
-            }
-        }
-        let api = router.group("api").add(
-            middleware: APIKeyMiddleware(
-                key: configuration.apiKey.map { Array($0.utf8) },
-                attempts: FailedKeyAttempts(burst: configuration.failedKeyBurst), logger: logger))
-        let routes = APIRoutes(
-            application: application, limit: configuration.maxBodySize, nodeName: configuration.nodeName,
-            started: started)
-        for endpoint in Self.endpoints {
-            api.post(RouterPath(stringLiteral: endpoint)) { request, _ in
-                try await routes.handle(endpoint, try await APIRequest.read(request, limit: routes.limit))
-            }
-        }
+        routes.add(to: router, countingErrors: false)
         return router
+    }
+
+    private var routes: ServerAPIRoutes {
+        ServerAPIRoutes(
+            application: application, configuration: configuration, registry: registry, metricsFactory: factory,
+            logger: logger, started: started)
     }
 }
 

@@ -2,6 +2,7 @@ import NIOCore
 
 /// A reply the server sent that is not RESP: the connection cannot be trusted any more.
 public struct RESPProtocolError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What was wrong with the bytes.
     public let description: String
 }
 
@@ -11,8 +12,11 @@ public struct RESPProtocolError: Error, Sendable, Equatable, CustomStringConvert
 /// keeps at most one unfinished scalar. Aggregates are bounded in depth and size so a broken or hostile
 /// stream cannot make it allocate without limit.
 public struct RESPDecoder: Sendable {
+    /// Aggregates nested deeper than this are a protocol error.
     public static let maxDepth = 64
+    /// Longest bulk string accepted, in bytes: 512 MiB, Redis's own limit.
     public static let maxBulkLength = 512 << 20
+    /// Most elements one aggregate may announce.
     public static let maxElements = 1 << 24
 
     /// An aggregate whose header has been read and whose elements are still arriving.
@@ -25,8 +29,11 @@ public struct RESPDecoder: Sendable {
     /// The aggregates being read, outermost first.
     private var open: [Unfinished] = []
 
+    /// A decoder at the start of a stream; use one per connection.
     public init() {}
 
+    /// The next whole value, consuming its bytes from `buffer`; nil until more bytes arrive. After a throw
+    /// the stream cannot be trusted: close the connection.
     public mutating func next(from buffer: inout ByteBuffer) throws(RESPProtocolError) -> RESPValue? {
         while true {
             guard open.count < Self.maxDepth else {

@@ -2,6 +2,7 @@ import NIOCore
 
 /// Commands go out as RESP arrays of bulk strings, whatever the protocol version.
 public enum RESPEncoder {
+    /// Appends one command, `arguments` as an array of bulk strings, to `buffer`.
     public static func encode(_ arguments: [RESPArgument], into buffer: inout ByteBuffer) {
         buffer.writeString("*\(arguments.count)\r\n")
         for argument in arguments {
@@ -23,6 +24,8 @@ public enum RESPArgument: Sendable, ExpressibleByStringLiteral, ExpressibleByStr
     case string(String)
     case bytes(ByteBuffer)
 
+    /// A literal argument: `"GET"`.
     public init(stringLiteral value: String) { self = .string(value) }
+    /// An integer, sent as its decimal text.
     public init(_ value: Int) { self = .string(String(value)) }
 }

@@ -19,6 +19,7 @@ public indirect enum RESPValue: Sendable, Equatable {
     case bigNumber(String)
     case verbatimString(String)
 
+    /// Structural equality; maps compare in order, and two NaN doubles are equal.
     public static func == (lhs: RESPValue, rhs: RESPValue) -> Bool {
         switch (lhs, rhs) {
         case (.simpleString(let a), .simpleString(let b)), (.error(let a), .error(let b)),
@@ -45,6 +46,7 @@ public indirect enum RESPValue: Sendable, Equatable {
         }
     }
 
+    /// An integer reply, or a simple or bulk string that holds a decimal integer; nil otherwise.
     public var int: Int64? {
         switch self {
         case .integer(let value): return value

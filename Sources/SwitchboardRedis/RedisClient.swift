@@ -6,6 +6,7 @@ import NIOCore
 /// commands on it fail at once with `.connectionLost` rather than queue: the caller (a publish, a
 /// presence update) answers its client with an error instead of hanging.
 public final class RedisClient: Sendable {
+    /// The server every connection of the pool goes to.
     public let configuration: RedisConfiguration
     private let slots: [Slot]
     // Lock: guards the round-robin cursor only.
@@ -64,6 +65,7 @@ public final class RedisClient: Sendable {
         }
     }
 
+    /// Closes every connection, waiting for attempts in flight; later commands fail with `.connectionLost`.
     public func close() async {
         for slot in slots { await slot.close() }
     }

@@ -4,14 +4,20 @@ import NIOSSL
 
 /// Where a Redis server is and how to talk to it.
 public struct RedisConfiguration: Sendable {
+    /// Host name or IP address. With `sentinel` set, the sentinels name the host to connect to instead.
     public var host = "127.0.0.1"
+    /// TCP port. Default 6379.
     public var port = 6379
+    /// ACL user for `AUTH`; nil authenticates as `default` when `password` is set.
     public var username: String?
+    /// Sent with `HELLO 3` (or `AUTH` on older servers) on every connection; nil: no authentication.
     public var password: String?
+    /// Logical database selected after connecting (`SELECT`, only when not 0). Default 0.
     public var database = 0
     /// A command without a reply after this long fails with `.timeout`, and the connection is closed
     /// (its replies can no longer be matched to commands).
     public var commandTimeout = TimeAmount.seconds(5)
+    /// Time allowed to open the TCP connection, to Redis or to a sentinel. Default 5 s.
     public var connectTimeout = TimeAmount.seconds(5)
     /// How often a pub/sub connection, which otherwise only reads, sends PING: a path to Redis that went
     /// silent (host gone, a virtual IP moved, a NAT dropping an idle flow) fails no read, so without it a
@@ -23,6 +29,7 @@ public struct RedisConfiguration: Sendable {
     /// asked of the sentinels before every connection, so a failover is followed on reconnection.
     public var sentinel: SentinelConfiguration?
 
+    /// Plain TCP to `host:port`, database 0, no credentials.
     public init(host: String = "127.0.0.1", port: Int = 6379) {
         self.host = host
         self.port = port
@@ -129,6 +136,7 @@ public struct SentinelConfiguration: Sendable {
     /// The name the sentinels monitor the primary under (`sentinel monitor NAME …`).
     public var primaryName: String
 
+    /// The sentinels are asked in the order given; with none, no primary can be found.
     public init(sentinels: [(host: String, port: Int)], primaryName: String) {
         self.sentinels = sentinels
         self.primaryName = primaryName
@@ -137,6 +145,7 @@ public struct SentinelConfiguration: Sendable {
 
 /// A Redis address that cannot be used.
 public struct RedisAddressError: Error, CustomStringConvertible {
+    /// What is wrong, with the address shown without its credentials.
     public let description: String
     init(_ url: String, _ problem: String) {
         // Never echo a password: keep only what follows the last "@".

@@ -46,6 +46,7 @@ public enum RedisError: Error, Sendable, Equatable {
 /// order. Speaks RESP3 after `HELLO 3`, RESP2 with servers that do not know HELLO. Pushes (RESP3 pub/sub
 /// messages) go to `onPush`.
 public final class RedisConnection: Sendable {
+    /// The NIO channel; its event loop is where this connection's futures complete.
     public let channel: any Channel
     /// 3 after a successful `HELLO 3`, else 2.
     public let protocolVersion: Int
@@ -186,8 +187,10 @@ public final class RedisConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Whether the TCP connection is still open; a closed connection is not reopened.
     public var isActive: Bool { channel.isActive }
 
+    /// Closes the TCP connection; commands still waiting for a reply fail with `.replyLost`.
     public func close() async {
         try? await channel.close()
     }

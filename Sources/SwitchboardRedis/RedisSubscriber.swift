@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 
+// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
 /// A dedicated pub/sub connection: channels are subscribed in batches (every request made in one
 /// event-loop tick goes out as one `SUBSCRIBE`), and after the connection breaks (Redis restarted, or
 /// dropped this client at its output-buffer limit because it fell behind) it reconnects with backoff and
@@ -8,8 +9,8 @@ import NIOCore
 /// `onConnectionChange`: messages sent in between are lost, and continuity must be restored from history.
 /// A link that goes silent (no reset, no FIN) is found by a PING every `pingInterval`, answered within the
 /// command timeout, and treated as lost.
-// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
 public final class RedisSubscriber: @unchecked Sendable {
+    /// What `onConnectionChange` reports, on `eventLoop`.
     public enum ConnectionChange: Sendable {
         /// The connection broke: messages are being missed from now on.
         case lost
@@ -17,6 +18,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         case restored
     }
 
+    /// The loop the subscriber lives on; `onMessage` and `onConnectionChange` are called on it.
     public let eventLoop: any EventLoop
     private let configuration: RedisConfiguration
     private let backoff: Backoff
@@ -45,6 +47,7 @@ public final class RedisSubscriber: @unchecked Sendable {
     /// Channels per command, so one reply never grows past what Redis and the decoder take comfortably.
     private static let batchSize = 500
 
+    /// Connects nothing until `start()`. `onMessage` gets the Redis channel name and the payload.
     public init(
         configuration: RedisConfiguration, eventLoop: any EventLoop, backoff: Backoff = Backoff(),
         logger: Logger = Logger(label: "switchboard.redis"),
@@ -78,6 +81,7 @@ public final class RedisSubscriber: @unchecked Sendable {
         return promise.futureResult
     }
 
+    /// Stops wanting `channel`; a subscribe still waiting for its confirmation fails. Not confirmed itself.
     public func unsubscribe(_ channel: String) {
         eventLoop.execute {
             self.wanted.remove(channel)

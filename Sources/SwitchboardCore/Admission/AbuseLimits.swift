@@ -27,5 +27,6 @@ public struct AbuseLimits: Sendable, Equatable {
     /// `trustedProxies`, parsed once.
     package private(set) var trustedRanges = AddressRanges([])
 
+    /// No per-address or per-user limits; the inbound byte and frame rates keep their defaults.
     public init() {}
 }

@@ -13,9 +13,12 @@ public enum SlowConsumerPolicy: String, CaseIterable, Sendable {
 /// Where a data message belongs for slow-consumer handling: typically one channel, with that
 /// channel's policy. Drops are counted per lane so the client can be told exactly what it missed.
 public struct DeliveryLane: Hashable, Sendable {
+    /// Identifies the lane, typically the channel name; drop counts and gap notices are kept by lane.
     public let name: String
+    /// How this lane's messages are treated when the connection falls behind.
     public let policy: SlowConsumerPolicy
 
+    /// A lane named `name` (usually a channel) whose messages follow `policy`.
     public init(name: String, policy: SlowConsumerPolicy) {
         self.name = name
         self.policy = policy

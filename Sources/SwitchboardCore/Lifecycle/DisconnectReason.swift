@@ -29,6 +29,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
     /// The application closed the connection and told the client not to come back.
     case rejected = "rejected"
 
+    /// The code the server sends when it closes for this reason. For the reasons where the peer ended the
+    /// connection (`clientClosed`, `connectionLost`) it is the code recorded, not sent.
     public var closeCode: CloseCode {
         switch self {
         case .clientClosed, .serverClosed: return .normal
@@ -47,6 +49,8 @@ public enum DisconnectReason: String, CaseIterable, Hashable, Sendable {
         }
     }
 
+    /// The close frame's reason text when whoever closes for this reason passes none; empty for
+    /// `clientClosed`.
     public var defaultMessage: String {
         switch self {
         case .clientClosed: return ""

@@ -3,10 +3,12 @@ import NIOCore
 /// Encodes server-to-client frames (unmasked, final) into one buffer holding header and payload,
 /// so one encoded frame can be written to any number of connections without copying.
 public enum FrameEncoder {
+    /// Size of an unmasked frame header for a payload of this many bytes: 2, 4 or 10.
     public static func headerSize(payloadLength: Int) -> Int {
         payloadLength < 126 ? 2 : (payloadLength <= 0xFFFF ? 4 : 10)
     }
 
+    /// A final frame carrying `payload`'s readable bytes (copied; `payload` itself is left as it was).
     public static func encode(
         _ opcode: Opcode,
         payload: ByteBuffer,
@@ -18,6 +20,7 @@ public enum FrameEncoder {
         return frame
     }
 
+    /// A final frame carrying `bytes`.
     public static func encode(
         _ opcode: Opcode,
         bytes: some Collection<UInt8>,
@@ -29,6 +32,7 @@ public enum FrameEncoder {
         return frame
     }
 
+    /// A final text frame carrying `text` as UTF-8.
     public static func encodeText(_ text: String, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer
     {
         encode(.text, bytes: text.utf8, allocator: allocator)

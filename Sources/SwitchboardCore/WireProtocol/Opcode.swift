@@ -7,5 +7,6 @@ public enum Opcode: UInt8, Sendable {
     case ping = 0x9
     case pong = 0xA
 
+    /// Close, ping and pong: RFC 6455 limits their payload to 125 bytes and forbids fragmenting them.
     public var isControl: Bool { rawValue & 0x8 != 0 }
 }

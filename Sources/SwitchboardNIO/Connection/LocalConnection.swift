@@ -17,6 +17,10 @@ public protocol LocalConnection: AnyObject {
     /// The client is on this host: its peer is a loopback address and no proxy forwarded the request (a
     /// reverse proxy on this host connects from loopback for clients anywhere). What "local only" rules need.
     var isLocal: Bool { get }
+    /// The application's own state for this connection (a protocol session, say), set in
+    /// `connectionOpened` and read in the other hooks: no table keyed by connection id to keep in step.
+    /// Cleared after `connectionClosed`.
+    var applicationState: AnyObject? { get set }
     /// When the connection's credentials expire, if they do.
     var expiresAt: NIODeadline? { get }
     /// Names the user (and presence info) after the upgrade: a client that authenticates with its first

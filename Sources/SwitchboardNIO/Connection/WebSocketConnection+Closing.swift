@@ -69,7 +69,8 @@ extension WebSocketConnection {
         shard.unregister(self)
         hub.connectionClosed(reason)
         log(.debug, "connection closed", metadata: ["reason": "\(reason.rawValue)"])
-        hub.application.connectionClosed(handle, reason: reason)
+        hub.application.connectionClosed(self, reason: reason)
+        applicationState = nil
         context = nil
     }
 }

@@ -48,6 +48,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     var closeTimer: Scheduled<Void>?
     /// When the connection's credentials expire (the upgrade decision's `expiresAt`, or `expire(at:)`).
     private(set) var expiresAt: NIODeadline?
+    /// The application's own per-connection state (`LocalConnection.applicationState`).
+    var applicationState: AnyObject?
     /// When the application is told they soon will (`SwitchboardApplication.credentialsExpiring`).
     var expiryWarningAt: NIODeadline?
     /// The deadline of this connection's live entry in the shard's wheel; other entries are stale.
@@ -110,20 +112,23 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
 
     /// Called by the handshake once the HTTP handlers are gone, so that writes reach the socket as is.
     func start() {
-        guard let context, context.channel.isActive, machine.upgraded() == .register else {
-            hub.releaseConnectionSlot()
-            releaseLimitCounts()
-            return
-        }
+        guard let context, context.channel.isActive, machine.upgraded() == .register else { return abandon() }
         shard.register(self)
         hub.connectionOpened()
         log(.debug, "connection opened")
-        hub.application.connectionOpened(handle)
+        hub.application.connectionOpened(self)
         // The upgrade's expiry (or the one `connectionOpened` set, with its warning) goes on the wheel now
         // that the connection is registered; the warning is kept.
         if let expiresAt, machine.state == .open {
             shard.scheduleCheck(self, at: Self.earliest(Int64(expiresAt.uptimeNanoseconds), expiryWarningAt))
         }
+    }
+
+    /// Gives back the places under the limits of a connection that never opened (the channel closed first,
+    /// or the pipeline could not take it).
+    func abandon() {
+        hub.releaseConnectionSlot()
+        releaseLimitCounts()
     }
 
     /// Names the connection's user and info after the upgrade, and re-indexes it by user.
@@ -202,8 +207,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             shard.counters.messagesIn += 1
             heartbeat.dataReceived(now: LoopShard.now())
             switch message {
-            case .text(let payload): hub.application.connection(handle, received: .text(payload))
-            case .binary(let payload): hub.application.connection(handle, received: .binary(payload))
+            case .text(let payload): hub.application.connection(self, received: .text(payload))
+            case .binary(let payload): hub.application.connection(self, received: .binary(payload))
             default: break
             }
         case .sendPong:
@@ -255,6 +260,16 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             unregister(reason)
         }
         context.fireChannelInactive()
+    }
+
+    /// The server that accepted this connection is shutting down gracefully (Hummingbird's quiescing, say):
+    /// the hub drains every connection the way `WebSocketServer.shutdown` does.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            _ = hub.shutdown()
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -5,18 +5,7 @@ import SwitchboardCore
 
 /// Checks an HTTP upgrade request against RFC 6455 §4.2.1 before anything is allocated for it.
 package enum HandshakeValidator {
-    package struct Rejection: Error, Equatable {
-        var status: HTTPResponseStatus
-        var reason: String
-        var kind: SwitchboardMetrics.HandshakeRejection
-        var extraHeaders: [(String, String)] = []
-
-        package static func == (lhs: Rejection, rhs: Rejection) -> Bool {
-            lhs.status == rhs.status && lhs.reason == rhs.reason
-        }
-
-        static func bad(_ reason: String) -> Rejection { .init(status: .badRequest, reason: reason, kind: .badRequest) }
-    }
+    package typealias Rejection = UpgradeRefusal
 
     /// Returns the `Sec-WebSocket-Accept` value for a valid request. Runs for every connection, so it
     /// reads headers in place instead of splitting, lowercasing and decoding them into new strings.

@@ -2,6 +2,7 @@ import Atomics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import ServiceLifecycle
 import SwitchboardCore
 
 /// A connection as reported by registry queries.
@@ -44,12 +45,33 @@ public final class Hub: Sendable {
     private let accepted = ManagedAtomic(0)
     private let closed = ManagedAtomic(0)
     private let shuttingDown = ManagedAtomic(false)
+    private let heartbeatsStarted = ManagedAtomic(false)
+    // Lock: guards the drain's future, set by the first `shutdown` call.
+    private let draining = NIOLockedValueBox<EventLoopFuture<Void>?>(nil)
     // Lock: guards what a reload may change (origins, abuse limits), read once per handshake.
     private let reloadable: NIOLockedValueBox<(origins: OriginPolicy, limits: AbuseLimits)>
     // Lock: guards connections per client address, taken once per handshake and once per close.
     private let addresses = NIOLockedValueBox(AddressTable())
     // Lock: guards open connections per user (with the last time each offender was logged).
     private let users = NIOLockedValueBox([String: (open: Int, lastLogged: Int64)]())
+
+    /// Makes a hub for connections that another server accepts and upgrades (`admit`, then `adopt`), on that
+    /// server's event loops: one registry shard per loop of `eventLoopGroup`, which must be the group the
+    /// server's connections live on. Run it (`run()`, a swift-service-lifecycle `Service`) for heartbeats and
+    /// a graceful drain; `WebSocketServer` makes and runs its own.
+    ///
+    /// - Parameters:
+    ///   - configuration: limits, timers, queues; its listener settings (host, port, path) are not used.
+    ///   - application: the hooks; `attached(to:)` is called here, once.
+    public convenience init(
+        configuration: SwitchboardConfiguration, application: any SwitchboardApplication,
+        eventLoopGroup: any EventLoopGroup, metrics: SwitchboardMetrics = SwitchboardMetrics(),
+        logger: Logger = Logger(label: "switchboard")
+    ) {
+        self.init(
+            configuration: configuration, application: application, metrics: metrics, logger: logger,
+            eventLoops: Array(eventLoopGroup.makeIterator()))
+    }
 
     init(
         configuration: SwitchboardConfiguration, application: any SwitchboardApplication, metrics: SwitchboardMetrics,
@@ -255,12 +277,34 @@ public final class Hub: Sendable {
 
     // MARK: lifecycle
 
-    func startHeartbeats() {
+    /// Starts each loop's heartbeat wheel (pings, idle and expiry checks); once.
+    public func startHeartbeats() {
+        guard !heartbeatsStarted.exchange(true, ordering: .relaxed) else { return }
         for shard in shards { shard.eventLoop.execute { shard.startHeartbeats() } }
     }
 
+    /// Refuses new upgrades with 503, closes every connection with 1001 in batches (each told a jittered
+    /// time to reconnect), waits up to `configuration.shutdownTimeout` for them to finish closing, then
+    /// drops the rest and stops the heartbeats. Callable from any thread, any number of times: the first call
+    /// starts the drain, every call gets its end.
+    @discardableResult
+    public func shutdown() -> EventLoopFuture<Void> {
+        let promise = shards[0].eventLoop.makePromise(of: Void.self)
+        let first = draining.withLockedValue { existing -> EventLoopFuture<Void>? in
+            if let existing { return existing }
+            existing = promise.futureResult
+            return nil
+        }
+        if let first {
+            promise.succeed()  // not handed out: completed so it is not leaked unfulfilled
+            return first
+        }
+        promise.completeWith(drain(deadline: configuration.shutdownTimeout))
+        return promise.futureResult
+    }
+
     /// Closes every connection with 1001 in batches; after `deadline`, drops the rest.
-    func drain(deadline: TimeAmount) -> EventLoopFuture<Void> {
+    private func drain(deadline: TimeAmount) -> EventLoopFuture<Void> {
         shuttingDown.store(true, ordering: .relaxed)
         let loop = shards[0].eventLoop
         let drained = EventLoopFuture.andAllComplete(
@@ -272,5 +316,16 @@ public final class Hub: Sendable {
             EventLoopFuture.andAllComplete(
                 self.shards.map { shard in shard.eventLoop.submit { shard.stopHeartbeats() } }, on: loop)
         }
+    }
+}
+
+/// Runs the hub beside the server that adopts its connections (in a `ServiceGroup`, say Hummingbird's
+/// `Application(services:)`): heartbeats while running, `shutdown()` on graceful shutdown.
+extension Hub: Service {
+    /// Starts the heartbeats, waits for graceful shutdown, then drains (see `shutdown()`).
+    public func run() async throws {
+        startHeartbeats()
+        try? await gracefulShutdown()
+        try await shutdown().get()
     }
 }

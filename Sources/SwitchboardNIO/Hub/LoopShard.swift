@@ -13,14 +13,15 @@ public protocol LoopTask: AnyObject, Sendable {
     func run(on shard: LoopShard, alone: Bool)
 }
 
+// @unchecked Sendable: every mutable property is read and written only on `eventLoop`; the inbox has its lock.
 /// Everything one event loop owns: its registry shard, its heartbeat wheel, its batch of pending
 /// flushes and its counters. Work from other threads arrives through one inbox per loop (a short lock,
 /// one `execute` per batch), so the hot path takes no lock and what one thread sends to a loop arrives
 /// in order.
-// @unchecked Sendable: every mutable property is read and written only on `eventLoop`; the inbox has its lock.
 public final class LoopShard: @unchecked Sendable {
     /// This loop's place in `Hub.eventLoops`, and the `shard` of every `ConnectionID` made here.
     public let index: Int
+    /// The loop that owns this shard; the shard's state may be touched only on it.
     public let eventLoop: any EventLoop
     private let configuration: SwitchboardConfiguration
     private let metrics: SwitchboardMetrics
@@ -138,6 +139,12 @@ public final class LoopShard: @unchecked Sendable {
     public func connections(ofUser user: String) -> [any LocalConnection] {
         eventLoop.preconditionInEventLoop()
         return registry.connections(ofUser: user).compactMap { registry[$0] }
+    }
+
+    /// Calls `body` with every open connection on this loop. Call on `eventLoop`; O(connections).
+    public func forEachConnection(_ body: (any LocalConnection) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        for connection in registry.byID.values { body(connection) }
     }
 
     func deliver(_ frame: ByteBuffer, toUser user: String) {

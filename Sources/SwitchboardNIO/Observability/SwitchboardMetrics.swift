@@ -5,6 +5,7 @@ import SwitchboardCore
 /// are summed per event loop and published on each heartbeat tick, so a broadcast to 10,000
 /// connections costs no atomic operations per delivery.
 public final class SwitchboardMetrics: Sendable {
+    /// Why an upgrade was refused: the `reason` label of `switchboard_handshakes_rejected_total`.
     public enum HandshakeRejection: String, CaseIterable, Sendable {
         case badRequest = "bad_request"
         case unsupportedVersion = "unsupported_version"
@@ -39,6 +40,8 @@ public final class SwitchboardMetrics: Sendable {
     let queueDepthSample: Recorder
     private let factory: any MetricsFactory
 
+    /// Creates every instrument from `factory`; the default is the process-wide `MetricsSystem.factory`, so
+    /// bootstrap the metrics backend first.
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         connectionsAccepted = Counter(label: "switchboard_connections_accepted_total", factory: factory)
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)

@@ -44,9 +44,14 @@ public protocol SwitchboardApplication: Sendable {
     /// Called once, when the server that runs this application has made its hub, before any connection:
     /// an application that keeps per-loop state makes it here, beside `hub.loopShards`.
     func attached(to hub: Hub)
-    func connectionOpened(_ connection: ConnectionHandle)
-    func connection(_ connection: ConnectionHandle, received message: DataMessage)
-    func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason)
+    /// The connection is registered and open: frames sent to it now go out. Set its `applicationState`
+    /// here; `connection.handle` is what to keep for reaching it from other threads.
+    func connectionOpened(_ connection: any LocalConnection)
+    /// A complete data message (reassembled, inflated, UTF-8 checked for text) from the client, in order.
+    func connection(_ connection: any LocalConnection, received message: DataMessage)
+    /// The connection has left every table of the hub, whatever ended it; nothing sent to it arrives.
+    /// Its `applicationState` is cleared after this returns.
+    func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason)
     /// A message to send just before the close frame when the server ends a connection (the client
     /// protocol's disconnect notice), or nil. `reconnectAfter` is the jittered hint of a shutdown.
     func disconnectNotice(
@@ -75,8 +80,10 @@ extension SwitchboardApplication {
         return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: chosen))
     }
 
-    public func connectionOpened(_ connection: ConnectionHandle) {}
-    public func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason) {}
+    /// Does nothing.
+    public func connectionOpened(_ connection: any LocalConnection) {}
+    /// Does nothing.
+    public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {}
     public func disconnectNotice(
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer? { nil }

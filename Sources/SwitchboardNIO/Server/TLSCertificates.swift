@@ -5,7 +5,9 @@ import NIOSSL
 /// new connection takes the context current when it is accepted; connections already open keep their
 /// session. TLS 1.2 at least, swift-nio-ssl's modern cipher defaults, ALPN `http/1.1`.
 public final class TLSCertificates: Sendable {
+    /// PEM file holding the certificate chain, leaf first; read again by `reload()`.
     public let certificatePath: String
+    /// PEM file holding the private key of the leaf certificate; read again by `reload()`.
     public let keyPath: String
     // Lock: guards the current context, replaced whole by `reload`.
     private let current: NIOLockedValueBox<NIOSSLContext>
@@ -53,7 +55,10 @@ public final class TLSCertificates: Sendable {
 
 /// A certificate or key file that cannot be used, with the path and the reason.
 public struct TLSFileError: Error, CustomStringConvertible {
+    /// The file that could not be used (the key file when key and certificate do not fit together).
     public let path: String
+    /// What is wrong with it, for an operator to read.
     public let reason: String
+    /// `path: reason`.
     public var description: String { "\(path): \(reason)" }
 }

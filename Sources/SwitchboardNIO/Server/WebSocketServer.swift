@@ -157,7 +157,7 @@ public final class WebSocketServer: Service, Sendable {
         else { return }
         logger.info("shutting down", metadata: ["connections": "\(hub.connectionCount)"])
         try? await acceptor.stop().get()
-        try? await hub.drain(deadline: configuration.shutdownTimeout).get()
+        try? await hub.shutdown().get()
         logger.info("stopped", metadata: ["connections": "\(hub.connectionCount)"])
         if ownsGroup { try? await group.shutdownGracefully() }
         markStopped.finish()

@@ -1,5 +1,6 @@
 /// Who may do what in a namespace's channels (docs/CONFIGURATION.md, `permissions`).
 public struct ChannelPermissions: Sendable, Equatable {
+    /// Who may perform an action; spelled as in the configuration (`"authenticated"`, `"token"`…).
     public enum Access: String, Sendable, CaseIterable {
         /// Any connection, anonymous ones included.
         case anyone
@@ -13,17 +14,24 @@ public struct ChannelPermissions: Sendable, Equatable {
         case localOrAuthenticated
     }
 
+    /// The client commands a namespace's permissions govern; the keys of its `permissions` object.
     public enum Action: String, Sendable, CaseIterable {
         case subscribe, publish, presence, history
     }
 
+    /// Who may subscribe. Default `.anyone`; `.subscribers` is not allowed here.
     public var subscribe = Access.anyone
+    /// Who may publish. Default `.anyone`; `.token` is for `subscribe` only.
     public var publish = Access.anyone
+    /// Who may read a channel's presence. Default `.anyone`.
     public var presence = Access.anyone
+    /// Who may read a channel's history. Default `.anyone`.
     public var history = Access.anyone
 
+    /// Every action open to anyone. Channels with `#` in their name still admit only the users they list.
     public init() {}
 
+    /// The access required for `action`, by name rather than property.
     public subscript(action: Action) -> Access {
         get {
             switch action {

@@ -4,6 +4,7 @@ import Foundation
 public struct TokenClaims: Sendable, Equatable {
     /// The user id; "" is anonymous.
     public var subject: String
+    /// The `exp` claim; nil when the token does not expire.
     public var expiresAt: Double?
     /// The `info` claim as JSON text: the connection's presence data.
     public var info: String?
@@ -12,6 +13,7 @@ public struct TokenClaims: Sendable, Equatable {
     /// The channel a subscription token is for (`channel` claim).
     public var channel: String?
 
+    /// Claims as a verified token would carry them; for an authenticator or a test that makes its own.
     public init(
         subject: String, expiresAt: Double? = nil, info: String? = nil, channels: [String] = [], channel: String? = nil
     ) {

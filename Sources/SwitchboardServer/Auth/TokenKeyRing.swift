@@ -13,7 +13,9 @@ public enum TokenKey: Sendable {
     case jwks(json: String)
 }
 
+/// A configured key that cannot be used; `description` says why, for the operator.
 public struct TokenKeyError: Error, CustomStringConvertible {
+    /// The problem, e.g. "the JSON Web Key Set has no usable key".
     public let description: String
 }
 
@@ -24,8 +26,10 @@ public struct TokenKeyRing: Sendable {
     private(set) var byKID: [String: [any JWTAlgorithm]] = [:]
     private(set) var unnamed: [any JWTAlgorithm] = []
 
+    /// An empty ring, which verifies no token; build a real one with `make(_:)`.
     public init() {}
 
+    /// True when the ring holds no key at all.
     public var isEmpty: Bool { byKID.isEmpty && unnamed.isEmpty }
 
     /// Makes a ring of `keys`; throws with the first unusable key's problem.
@@ -164,6 +168,7 @@ public struct TokenRules: Sendable {
         "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
     ]
 
+    /// Five seconds of leeway, no audience or issuer required.
     public init() {}
 }
 

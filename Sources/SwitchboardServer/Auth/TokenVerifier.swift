@@ -6,12 +6,16 @@ import NIOCore
 
 /// Where tokens come from and what they must say: the keys, a JWKS URL, the claim rules.
 public struct AuthConfiguration: Sendable {
+    /// Secrets, public keys and JWKS documents configured directly; replaceable on reload. Default none.
     public var keys: [TokenKey] = []
     /// A JWKS fetched over HTTP(S): at start, again when a token names an unknown `kid` (at most once per
     /// `jwksMinimumRefetchInterval`), and in the background once the copy is older than `jwksMaximumAge`.
     public var jwksURL: String?
+    /// The least time between two fetches of `jwksURL`, whatever tokens arrive. Default 30 s.
     public var jwksMinimumRefetchInterval = TimeAmount.seconds(30)
+    /// A fetched JWKS older than this is fetched again in the background. Default 1 h.
     public var jwksMaximumAge = TimeAmount.hours(1)
+    /// The claim checks (leeway, audience, issuer) every token goes through.
     public var rules = TokenRules()
     /// Whether connections without a token (or with an empty `sub`) are accepted. Default: only when no
     /// key is configured (a development server).
@@ -24,14 +28,17 @@ public struct AuthConfiguration: Sendable {
     /// A refused token is logged at most once per this interval per client address. Default 60 s.
     public var failureLogInterval = TimeAmount.seconds(60)
 
+    /// No keys and no JWKS URL: a development setup where anonymous connections are accepted.
     public init() {}
 
+    /// `allowAnonymous` if set; otherwise true exactly when neither `keys` nor `jwksURL` is configured.
     public var anonymousAllowed: Bool { allowAnonymous ?? (keys.isEmpty && jwksURL == nil) }
 }
 
 /// Verifies connection, refresh and subscription tokens. Keys known at the time are checked
 /// synchronously; a token naming an unknown key waits for one JWKS refetch.
 public final class TokenVerifier: Sendable {
+    /// The configuration the verifier was made with. `replaceKeys(_:)` does not update its `keys`.
     public let configuration: AuthConfiguration
     private let logger: Logger
     private let clock: @Sendable () -> Double

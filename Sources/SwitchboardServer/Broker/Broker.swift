@@ -3,8 +3,12 @@ import SwitchboardCore
 
 /// A publication in a channel's stream. `data` is the publisher's JSON, byte for byte.
 public struct Publication: Sendable, Equatable {
+    /// Place in the channel's stream: one more than the previous publication's, from 1. A channel without
+    /// history that nobody subscribes to may be forgotten by `LocalBroker` and start again from 1.
     public let offset: Int
+    /// The publisher's JSON value, exactly as sent; it goes to subscribers without re-encoding.
     public let data: String
+    /// The publisher's user id; nil for an anonymous client or a publication from the server API.
     public let user: String?
     /// Monotonic nanoseconds when it was published (for history TTL), or, from another node, when this
     /// node received it.
@@ -14,6 +18,7 @@ public struct Publication: Sendable, Equatable {
     /// epoch lasts as long as the process.
     public let epoch: String?
 
+    /// Made by brokers; `time` is monotonic nanoseconds (`NIODeadline.now().uptimeNanoseconds`).
     public init(offset: Int, data: String, user: String?, time: Int64, epoch: String? = nil) {
         self.offset = offset
         self.data = data
@@ -26,12 +31,16 @@ public struct Publication: Sendable, Equatable {
 /// What a subscription starts from: the channel's epoch, its newest offset, and (when recovering)
 /// the publications after the client's position, oldest first.
 public struct SubscribeSnapshot: Sendable, Equatable {
+    /// The stream's current epoch; the client stores it with `offset` to recover later.
     public let epoch: String
+    /// The channel's newest offset when the snapshot was taken (0 while the stream has no publication).
     public let offset: Int
+    /// The publications missed since the client's position, oldest first; empty unless `recovered`.
     public let publications: [Publication]
     /// True when `publications` is exactly what the client missed since its position.
     public let recovered: Bool
 
+    /// Made by brokers in answer to `Broker.recover(channel:since:options:on:)`.
     public init(epoch: String, offset: Int, publications: [Publication], recovered: Bool) {
         self.epoch = epoch
         self.offset = offset
@@ -42,10 +51,15 @@ public struct SubscribeSnapshot: Sendable, Equatable {
 
 /// A page of a channel's history with the stream's current position.
 public struct HistoryPage: Sendable, Equatable {
+    /// The stream's current epoch; offsets are comparable only within it.
     public let epoch: String
+    /// The channel's newest offset, which may be beyond the last publication of the page.
     public let offset: Int
+    /// At most the requested `limit`, oldest first as brokers return them (the server API's `reverse`
+    /// turns them newest first).
     public let publications: [Publication]
 
+    /// Made by brokers in answer to `Broker.history(channel:since:limit:options:on:)`.
     public init(epoch: String, offset: Int, publications: [Publication]) {
         self.epoch = epoch
         self.offset = offset
@@ -123,9 +137,12 @@ public protocol Broker: Sendable {
 
 /// Why a broker or presence call failed, in terms a client can be told.
 public struct BrokerError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What went wrong, for the logs; clients and API callers are answered with error 110 (unavailable).
     public let description: String
+    /// A failure described by `description`.
     public init(_ description: String) { self.description = description }
 
+    /// The call did not complete in time; nothing says whether it took effect.
     public static let timedOut = BrokerError("broker timed out")
     /// The command reached the store but its answer did not come back (a timeout, a link that broke after
     /// sending): it may have been carried out.

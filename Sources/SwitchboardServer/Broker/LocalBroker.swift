@@ -41,6 +41,7 @@ public final class LocalBroker: Broker {
     /// Channels with state (this node subscribed, history, or an offset to keep); idle ones cost nothing.
     public var channelCount: Int { states.count }
 
+    /// Sets the handler events are delivered to, under the channel's stripe lock.
     public func attach(_ handler: any BrokerEventHandler) {
         target.withLockedValue { $0 = handler }
     }
@@ -65,18 +66,22 @@ public final class LocalBroker: Broker {
         assert(Self.leaveDelivery())
     }
 
+    /// Marks the channel subscribed, so its publications and join/leave events reach the handler.
     public func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         checkNotReentrant()
         withState(channel) { $0.subscribed = true }
         return eventLoop.makeSucceededVoidFuture()
     }
 
+    /// Stops delivery for the channel; its history and offset stay.
     public func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         checkNotReentrant()
         withState(channel) { $0.subscribed = false }
         return eventLoop.makeSucceededVoidFuture()
     }
 
+    /// Assigns the next offset, appends to history (within the namespace's and the node's budgets) and
+    /// delivers to the handler if this node is subscribed, all under the channel's lock.
     public func publish(
         channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
@@ -112,6 +117,7 @@ public final class LocalBroker: Broker {
         }
     }
 
+    /// Delivers the join to the handler if this node is subscribed to the channel; nothing is stored.
     public func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<
         Void
     > {
@@ -122,6 +128,7 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededVoidFuture()
     }
 
+    /// Delivers the leave to the handler if this node is subscribed to the channel; nothing is stored.
     public func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop)
         -> EventLoopFuture<Void>
     {
@@ -132,6 +139,8 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededVoidFuture()
     }
 
+    /// Expires old history first; recovers only from this process's epoch and while the missed publications
+    /// are all still in history.
     public func recover(
         channel: String, since: StreamPosition?, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<SubscribeSnapshot> {
@@ -150,6 +159,7 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededFuture(snapshot)
     }
 
+    /// Expires old history first, then reads the page from what is left.
     public func history(
         channel: String, since: Int?, limit: Int, options: NamespaceOptions, on eventLoop: any EventLoop
     ) -> EventLoopFuture<HistoryPage> {
@@ -164,6 +174,7 @@ public final class LocalBroker: Broker {
         return eventLoop.makeSucceededFuture(page)
     }
 
+    /// Drops the channel's history and returns its bytes to the node's budget.
     public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         checkNotReentrant()
         withState(channel) { state in state.removeAll(budget: budget) }

@@ -7,6 +7,7 @@ import SwitchboardCore
 public final class LocalPresence: PresenceManager {
     private let channels: StripedTable<[ConnectionID: PresenceMember]>
 
+    /// `stripes`: how many locks the channels are spread over. Default 64.
     public init(stripes: Int = 64) {
         self.channels = StripedTable(stripes: stripes)
     }
@@ -14,6 +15,7 @@ public final class LocalPresence: PresenceManager {
     /// Channels with at least one member.
     public var channelCount: Int { channels.count }
 
+    /// Adds or replaces the member (keyed by connection id); completes with the channel's new member count.
     public func add(_ member: PresenceMember, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let count = channels.withChannel(channel) { channels -> Int in
             channels[channel, default: [:]][member.client] = member
@@ -22,6 +24,7 @@ public final class LocalPresence: PresenceManager {
         return eventLoop.makeSucceededFuture(count)
     }
 
+    /// Completes with the members left, or nil if the connection was not a member; an empty channel is dropped.
     public func remove(_ member: PresenceMember, from channel: String, on eventLoop: any EventLoop)
         -> EventLoopFuture<Int?>
     {
@@ -34,6 +37,7 @@ public final class LocalPresence: PresenceManager {
         return eventLoop.makeSucceededFuture(count)
     }
 
+    /// Every member, ordered by connection id, with the connection and distinct user counts.
     public func presence(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<PresenceSnapshot> {
         let members = channels.withChannel(channel) { $0[channel].map { Array($0.values) } ?? [] }
         let snapshot = PresenceSnapshot(

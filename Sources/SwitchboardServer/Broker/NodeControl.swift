@@ -14,14 +14,22 @@ public enum NodeCommand: Sendable, Equatable, Codable {
 
 /// A live node as node info lists it.
 public struct NodeInfo: Sendable, Equatable, Codable {
+    /// The node's cluster id (`NodeControl.nodeID`); empty on a single node.
     public var id: String
+    /// A name for people: the node's host name unless configured otherwise.
     public var name: String
+    /// Client connections open on the node.
     public var connections: Int
+    /// Distinct user ids among those connections.
     public var users: Int
+    /// Channels with at least one subscriber on the node.
     public var channels: Int
+    /// Client subscriptions on the node, all channels together.
     public var subscriptions: Int
+    /// Whole seconds since the node's `ChannelsApplication` was made.
     public var uptimeSeconds: Int
 
+    /// Made by `NodeControlHandler.describe(on:)`, or decoded from another node's announcement.
     public init(
         id: String, name: String, connections: Int, users: Int, channels: Int, subscriptions: Int, uptimeSeconds: Int
     ) {

@@ -4,6 +4,7 @@
 public enum ChannelName {
     static let maxLength = 255
 
+    /// Whether `name` is a well-formed channel name (length and characters only; the namespace must still exist).
     public static func validate(_ name: String) -> Bool {
         guard !name.isEmpty, name.utf8.count <= maxLength else { return false }
         return name.utf8.allSatisfy { byte in

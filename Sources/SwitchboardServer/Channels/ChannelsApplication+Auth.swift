@@ -137,7 +137,7 @@ extension ChannelsApplication {
     }
 
     public func credentialsExpiring(_ connection: any LocalConnection) {
-        guard let session = loops?.loops[connection.id.shard].sessions[connection.id], !session.isClosed,
+        guard let session = connection.session, !session.isClosed,
             let expiresAt = session.expiresAt
         else { return }
         session.reply(ServerMessage.refresh(expiresAt: expiresAt))

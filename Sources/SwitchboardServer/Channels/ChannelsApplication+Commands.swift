@@ -339,7 +339,7 @@ extension ChannelsApplication {
         let options = channel.options
         loop.resynchronizations.enqueue {
             let group = group.filter { subscription in
-                guard let session = loop.sessions[subscription.connection.id] else { return false }
+                guard let session = subscription.connection.session else { return false }
                 return !session.isClosed && session.subscriptions[name] === subscription
             }
             guard let first = group.first else { return loop.resynchronizations.finished() }
@@ -365,7 +365,7 @@ extension ChannelsApplication {
                         }
                     }
                     for subscription in group {
-                        guard let session = loop.sessions[subscription.connection.id], !session.isClosed,
+                        guard let session = subscription.connection.session, !session.isClosed,
                             session.subscriptions[name] === subscription
                         else { continue }
                         switch result {

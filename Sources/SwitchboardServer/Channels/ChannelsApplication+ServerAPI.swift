@@ -275,10 +275,14 @@ extension ChannelsApplication: NodeControlHandler {
     /// Connections, distinct users, channels and subscriptions on this node.
     public func statistics(on eventLoop: any EventLoop) -> EventLoopFuture<NodeStatistics> {
         onEveryLoop(eventLoop) { loop in
-            (
-                loop.sessions.count, Set(loop.sessions.values.compactMap { $0.connection.userID }),
-                Set(loop.channels.keys), loop.sessions.values.reduce(0) { $0 + $1.subscriptions.count }, loop.deliveries
-            )
+            var (connections, users, subscriptions) = (0, Set<String>(), 0)
+            loop.shard.forEachConnection { connection in
+                guard let session = connection.session else { return }
+                connections += 1
+                if let user = connection.userID { users.insert(user) }
+                subscriptions += session.subscriptions.count
+            }
+            return (connections, users, Set(loop.channels.keys), subscriptions, loop.deliveries)
         }.map { perLoop in
             var users = Set<String>()
             var channels = Set<String>()
@@ -299,7 +303,7 @@ extension ChannelsApplication: NodeControlHandler {
     // MARK: helpers
 
     private func sessions(of user: String, on loop: ChannelsLoop) -> [ClientSession] {
-        loop.shard.connections(ofUser: user).compactMap { loop.sessions[$0.id] }
+        loop.shard.connections(ofUser: user).compactMap(\.session)
     }
 
     /// Runs `body` on every event loop's channel state; completes on `eventLoop` with the results in loop order.

@@ -165,14 +165,12 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         return nil
     }
 
-    public func connectionOpened(_ handle: ConnectionHandle) {
-        guard let loop = loops?.loops[handle.id.shard], let connection = loop.shard.connection(handle.id) else {
-            return
-        }
+    public func connectionOpened(_ connection: any LocalConnection) {
+        guard let loop = loops?.loops[connection.id.shard] else { return }
         var presenceData = connection.info
         if let info = presenceData, !JSONScanner.isValue(info) {
             logger.warning(
-                "connection info is not JSON; presence leaves it out", metadata: ["connection": "\(handle.id)"])
+                "connection info is not JSON; presence leaves it out", metadata: ["connection": "\(connection.id)"])
             presenceData = nil
         }
         let bucket = TokenBucket(
@@ -180,14 +178,14 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
             now: Int64(NIODeadline.now().uptimeNanoseconds))
         let session = ClientSession(
             connection: connection, bucket: bucket, presenceData: presenceData, node: control?.nodeID)
-        loop.sessions[handle.id] = session
+        connection.applicationState = session
         startAuthentication(session, loop: loop)
     }
 
-    public func connection(_ handle: ConnectionHandle, received message: DataMessage) {
-        guard let loop = loops?.loops[handle.id.shard], let session = loop.sessions[handle.id] else { return }
+    public func connection(_ connection: any LocalConnection, received message: DataMessage) {
+        guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         guard case .text(let payload) = message else {
-            session.connection.close(.unsupportedData, message: "binary messages are not part of protocol v1")
+            connection.close(.unsupportedData, message: "binary messages are not part of protocol v1")
             return
         }
         switch ClientCommand.parse(payload.readableBytesView) {
@@ -198,9 +196,8 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         }
     }
 
-    public func connectionClosed(_ handle: ConnectionHandle, reason: DisconnectReason) {
-        guard let loop = loops?.loops[handle.id.shard], let session = loop.sessions.removeValue(forKey: handle.id)
-        else { return }
+    public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {
+        guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         session.isClosed = true
         session.cancelTimers()
         session.held = []

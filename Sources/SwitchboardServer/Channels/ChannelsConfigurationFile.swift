@@ -4,8 +4,11 @@ import SwitchboardCore
 
 /// A mistake in a configuration file, named by its path in the document (`namespaces.chat.presence`).
 public struct ConfigurationError: Error, CustomStringConvertible {
+    /// Dotted path of the offending key, e.g. `namespaces.chat.presence`; empty for the document itself.
     public let path: String
+    /// What is wrong with the value, for the operator.
     public let problem: String
+    /// `path: problem`, with "configuration" standing in for an empty path.
     public var description: String { "\(path.isEmpty ? "configuration" : path): \(problem)" }
 }
 

@@ -2,13 +2,12 @@ import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
 
-/// The channel layer's part of one event loop: the sessions of its connections and its channels'
-/// subscribers. Touched only on its loop; events reach it through the loop's inbox.
+/// The channel layer's part of one event loop: its channels' subscribers (each connection's session
+/// travels with the connection, as its `applicationState`). Touched only on its loop; events reach it through the loop's inbox.
 // @unchecked Sendable: every mutable property is read and written only on `shard.eventLoop`.
 final class ChannelsLoop: @unchecked Sendable {
     let shard: LoopShard
     private let nodeSubscriptions: NodeSubscriptions
-    var sessions: [ConnectionID: ClientSession] = [:]
     private(set) var channels: [String: LocalChannel] = [:]
     /// Events one recovering subscription may hold (the connection's queue bound in messages).
     private let maxHeld: Int

@@ -106,3 +106,8 @@ final class PresenceStep: Sendable {
 
     var isDone: Bool { done.load(ordering: .acquiring) }
 }
+
+extension LocalConnection {
+    /// The channel layer's session of this connection, from its opening to its close.
+    var session: ClientSession? { applicationState as? ClientSession }
+}

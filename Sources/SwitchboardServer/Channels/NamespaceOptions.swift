@@ -30,6 +30,7 @@ public struct NamespaceOptions: Sendable {
     /// Who may subscribe, publish, read presence and read history. Default: anyone.
     public var permissions = ChannelPermissions()
 
+    /// A plain pub/sub namespace: no history, no presence, anyone may do anything.
     public init() {}
 }
 
@@ -49,6 +50,7 @@ public struct ChannelsConfiguration: Sendable {
     /// How long a command waits for the broker or presence before it is answered with error 110. Default 5 s.
     public var brokerTimeout = TimeAmount.seconds(5)
 
+    /// Only the default namespace "", with default options, and the default limits.
     public init() {}
 
     /// A namespace with history, presence and join/leave: what a chat room wants.

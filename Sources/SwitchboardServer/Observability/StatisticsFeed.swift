@@ -8,6 +8,7 @@ import SwitchboardNIO
 /// A tick reads every loop once (connections, users, channels): well under a millisecond at 10,000
 /// connections, once a second.
 public final class StatisticsFeed: Sendable {
+    /// Where the statistics are published: `sys:stats`, or `sys:stats.<node id>` in a cluster.
     public let channel: String
     private let application: ChannelsApplication
     private let interval: TimeAmount
@@ -20,6 +21,7 @@ public final class StatisticsFeed: Sendable {
         var channels: ChannelsApplication.NodeStatistics
     }
 
+    /// Publishes through `application` every `interval` (default 1 s) once `start()` is called.
     public init(application: ChannelsApplication, interval: TimeAmount = .seconds(1)) {
         self.application = application
         self.interval = interval

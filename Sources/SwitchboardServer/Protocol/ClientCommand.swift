@@ -1,5 +1,6 @@
 /// A command from a client: `{"id": 1, "cmd": "subscribe", "channel": "chat:lobby", ...}`.
 public struct ClientCommand: Sendable, Equatable {
+    /// The command and its arguments, by `cmd` (docs/PROTOCOL.md).
     public enum Kind: Sendable, Equatable {
         /// Authenticates the connection (the first command); `recover` names, per channel of the token's
         /// `channels` claim, the last position seen.
@@ -16,7 +17,9 @@ public struct ClientCommand: Sendable, Equatable {
         case ping
     }
 
+    /// The client's id for the command, repeated in the reply so it can match replies to requests.
     public let id: Int
+    /// What the client asks for.
     public let kind: Kind
 
     /// Parses one text message. A message that is not a JSON object with an integer `id` cannot be
@@ -165,16 +168,22 @@ public struct ClientCommand: Sendable, Equatable {
     }
 }
 
+/// A message that is not a valid command, with the error to answer it with.
 public struct CommandFailure: Error, Equatable, Sendable {
+    /// The command's `id` if one could be read; nil means answer with `"id": null`.
     public let id: Int?
+    /// The error reply: 100 (bad request) or 101 (unknown command).
     public let error: ProtocolError
 }
 
 /// A place in a channel's stream: the offset of a publication and the epoch of the history it
 /// belongs to. Offsets only compare within one epoch.
 public struct StreamPosition: Sendable, Equatable {
+    /// The offset of the newest publication the client has (from a push or a subscribe reply).
     public var offset: Int
+    /// The epoch `offset` belongs to, as the server reported it.
     public var epoch: String
+    /// A position as a client reports it in `recover`.
     public init(offset: Int, epoch: String) {
         self.offset = offset
         self.epoch = epoch

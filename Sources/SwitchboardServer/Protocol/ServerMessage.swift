@@ -5,19 +5,24 @@ import SwitchboardCore
 /// Builds the server's JSON messages as text frames. Hand-assembled so a publication's data goes out
 /// as the very bytes the publisher sent, and a push for many subscribers is encoded once.
 public enum ServerMessage {
+    /// The success reply to command `id`: `{"id":…,"ok":result}`; `result` must be JSON text.
     public static func reply(id: Int, result: String = "{}") -> ByteBuffer {
         frame("{\"id\":\(id),\"ok\":\(result)}")
     }
 
+    /// The error reply to command `id` (`null` when the command's id could not be read).
     public static func error(id: Int?, _ error: ProtocolError) -> ByteBuffer {
         let id = id.map(String.init) ?? "null"
         return frame("{\"id\":\(id),\"error\":{\"code\":\(error.code),\"message\":\(quote(error.message))}}")
     }
 
+    /// The `pub` push for subscribers of `channel`; `showUser` adds the publisher's user id, when known.
     public static func publication(_ publication: Publication, channel: String, showUser: Bool) -> ByteBuffer {
         frame(publicationJSON(publication, channel: channel, showUser: showUser, push: true))
     }
 
+    /// A publication as JSON text: the `pub` push when `push` is true, else the object history and
+    /// recovery replies list (offset, data, user), without the channel.
     public static func publicationJSON(_ publication: Publication, channel: String?, showUser: Bool, push: Bool)
         -> String
     {
@@ -27,14 +32,18 @@ public enum ServerMessage {
         return json + "}"
     }
 
+    /// A presence push: `event` is `join` or `leave`, and `info` is the member's `json`.
     public static func membership(_ event: String, channel: String, member: PresenceMember) -> ByteBuffer {
         frame("{\"push\":\"\(event)\",\"channel\":\(quote(channel)),\"info\":\(member.json)}")
     }
 
+    /// The `gap` push: `dropped` publications of `channel` were lost to the slow-consumer policy.
     public static func gap(channel: String, dropped: Int) -> ByteBuffer {
         frame("{\"push\":\"gap\",\"channel\":\(quote(channel)),\"dropped\":\(dropped)}")
     }
 
+    /// The `disconnect` push sent just before the close frame; `afterMilliseconds` becomes `after_ms`, the
+    /// delay to wait before reconnecting (on shutdown).
     public static func disconnect(code: CloseCode, reason: String, reconnect: Bool, afterMilliseconds: Int?)
         -> ByteBuffer
     {

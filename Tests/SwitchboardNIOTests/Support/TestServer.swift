@@ -48,20 +48,22 @@ final class RecordingApplication: SwitchboardApplication {
         return eventLoop.makeSucceededFuture(.accept(userID: user, subprotocol: chosen))
     }
 
-    func connectionOpened(_ connection: ConnectionHandle) {
-        state.withLockedValue { $0.opened.append(connection) }
+    func connectionOpened(_ connection: any LocalConnection) {
+        let handle = connection.handle
+        state.withLockedValue { $0.opened.append(handle) }
     }
 
-    func connection(_ connection: ConnectionHandle, received message: DataMessage) {
+    func connection(_ connection: any LocalConnection, received message: DataMessage) {
         guard echo else { return }
         switch message {
-        case .text(let payload): connection.send(frame: FrameEncoder.encode(.text, payload: payload))
-        case .binary(let payload): connection.send(frame: FrameEncoder.encode(.binary, payload: payload))
+        case .text(let payload): connection.handle.send(frame: FrameEncoder.encode(.text, payload: payload))
+        case .binary(let payload): connection.handle.send(frame: FrameEncoder.encode(.binary, payload: payload))
         }
     }
 
-    func connectionClosed(_ connection: ConnectionHandle, reason: DisconnectReason) {
-        state.withLockedValue { $0.closed.append((connection, reason)) }
+    func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {
+        let handle = connection.handle
+        state.withLockedValue { $0.closed.append((handle, reason)) }
     }
 
     var opened: [ConnectionHandle] { state.withLockedValue { $0.opened } }

@@ -6,6 +6,8 @@ public struct DeflateParameters: Sendable, Equatable {
     public var serverWindowBits: Int
     /// The client asked for a window (`server_max_window_bits`), so the answer names it.
     public var serverWindowBitsRequested: Bool
+    /// The client keeps its compression context, so the connection keeps its inflate state between messages.
+    /// True only if `DeflateOptions.clientContextTakeover` allows it and the offer did not refuse it.
     public var clientContextTakeover: Bool
 
     /// The `Sec-WebSocket-Extensions` value of the 101 answer. Computed, not stored: every connection keeps
@@ -22,6 +24,8 @@ public struct DeflateParameters: Sendable, Equatable {
 /// (RFC 7692 §5, §7.1). An offer with an unknown, repeated or malformed parameter is declined, as is one
 /// the server cannot honour (`server_max_window_bits=8`: zlib's smallest raw window is 9).
 public enum DeflateNegotiation {
+    /// The parameters to answer with, given every `Sec-WebSocket-Extensions` value of the request; nil when
+    /// no offer is acceptable, and the connection then goes uncompressed.
     public static func negotiate(_ headerValues: [String], options: DeflateOptions) -> DeflateParameters? {
         for value in headerValues {
             for element in split(value, on: ",") {

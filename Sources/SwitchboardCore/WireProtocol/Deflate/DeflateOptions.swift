@@ -13,6 +13,7 @@ public struct DeflateOptions: Sendable, Equatable {
     /// sent a compressed message. Default false: the answer asks for `client_no_context_takeover`.
     public var clientContextTakeover = false
 
+    /// The defaults are those of the properties: compress from 256 bytes, level 1, no client context takeover.
     public init(minSize: Int = 256, level: Int = 1, clientContextTakeover: Bool = false) {
         self.minSize = minSize
         self.level = level

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import Metrics
+import NIOPosix
+import Prometheus
+import SwitchboardCore
+import SwitchboardHTTPAPI
+import SwitchboardHummingbird
+import SwitchboardNIO
+import SwitchboardServer
+
+/// A Hummingbird 2 app with the hub mounted on one of its routes: `GET /hello`, the channel protocol at
+/// `/ws` and the server API under `/api/` (with `/metrics`), all on one port. What docs/hummingbird.md
+/// shows, as a program the tests run.
+@main
+struct ExampleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard-example-hummingbird",
+        abstract: "A Hummingbird app serving /hello, the channel protocol at /ws and the server API at /api/.")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0: any free port; the ready line says which).") var port = 8080
+    @Option(help: "HMAC secret for connection tokens; without one, ?user= names the user (loopback only).")
+    var tokenSecret: String?
+    @Option(help: "Key the server API asks for (Authorization: apikey KEY); none: no key asked.") var apiKey: String?
+
+    func run() async throws {
+        let demo = tokenSecret == nil
+        guard !demo || ["127.0.0.1", "::1", "localhost"].contains(host) else {
+            throw ValidationError("demo mode (no --token-secret) serves loopback only: give a token secret")
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var auth = AuthConfiguration()
+        auth.keys = tokenSecret.map { [.hmac(secret: $0)] } ?? []
+        let verifier = demo ? nil : try await TokenVerifier.make(auth)
+        let channels = ChannelsApplication(
+            verifier: verifier, authenticate: demo ? ChannelsApplication.userFromQuery : nil)
+        // The hub lives on the app's event loops: Hummingbird's default group is the singleton.
+        let hub = Hub(
+            configuration: SwitchboardConfiguration(), application: channels,
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+
+        let router = Router()
+        router.get("hello") { _, _ in "hello" }
+        var api = APIConfiguration()
+        api.apiKey = apiKey
+        ServerAPIRoutes(application: channels, configuration: api, registry: registry).add(to: router)
+
+        let app = Application(
+            router: router, server: .switchboard(hub, path: "/ws"),
+            configuration: .init(address: .hostname(host, port: port)), services: [hub],
+            onServerRunning: { [host] channel in
+                print("switchboard-example-hummingbird listening on http://\(host):\(channel.localAddress?.port ?? 0)")
+                if demo { print("demo mode: ?user= names the user; give --token-secret for tokens") }
+                fflush(nil)
+            })
+        try await app.runService()
+    }
+}
