@@ -4,8 +4,8 @@ import SwitchboardNIO
 
 /// NIO's typed upgrade step for one connection of a Hummingbird server: a WebSocket upgrade to the mount
 /// path gets the hub's verdict (`Hub.admit`); on 101 the channel is handed to the hub (`Hub.adopt`). A
-/// refusal is kept for `HubHTTP1Channel` to answer with its HTTP status; an upgrade to another path is
-/// left to the app's router.
+/// refusal is kept for `HubHTTP1Channel` to answer with its HTTP status, as is an upgrade to another path
+/// (404).
 struct HubUpgrader: NIOTypedHTTPServerProtocolUpgrader {
     typealias UpgradeResult = HubHTTP1Channel.UpgradeResult
 
@@ -18,16 +18,17 @@ struct HubUpgrader: NIOTypedHTTPServerProtocolUpgrader {
     /// The request's headers are checked by the hub (RFC 6455, with the reason in a 400).
     var requiredUpgradeHeaders: [String] { [] }
 
-    /// The upgrade was for another path: NIO passes the request on to the app's routes.
-    struct NotMounted: Error {}
-
     func buildUpgradeResponse(
         channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        guard upgradeRequest.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) else {
-            return channel.eventLoop.makeFailedFuture(NotMounted())
-        }
         let verdict = self.verdict
+        guard upgradeRequest.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) else {
+            // Hummingbird's HTTP/1.1 handling does not answer a request that asked to upgrade: answer it here.
+            let refusal = UpgradeRefusal(
+                status: .notFound, reason: "no WebSocket endpoint at this path", kind: .notFound)
+            if case .refused(let counted) = hub.refused(refusal) { verdict.value = .refused(counted) }
+            return channel.eventLoop.makeFailedFuture(refusal)
+        }
         return hub.admit(upgradeRequest, remoteAddress: channel.remoteAddress, on: channel.eventLoop)
             .flatMapThrowing { answer in
                 verdict.value = answer

@@ -267,6 +267,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             _ = hub.shutdown()
+        } else if let event = event as? ChannelEvent, event == .inputClosed {
+            // A server that allows half-closure (Hummingbird's) tells us the peer sent FIN: it cannot answer
+            // a close handshake any more, so the connection is over, as with our own sockets.
+            context.close(promise: nil)
         } else {
             context.fireUserInboundEventTriggered(event)
         }

@@ -203,8 +203,8 @@ extension Hub {
     }
 
     /// Counts and logs a refusal (the application logs its own: bad tokens are throttled per address, or a
-    /// bot floods the log).
-    func refused(_ refusal: UpgradeRefusal) -> UpgradeVerdict {
+    /// bot floods the log): for refusals the embedding server finds itself, so they count with the hub's.
+    public func refused(_ refusal: UpgradeRefusal) -> UpgradeVerdict {
         metrics.rejected(refusal.kind)
         logger.log(
             level: refusal.kind == .rejectedByApplication ? .debug : .info, "handshake rejected",
