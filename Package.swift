@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SwitchboardCluster", targets: ["SwitchboardCluster"]),
         .library(name: "SwitchboardHTTPAPI", targets: ["SwitchboardHTTPAPI"]),
         .library(name: "SwitchboardHummingbird", targets: ["SwitchboardHummingbird"]),
+        .library(name: "SwitchboardChannelClient", targets: ["SwitchboardChannelClient"]),
         .executable(name: "switchboard", targets: ["switchboard"]),
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
         .executable(name: "switchboard-fuzz", targets: ["switchboard-fuzz"]),
@@ -183,6 +184,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A client for the channel protocol (client protocol v1) over SwitchboardClient: recovery, reconnect,
+        // token refresh; what clients/js is for browsers.
+        .target(
+            name: "SwitchboardChannelClient",
+            dependencies: [
+                "SwitchboardClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
@@ -295,6 +310,20 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SwitchboardChannelClientTests",
+            dependencies: [
+                "SwitchboardChannelClient", "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient",
+                "SwitchboardCore",
+                "SwitchboardTestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -52,6 +52,9 @@ public struct HubHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     /// Hummingbird's usual HTTP/1.1 handlers.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // Before the first read: the receive buffer each connection keeps starts at 512 bytes rather than
+            // NIO's 2 KiB, so a WebSocket that goes idle holds what one on the hub's own listener holds.
+            try channel.syncOptions?.setOption(.recvAllocator, value: Hub.receiveAllocator)
             let verdict = NIOLoopBoundBox<UpgradeVerdict?>(nil, eventLoop: channel.eventLoop)
             let upgrader = HubUpgrader(hub: hub, path: path, verdict: verdict)
             let http1 = configuration

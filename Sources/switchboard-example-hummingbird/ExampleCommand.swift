@@ -25,6 +25,9 @@ struct ExampleCommand: AsyncParsableCommand {
     @Option(help: "HMAC secret for connection tokens; without one, ?user= names the user (loopback only).")
     var tokenSecret: String?
     @Option(help: "Key the server API asks for (Authorization: apikey KEY); none: no key asked.") var apiKey: String?
+    @Option(help: "Event loops (0: one per core, Hummingbird's default group).") var threads = 0
+    @Flag(help: "Serve `switchboard echo --broadcast` at /ws instead of the channel layer (for benchmarks).")
+    var echoBroadcast = false
 
     func run() async throws {
         let demo = tokenSecret == nil
@@ -39,9 +42,10 @@ struct ExampleCommand: AsyncParsableCommand {
         let channels = ChannelsApplication(
             verifier: verifier, authenticate: demo ? ChannelsApplication.userFromQuery : nil)
         // The hub lives on the app's event loops: Hummingbird's default group is the singleton.
+        let group = threads > 0 ? MultiThreadedEventLoopGroup(numberOfThreads: threads) : .singleton
         let hub = Hub(
-            configuration: SwitchboardConfiguration(), application: channels,
-            eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+            configuration: SwitchboardConfiguration(),
+            application: echoBroadcast ? EchoApplication(broadcast: true) : channels, eventLoopGroup: group)
 
         let router = Router()
         router.get("hello") { _, _ in "hello" }
@@ -56,7 +60,7 @@ struct ExampleCommand: AsyncParsableCommand {
                 print("switchboard-example-hummingbird listening on http://\(host):\(channel.localAddress?.port ?? 0)")
                 if demo { print("demo mode: ?user= names the user; give --token-secret for tokens") }
                 fflush(nil)
-            })
+            }, eventLoopGroupProvider: .shared(group))
         try await app.runService()
     }
 }

@@ -99,8 +99,8 @@ extension Hub {
     public func adopt(_ channel: any Channel, admission: UpgradeAdmission) throws {
         let connection = try connection(for: admission, on: channel.eventLoop, directSocket: nil)
         if let options = channel.syncOptions {
-            try? options.setOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
+            try? options.setOption(.socketOption(.tcp_nodelay), value: 1)
+            try? options.setOption(.recvAllocator, value: Self.receiveAllocator)
             try? options.setOption(
                 .writeBufferWaterMark,
                 value: .init(
@@ -113,6 +113,12 @@ extension Hub {
             throw error
         }
         connection.start()
+    }
+
+    /// Each channel keeps its receive buffer between reads: start small so an idle connection holds 512
+    /// bytes, not NIO's default 2 KiB; the allocator grows it for busy ones.
+    public static var receiveAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
     }
 
     /// The connection for an admitted upgrade, owning the admission's places; not yet in a pipeline.

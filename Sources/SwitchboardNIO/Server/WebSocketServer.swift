@@ -105,11 +105,7 @@ public final class WebSocketServer: Service, Sendable {
         return { bootstrap in
             bootstrap
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                // Each channel keeps its receive buffer between reads: start small so an idle connection
-                // holds 512 bytes, not NIO's default 2 KiB; the allocator grows it for busy ones.
-                .channelOption(
-                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
-                )
+                .channelOption(.recvAllocator, value: Hub.receiveAllocator)
                 .channelOption(.writeBufferWaterMark, value: waterMarks)
         }
     }
