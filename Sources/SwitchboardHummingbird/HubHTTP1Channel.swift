@@ -51,41 +51,44 @@ public struct HubHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     /// Sets up NIO's typed HTTP upgrade with the hub's upgrader; a request that does not upgrade gets
     /// Hummingbird's usual HTTP/1.1 handlers.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
-            // Before the first read: the receive buffer each connection keeps starts at 512 bytes rather than
-            // NIO's 2 KiB, so a WebSocket that goes idle holds what one on the hub's own listener holds.
-            try channel.syncOptions?.setOption(.recvAllocator, value: Hub.receiveAllocator)
-            let verdict = NIOLoopBoundBox<UpgradeVerdict?>(nil, eventLoop: channel.eventLoop)
-            let upgrader = HubUpgrader(hub: hub, path: path, verdict: verdict)
-            let http1 = configuration
-            let upgrade = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
-                upgraders: [upgrader],
-                notUpgradingCompletionHandler: { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        let sync = channel.pipeline.syncOperations
-                        try sync.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-                        try sync.addHandlers(http1.additionalChannelHandlers())
-                        try sync.addHandler(
-                            HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger)
-                        )
-                        let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
-                            wrappingChannelSynchronously: channel,
-                            configuration: .init(isOutboundHalfClosureEnabled: true))
-                        if case .refused(let refusal) = verdict.value { return .refused(asyncChannel, refusal) }
-                        return .notUpgraded(asyncChannel)
-                    }
-                })
-            var pipeline = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: upgrade)
-            pipeline.enablePipelining = false  // NIOAsyncChannel pipelines HTTP for Hummingbird
-            pipeline.enableErrorHandling = false  // Hummingbird answers errors
-            pipeline.enableResponseHeaderValidation = false  // HTTPTypes validates
-            pipeline.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
-            pipeline.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
-            pipeline.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
-            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
-                configuration: pipeline)
-            return Value(result: result, channel: channel)
-        }
+        channel.eventLoop.makeCompletedFuture { try setup(channel: channel, logger: logger, directSocket: nil) }
+    }
+
+    /// `setup`, on the channel's loop, with the socket when the hub's own listener accepted the channel.
+    func setup(channel: any Channel, logger: Logger, directSocket: DirectSocket?) throws -> Value {
+        // Before the first read: the receive buffer each connection keeps starts at 512 bytes rather than
+        // NIO's 2 KiB, so a WebSocket that goes idle holds what one on the hub's own listener holds.
+        try channel.syncOptions?.setOption(.recvAllocator, value: Hub.receiveAllocator)
+        let verdict = NIOLoopBoundBox<UpgradeVerdict?>(nil, eventLoop: channel.eventLoop)
+        let upgrader = HubUpgrader(hub: hub, path: path, verdict: verdict, directSocket: directSocket)
+        let http1 = configuration
+        let upgrade = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                    try sync.addHandlers(http1.additionalChannelHandlers())
+                    try sync.addHandler(
+                        HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger)
+                    )
+                    let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true))
+                    if case .refused(let refusal) = verdict.value { return .refused(asyncChannel, refusal) }
+                    return .notUpgraded(asyncChannel)
+                }
+            })
+        var pipeline = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: upgrade)
+        pipeline.enablePipelining = false  // NIOAsyncChannel pipelines HTTP for Hummingbird
+        pipeline.enableErrorHandling = false  // Hummingbird answers errors
+        pipeline.enableResponseHeaderValidation = false  // HTTPTypes validates
+        pipeline.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
+        pipeline.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
+        pipeline.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
+        let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+            configuration: pipeline)
+        return Value(result: result, channel: channel)
     }
 
     /// Serves HTTP for the app, answers a refusal, or returns at once for a WebSocket (the hub's loop runs

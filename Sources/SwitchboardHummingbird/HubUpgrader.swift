@@ -13,6 +13,8 @@ struct HubUpgrader: NIOTypedHTTPServerProtocolUpgrader {
     let path: String
     /// This connection's verdict, between `buildUpgradeResponse` and `upgrade` (or the not-upgrading path).
     let verdict: NIOLoopBoundBox<UpgradeVerdict?>
+    /// The socket, when the hub's own listener accepted the connection (`WebSocketServer(router:)`).
+    let directSocket: DirectSocket?
 
     var supportedProtocol: String { "websocket" }
     /// The request's headers are checked by the hub (RFC 6455, with the reason in a 400).
@@ -48,7 +50,7 @@ struct HubUpgrader: NIOTypedHTTPServerProtocolUpgrader {
             guard case .admitted(let admission) = verdict.value else { throw AdoptionError.admissionUsed }
             verdict.value = nil
             do {
-                try hub.adopt(channel, admission: admission)
+                try hub.adopt(channel, admission: admission, directSocket: directSocket)
             } catch {
                 channel.close(promise: nil)
                 throw error

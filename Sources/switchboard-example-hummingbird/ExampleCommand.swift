@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import NIOPosix
 import Prometheus
+import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardHTTPAPI
 import SwitchboardHummingbird
@@ -28,12 +29,15 @@ struct ExampleCommand: AsyncParsableCommand {
     @Option(help: "Event loops (0: one per core, Hummingbird's default group).") var threads = 0
     @Flag(help: "Serve `switchboard echo --broadcast` at /ws instead of the channel layer (for benchmarks).")
     var echoBroadcast = false
+    @Flag(help: "Serve the routes on the hub's own listener (direct writes) instead of Hummingbird's server.")
+    var hubListener = false
 
     func run() async throws {
         let demo = tokenSecret == nil
         guard !demo || ["127.0.0.1", "::1", "localhost"].contains(host) else {
             throw ValidationError("demo mode (no --token-secret) serves loopback only: give a token secret")
         }
+        let logger = Logger(label: "switchboard-example")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var auth = AuthConfiguration()
@@ -41,26 +45,39 @@ struct ExampleCommand: AsyncParsableCommand {
         let verifier = demo ? nil : try await TokenVerifier.make(auth)
         let channels = ChannelsApplication(
             verifier: verifier, authenticate: demo ? ChannelsApplication.userFromQuery : nil)
-        // The hub lives on the app's event loops: Hummingbird's default group is the singleton.
         let group = threads > 0 ? MultiThreadedEventLoopGroup(numberOfThreads: threads) : .singleton
-        let hub = Hub(
-            configuration: SwitchboardConfiguration(),
-            application: echoBroadcast ? EchoApplication(broadcast: true) : channels, eventLoopGroup: group)
-
+        let application: any SwitchboardApplication = echoBroadcast ? EchoApplication(broadcast: true) : channels
         let router = Router()
         router.get("hello") { _, _ in "hello" }
         var api = APIConfiguration()
         api.apiKey = apiKey
         ServerAPIRoutes(application: channels, configuration: api, registry: registry).add(to: router)
+        let ready = "switchboard-example-hummingbird listening on http://\(host):"
+        let note = demo ? "demo mode: ?user= names the user; give --token-secret for tokens" : nil
 
+        if hubListener {
+            var configuration = SwitchboardConfiguration()
+            (configuration.host, configuration.port, configuration.path) = (host, port, "/ws")
+            let server = WebSocketServer(
+                configuration: configuration, application: application, router: router, eventLoopGroup: group)
+            let address = try await server.start()
+            print(ready + "\(address.port ?? port)")
+            if let note { print(note) }
+            fflush(nil)
+            try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                .run()
+            return
+        }
+        // The hub lives on the app's event loops (Hummingbird's default group is the singleton).
+        let hub = Hub(configuration: SwitchboardConfiguration(), application: application, eventLoopGroup: group)
         let app = Application(
             router: router, server: .switchboard(hub, path: "/ws"),
             configuration: .init(address: .hostname(host, port: port)), services: [hub],
-            onServerRunning: { [host] channel in
-                print("switchboard-example-hummingbird listening on http://\(host):\(channel.localAddress?.port ?? 0)")
-                if demo { print("demo mode: ?user= names the user; give --token-secret for tokens") }
+            onServerRunning: { channel in
+                print(ready + "\(channel.localAddress?.port ?? 0)")
+                if let note { print(note) }
                 fflush(nil)
-            }, eventLoopGroupProvider: .shared(group))
+            }, eventLoopGroupProvider: .shared(group), logger: logger)
         try await app.runService()
     }
 }

@@ -1,12 +1,15 @@
 import Foundation
+import Hummingbird
 import NIOCore
 import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
-import SwitchboardNIO
+import SwitchboardHummingbird
 import SwitchboardServer
 import SwitchboardTestSupport
 import Testing
+
+@testable import SwitchboardNIO
 
 /// The hub mounted on a Hummingbird app: its routes and the channel protocol on one port, the hub's
 /// refusals as HTTP statuses from the app's server, and the app's graceful shutdown draining the hub.
@@ -154,5 +157,38 @@ struct MountTests {
         try await stopping.value
         #expect(app.hub.connectionCount == 0)
         #expect(app.hub.isShuttingDown)
+    }
+
+    /// The other way round: the hub's own listener (direct writes) serving the app's router too.
+    @Test func theHubsOwnListenerServesARouterToo() async throws {
+        let router = Router()
+        router.get("hello") { _, _ in "hello" }
+        var configuration = SwitchboardConfiguration()
+        (configuration.port, configuration.path, configuration.shutdownTimeout) = (0, "/ws", .seconds(5))
+        let server = WebSocketServer(
+            configuration: configuration, application: EchoApplication(broadcast: false), router: router)
+        let port = try await server.start().port ?? 0
+        try await finally({ await server.shutdown() }) {
+            let hello = try await Self.http(port, "GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            #expect(hello.hasPrefix("HTTP/1.1 200") && hello.hasSuffix("hello"), "\(hello)")
+            let missing = try await Self.http(
+                port, "GET /nope HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            #expect(missing.hasPrefix("HTTP/1.1 404"), "\(missing)")
+            let client = try await WebSocketClient.connect(
+                host: "127.0.0.1", port: port, options: ClientOptions(path: "/ws"),
+                group: MultiThreadedEventLoopGroup.singleton)
+            for index in 1...50 { client.send(text: "message \(index)") }
+            for index in 1...50 { #expect(try await client.nextMessage() == .text("message \(index)")) }
+            #expect(server.hub.connectionCount == 1)
+            // The connection writes its socket directly: the listener knew the descriptor at accept.
+            let id = try #require(try await server.hub.snapshot().get().first?.id)
+            let shard = server.hub.loopShards[id.shard]
+            let direct = try await shard.eventLoop.submit {
+                (shard.connection(id) as? WebSocketConnection)?.directSocket != nil
+            }.get()
+            #expect(direct)
+            await client.disconnect()
+            try await eventually { server.hub.connectionCount == 0 }
+        }
     }
 }

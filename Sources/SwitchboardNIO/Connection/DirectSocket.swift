@@ -22,13 +22,13 @@ import NIOCore
 /// The descriptor is known because the server accepts connections itself (`Acceptor`). It is written only
 /// on the channel's loop while the channel is active: NIO closes a descriptor on that loop and marks the
 /// channel inactive before anything else runs, and the number may be another socket's right after.
-struct DirectSocket {
+package struct DirectSocket {
     let descriptor: CInt
     /// Asked before every write: an inactive channel's descriptor is closed, or soon will be.
     let channel: any Channel
 
     /// The socket of a plain TCP channel (not for TLS: those bytes must pass the TLS handler).
-    init(descriptor: CInt, channel: any Channel) {
+    package init(descriptor: CInt, channel: any Channel) {
         self.descriptor = descriptor
         self.channel = channel
     }

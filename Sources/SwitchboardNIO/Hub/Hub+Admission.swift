@@ -97,7 +97,12 @@ extension Hub {
     /// - Throws: `AdoptionError` when the admission was used already or the channel is not on a hub loop
     ///   (the admission's places are given back; close the channel).
     public func adopt(_ channel: any Channel, admission: UpgradeAdmission) throws {
-        let connection = try connection(for: admission, on: channel.eventLoop, directSocket: nil)
+        try adopt(channel, admission: admission, directSocket: nil)
+    }
+
+    /// `adopt`, with the socket to write directly when the hub's own listener accepted the channel.
+    package func adopt(_ channel: any Channel, admission: UpgradeAdmission, directSocket: DirectSocket?) throws {
+        let connection = try connection(for: admission, on: channel.eventLoop, directSocket: directSocket)
         if let options = channel.syncOptions {
             try? options.setOption(.socketOption(.tcp_nodelay), value: 1)
             try? options.setOption(.recvAllocator, value: Self.receiveAllocator)

@@ -24,6 +24,8 @@ public final class WebSocketServer: Service, Sendable {
     /// Finished when `shutdown` has completed; `run` waits on it.
     private let stopped: AsyncStream<Void>
     private let markStopped: AsyncStream<Void>.Continuation
+    /// Sets up each accepted connection in place of the built-in handshake; nil: the handshake.
+    private let connectionSetup: ConnectionSetup?
 
     /// Makes a server and its hub; nothing is bound until `start` or `run`.
     ///
@@ -35,7 +37,7 @@ public final class WebSocketServer: Service, Sendable {
     ///   - eventLoopGroup: the event loops to serve on, one registry shard each: an embedding server's own
     ///     group (a `MultiThreadedEventLoopGroup`), which it keeps and shuts down itself. nil: the server
     ///     makes one of `configuration.threads` loops and stops it on shutdown.
-    public init(
+    public convenience init(
         configuration: SwitchboardConfiguration,
         application: any SwitchboardApplication,
         tls: TLSCertificates? = nil,
@@ -43,6 +45,24 @@ public final class WebSocketServer: Service, Sendable {
         eventLoopGroup: (any EventLoopGroup)? = nil,
         metrics: SwitchboardMetrics = SwitchboardMetrics(),
         logger: Logger = Logger(label: "switchboard")
+    ) {
+        self.init(
+            configuration: configuration, application: application, tls: tls, site: site,
+            eventLoopGroup: eventLoopGroup, metrics: metrics, logger: logger, connectionSetup: nil)
+    }
+
+    /// With `connectionSetup`, each accepted connection (after TLS, if any) is set up by it instead of the
+    /// built-in handshake: how SwitchboardHummingbird serves an app's routes on this listener. It is made
+    /// with the hub once; it gets each channel with its `DirectSocket` when direct writes are allowed.
+    package init(
+        configuration: SwitchboardConfiguration,
+        application: any SwitchboardApplication,
+        tls: TLSCertificates? = nil,
+        site: StaticSite? = nil,
+        eventLoopGroup: (any EventLoopGroup)? = nil,
+        metrics: SwitchboardMetrics = SwitchboardMetrics(),
+        logger: Logger = Logger(label: "switchboard"),
+        connectionSetup: ((Hub) -> ConnectionSetup)?
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -59,6 +79,7 @@ public final class WebSocketServer: Service, Sendable {
             configuration: configuration, application: application, metrics: metrics, logger: logger, eventLoops: loops,
             site: site)
         (self.stopped, self.markStopped) = AsyncStream<Void>.makeStream()
+        self.connectionSetup = connectionSetup?(hub)
     }
 
     /// Binds and starts accepting; returns the address actually bound (useful with port 0).
@@ -115,6 +136,7 @@ public final class WebSocketServer: Service, Sendable {
         let hub = self.hub
         let tls = self.tls
         let directWrites = tls == nil && configuration.directWrites
+        let setup = connectionSetup
         return { channel, descriptor in
             channel.eventLoop.makeCompletedFuture {
                 guard let shard = hub.shard(for: channel.eventLoop) else { throw ChannelError.ioOnClosedChannel }
@@ -123,6 +145,13 @@ public final class WebSocketServer: Service, Sendable {
                     hub.metrics.rejected(.tooManyPending)
                     hub.logger.debug("connection closed at accept: too many handshakes in progress")
                     throw TooManyPendingHandshakes()
+                }
+                let direct = directWrites ? DirectSocket(descriptor: descriptor, channel: channel) : nil
+                if let setup {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
+                    return try setup(channel, direct)
                 }
                 let encoder = HTTPResponseEncoder()
                 let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes))
@@ -135,7 +164,7 @@ public final class WebSocketServer: Service, Sendable {
                 try sync.addHandler(
                     HandshakeHandler(
                         hub: hub, shard: shard, encoder: encoder, decoder: decoder,
-                        directSocket: directWrites ? DirectSocket(descriptor: descriptor, channel: channel) : nil))
+                        directSocket: direct))
             }
         }
     }
@@ -169,6 +198,10 @@ public final class WebSocketServer: Service, Sendable {
         }
     }
 }
+
+/// Sets up one accepted connection's pipeline (on its loop), given its direct socket when direct writes are
+/// allowed; what it throws closes the connection.
+package typealias ConnectionSetup = @Sendable (any Channel, DirectSocket?) throws -> Void
 
 /// Thrown from the child channel initializer to have NIO close a connection admission refused.
 struct TooManyPendingHandshakes: Error {}
