@@ -4,9 +4,10 @@ import NIOCore
 import NIOPosix
 import SwitchboardClient
 import SwitchboardCore
-import SwitchboardServer
 import SwitchboardTestSupport
 import Testing
+
+@testable import SwitchboardServer
 
 /// A broker and presence that answer from another event loop group after a delay, as a networked one
 /// (Redis) would, and count the node-level calls. State changes happen at once, in call order, in a
@@ -271,10 +272,10 @@ struct BrokerSeamTests {
         try await broker.inner.unsubscribe(channel: "chat:resync", on: loop).get()
         for n in 3...4 { _ = try await app.publish(channel: "chat:resync", data: "{\"n\":\(n)}", on: loop).get() }
         try await broker.inner.subscribe(channel: "chat:resync", on: loop).get()
-        app.handleResynchronize(channel: "chat:resync")
+        app.events.handleResynchronize(channel: "chat:resync")
         // 5 arrives live while the recovery is in flight; a second break is reported meanwhile.
         _ = try await app.publish(channel: "chat:resync", data: "{\"n\":5}", on: loop).get()
-        app.handleResynchronize(channel: "chat:resync")
+        app.events.handleResynchronize(channel: "chat:resync")
         var offsets: [Int] = []
         var resynchronizations: [JSONMessage] = []
         while resynchronizations.count < 2 || offsets.last != 5 {
@@ -312,7 +313,7 @@ struct BrokerSeamTests {
         }
         broker.mostRecoversInFlight.store(0, ordering: .relaxed)
         broker.failingRecovers.store(5, ordering: .relaxed)
-        for channel in channels { server.application.handleResynchronize(channel: channel) }
+        for channel in channels { server.application.events.handleResynchronize(channel: channel) }
         for client in clients {
             for _ in 0..<10 {
                 let push = try await client.nextPush("subscribed")
@@ -335,7 +336,7 @@ struct BrokerSeamTests {
         let bob = try await server.connect(user: "bob")
         _ = try await ada.call(["cmd": "subscribe", "channel": "chat:lost"])
         broker.failingRecovers.store(1_000, ordering: .relaxed)
-        server.application.handleResynchronize(channel: "chat:lost")
+        server.application.events.handleResynchronize(channel: "chat:lost")
         let notice = try await ada.nextPush("disconnect")
         #expect(notice["code"] as? Int == 1013)
         #expect(notice["reconnect"] as? Bool == true)

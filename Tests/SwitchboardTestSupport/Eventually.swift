@@ -1,5 +1,6 @@
 /// A condition that did not become true in time.
 public struct ConditionTimeout: Error, CustomStringConvertible {
+    /// What was waited for, as the test failure shows it.
     public let description: String
 }
 

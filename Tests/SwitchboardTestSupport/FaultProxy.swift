@@ -11,6 +11,7 @@ import NIOPosix
 /// that moved), drops one direction only, or resets every link. Faults that only kill processes or close
 /// sockets are clean; these are not, and they are what keepalives and timeouts exist for.
 public final class FaultProxy: Sendable {
+    /// What a link does with the bytes it reads; `pass` forwards them untouched.
     public enum Mode: Sendable, Equatable {
         case pass
         /// Every byte arrives this much later (order kept).
@@ -36,6 +37,7 @@ public final class FaultProxy: Sendable {
         }
     }
 
+    /// The loopback port the proxy listens on: connect here instead of to the target.
     public let port: Int
     private let listener: any Channel
     private struct State {
@@ -114,8 +116,10 @@ public final class FaultProxy: Sendable {
         }
     }
 
+    /// Proxied connections whose client side is still open, silenced ones included.
     public var openLinks: Int { state.withLockedValue { $0.links.count } }
 
+    /// Stops listening and resets every open link (RST); the shared event loop group keeps running.
     public func stop() async {
         try? await listener.close()
         resetOpenLinks()

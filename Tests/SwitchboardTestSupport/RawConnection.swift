@@ -18,6 +18,7 @@ public final class RawConnection: Sendable {
         func channelInactive(context: ChannelHandlerContext) { closed.succeed() }
     }
 
+    /// The TCP channel, on `MultiThreadedEventLoopGroup.singleton`.
     public let channel: any Channel
     private let collector: Collector
 
@@ -26,6 +27,7 @@ public final class RawConnection: Sendable {
         self.collector = collector
     }
 
+    /// Connects to `port` on 127.0.0.1; throws when nothing accepts there.
     public static func connect(port: Int) async throws -> RawConnection {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let collector = Collector(closed: loop.makePromise())
@@ -42,6 +44,7 @@ public final class RawConnection: Sendable {
         }
     }
 
+    /// Writes `text` as UTF-8, exactly as given (no line ending added), without waiting for the write.
     public func send(_ text: String) {
         channel.writeAndFlush(ByteBuffer(string: text), promise: nil)
     }
@@ -56,9 +59,12 @@ public final class RawConnection: Sendable {
         return String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self)
     }
 
+    /// Everything received so far, as UTF-8; the server may still send more.
     public var receivedText: String { String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self) }
 
+    /// Whether the TCP connection is still open.
     public var isActive: Bool { channel.isActive }
 
+    /// Closes the connection from this side; an error (already closed, say) is ignored.
     public func close() async { try? await channel.close() }
 }

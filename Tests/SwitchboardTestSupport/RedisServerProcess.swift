@@ -5,6 +5,7 @@ import SwitchboardRedis
 
 /// A real `redis-server` (Debian's) on a free loopback port, for the life of a test.
 public final class RedisServerProcess: Sendable {
+    /// The loopback port this redis-server (or sentinel) listens on.
     public let port: Int
     private let process: Process
 
@@ -82,6 +83,7 @@ public final class RedisServerProcess: Sendable {
         throw ConditionTimeout(description: "redis-server could not bind a port in 5 tries")
     }
 
+    /// A client configuration for this server: plain TCP to 127.0.0.1:`port`, no credentials.
     public var configuration: RedisConfiguration { RedisConfiguration(host: "127.0.0.1", port: port) }
 
     /// Answering on its port, as this process: INFO's process_id is the child's pid.
@@ -106,6 +108,7 @@ public final class RedisServerProcess: Sendable {
         return true
     }
 
+    /// Sends `signal` to the process (SIGSTOP to freeze it, SIGCONT to resume); does not wait.
     public func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
     /// SIGKILL: a child of the test process may inherit a mask that blocks SIGTERM, and nothing of a test
@@ -120,6 +123,8 @@ public final class RedisServerProcess: Sendable {
         try await eventually(timeout: .seconds(10), "redis-server gone") { !process.isRunning }
     }
 
+    /// A loopback port that was free a moment ago (bound to port 0, then closed): another process may
+    /// take it before the caller binds it.
     public static func freePort() throws -> Int {
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(host: "127.0.0.1", port: 0).wait()

@@ -3,15 +3,19 @@ import NIOSSL
 
 /// Certificates made at test time with Debian's openssl: a CA, and server certificates it signs.
 public struct TestPKI {
+    /// A fresh temporary directory holding every file made; nothing removes it.
     public let directory: URL
 
+    /// Creates the empty directory; `authority(_:)` and `server(_:signedBy:days:)` fill it.
     public init() throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-tls-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     }
 
+    /// The full path of `name` in `directory`, whether or not the file exists yet.
     public func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
 
+    /// Runs /usr/bin/openssl with `arguments` and waits for it; throws `OpenSSLFailed` on a nonzero exit.
     public func run(_ arguments: [String]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
@@ -66,6 +70,7 @@ public struct TestPKI {
     }
 }
 
+/// An openssl command exited with a nonzero status; its arguments show in the test failure.
 public struct OpenSSLFailed: Error {
     let arguments: [String]
 }

@@ -7,24 +7,36 @@ import SwitchboardCore
 
 /// A connection as reported by registry queries.
 public struct ConnectionInfo: Sendable, Hashable {
+    /// Which connection; `id.shard` is the index of its event loop in `Hub.eventLoops`.
     public let id: ConnectionID
+    /// The user it was identified as (at the upgrade or by `identify`); nil: anonymous.
     public let userID: String?
+    /// Messages waiting in its outbound queue (the socket not taking them) when it was looked up.
     public let queuedMessages: Int
 }
 
 /// Totals since start, summed over every event loop.
 public struct HubStatistics: Sendable {
+    /// Open connections now (`Hub.connectionCount`): a current count, not a total.
     public var openConnections = 0
+    /// Connections in the loops' registries now, each loop counted on that loop; differs from
+    /// `openConnections` only by opens and closes in flight.
     public var registeredConnections = 0
+    /// Data messages received from clients and handed to the application (whole messages, not frames).
     public var messagesIn = 0
+    /// Data messages written to clients; control frames, gap and disconnect notices are not counted.
     public var messagesOut = 0
+    /// Bytes of those messages' frames, after compression and before TLS.
     public var bytesOut = 0
+    /// Messages dropped from lagging connections' outbound queues to make room for newer ones.
     public var queueDropped = 0
+    /// Messages waiting in outbound queues now: a current level, not a total.
     public var queuedMessages = 0
     /// Connections accepted whose upgrade is not finished (the ones `maxPendingHandshakes` bounds).
     public var pendingHandshakes = 0
     /// Connections opened and closed since start.
     public var connectionsAccepted = 0
+    /// Connections closed since start, for any reason.
     public var connectionsClosed = 0
 }
 
@@ -32,7 +44,9 @@ public struct HubStatistics: Sendable {
 /// event loop at most once (one `execute` per loop, not per connection); a frame for many receivers
 /// is one shared buffer.
 public final class Hub: Sendable {
+    /// The settings the hub was made with; a reload changes `originPolicy` and `abuseLimits`, not this.
     public let configuration: SwitchboardConfiguration
+    /// The swift-metrics instruments the hub and its connections record to.
     public let metrics: SwitchboardMetrics
     /// Pages served on the WebSocket listener to requests that are not upgrades; nil: 404/426 as before.
     let site: StaticSite?
@@ -201,6 +215,7 @@ public final class Hub: Sendable {
         for shard in shards { shard.submitBroadcast(frame) }
     }
 
+    /// Encodes `text` as one text frame and queues it for every open connection, from any thread.
     public func broadcast(text: String) { broadcast(frame: FrameEncoder.encodeText(text)) }
 
     /// Starts the close handshake of one connection, from any thread; its disconnect notice advises

@@ -67,9 +67,13 @@ public protocol SwitchboardApplication: Sendable {
 }
 
 extension SwitchboardApplication {
+    /// None: the default `shouldUpgrade` then agrees on no subprotocol.
     public var supportedSubprotocols: [String] { [] }
+    /// Does nothing.
     public func attached(to hub: Hub) {}
 
+    /// Accepts anonymously, with the first of `supportedSubprotocols` (in their order) that the client
+    /// offered; no subprotocol when none matches.
     public func shouldUpgrade(
         _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<
@@ -84,29 +88,39 @@ extension SwitchboardApplication {
     public func connectionOpened(_ connection: any LocalConnection) {}
     /// Does nothing.
     public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {}
+    /// None: the close frame alone tells the client why.
     public func disconnectNotice(
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer? { nil }
+    /// None: the client is not told of dropped messages.
     public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? { nil }
+    /// Does nothing: the connection still closes at its deadline.
     public func credentialsExpiring(_ connection: any LocalConnection) {}
 }
 
 /// A connection as the application sees it: its identity and a way to talk to it from any thread.
 public struct ConnectionHandle: Sendable, Hashable {
+    /// Which connection; equality and hashing use this alone.
     public let id: ConnectionID
+    /// The user when the handle was taken (`LocalConnection.identify` may change it later); nil: anonymous.
     public let userID: String?
+    /// The subprotocol agreed at the upgrade; nil: none.
     public let subprotocol: String?
     /// The `info` of the upgrade decision.
     public let info: String?
+    /// The hub that owns the connection, through which the handle sends and closes.
     public let hub: Hub
 
+    /// The same connection: compares ids only.
     public static func == (lhs: ConnectionHandle, rhs: ConnectionHandle) -> Bool { lhs.id == rhs.id }
+    /// Hashes the id only, in step with `==`.
     public func hash(into hasher: inout Hasher) { hasher.combine(id) }
 
     /// Queues a pre-encoded frame (see `FrameEncoder`) for this connection; `kind` says what may happen
     /// to it while the connection lags.
     public func send(frame: ByteBuffer, as kind: OutboundClass = .standard) { hub.send(frame: frame, to: id, as: kind) }
 
+    /// Encodes `text` as one text frame and queues it for this connection as `.standard`, from any thread.
     public func send(text: String) { hub.send(frame: FrameEncoder.encodeText(text), to: id) }
 
     /// Starts the close handshake with the given code and reason.

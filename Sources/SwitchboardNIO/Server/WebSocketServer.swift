@@ -11,7 +11,10 @@ import SwitchboardCore
 /// connection to the `HandshakeHandler`, and shuts down gracefully. Runs as a swift-service-lifecycle
 /// `Service`, so SIGTERM/SIGINT trigger the drain.
 public final class WebSocketServer: Service, Sendable {
+    /// The settings the server was made with; a reload changes the hub's origin policy and abuse limits,
+    /// not this.
     public let configuration: SwitchboardConfiguration
+    /// The hub the server made: send, broadcast, query and count connections through it.
     public let hub: Hub
     private let group: any EventLoopGroup
     /// Whether `shutdown` stops the group: only when the server made it.
@@ -169,6 +172,7 @@ public final class WebSocketServer: Service, Sendable {
         }
     }
 
+    /// The address `start` bound (the real port when configured with 0); nil before `start` and after `shutdown`.
     public var localAddress: SocketAddress? { listener.withLockedValue { $0?.address } }
 
     /// Stops accepting, closes every connection with 1001 in batches, waits up to `shutdownTimeout`

@@ -17,15 +17,21 @@ import SwitchboardNIO
 extension ChannelsApplication: NodeControlHandler {
     /// One channel as `channels` reports it.
     public struct ChannelSummary: Sendable, Equatable {
+        /// The channel's name.
         public let channel: String
+        /// Subscriptions to it on this node.
         public let subscribers: Int
     }
 
     /// Totals for node info.
     public struct NodeStatistics: Sendable, Equatable {
+        /// Open connections of the channel protocol.
         public var connections = 0
+        /// Distinct users among them (anonymous connections are not counted).
         public var users = 0
+        /// Channels with at least one subscriber here.
         public var channels = 0
+        /// Subscriptions, counted once per connection and channel.
         public var subscriptions = 0
         /// Publications delivered to subscribers since start (one per subscriber).
         public var deliveries = 0
@@ -130,6 +136,7 @@ extension ChannelsApplication: NodeControlHandler {
 
     // MARK: NodeControlHandler
 
+    /// Runs a command another node (or this one) addressed to users or clients, on this node's connections.
     public func apply(_ command: NodeCommand) {
         let eventLoop = loops?.hub.loopShards.first?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next()
         switch command {
@@ -152,6 +159,7 @@ extension ChannelsApplication: NodeControlHandler {
         }
     }
 
+    /// This node's part of node info: its name, id, uptime and statistics.
     public func describe(on eventLoop: any EventLoop) -> EventLoopFuture<NodeInfo> {
         let uptime = Int((NIODeadline.now() - started).nanoseconds / 1_000_000_000)
         return statistics(on: eventLoop).map { [nodeName, control] statistics in
@@ -176,7 +184,8 @@ extension ChannelsApplication: NodeControlHandler {
     private func subscribeHere(user: String, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         onEveryLoop(eventLoop) { loop in
             for session in self.sessions(of: user, on: loop) {
-                self.subscribeOnServer(channel, recover: nil, session: session, loop: loop)
+                SubscriptionLifecycle(application: self).subscribeOnServer(
+                    channel, recover: nil, session: session, loop: loop)
             }
         }.map { _ in }
     }
@@ -186,7 +195,7 @@ extension ChannelsApplication: NodeControlHandler {
     {
         onEveryLoop(eventLoop) { loop in
             for session in self.sessions(of: user, on: loop) {
-                self.unsubscribeOnServer(channel, session: session, loop: loop)
+                SubscriptionLifecycle(application: self).unsubscribeOnServer(channel, session: session, loop: loop)
             }
         }.map { _ in }
     }
@@ -217,7 +226,9 @@ extension ChannelsApplication: NodeControlHandler {
     private func refreshHere(user: String, expiresAt: Double?, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         onEveryLoop(eventLoop) { loop in
             let sessions = self.sessions(of: user, on: loop)
-            for session in sessions { self.setExpiry(expiresAt, session: session, loop: loop) }
+            for session in sessions {
+                ConnectionAuthentication(application: self).setExpiry(expiresAt, session: session, loop: loop)
+            }
             return sessions.count
         }.map { $0.reduce(0, +) }
     }
@@ -255,6 +266,7 @@ extension ChannelsApplication: NodeControlHandler {
         }
     }
 
+    /// Forgets the channel's history (its stream position stays: clients recovering get `recovered: false`).
     public func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         checked(channel, on: eventLoop) { _ in self.broker.removeHistory(channel: channel, on: eventLoop) }
     }

@@ -11,10 +11,13 @@ import SwitchboardNIO
 /// connection manager: subscribe, publish, presence, history with recovery, through a `Broker` and a
 /// `PresenceManager`.
 ///
-/// Each event loop keeps its own channel tables (`ChannelsLoop`); the broker's events reach them through
-/// each loop's inbox, in order; futures from the broker, presence and authenticator are hopped to the
-/// connection's loop and bounded by `ChannelsConfiguration.brokerTimeout`.
-public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandler {
+/// This type is the composition root: the hub's hooks and the server-side operations (the server API).
+/// Each job is a type of its own: `ClientCommands` (the client's commands), `SubscriptionLifecycle`
+/// (subscribe to leave, recovery, resynchronization), `ConnectionAuthentication` (connect, refresh,
+/// expiry, subscription tokens) and `ChannelEventRouter` (broker events to the loops). Each event loop
+/// keeps its own channel tables (`ChannelsLoop`); futures from the broker, presence and authenticator are
+/// hopped to the connection's loop and bounded by `ChannelsConfiguration.brokerTimeout`.
+public final class ChannelsApplication: SwitchboardApplication {
     /// Decides each upgrade: where token checks plug in. It may suspend (fetch keys, ask a database) and
     /// is bounded by the handshake timeout.
     public typealias Authenticator = @Sendable (HTTPRequestHead) async throws -> UpgradeDecision
@@ -40,7 +43,9 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
     let metrics: ChannelsMetrics
     let failureLog: ThrottledLog
     let logger: Logger
-    private let attachment = ManagedAtomicLazyReference<ChannelsLoops>()
+    /// Delivers the broker's events to the loops; it holds the loops' tables once the hub is made.
+    /// What the broker calls (tests call it as the broker would).
+    let events: ChannelEventRouter
 
     /// - Parameters:
     ///   - broker: where channel streams live; `LocalBroker` (in-process) by default.
@@ -78,11 +83,12 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         }
         self.logger = logger
         self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
-        broker.attach(self)
+        self.events = ChannelEventRouter(attachment: .init(), nodeSubscriptions: nodeSubscriptions)
+        broker.attach(events)
         control?.attach(self)
     }
 
-    var loops: ChannelsLoops? { attachment.load() }
+    var loops: ChannelsLoops? { events.attachment.load() }
 
     /// Replaces namespaces and limits (a reload): commands from now on use them; subscriptions already
     /// made stay, and a namespace that is gone refuses new ones.
@@ -121,14 +127,19 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
 
     // MARK: SwitchboardApplication
 
+    /// Makes the per-loop channel tables beside the hub's shards. One application serves one hub.
     public func attached(to hub: Hub) {
-        let loops = attachment.storeIfNilThenLoad(
+        let loops = events.attachment.storeIfNilThenLoad(
             ChannelsLoops(hub: hub, nodeSubscriptions: nodeSubscriptions, metrics: metrics) {
-                [weak self] channel, loop in self?.resynchronize(channel, loop: loop)
+                [weak self] channel, loop in
+                guard let self else { return }
+                SubscriptionLifecycle(application: self).resynchronize(channel, loop: loop)
             })
         precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
+    /// The embedder's authenticator when given; otherwise a bearer token in `Authorization` is checked (401
+    /// with the reason when refused), and an upgrade without one is accepted, to authenticate with `connect`.
     public func shouldUpgrade(
         _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<
@@ -150,7 +161,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
                 expiresAt: claims.expiresAt.map(verifier.deadline), attachment: claims)
         }.flatMapErrorThrowing { error in
             guard let failure = error as? TokenFailure else { throw error }
-            self.refused(failure, address: remoteAddress, during: "upgrade")
+            ConnectionAuthentication(application: self).refused(failure, address: remoteAddress, during: "upgrade")
             return .reject(.unauthorized, reason: failure.message)
         }
     }
@@ -165,6 +176,7 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         return nil
     }
 
+    /// Gives the connection its session (as its `applicationState`) and starts its authentication.
     public func connectionOpened(_ connection: any LocalConnection) {
         guard let loop = loops?.loops[connection.id.shard] else { return }
         var presenceData = connection.info
@@ -179,9 +191,10 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         let session = ClientSession(
             connection: connection, bucket: bucket, presenceData: presenceData, node: control?.nodeID)
         connection.applicationState = session
-        startAuthentication(session, loop: loop)
+        ConnectionAuthentication(application: self).startAuthentication(session, loop: loop)
     }
 
+    /// Parses one command and runs it; binary messages are not part of protocol v1 (close 1003).
     public func connection(_ connection: any LocalConnection, received message: DataMessage) {
         guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         guard case .text(let payload) = message else {
@@ -192,20 +205,23 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
         case .failure(let failure):
             session.reply(ServerMessage.error(id: failure.id, failure.error))
         case .success(let command):
-            self.handle(command, session: session, loop: loop)
+            ClientCommands(application: self).handle(command, session: session, loop: loop)
         }
     }
 
+    /// Leaves every channel (and its presence) the connection was in.
     public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {
         guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         session.isClosed = true
         session.cancelTimers()
         session.held = []
         session.waiting = [:]
-        for subscription in session.subscriptions.values { leave(subscription, session: session, loop: loop) }
+        let lifecycle = SubscriptionLifecycle(application: self)
+        for subscription in session.subscriptions.values { lifecycle.leave(subscription, session: session, loop: loop) }
         session.subscriptions = [:]
     }
 
+    /// The protocol's `disconnect` push: code, reason, whether and when to reconnect.
     public func disconnectNotice(
         reason: DisconnectReason, code: CloseCode, message: String, reconnectAfter: TimeAmount?
     ) -> ByteBuffer? {
@@ -214,33 +230,19 @@ public final class ChannelsApplication: SwitchboardApplication, BrokerEventHandl
             afterMilliseconds: reconnectAfter.map { Int($0.nanoseconds / 1_000_000) })
     }
 
+    /// The protocol's `gap` push for a channel whose slow-consumer policy dropped publications; counted.
     public func gapNotice(lane: DeliveryLane, dropped: Int) -> ByteBuffer? {
         metrics.gaps[lane.policy]?.increment()
         metrics.gapDropped[lane.policy]?.increment(by: dropped)
         return ServerMessage.gap(channel: lane.name, dropped: dropped)
     }
 
-    // MARK: BrokerEventHandler
-
-    public func handlePublication(_ publication: Publication, channel: String) {
-        submit(channel, .publication(publication))
-    }
-
-    public func handleJoin(_ member: PresenceMember, channel: String) { submit(channel, .join(member)) }
-
-    public func handleLeave(_ member: PresenceMember, channel: String) { submit(channel, .leave(member)) }
-
-    public func handleResynchronize(channel: String) { submit(channel, .resynchronize) }
-
-    /// One event object for the loops with subscribers to the channel, queued in each one's ordered
-    /// inbox; nothing is encoded here (this may run under the broker's lock).
-    private func submit(_ channel: String, _ kind: ChannelEvent.Kind) {
-        guard let loops else { return }
-        let receiving = nodeSubscriptions.loops(receiving: channel)
-        guard !receiving.isEmpty else { return }
-        let event = ChannelEvent(channel: channel, kind: kind, loops: loops)
-        let shards = loops.hub.loopShards
-        for index in receiving where shards.indices.contains(index) { shards[index].submit(event) }
+    /// The token's expiry is near: the client is asked for a new one (the `refresh` push).
+    public func credentialsExpiring(_ connection: any LocalConnection) {
+        guard let session = connection.session, !session.isClosed,
+            let expiresAt = session.expiresAt
+        else { return }
+        session.reply(ServerMessage.refresh(expiresAt: expiresAt))
     }
 }
 

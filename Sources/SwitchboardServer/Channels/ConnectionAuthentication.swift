@@ -1,11 +1,21 @@
 import Foundation
+import Logging
 import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
 
 /// Authentication on the connection (docs/PROTOCOL.md, "Authentication"): the `connect` command, the
 /// connect deadline, token expiry with its `refresh` push and command, and subscription tokens.
-extension ChannelsApplication {
+/// The upgrade's own bearer token is checked by `ChannelsApplication.shouldUpgrade`.
+struct ConnectionAuthentication {
+    let application: ChannelsApplication
+
+    private var configuration: ChannelsConfiguration { application.configuration }
+    private var verifier: TokenVerifier? { application.verifier }
+    private var anonymousAllowed: Bool { application.anonymousAllowed }
+    private var logger: Logger { application.logger }
+    private var subscriptions: SubscriptionLifecycle { SubscriptionLifecycle(application: application) }
+
     /// A new session is connected already when the upgrade named its user (a bearer token, or the
     /// embedder's authenticator); otherwise it waits for `connect`, for a limited time unless anonymous
     /// connections are allowed anyway.
@@ -15,7 +25,7 @@ extension ChannelsApplication {
             let claims = connection.attachment as? TokenClaims
             connected(session, expiresAt: claims?.expiresAt, loop: loop)
             for channel in claims?.channels ?? [] {
-                subscribeOnServer(channel, recover: nil, session: session, loop: loop)
+                subscriptions.subscribeOnServer(channel, recover: nil, session: session, loop: loop)
             }
             return
         }
@@ -36,7 +46,7 @@ extension ChannelsApplication {
         case .connected:
             return true
         case .connecting:
-            guard session.held.count < Self.maxWaitingCommands else {
+            guard session.held.count < ClientCommands.maxWaitingCommands else {
                 session.reply(ServerMessage.error(id: command.id, .tooManyWaitingCommands))
                 return false
             }
@@ -92,7 +102,8 @@ extension ChannelsApplication {
                     self.connected(session, expiresAt: claims.expiresAt, loop: loop)
                     session.reply(ServerMessage.reply(id: id, result: self.connectResult(session)))
                     for channel in claims.channels {
-                        self.subscribeOnServer(channel, recover: recover[channel], session: session, loop: loop)
+                        self.subscriptions.subscribeOnServer(
+                            channel, recover: recover[channel], session: session, loop: loop)
                     }
                 case .failure(let failure as TokenFailure):
                     self.refused(failure, address: session.connection.remoteAddress, during: "connect")
@@ -112,7 +123,8 @@ extension ChannelsApplication {
                 }
                 let held = session.held
                 session.held = []
-                for command in held where !session.isClosed { self.handle(command, session: session, loop: loop) }
+                let commands = ClientCommands(application: self.application)
+                for command in held where !session.isClosed { commands.handle(command, session: session, loop: loop) }
             }
     }
 
@@ -134,13 +146,6 @@ extension ChannelsApplication {
             verifier?.deadline(expiresAt) ?? TokenVerifier.deadline(expiresAt, now: Date().timeIntervalSince1970)
         let notice = deadline - (verifier?.configuration ?? AuthConfiguration()).refreshNotice
         session.connection.expire(at: deadline, warnAt: notice)
-    }
-
-    public func credentialsExpiring(_ connection: any LocalConnection) {
-        guard let session = connection.session, !session.isClosed,
-            let expiresAt = session.expiresAt
-        else { return }
-        session.reply(ServerMessage.refresh(expiresAt: expiresAt))
     }
 
     func refresh(id: Int, token: String, session: ClientSession, loop: ChannelsLoop) {
@@ -194,8 +199,8 @@ extension ChannelsApplication {
 
     /// Counts a refused token and logs it, at most once per interval per client address.
     func refused(_ failure: TokenFailure, address: SocketAddress?, during step: String) {
-        metrics.authFailures[failure]?.increment()
-        failureLog.warning(
+        application.metrics.authFailures[failure]?.increment()
+        application.failureLog.warning(
             "token refused", address: address, metadata: ["reason": "\(failure.rawValue)", "during": "\(step)"])
     }
 
