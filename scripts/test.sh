@@ -210,6 +210,9 @@ stop_server "$aserver" "$alog"; trap - EXIT
 echo "== the command line as a user runs it: check-config against serve, docs/API.md's examples, two servers on one host, SIGHUP reload under a connected client, exit codes, switchboard-bench's defaults"
 timeout 900 "$wsvenv/bin/python" scripts/cli_test.py .build/debug/switchboard .build/debug/switchboard-bench
 
+echo "== switchboard-example-hummingbird as a user runs it: /hello, /ws and /api/ on one port, refusals, tokens, SIGTERM"
+timeout 300 "$wsvenv/bin/python" scripts/example_test.py .build/debug/switchboard-example-hummingbird .build/debug/switchboard
+
 echo "== a cluster: three switchboard serve nodes over a real redis-server, and Redis failures"
 timeout 1200 "$wsvenv/bin/python" scripts/cluster_test.py .build/debug/switchboard
 
