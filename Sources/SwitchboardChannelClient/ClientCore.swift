@@ -153,16 +153,23 @@ final class ClientCore: Sendable {
 
     // MARK: the connection task
 
+    /// How long a connection must have lasted for the backoff to start over.
+    static let stableConnection = Duration.seconds(10)
+
     /// Connects, serves the connection until it ends, waits (backoff), and again, until closed.
     private func run() async {
         var failures = 0
         while let effects = state.withLockedValue({ $0.connecting(attempt: failures) }) {
             perform(effects)
+            let begun = ContinuousClock.now
             let end = await connectOnce()
             let outcome = state.withLockedValue { $0.ended(end) }  // writes nothing: the socket is gone
             perform(outcome.effects)
             guard outcome.reconnect else { return }
-            failures = outcome.wasConnected ? 0 : failures + 1
+            // Backoff starts over only after a connection that lasted: a server that accepts and then drops
+            // every connection at once is not hammered at the shortest delay.
+            let lasted = ContinuousClock.now - begun >= Self.stableConnection
+            failures = outcome.wasConnected && lasted ? 0 : failures + 1
             let delay = configuration.reconnectDelay(attempt: failures, notBefore: outcome.afterMilliseconds)
             try? await Task.sleep(for: delay)
         }

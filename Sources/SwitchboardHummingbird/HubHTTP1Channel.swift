@@ -88,6 +88,12 @@ public struct HubHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
         pipeline.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
         let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
             configuration: pipeline)
+        // Until the first request is served or upgraded, nothing of Hummingbird's bounds the connection (its
+        // idle timeout and quiescing come with the HTTP handlers): the hub's handshake timeout does.
+        let deadline = channel.eventLoop.scheduleTask(in: hub.configuration.handshakeTimeout) {
+            channel.close(promise: nil)
+        }
+        result.whenComplete { _ in deadline.cancel() }
         return Value(result: result, channel: channel)
     }
 

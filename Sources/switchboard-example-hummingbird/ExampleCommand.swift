@@ -37,6 +37,10 @@ struct ExampleCommand: AsyncParsableCommand {
         guard !demo || ["127.0.0.1", "::1", "localhost"].contains(host) else {
             throw ValidationError("demo mode (no --token-secret) serves loopback only: give a token secret")
         }
+        let loopback = ["127.0.0.1", "::1", "localhost"].contains(host)
+        guard loopback || apiKey != nil else {
+            throw ValidationError("the server API would be reachable from other hosts: give --api-key")
+        }
         let logger = Logger(label: "switchboard-example")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -69,7 +73,10 @@ struct ExampleCommand: AsyncParsableCommand {
             return
         }
         // The hub lives on the app's event loops (Hummingbird's default group is the singleton).
-        let hub = Hub(configuration: SwitchboardConfiguration(), application: application, eventLoopGroup: group)
+        // The app's address names this server for the hub's same-origin check of browsers' upgrades.
+        var hubConfiguration = SwitchboardConfiguration()
+        hubConfiguration.host = host
+        let hub = Hub(configuration: hubConfiguration, application: application, eventLoopGroup: group)
         let app = Application(
             router: router, server: .switchboard(hub, path: "/ws"),
             configuration: .init(address: .hostname(host, port: port)), services: [hub],

@@ -51,6 +51,9 @@ struct UpgradeDecisionSeamTests {
             }
         }
 
+        /// Lets later decisions through at once, leaving the held ones pending.
+        func letNewOnesThrough() { state.withLockedValue { $0.open = true } }
+
         /// Holds new decisions again.
         func close() { state.withLockedValue { $0.open = false } }
 
@@ -97,12 +100,25 @@ struct UpgradeDecisionSeamTests {
         #expect(waited >= .seconds(1) && waited < .seconds(3), "\(waited)")
         #expect(server.rejectedCount("timeout") == 1)
         #expect(gate.heldCount == 1)
-        // The decision arrives after the timeout: nothing happens, and the one connection slot is free.
+        // With the decision still pending, the one connection slot is free again: the next client gets in.
+        gate.letNewOnesThrough()
+        var admitted: WebSocketClient?
+        try await eventually("the slot is given back") {
+            admitted = try? await server.connect()
+            return admitted != nil
+        }
+        let first = try #require(admitted)
+        first.send(text: "first")
+        #expect(try await first.nextMessage() == .text("first"))
+        await first.disconnect()
+        try await server.expectNoConnections()
+        // The decision arrives after the timeout: nothing happens.
         gate.open()
+        try await gate.settle(server)
         let client = try await server.connect()
         client.send(text: "in")
         #expect(try await client.nextMessage() == .text("in"))
-        #expect(server.app.opened.map(\.userID) == ["later"])
+        #expect(server.app.opened.map(\.userID) == ["later", "later"])
         #expect(try await pendingHandshakes(server) == 0)
         await client.disconnect()
         try await server.expectNoConnections()

@@ -117,6 +117,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         hub.connectionOpened()
         log(.debug, "connection opened")
         hub.application.connectionOpened(self)
+        // Upgraded after the drain passed this loop (its verdict came just before the drain began): the drain
+        // will not see it, so it leaves now, as the drain would have it leave.
+        if hub.isShuttingDown, machine.state == .open {
+            close(.shutdown, message: "server shutting down", reconnectAfter: nil)
+        }
         // The upgrade's expiry (or the one `connectionOpened` set, with its warning) goes on the wheel now
         // that the connection is registered; the warning is kept.
         if let expiresAt, machine.state == .open {

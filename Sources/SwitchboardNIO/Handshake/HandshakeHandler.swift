@@ -24,6 +24,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var state = State.awaitingHead
     private var timeout: Scheduled<Void>?
+    /// When the handshake began (at accept): the decision gets what is left of the handshake timeout.
+    private let started = NIODeadline.now()
     /// Plain TCP and allowed by the configuration: the connection may write its socket directly.
     private let directSocket: DirectSocket?
 
@@ -98,9 +100,11 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Always continue on a fresh stack: the verdict may be ready at once, while the HTTP decoder is
         // mid-read. The handshake timeout, still running, bounds the wait.
         let loop = context.eventLoop
+        // The decision's deadline is the handshake's: at it this handler closes the connection and counts the
+        // timeout, and the hub gives back the places held for it.
         hub.admit(
             head, remoteAddress: context.channel.remoteAddress, path: hub.configuration.path, on: loop,
-            deciding: nil
+            deciding: hub.configuration.handshakeTimeout - (.now() - started), countsTimeout: false
         )
         .assumeIsolated().whenSuccess { verdict in
             loop.assumeIsolated().execute { self.decided(verdict, context: context) }

@@ -22,14 +22,15 @@ extension Hub {
         _ request: HTTPRequestHead, remoteAddress: SocketAddress?, path: String? = nil, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpgradeVerdict> {
         admit(
-            request, remoteAddress: remoteAddress, path: path, on: eventLoop, deciding: configuration.handshakeTimeout)
+            request, remoteAddress: remoteAddress, path: path, on: eventLoop, deciding: configuration.handshakeTimeout,
+            countsTimeout: true)
     }
 
-    /// `admit` with the application's decision bounded by `deciding`; nil: not here (our handshake's own
-    /// timer bounds the whole handshake, closes the connection and counts the timeout once).
+    /// `admit` with the application's decision bounded by `deciding`. `countsTimeout` false: the caller
+    /// counts and logs the timeout itself (our handshake's timer closes the connection at the same deadline).
     func admit(
         _ request: HTTPRequestHead, remoteAddress: SocketAddress?, path: String?, on eventLoop: any EventLoop,
-        deciding: TimeAmount?
+        deciding: TimeAmount, countsTimeout: Bool
     ) -> EventLoopFuture<UpgradeVerdict> {
         let started = NIODeadline.now()
         guard let shard = shard(for: eventLoop) else {
@@ -61,11 +62,11 @@ extension Hub {
         let isLocal = ClientAddress.isLocal(
             peer: peer, forwardedFor: forwardedFor, forwarded: forwarded, trusted: limits.trustedRanges)
         var countedAddress: String?
-        let verdict = admitAddress(client, limits: limits)
-        switch verdict {
+        let addressVerdict = admitAddress(client, limits: limits)
+        switch addressVerdict {
         case .admitted: break
         case .counted: countedAddress = client
-        case .tooMany, .tooFast: return refuse(Self.refusal(client, verdict, logger: logger), on: eventLoop)
+        case .tooMany, .tooFast: return refuse(Self.refusal(client, addressVerdict, logger: logger), on: eventLoop)
         }
         guard reserveConnectionSlot() else {
             if let countedAddress { releaseAddress(countedAddress) }
@@ -78,16 +79,19 @@ extension Hub {
         let held = Held(address: countedAddress, isLocal: isLocal, accept: accept, started: started)
         // The decision is the application's (a database, an HTTP call for keys...): it may complete on any
         // event loop, late or never. Hop it here and bound it with the handshake timeout.
+        // Whichever of the decision and the deadline comes first decides, once; the places are given back
+        // either way, whatever becomes of the connection meanwhile.
         let decision = eventLoop.makePromise(of: UpgradeDecision.self)
-        let timer = deciding.map { timeout in
-            eventLoop.scheduleTask(in: timeout) { decision.fail(UpgradeDecisionTimedOut()) }
-        }
+        let timer = eventLoop.scheduleTask(in: deciding) { decision.fail(UpgradeDecisionTimedOut()) }
         application.shouldUpgrade(request, from: remoteAddress, on: eventLoop).hop(to: eventLoop).whenComplete {
-            timer?.cancel()
+            timer.cancel()
             decision.completeWith($0)
         }
-        return decision.futureResult.map { self.decided(.success($0), request: request, held: held) }
-            .recover { self.decided(.failure($0), request: request, held: held) }
+        let verdict = eventLoop.makePromise(of: UpgradeVerdict.self)
+        decision.futureResult.whenComplete {
+            verdict.succeed(self.decided($0, request: request, held: held, countsTimeout: countsTimeout))
+        }
+        return verdict.futureResult
     }
 
     /// Hands an upgraded channel to the hub: sets the hub's socket options on it and adds the connection
@@ -102,6 +106,7 @@ extension Hub {
 
     /// `adopt`, with the socket to write directly when the hub's own listener accepted the channel.
     package func adopt(_ channel: any Channel, admission: UpgradeAdmission, directSocket: DirectSocket?) throws {
+        channel.eventLoop.preconditionInEventLoop()
         let connection = try connection(for: admission, on: channel.eventLoop, directSocket: directSocket)
         if let options = channel.syncOptions {
             try? options.setOption(.socketOption(.tcp_nodelay), value: 1)
@@ -152,7 +157,7 @@ extension Hub {
     }
 
     private func decided(
-        _ result: Result<UpgradeDecision, any Error>, request: HTTPRequestHead, held: Held
+        _ result: Result<UpgradeDecision, any Error>, request: HTTPRequestHead, held: Held, countsTimeout: Bool
     ) -> UpgradeVerdict {
         let giveBack = {
             self.releaseConnectionSlot()
@@ -200,8 +205,9 @@ extension Hub {
         case .failure(let error):
             giveBack()
             if error is UpgradeDecisionTimedOut {
-                return refused(
-                    .init(status: .serviceUnavailable, reason: "upgrade decision timed out", kind: .timeout))
+                let refusal = UpgradeRefusal(
+                    status: .serviceUnavailable, reason: "upgrade decision timed out", kind: .timeout)
+                return countsTimeout ? refused(refusal) : .refused(refusal)
             }
             logger.error("upgrade decision failed", metadata: ["error": "\(error)"])
             return refused(

@@ -75,7 +75,9 @@ public final class Hub: Sendable {
     /// a graceful drain; `WebSocketServer` makes and runs its own.
     ///
     /// - Parameters:
-    ///   - configuration: limits, timers, queues; its listener settings (host, port, path) are not used.
+    ///   - configuration: limits, timers, queues. Of its listener settings only `host` and `publicHosts` count:
+    ///     they name this server for the same-origin check (give the embedding server's address, or its
+    ///     public names; a loopback `host` accepts browsers on loopback names only).
     ///   - application: the hooks; `attached(to:)` is called here, once.
     public convenience init(
         configuration: SwitchboardConfiguration, application: any SwitchboardApplication,
@@ -339,7 +341,8 @@ public final class Hub: Sendable {
 extension Hub: Service {
     /// Starts the heartbeats, waits for graceful shutdown, then drains (see `shutdown()`).
     public func run() async throws {
-        startHeartbeats()
+        // A server's quiescing may have drained the hub already: then there is nothing left to beat for.
+        if !isShuttingDown { startHeartbeats() }
         try? await gracefulShutdown()
         try await shutdown().get()
     }
