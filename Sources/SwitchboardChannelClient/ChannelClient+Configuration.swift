@@ -14,6 +14,9 @@ extension ChannelClient {
         public var tls: NIOSSLContext?
         /// The name the server's certificate must carry, when it is not `host` (an address, say).
         public var serverHostname: String?
+        /// Headers sent with the upgrade request: a session cookie for a server whose authenticator reads it
+        /// (the hub mounted in your own HTTP app), say. Nothing by default.
+        public var headers: [(String, String)] = []
         /// A connection token (JWT) sent in `connect`. Used when `getToken` is nil; it cannot be renewed, so
         /// once it expires (close code 4001) the client stops.
         public var token: String?

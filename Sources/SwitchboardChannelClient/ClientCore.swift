@@ -60,8 +60,9 @@ final class ClientCore: Sendable {
                 pushEvents.finish()
             case .refreshToken:
                 Task { await self.refreshToken() }
-            case .retrySubscribe(let channel, let entry):
-                let delay = max(configuration.minReconnectDelay, .milliseconds(500))
+            case .retrySubscribe(let channel, let entry, let attempt):
+                // The reconnect backoff (full jitter, growing with each 110 in a row), at least 500 ms.
+                let delay = max(configuration.reconnectDelay(attempt: attempt, notBefore: nil), .milliseconds(500))
                 Task {
                     try? await Task.sleep(for: delay)
                     self.update { $0.retrySubscribe(channel, entry: entry) }
@@ -190,6 +191,7 @@ final class ClientCore: Sendable {
         options.tls = configuration.tls
         options.serverHostname = configuration.serverHostname
         options.connectTimeout = TimeAmount(configuration.connectTimeout)
+        options.headers = configuration.headers
         let socket: WebSocketClient
         do {
             socket = try await WebSocketClient.connect(

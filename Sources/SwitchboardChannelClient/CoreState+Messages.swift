@@ -69,8 +69,9 @@ extension CoreState {
             switch error?.serverCode {
             case 110:
                 entry.sentOn = nil
+                entry.unavailable += 1
                 entries[channel] = entry
-                return [.retrySubscribe(channel: channel, entry: entryID)]
+                return [.retrySubscribe(channel: channel, entry: entryID, attempt: entry.unavailable)]
             case 107:
                 // The server subscribed this connection already (a token's `channels`).
                 entry.live = true
@@ -117,6 +118,7 @@ extension CoreState {
     private mutating func snapshot(_ result: JSONValue, channel: String) -> [Effect] {
         guard var entry = entries[channel], let epoch = result["epoch"]?.string, let offset = result["offset"]?.int
         else { return [] }
+        entry.unavailable = 0
         let recovered = result["recovered"]?.bool
         var events: [SubscriptionEvent] = [.subscribed(epoch: epoch, offset: offset, recovered: recovered)]
         if recovered == true, entry.epoch == epoch {

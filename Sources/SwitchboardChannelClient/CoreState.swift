@@ -13,8 +13,9 @@ enum Effect {
     /// The client is closed: `states` and `pushes` finish.
     case endStreams
     case refreshToken
-    /// A subscribe answered 110 (temporarily unavailable): send it again a little later.
-    case retrySubscribe(channel: String, entry: UInt64)
+    /// A subscribe answered 110 (temporarily unavailable) `attempt` times in a row: send it again later,
+    /// with the reconnect backoff.
+    case retrySubscribe(channel: String, entry: UInt64, attempt: Int)
 }
 
 /// A channel this client is subscribed to (or the server subscribed it to), and the last position seen:
@@ -31,6 +32,8 @@ struct ChannelEntry: Sendable {
     var live = false
     /// The connection its subscribe went out on.
     var sentOn: UInt64?
+    /// Subscribes answered 110 (temporarily unavailable) in a row: the next retry waits longer.
+    var unavailable = 0
 }
 
 /// A command sent or waiting for a connection, until its reply.

@@ -19,7 +19,9 @@ struct TestServer {
     let port: Int
 
     /// Namespaces: `chat` (history 100, presence, join/leave), `tiny` (history 3), the default (none).
-    static func start(port: Int = 0, verifier: TokenVerifier? = nil) async throws -> TestServer {
+    static func start(
+        port: Int = 0, verifier: TokenVerifier? = nil, authenticate: ChannelsApplication.Authenticator? = nil
+    ) async throws -> TestServer {
         var channels = ChannelsConfiguration.chatDefaults
         var tiny = NamespaceOptions()
         tiny.historySize = 3
@@ -35,7 +37,8 @@ struct TestServer {
         configuration.reconnectJitterWindow = .milliseconds(100)
         var logger = Logger(label: "channel-client-test")
         logger.logLevel = .critical
-        let application = ChannelsApplication(configuration: channels, verifier: verifier, logger: logger)
+        let application = ChannelsApplication(
+            configuration: channels, verifier: verifier, logger: logger, authenticate: authenticate)
         let server = WebSocketServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
         return TestServer(server: server, application: application, port: address.port ?? port)

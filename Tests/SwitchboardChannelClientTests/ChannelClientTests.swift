@@ -254,6 +254,34 @@ struct ChannelClientTests {
             await #expect(throws: ChannelClientError.self) { try await client.publish(channel: "chat:two", data: "3") }
         }
     }
+
+    /// Headers go with the upgrade: a server that authenticates by a session cookie (an app's own) sees it.
+    @Test func sendsItsHeadersWithTheUpgrade() async throws {
+        let server = try await TestServer.start(authenticate: { request in
+            guard request.headers["Cookie"].contains("session=ada") else {
+                return .reject(.unauthorized, reason: "no session")
+            }
+            return .accept(userID: "ada", subprotocol: nil)
+        })
+        let withCookie = makeClient(port: server.port) { $0.headers = [("Cookie", "session=ada")] }
+        let without = makeClient(port: server.port)
+        try await finally({
+            await withCookie.close()
+            await without.close()
+            await server.stop()
+        }) {
+            let states = Recorder(withCookie.states)
+            withCookie.connect()
+            try await states.wait("connected as ada") {
+                $0.contains { if case .connected(_, "ada") = $0 { true } else { false } }
+            }
+            let refused = Recorder(without.states)
+            without.connect()
+            // 401 at the upgrade does not change by retrying: the client stops.
+            try await eventually("the refused client to stop") { refused.finished }
+            #expect(refused.items.contains { if case .disconnected(_, _, false) = $0 { true } else { false } })
+        }
+    }
 }
 
 /// Closes the client first (its close handshake goes through the proxy), then the proxy and the server.
@@ -268,4 +296,5 @@ extension ConnectionState {
         if case .connected(let client, _) = self { return client }
         return ""
     }
+
 }
