@@ -41,6 +41,9 @@ extension ChannelClient {
         public var logger = Logger(label: "switchboard.channel-client")
 
         /// - Parameters:
+        ///   - host: the server's name or address.
+        ///   - port: its WebSocket port.
+        ///   - path: the channel protocol's path (`/ws` for `switchboard serve`).
         ///   - token: a connection token; nil connects anonymously (where the server allows it).
         ///   - getToken: fetches tokens as they are needed; takes precedence over `token`.
         public init(

@@ -23,6 +23,7 @@ public final class ChannelClient: Sendable {
     /// Makes a client; nothing connects before `connect()`.
     ///
     /// - Parameters:
+    ///   - configuration: the server, credentials, backoff and timeouts.
     ///   - group: the event loops the connection runs on (NIOPosix sockets, on Apple platforms too).
     public init(_ configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         self.configuration = configuration
@@ -57,6 +58,7 @@ public final class ChannelClient: Sendable {
     /// subscription lasts across reconnects until `unsubscribe()`, a refusal, or `close()`.
     ///
     /// - Parameters:
+    ///   - channel: the channel's name (`namespace:name`).
     ///   - recover: after a reconnect, ask for what was missed since the last publication seen (in
     ///     namespaces with history). False: subscribe afresh each time.
     ///   - token: a subscription token, for namespaces that require one. It is sent again on every

@@ -31,6 +31,9 @@ public final class APIServer: Service, Sendable {
     private let (boundStream, boundContinuation) = AsyncStream<SocketAddress?>.makeStream()
 
     /// - Parameters:
+    ///   - configuration: the listener (host, port, key, limits).
+    ///   - application: the channel layer whose operations the API serves.
+    ///   - logger: where the API logs refusals and failures.
     ///   - ready: whether the WebSocket server takes connections (false while starting or draining).
     ///   - unreachable: what the node needs and cannot reach (a Redis pub/sub link that is down), nil when
     ///     nothing: `/ready` is 503 with that reason meanwhile, so a load balancer sends clients elsewhere.

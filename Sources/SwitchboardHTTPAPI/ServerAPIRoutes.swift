@@ -19,6 +19,8 @@ public struct ServerAPIRoutes: Sendable {
     private let gauges: NodeGauges
 
     /// - Parameters:
+    ///   - application: the channel layer whose operations the routes serve.
+    ///   - logger: where wrong keys and failures are logged.
     ///   - configuration: the API key (nil: no key asked, for loopback-only use), body limit, node name; its
     ///     listener settings are not used.
     ///   - registry: what `/metrics` shows; nil: no `/metrics` route.

@@ -36,6 +36,8 @@ public struct HubHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
     private let configuration: HTTP1Channel.Configuration
 
     /// - Parameters:
+    ///   - responder: the app's routes, as Hummingbird hands them to a child channel.
+    ///   - hub: the hub that takes the WebSocket upgrades (made with the app's event loop group).
     ///   - path: where the hub answers WebSocket upgrades (`/ws`); the app's routes get every other request.
     ///   - configuration: the app's HTTP/1.1 settings (idle timeout, extra handlers, decoder limits).
     public init(

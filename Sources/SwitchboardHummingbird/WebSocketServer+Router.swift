@@ -19,6 +19,12 @@ extension WebSocketServer {
     /// hub's configuration, TLS and run it as any `WebSocketServer`.
     ///
     /// - Parameters:
+    ///   - configuration: the hub's and the listener's settings (host, port, path, limits).
+    ///   - application: the hooks (the channel layer, say).
+    ///   - tls: certificates for https and wss; nil: plain.
+    ///   - eventLoopGroup: the loops to serve on; nil: the server makes its own.
+    ///   - metrics: where the hub's counters and gauges go.
+    ///   - logger: where the server logs.
     ///   - router: the app's routes (any `HTTPResponderBuilder` whose context is made from
     ///     `ApplicationRequestContextSource`, as `Application` requires).
     ///   - http1: HTTP/1.1 settings for the router's connections (idle timeout, extra handlers).

@@ -75,6 +75,9 @@ public final class Hub: Sendable {
     /// a graceful drain; `WebSocketServer` makes and runs its own.
     ///
     /// - Parameters:
+    ///   - eventLoopGroup: the embedding server's group: one registry shard per loop.
+    ///   - metrics: where the hub's counters and gauges go.
+    ///   - logger: where the hub logs.
     ///   - configuration: limits, timers, queues. Of its listener settings only `host` and `publicHosts` count:
     ///     they name this server for the same-origin check (give the embedding server's address, or its
     ///     public names; a loopback `host` accepts browsers on loopback names only).

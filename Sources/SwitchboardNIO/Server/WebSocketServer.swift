@@ -33,6 +33,9 @@ public final class WebSocketServer: Service, Sendable {
     /// Makes a server and its hub; nothing is bound until `start` or `run`.
     ///
     /// - Parameters:
+    ///   - site: pages served to plain GETs on the WebSocket port (the demo); nil: none.
+    ///   - metrics: where the hub's counters and gauges go.
+    ///   - logger: where the server logs.
     ///   - configuration: limits, timers, address.
     ///   - application: the hooks (upgrade decision, open, message, close); `attached(to:)` is called
     ///     here, once.

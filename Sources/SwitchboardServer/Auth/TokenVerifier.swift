@@ -58,7 +58,10 @@ public final class TokenVerifier: Sendable {
     /// Makes the key ring and fetches the JWKS once (a failed first fetch is logged, not fatal: the
     /// next token with an unknown key tries again).
     ///
-    /// - Parameter clock: the current Unix time in seconds (tests move it).
+    /// - Parameters:
+    ///   - clock: the current Unix time in seconds (tests move it).
+    ///   - configuration: the keys and claim rules.
+    ///   - logger: where key fetches and refusals are logged.
     public static func make(
         _ configuration: AuthConfiguration, logger: Logger = Logger(label: "switchboard.auth"),
         clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }

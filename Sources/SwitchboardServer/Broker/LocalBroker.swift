@@ -26,8 +26,11 @@ public final class LocalBroker: Broker {
     /// When history was last swept for expired publications in channels nobody touches.
     private let lastSweep = ManagedAtomic<Int64>(0)
 
-    /// - Parameter maxHistoryBytes: what all channels' history may take together (with each namespace's
-    ///   `historyMaxBytes` per channel). Default 64 MiB.
+    /// - Parameters:
+    ///   - maxHistoryBytes: what all channels' history may take together (with each namespace's
+    ///     `historyMaxBytes` per channel). Default 64 MiB.
+    ///   - stripes: how many locks the channels are spread over (more: less contention between loops).
+    ///   - logger: where the broker logs.
     public init(
         stripes: Int = 64, maxHistoryBytes: Int = 64 << 20, logger: Logger = Logger(label: "switchboard.history")
     ) {

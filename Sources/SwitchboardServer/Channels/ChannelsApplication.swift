@@ -48,6 +48,8 @@ public final class ChannelsApplication: SwitchboardApplication {
     let events: ChannelEventRouter
 
     /// - Parameters:
+    ///   - configuration: namespaces and per-connection limits (`update(configuration:)` replaces them).
+    ///   - logger: where the channel layer logs.
     ///   - broker: where channel streams live; `LocalBroker` (in-process) by default.
     ///   - presence: who is in each channel; `LocalPresence` by default.
     ///   - control: reaches the other nodes of a cluster (user-targeted commands, node info); nil alone.
@@ -109,6 +111,8 @@ public final class ChannelsApplication: SwitchboardApplication {
     /// server: no connection, no rate limit, allowed even where clients may not publish.
     ///
     /// - Parameters:
+    ///   - channel: where to publish (its namespace must exist).
+    ///   - data: one JSON value, sent to subscribers byte for byte.
     ///   - eventLoop: where the returned future completes.
     /// - Returns: the publication with its offset; fails with a `ProtocolError` (invalid channel name,
     ///   unknown namespace, `data` not JSON) or the broker's error. Callable from any thread.
