@@ -34,6 +34,7 @@ final class RedisInstance: Sendable {
     }
 }
 
+/// The subscriber's way back to its instance, weak so the instance can go.
 // @unchecked Sendable: `instance` is written once, in `RedisInstance.init`, before the subscriber starts.
 private final class InstanceBox: @unchecked Sendable {
     weak var instance: RedisInstance?

@@ -257,6 +257,7 @@ public final class RedisNodeControl: NodeControl {
     }
 }
 
+/// The control subscriber's way back to its node control, weak so the control can go.
 // @unchecked Sendable: `control` is written once, in `RedisNodeControl.init`, before the subscriber starts.
 private final class ControlInbox: @unchecked Sendable {
     weak var control: RedisNodeControl?

@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 
-// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
 /// A dedicated pub/sub connection: channels are subscribed in batches (every request made in one
 /// event-loop tick goes out as one `SUBSCRIBE`), and after the connection breaks (Redis restarted, or
 /// dropped this client at its output-buffer limit because it fell behind) it reconnects with backoff and
@@ -9,6 +8,8 @@ import NIOCore
 /// `onConnectionChange`: messages sent in between are lost, and continuity must be restored from history.
 /// A link that goes silent (no reset, no FIN) is found by a PING every `pingInterval`, answered within the
 /// command timeout, and treated as lost.
+///
+/// @unchecked Sendable: every mutable property is read and written only on `eventLoop`.
 public final class RedisSubscriber: @unchecked Sendable {
     /// What `onConnectionChange` reports, on `eventLoop`.
     public enum ConnectionChange: Sendable {

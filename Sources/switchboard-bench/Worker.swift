@@ -18,6 +18,7 @@ final class Worker: @unchecked Sendable {
     private var sending = false
     private var churning = false
 
+    /// One connection that publishes: its sequence number, messages in flight and phase.
     // @unchecked Sendable: a sender's counters and phase are touched only on the worker's loop.
     final class Sender: @unchecked Sendable {
         let id: UInt32

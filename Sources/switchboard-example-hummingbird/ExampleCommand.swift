@@ -41,6 +41,8 @@ struct ExampleCommand: AsyncParsableCommand {
         guard loopback || apiKey != nil else {
             throw ValidationError("the server API would be reachable from other hosts: give --api-key")
         }
+        // Logs on standard output, where scripts wait for the ready line ("… listening on http://host:port").
+        LoggingSystem.bootstrap { label in StreamLogHandler.standardOutput(label: label) }
         let logger = Logger(label: "switchboard-example")
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -65,9 +67,8 @@ struct ExampleCommand: AsyncParsableCommand {
             let server = WebSocketServer(
                 configuration: configuration, application: application, router: router, eventLoopGroup: group)
             let address = try await server.start()
-            print(ready + "\(address.port ?? port)")
-            if let note { print(note) }
-            fflush(nil)
+            logger.notice("\(ready)\(address.port ?? port)")
+            if let note { logger.notice("\(note)") }
             try await ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
                 .run()
             return
@@ -81,9 +82,8 @@ struct ExampleCommand: AsyncParsableCommand {
             router: router, server: .switchboard(hub, path: "/ws"),
             configuration: .init(address: .hostname(host, port: port)), services: [hub],
             onServerRunning: { channel in
-                print(ready + "\(channel.localAddress?.port ?? 0)")
-                if let note { print(note) }
-                fflush(nil)
+                logger.notice("\(ready)\(channel.localAddress?.port ?? 0)")
+                if let note { logger.notice("\(note)") }
             }, eventLoopGroupProvider: .shared(group), logger: logger)
         try await app.runService()
     }

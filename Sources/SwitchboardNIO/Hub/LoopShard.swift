@@ -13,11 +13,12 @@ public protocol LoopTask: AnyObject, Sendable {
     func run(on shard: LoopShard, alone: Bool)
 }
 
-// @unchecked Sendable: every mutable property is read and written only on `eventLoop`; the inbox has its lock.
 /// Everything one event loop owns: its registry shard, its heartbeat wheel, its batch of pending
 /// flushes and its counters. Work from other threads arrives through one inbox per loop (a short lock,
 /// one `execute` per batch), so the hot path takes no lock and what one thread sends to a loop arrives
 /// in order.
+///
+/// @unchecked Sendable: every mutable property is read and written only on `eventLoop`; the inbox has its lock.
 public final class LoopShard: @unchecked Sendable {
     /// This loop's place in `Hub.eventLoops`, and the `shard` of every `ConnectionID` made here.
     public let index: Int
