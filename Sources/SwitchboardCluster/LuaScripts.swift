@@ -46,14 +46,24 @@ enum LuaScripts {
         return id
         """)
 
-    /// KEYS: meta, history. ARGV: pub/sub channel, publication body, history size, history TTL (s),
-    /// stream TTL (s), an epoch for a stream that has none, the Redis `run_id`. Returns {offset, epoch}.
+    /// KEYS: meta, history, and for an idempotent publish its key. ARGV: pub/sub channel, publication
+    /// body, history size, history TTL (s), stream TTL (s), an epoch for a stream that has none, the
+    /// idempotency window (ms; 0 without a key), the Redis `run_id`. Returns {offset, epoch, repeated}:
+    /// a key seen within its window publishes nothing and returns the first publish's offset and epoch,
+    /// the same on every node (the key lives beside the channel's stream, on its instance).
     ///
     /// The epoch lives in the same hash as the offset: if Redis loses the hash (flushed, restarted
     /// without persistence, evicted) the offset restarts under a new epoch, never under the old one; and
     /// if the hash comes back from another Redis process (`currentEpoch`), so does the epoch.
     static let publish = RedisScript(
-        currentEpoch(newEpoch: 6, runID: 7, ttl: nil) + """
+        currentEpoch(newEpoch: 6, runID: 8, ttl: nil) + """
+            if KEYS[3] then
+              local first = redis.call('get', KEYS[3])
+              if first then
+                local o, e = string.match(first, '^(%d+),(.*)$')
+                if o then return {tonumber(o), e, 1} end
+              end
+            end
             local offset = redis.call('hincrby', KEYS[1], 'o', 1)
             if ARGV[5] ~= '0' then redis.call('expire', KEYS[1], ARGV[5]) end
             local message = 'p' .. offset .. ',' .. epoch .. ',' .. ARGV[2]
@@ -64,7 +74,8 @@ enum LuaScripts {
               if ARGV[4] ~= '0' then redis.call('expire', KEYS[2], ARGV[4]) end
             end
             redis.call('publish', ARGV[1], message)
-            return {offset, epoch}
+            if KEYS[3] then redis.call('set', KEYS[3], offset .. ',' .. epoch, 'PX', ARGV[7]) end
+            return {offset, epoch, 0}
             """)
 
     /// KEYS: meta, history. ARGV: an epoch for a stream that has none, the TTL (s) of a stream made by

@@ -77,6 +77,9 @@ public final class RedisBroker: Broker {
     func pubsubChannel(_ channel: String) -> String { "\(prefix).channel.\(channel)" }
     private func metaKey(_ channel: String) -> String { "\(prefix).meta.\(channel)" }
     private func historyKey(_ channel: String) -> String { "\(prefix).history.\(channel)" }
+    /// The channel name has no spaces (`ChannelName`), so the space keeps any key from reaching another
+    /// channel's keys.
+    private func idempotencyKey(_ channel: String, _ key: String) -> String { "\(prefix).idem.\(channel) \(key)" }
     private var pubsubPrefix: String { "\(prefix).channel." }
 
     private static func newEpoch() -> String { String(UInt64.random(in: 1 << 40...UInt64.max), radix: 36) }
@@ -117,22 +120,26 @@ public final class RedisBroker: Broker {
     /// Runs the publish script on the channel's instance. A command sent and not answered fails with
     /// `BrokerError.outcomeUnknown`: the publication may have been made.
     public func publish(
-        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+        channel: String, data: String, user: String?, options: NamespaceOptions, idempotency: IdempotencyKey?,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
+        let window = idempotency.map { max($0.window.nanoseconds / 1_000_000, 1) } ?? 0
         let arguments: [RESPArgument] = [
             .string(pubsubChannel(channel)), .string(ClusterWire.publicationBody(user: user, data: data)),
             RESPArgument(options.historySize), .string(Self.seconds(options.historyTTL)),
-            .string(Self.seconds(configuration.streamTTL)), .string(Self.newEpoch()),
+            .string(Self.seconds(configuration.streamTTL)), .string(Self.newEpoch()), .string(String(window)),
         ]
+        var keys = [metaKey(channel), historyKey(channel)]
+        if let idempotency { keys.append(idempotencyKey(channel, idempotency.key)) }
         return instance(for: channel).client.run(
-            LuaScripts.publish, keys: [metaKey(channel), historyKey(channel)], arguments: arguments,
-            appendingServerRunID: true
+            LuaScripts.publish, keys: keys, arguments: arguments, appendingServerRunID: true
         ).flatMapThrowing { reply in
-            guard let parts = reply.elements, parts.count == 2, let offset = parts[0].int, let epoch = parts[1].string
+            guard let parts = reply.elements, parts.count == 3, let offset = parts[0].int, let epoch = parts[1].string,
+                let repeated = parts[2].int
             else { throw RedisError.protocolViolation("unexpected publish reply") }
             return Publication(
                 offset: Int(offset), data: data, user: user, time: Int64(NIODeadline.now().uptimeNanoseconds),
-                epoch: epoch)
+                epoch: epoch, isRepeat: repeated == 1)
         }.flatMapErrorThrowing { error in
             // Sent and not answered: the script may have run. Not sent (the link was down): it did not.
             if let failure = error as? RedisError, failure == .timeout || failure == .replyLost {
@@ -185,8 +192,13 @@ public final class RedisBroker: Broker {
             // client is at the newest one): otherwise some were trimmed or expired.
             let oldest = stream.publications.first?.offset ?? stream.offset + 1
             let missed = stream.publications.filter { $0.offset > since.offset }
+            // A publication made without history (`skip_history`) leaves a hole: what lies past it is no recovery.
+            let contiguous =
+                missed.first.map { $0.offset == since.offset + 1 && missed.count == stream.offset - since.offset }
+                ?? (since.offset == stream.offset)
             let complete =
                 since.offset >= oldest - 1 && since.offset <= stream.offset && missed.count <= options.historySize
+                && contiguous
             return SubscribeSnapshot(
                 epoch: stream.epoch, offset: stream.offset, publications: complete ? missed : [], recovered: complete)
         }

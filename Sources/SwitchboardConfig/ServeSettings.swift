@@ -59,6 +59,8 @@ public struct ServeSettings: Sendable {
     /// Namespaces and per-connection channel limits: the file's `namespaces` (with `sys` added), or the
     /// chat defaults when the file has none.
     public var channels = ChannelsConfiguration.chatDefaults
+    /// The application's backend, asked about the events whose URLs are set; nil: none is.
+    public var proxy: ProxyConfiguration?
     /// Set: this node joins a cluster through these Redis instances.
     public var cluster: ClusterConfiguration?
     /// `nodeName`: what node info calls this node. Default: the host name.

@@ -58,7 +58,24 @@ public struct SettingKey: Sendable, Hashable {
 
 extension SettingKey {
     /// Every setting, in the order `check-config` prints them.
-    public static let all: [SettingKey] = transport + tls + deflate + auth + api + channels + abuse + cluster
+    public static let all: [SettingKey] =
+        transport + tls + deflate + auth + proxy + api + channels + abuse + cluster
+
+    static let proxy: [SettingKey] = [
+        .init(
+            "proxyConnectUrl", .string, "",
+            "the application's backend decides every upgrade without a bearer token (POST, docs/PROTOCOL.md)"),
+        .init("proxyRefreshUrl", .string, "", "renews a proxied connection before its expire_at"),
+        .init("proxySubscribeUrl", .string, "", "decides client subscribes in namespaces with proxySubscribe"),
+        .init(
+            "proxyPublishUrl", .string, "", "decides (and may rewrite) client publishes in namespaces with proxyPublish"
+        ),
+        .init("proxyRpcUrl", .string, "", "answers the client's rpc command"),
+        .init("proxyTimeout", .double, "5", "seconds the backend has to answer a proxied event"),
+        .init(
+            "proxyHeaders", .strings, "",
+            "upgrade-request headers forwarded with every proxied event (Cookie, Authorization); none by default"),
+    ]
 
     static let transport: [SettingKey] = [
         .init("host", .string, "127.0.0.1", "address to bind; 0.0.0.0 for every interface"),
@@ -146,6 +163,9 @@ extension SettingKey {
         .init(
             "chatHistorySize", .int, "", "overrides the `chat` namespace's historySize (100 by default)",
             reloadable: true),
+        .init(
+            "idempotencyWindow", .double, "300",
+            "seconds a publish's idempotency_key answers for it (a repeat publishes nothing)", reloadable: true),
     ]
 
     static let abuse: [SettingKey] = [

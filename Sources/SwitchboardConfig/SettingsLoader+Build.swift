@@ -9,7 +9,7 @@ import SwitchboardServer
 extension SettingsLoader {
     /// Turns the values read into settings, checking each range; a bad value names its key.
     static func build(_ values: [String: ConfigContent], namespaces: Data?, filePath: String?) throws -> ServeSettings {
-        var reader = Values(values: values)
+        let reader = Values(values: values)
         var settings = ServeSettings()
         var transport = SwitchboardConfiguration()
         transport.host = reader.string("host") ?? transport.host
@@ -82,16 +82,23 @@ extension SettingsLoader {
         settings.allowAnonymous = reader.bool("allowAnonymous")
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
+        settings.proxy = try proxy(reader)
         // Demo mode (names from `?user=`) only where nobody else can connect: bound to loopback, no keys, and no
-        // proxy in front (a proxy on this host would carry the whole internet to the loopback address).
+        // proxy in front (a proxy on this host would carry the whole internet to the loopback address); and
+        // not where the backend decides who connects.
         let demo =
             isLoopbackHost(transport.host) && !settings.hasTokenKeys && settings.allowAnonymous != false
-            && transport.abuseLimits.trustedProxies.isEmpty
+            && transport.abuseLimits.trustedProxies.isEmpty && settings.proxy?.connectURL == nil
         settings.insecureUserFromQuery = reader.bool("insecureUserFromQuery") ?? demo
+        if reader.bool("insecureUserFromQuery") == true, settings.proxy?.connectURL != nil {
+            throw SettingsError("insecureUserFromQuery and proxyConnectUrl both decide who connects: use one")
+        }
         if reader.bool("insecureUserFromQuery") == true, settings.hasTokenKeys {
             throw SettingsError("insecureUserFromQuery would let anyone bypass the token keys: use one or the other")
         }
-        if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery {
+        if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery,
+            settings.proxy?.connectURL == nil
+        {
             throw SettingsError(
                 "allowAnonymous false needs a token key (tokenSecret, tokenPublicKey, jwksFile, jwksUrl)")
         }
@@ -132,6 +139,18 @@ extension SettingsLoader {
             }
             channels.namespaces["chat"]?.historySize = size
         }
+        if let window = try reader.number("idempotencyWindow", positive: true) {
+            guard window <= 86_400 else { throw SettingsError("idempotencyWindow: must be at most 86400 seconds") }
+            channels.idempotencyWindow = .nanoseconds(Int64(window * 1e9))
+        }
+        for (name, options) in channels.namespaces.sorted(by: { $0.key < $1.key }) {
+            if options.proxySubscribe, settings.proxy?.subscribeURL == nil {
+                throw SettingsError("namespace \"\(name)\" has proxySubscribe, but proxySubscribeUrl is not set")
+            }
+            if options.proxyPublish, settings.proxy?.publishURL == nil {
+                throw SettingsError("namespace \"\(name)\" has proxyPublish, but proxyPublishUrl is not set")
+            }
+        }
         if !settings.hasTokenKeys,
             let namespace = channels.namespaces.first(where: { $0.value.permissions.subscribe == .token })?.key
         {
@@ -142,6 +161,40 @@ extension SettingsLoader {
         settings.nodeName = reader.string("nodeName") ?? settings.nodeName
         settings.cluster = try cluster(reader)
         return settings
+    }
+
+    private static func proxy(_ reader: Values) throws -> ProxyConfiguration? {
+        var proxy = ProxyConfiguration()
+        for (key, url) in [
+            ("proxyConnectUrl", \ProxyConfiguration.connectURL), ("proxyRefreshUrl", \.refreshURL),
+            ("proxySubscribeUrl", \.subscribeURL), ("proxyPublishUrl", \.publishURL), ("proxyRpcUrl", \.rpcURL),
+        ] {
+            guard let value = reader.string(key) else { continue }
+            guard let parsed = URL(string: value), ["http", "https"].contains(parsed.scheme?.lowercased()),
+                parsed.host?.isEmpty == false
+            else { throw SettingsError("\(key): must be an http:// or https:// URL, not \"\(value)\"") }
+            proxy[keyPath: url] = value
+        }
+        if let timeout = try reader.number("proxyTimeout", positive: true) {
+            guard timeout <= 600 else { throw SettingsError("proxyTimeout: must be at most 600 seconds") }
+            proxy.timeout = .nanoseconds(Int64(timeout * 1e9))
+        }
+        proxy.forwardedHeaders = reader.strings("proxyHeaders") ?? []
+        if let bad = proxy.forwardedHeaders.first(where: { !Self.isHeaderName($0) }) {
+            throw SettingsError("proxyHeaders: \"\(bad)\" is not a header name")
+        }
+        if proxy.refreshURL != nil, proxy.connectURL == nil {
+            throw SettingsError("proxyRefreshUrl renews connections the connect proxy made: set proxyConnectUrl too")
+        }
+        return proxy.isEmpty ? nil : proxy
+    }
+
+    private static func isHeaderName(_ name: String) -> Bool {
+        !name.isEmpty
+            && name.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                    || "!#$%&'*+-.^_`|~".utf8.contains(byte)
+            }
     }
 
     private static func cluster(_ reader: Values) throws -> ClusterConfiguration? {

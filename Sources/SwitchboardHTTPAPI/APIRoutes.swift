@@ -14,18 +14,21 @@ struct APIRoutes: Sendable {
 
     private var loop: any EventLoop { MultiThreadedEventLoopGroup.singleton.next() }
 
-    func handle(_ endpoint: String, _ body: APIRequest) async throws -> Response {
+    func handle(_ endpoint: String, _ body: JSONObject) async throws -> Response {
         switch endpoint {
         case "publish":
             let publication = try await application.publish(
-                channel: try body.string("channel"), data: try body.json("data"), on: loop
+                channel: try body.requiredString("channel"), data: try body.requiredJSON("data"),
+                idempotencyKey: try body.string("idempotency_key"), on: loop
             ).get()
             return APIResponse.json("{\"offset\":\(publication.offset)}")
         case "broadcast":
-            let channels = try body.strings("channels")
+            let channels = try body.requiredStrings("channels")
             guard channels.allSatisfy(ChannelName.validate) else { throw ProtocolError.invalidChannel }
-            let results = try await application.broadcast(channels: channels, data: try body.json("data"), on: loop)
-                .get()
+            let results = try await application.broadcast(
+                channels: channels, data: try body.requiredJSON("data"), on: loop
+            )
+            .get()
             let items = zip(channels, results).map { channel, result in
                 switch result {
                 case .success(let publication):
@@ -38,31 +41,36 @@ struct APIRoutes: Sendable {
             }
             return APIResponse.json("{\"results\":[\(items.joined(separator: ","))]}")
         case "send":
-            try await application.send(toUser: try body.string("user"), data: try body.json("data"), on: loop).get()
+            try await application.send(
+                toUser: try body.requiredString("user"), data: try body.requiredJSON("data"), on: loop
+            ).get()
             return APIResponse.json("{}")
         case "subscribe":
-            try await application.subscribe(user: try body.string("user"), to: try body.string("channel"), on: loop)
-                .get()
+            try await application.subscribe(
+                user: try body.requiredString("user"), to: try body.requiredString("channel"), on: loop
+            )
+            .get()
             return APIResponse.json("{}")
         case "unsubscribe":
             try await application.unsubscribe(
-                user: try body.string("user"), from: try body.string("channel"), on: loop
+                user: try body.requiredString("user"), from: try body.requiredString("channel"), on: loop
             ).get()
             return APIResponse.json("{}")
         case "disconnect":
             return try await disconnect(body)
         case "refresh":
             // Required, null included: a typo must not lift every connection's expiry.
-            guard body.fields["expires_at"] != nil else { throw ProtocolError.badRequest("missing expires_at") }
+            guard body.has("expires_at") else { throw ProtocolError.badRequest("missing expires_at") }
             if let expiresAt = try body.number("expires_at", nullable: true), !(0...1e11).contains(expiresAt) {
                 throw ProtocolError.badRequest("expires_at must be Unix seconds")
             }
             let count = try await application.refresh(
-                user: try body.string("user"), expiresAt: try body.number("expires_at", nullable: true), on: loop
+                user: try body.requiredString("user"), expiresAt: try body.number("expires_at", nullable: true),
+                on: loop
             ).get()
             return APIResponse.json("{\"connections\":\(count)}")
         case "presence", "presence_stats":
-            let channel = try body.string("channel")
+            let channel = try body.requiredString("channel")
             let snapshot =
                 try await endpoint == "presence"
                 ? application.presence(channel: channel, on: loop).get()
@@ -75,7 +83,7 @@ struct APIRoutes: Sendable {
         case "history":
             let limit = try body.integer("limit") ?? 100
             let page = try await application.history(
-                channel: try body.string("channel"), limit: limit, since: try body.integer("since"),
+                channel: try body.requiredString("channel"), limit: limit, since: try body.integer("since"),
                 reverse: try body.bool("reverse") ?? false, on: loop
             ).get()
             let publications = page.publications.map {
@@ -85,10 +93,10 @@ struct APIRoutes: Sendable {
                 "{\"epoch\":\(APIResponse.quote(page.epoch)),\"offset\":\(page.offset),"
                     + "\"publications\":[\(publications.joined(separator: ","))]}")
         case "history_remove":
-            try await application.removeHistory(channel: try body.string("channel"), on: loop).get()
+            try await application.removeHistory(channel: try body.requiredString("channel"), on: loop).get()
             return APIResponse.json("{}")
         case "channels":
-            let channels = try await application.channels(matching: try body.optionalString("pattern"), on: loop).get()
+            let channels = try await application.channels(matching: try body.string("pattern"), on: loop).get()
             let items = channels.map {
                 "{\"channel\":\(APIResponse.quote($0.channel)),\"subscribers\":\($0.subscribers)}"
             }
@@ -109,12 +117,12 @@ struct APIRoutes: Sendable {
         }
     }
 
-    private func disconnect(_ body: APIRequest) async throws -> Response {
-        let user = try body.optionalString("user")
-        let client = try body.optionalString("client")
+    private func disconnect(_ body: JSONObject) async throws -> Response {
+        let user = try body.string("user")
+        let client = try body.string("client")
         let code = try body.integer("code") ?? Int(CloseCode.disconnected.rawValue)
         guard (3000...4999).contains(code) else { throw ProtocolError.badRequest("code must be 3000–4999") }
-        let reason = try body.optionalString("reason") ?? "disconnected by server"
+        let reason = try body.string("reason") ?? "disconnected by server"
         guard reason.count <= 123, reason.utf8.count <= 123 else {
             throw ProtocolError.badRequest("reason must be at most 123 bytes")
         }

@@ -55,7 +55,8 @@ struct ServeCommand: AsyncParsableCommand {
             configuration: settings.channels,
             broker: cluster?.broker ?? LocalBroker(maxHistoryBytes: settings.historyMaxBytes),
             presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
-            verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil)
+            verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil,
+            proxy: settings.proxy)
         if let cluster { try await cluster.start() }
         if settings.insecureUserFromQuery {
             logger.notice(

@@ -135,6 +135,59 @@ struct RedisBrokerTests {
         await b.stop()
     }
 
+    /// The same idempotency key through two nodes: one publication, one offset, one delivery; another key
+    /// or another channel publishes; past the window the key publishes again.
+    @Test func anIdempotentPublishRepeatedThroughTwoNodesIsMadeOnce() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a")
+        let b = TestNode([redis], id: "b")
+        try await a.start()
+        try await b.start()
+        try await a.broker.subscribe(channel: "chat:idem", on: caller).get()
+        let key = IdempotencyKey("order-17", window: .seconds(300))
+        let first = try await a.broker.publish(
+            channel: "chat:idem", data: "{\"n\":1}", user: "ann", options: Self.history, idempotency: key, on: caller
+        ).get()
+        let repeated = try await b.broker.publish(
+            channel: "chat:idem", data: "{\"n\":1}", user: "ann", options: Self.history, idempotency: key, on: caller
+        ).get()
+        #expect(first.offset == 1)
+        #expect(!first.isRepeat)
+        #expect(repeated.offset == 1)
+        #expect(repeated.isRepeat)
+        #expect(repeated.epoch == first.epoch)
+        let other = try await b.broker.publish(
+            channel: "chat:idem", data: "2", user: nil, options: Self.history,
+            idempotency: IdempotencyKey("order-18"), on: caller
+        ).get()
+        #expect(other.offset == 2)
+        let elsewhere = try await b.broker.publish(
+            channel: "chat:other", data: "3", user: nil, options: Self.history, idempotency: key, on: caller
+        ).get()
+        #expect(elsewhere.offset == 1)
+        #expect(!elsewhere.isRepeat)
+        try await eventually("two publications on A") { a.handler.offsets("chat:idem").count == 2 }
+        #expect(a.handler.offsets("chat:idem") == [1, 2])
+        let history = try await a.broker.history(
+            channel: "chat:idem", since: nil, limit: 10, options: Self.history, on: caller
+        ).get()
+        #expect(history.publications.map(\.offset) == [1, 2])
+
+        let short = IdempotencyKey("brief", window: .milliseconds(200))
+        let once = try await a.broker.publish(
+            channel: "chat:idem", data: "4", user: nil, options: Self.history, idempotency: short, on: caller
+        ).get()
+        try await Task.sleep(for: .milliseconds(400))
+        let again = try await b.broker.publish(
+            channel: "chat:idem", data: "4", user: nil, options: Self.history, idempotency: short, on: caller
+        ).get()
+        #expect(once.offset == 3)
+        #expect(again.offset == 4, "past its window the key publishes again")
+        await a.stop()
+        await b.stop()
+    }
+
     @Test func recoveryIsExactOrHonestlyIncomplete() async throws {
         let redis = try await RedisServerProcess.start()
         defer { redis.stop() }

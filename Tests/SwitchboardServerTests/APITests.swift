@@ -188,6 +188,50 @@ struct APITests {
         }
     }
 
+    /// The API keeps `data` byte for byte (one JSON path with the client protocol: numbers, spacing, key
+    /// order and escapes as sent), and an idempotency key makes a repeated publish answer the first offset.
+    @Test func publishKeepsTheBackendsBytesAndAnIdempotencyKeyPublishesOnce() async throws {
+        let api = try await APIHarness.start()
+        try await finally({ await api.stop() }) {
+            let client = try await api.channels.connect(user: "ada")
+            _ = try await client.call(["cmd": "subscribe", "channel": "archive:exact"])
+            let data = #"{"z": 1.50, "a" :[1e3, "\u00e9"], "big": 12345678901234567890}"#
+            let body = #"{"channel":"archive:exact","data":"# + data + #","idempotency_key":"pay-1"}"#
+            let first = try await api.call("publish", body)
+            #expect(first.json["offset"] as? Int == 1)
+            guard case .text(let pushed) = try await client.client.nextMessage() else {
+                throw ConditionFailure("expected the publication")
+            }
+            #expect(pushed.hasSuffix(#""data":"# + data + "}"))
+            let repeated = try await api.call("publish", body)
+            #expect(repeated.status == 200)
+            #expect(repeated.json["offset"] as? Int == 1)
+            let other = try await api.call(
+                "publish", #"{"channel":"archive:exact","data":2,"idempotency_key":"pay-2"}"#)
+            #expect(other.json["offset"] as? Int == 2)
+            // Only the two publications reached the subscriber.
+            #expect((try await client.nextPush("pub"))["offset"] as? Int == 2)
+            // A client's publish with the same key is the same publication; with a bad key it is error 100.
+            let fromClient = try await client.call([
+                "cmd": "publish", "channel": "archive:exact", "data": 1, "idempotency_key": "pay-1",
+            ])
+            #expect(fromClient.reply.ok?["offset"] as? Int == 1)
+            #expect(fromClient.pushes.isEmpty)
+            let badKey = try await client.call([
+                "cmd": "publish", "channel": "archive:exact", "data": 1, "idempotency_key": "",
+            ])
+            #expect(badKey.reply.errorCode == 100)
+            let tooLong = String(repeating: "k", count: 257)
+            let refused = try await api.call(
+                "publish", #"{"channel":"archive:exact","data":3,"idempotency_key":"\#(tooLong)"}"#)
+            #expect(refused.status == 400)
+            #expect(
+                try await api.call("publish", #"{"channel":"archive:exact","data":3,"idempotency_key":7}"#).status
+                    == 400)
+            #expect(try await api.call("publish", #"{"channel":"archive:exact","data":}"#).status == 400)
+        }
+    }
+
     @Test func sendReachesEveryConnectionOfTheUserAndNoOneElse() async throws {
         let api = try await APIHarness.start()
         try await finally({ await api.stop() }) {

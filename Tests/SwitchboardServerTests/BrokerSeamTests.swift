@@ -60,9 +60,12 @@ final class RemoteBroker: Broker, PresenceManager {
         return late(inner.unsubscribe(channel: channel, on: here))
     }
     func publish(
-        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+        channel: String, data: String, user: String?, options: NamespaceOptions, idempotency: IdempotencyKey?,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
-        late(inner.publish(channel: channel, data: data, user: user, options: options, on: here))
+        late(
+            inner.publish(
+                channel: channel, data: data, user: user, options: options, idempotency: idempotency, on: here))
     }
     func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         late(inner.publishJoin(channel: channel, member: member, on: here))

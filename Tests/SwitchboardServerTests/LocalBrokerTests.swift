@@ -67,6 +67,59 @@ struct LocalBrokerTests {
         #expect(next.offset == 4)
     }
 
+    /// A repeat within the window answers the first offset and delivers nothing; a channel without history
+    /// keeps its keys too (it is not forgotten while they last); past the window the key publishes again.
+    @Test func anIdempotentPublishIsMadeOnceWithinItsWindow() async throws {
+        let broker = LocalBroker()
+        let delivery = RecordingDelivery()
+        broker.attach(delivery)
+        try await broker.subscribe(channel: "pay", on: loop).get()
+        let options = NamespaceOptions()
+        let key = IdempotencyKey("k1", window: .milliseconds(300))
+        func publish(_ channel: String, _ key: IdempotencyKey?) async throws -> Publication {
+            try await broker.publish(
+                channel: channel, data: "1", user: nil, options: options, idempotency: key, on: loop
+            ).get()
+        }
+        let first = try await publish("pay", key)
+        let repeated = try await publish("pay", key)
+        #expect((first.offset, first.isRepeat) == (1, false))
+        #expect((repeated.offset, repeated.isRepeat) == (1, true))
+        #expect(try await publish("pay", IdempotencyKey("k2")).offset == 2)
+        #expect(try await publish("pay", nil).offset == 3)
+        #expect(delivery.publications == [1, 2, 3])
+        // Nobody subscribes and no history: the channel stays while its key does.
+        _ = try await publish("quiet", key)
+        #expect(try await publish("quiet", key).isRepeat)
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(try await publish("pay", key).offset == 4, "past its window the key publishes again")
+    }
+
+    /// A publication left out of history (the publish proxy's skip_history) is a hole: recovering across it
+    /// is not complete; from after it, it is.
+    @Test func recoveryAcrossAPublicationLeftOutOfHistoryIsNotComplete() async throws {
+        let broker = LocalBroker()
+        var options = NamespaceOptions()
+        options.historySize = 10
+        var skipping = options
+        skipping.historySize = 0
+        for (index, kept) in [true, false, true].enumerated() {
+            _ = try await broker.publish(
+                channel: "c", data: "\(index)", user: nil, options: kept ? options : skipping, on: loop
+            ).get()
+        }
+        let epoch = try await broker.recover(channel: "c", since: nil, options: options, on: loop).get().epoch
+        func recovered(from offset: Int) async throws -> Bool {
+            try await broker.recover(
+                channel: "c", since: StreamPosition(offset: offset, epoch: epoch), options: options, on: loop
+            ).get().recovered
+        }
+        #expect(try await recovered(from: 0) == false)
+        #expect(try await recovered(from: 1) == false)
+        #expect(try await recovered(from: 2) == true)
+        #expect(try await recovered(from: 3) == true)
+    }
+
     @Test func publicationsAreDeliveredOnlyWhileSubscribedAndInOffsetOrder() async throws {
         let broker = LocalBroker()
         let delivery = RecordingDelivery()

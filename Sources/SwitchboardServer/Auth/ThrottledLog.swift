@@ -2,7 +2,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Logs at most once per interval per client address, so a bot retrying bad tokens cannot flood the log.
+/// Logs at most once per interval per client address (or other key), so a bot retrying bad tokens, or a
+/// backend that is down for every request, cannot flood the log.
 final class ThrottledLog: Sendable {
     private let interval: TimeAmount
     private let logger: Logger
@@ -17,6 +18,13 @@ final class ThrottledLog: Sendable {
 
     func warning(_ message: Logger.Message, address: SocketAddress?, metadata: Logger.Metadata) {
         let key = address?.ipAddress ?? "unknown"
+        var metadata = metadata
+        metadata["address"] = "\(key)"
+        warning(message, key: key, metadata: metadata)
+    }
+
+    /// Logs at most once per interval per `key` (an address, or an event and its outcome).
+    func warning(_ message: Logger.Message, key: String, metadata: Logger.Metadata) {
         let now = NIODeadline.now()
         let due = last.withLockedValue { last -> Bool in
             if let previous = last[key], previous + interval > now { return false }
@@ -28,8 +36,6 @@ final class ThrottledLog: Sendable {
             return true
         }
         guard due else { return }
-        var metadata = metadata
-        metadata["address"] = "\(key)"
         logger.warning(message, metadata: metadata)
     }
 }

@@ -17,14 +17,18 @@ public struct Publication: Sendable, Equatable {
     /// subscriber at another epoch cannot take its offset as a continuation. Nil from `LocalBroker`, whose
     /// epoch lasts as long as the process.
     public let epoch: String?
+    /// The answer to a repeated idempotent publish: this is the first one's offset, and nothing was
+    /// published now (so nothing is delivered or reported again).
+    public let isRepeat: Bool
 
     /// Made by brokers; `time` is monotonic nanoseconds (`NIODeadline.now().uptimeNanoseconds`).
-    public init(offset: Int, data: String, user: String?, time: Int64, epoch: String? = nil) {
+    public init(offset: Int, data: String, user: String?, time: Int64, epoch: String? = nil, isRepeat: Bool = false) {
         self.offset = offset
         self.data = data
         self.user = user
         self.time = time
         self.epoch = epoch
+        self.isRepeat = isRepeat
     }
 }
 
@@ -116,8 +120,11 @@ public protocol Broker: Sendable {
     func subscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
     /// Unsubscribes this node from `channel`.
     func unsubscribe(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    /// With `idempotency`, a repeat of a publish made within its window (same channel, same key)
+    /// publishes nothing and answers with the first one's publication, marked `isRepeat`.
     func publish(
-        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+        channel: String, data: String, user: String?, options: NamespaceOptions, idempotency: IdempotencyKey?,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication>
     func publishJoin(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
     func publishLeave(channel: String, member: PresenceMember, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
@@ -133,6 +140,36 @@ public protocol Broker: Sendable {
     /// Empties the channel's history, keeping its epoch and offset: a client recovering from before the
     /// removal is told `recovered: false`, never handed a gap as if it were complete.
     func removeHistory(channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+}
+
+extension Broker {
+    /// A publish that is not to be deduplicated.
+    public func publish(
+        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Publication> {
+        publish(channel: channel, data: data, user: user, options: options, idempotency: nil, on: eventLoop)
+    }
+}
+
+/// What makes a publish safe to repeat (after error 110 "may have been published", say): within `window`,
+/// a second publish to the same channel with the same `key` is not made again.
+public struct IdempotencyKey: Sendable, Equatable {
+    /// The publisher's key, 1–256 bytes (`validate`).
+    public let key: String
+    /// How long the first publish answers for the key. Default 300 s (`idempotencyWindow`).
+    public let window: TimeAmount
+
+    /// A key with its window.
+    public init(_ key: String, window: TimeAmount = .seconds(300)) {
+        self.key = key
+        self.window = window
+    }
+
+    /// Longest key accepted, in bytes.
+    public static let maxBytes = 256
+
+    /// Whether `key` may serve as an idempotency key: 1–256 bytes.
+    public static func isValid(_ key: String) -> Bool { (1...maxBytes).contains(key.utf8.count) }
 }
 
 /// Why a broker or presence call failed, in terms a client can be told.

@@ -26,7 +26,36 @@ struct ChannelState {
     /// its history expires: forgetting it would restart its offsets within the same epoch, and a client
     /// holding an old offset could then be told it recovered when it did not. Channels without history
     /// are forgotten; they never claim recovery.
-    var isIdle: Bool { !subscribed && history.isEmpty && !keepsOffset }
+    var isIdle: Bool { !subscribed && history.isEmpty && !keepsOffset && idempotencyKeys.isEmpty }
+
+    /// Idempotency keys of recent publishes with their offsets and expiry, and the keys in the order they
+    /// were made (pruned from the front as they expire).
+    private var idempotencyKeys: [String: (offset: Int, expires: Int64)] = [:]
+    private var idempotencyOrder = CircularBuffer<(key: String, expires: Int64)>()
+    /// Keys one channel remembers at most: past it the oldest is forgotten early (a repeat of it then
+    /// publishes again), so a publisher inventing keys cannot grow a channel without bound.
+    static let maxIdempotencyKeys = 100_000
+
+    /// The offset of the publish made with `key` within its window, if any.
+    mutating func repeated(_ key: String, now: Int64) -> Int? {
+        while let first = idempotencyOrder.first, first.expires <= now {
+            idempotencyOrder.removeFirst()
+            if idempotencyKeys[first.key]?.expires == first.expires { idempotencyKeys[first.key] = nil }
+        }
+        guard let entry = idempotencyKeys[key], entry.expires > now else { return nil }
+        return entry.offset
+    }
+
+    /// Remembers that the publish made with `key` got `offset`, until `expires`.
+    mutating func remember(_ key: String, offset: Int, until expires: Int64) {
+        if idempotencyOrder.count >= Self.maxIdempotencyKeys, let oldest = idempotencyOrder.popFirst(),
+            idempotencyKeys[oldest.key]?.expires == oldest.expires
+        {
+            idempotencyKeys[oldest.key] = nil
+        }
+        idempotencyKeys[key] = (offset, expires)
+        idempotencyOrder.append((key, expires))
+    }
 
     /// Keeps `publication` within the namespace's count and byte bounds and the node's `budget`: the
     /// channel's oldest go first; one that does not fit even alone is not kept (recovery past it then
@@ -86,6 +115,10 @@ struct ChannelState {
         let oldest = history.first?.offset ?? self.offset + 1
         let complete = offset >= oldest - 1 && offset <= self.offset
         let missed = history.filter { $0.offset > offset }
-        return (Array(missed.prefix(limit)), complete && missed.count <= limit)
+        // A publication made without history (`skip_history`) leaves a hole: what lies past it is no recovery.
+        let contiguous =
+            missed.first.map { $0.offset == offset + 1 && missed.count == self.offset - offset }
+            ?? (offset == self.offset)
+        return (Array(missed.prefix(limit)), complete && contiguous && missed.count <= limit)
     }
 }

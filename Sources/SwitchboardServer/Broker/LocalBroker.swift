@@ -86,15 +86,22 @@ public final class LocalBroker: Broker {
     /// Assigns the next offset, appends to history (within the namespace's and the node's budgets) and
     /// delivers to the handler if this node is subscribed, all under the channel's lock.
     public func publish(
-        channel: String, data: String, user: String?, options: NamespaceOptions, on eventLoop: any EventLoop
+        channel: String, data: String, user: String?, options: NamespaceOptions, idempotency: IdempotencyKey?,
+        on eventLoop: any EventLoop
     ) -> EventLoopFuture<Publication> {
         checkNotReentrant()
         let publication = withState(channel) { state -> Publication in
             let now = Self.now()
             state.expire(now: now, options: options, budget: budget)
+            if let idempotency, let offset = state.repeated(idempotency.key, now: now) {
+                return Publication(offset: offset, data: data, user: user, time: now, isRepeat: true)
+            }
             state.offset += 1
             let publication = Publication(offset: state.offset, data: data, user: user, time: now)
             state.append(publication, channel: channel, options: options, budget: budget)
+            if let idempotency {
+                state.remember(idempotency.key, offset: publication.offset, until: now + idempotency.window.nanoseconds)
+            }
             if state.subscribed { deliver { $0.handlePublication(publication, channel: channel) } }
             return publication
         }

@@ -40,6 +40,8 @@ public final class ChannelsApplication: SwitchboardApplication {
     let verifier: TokenVerifier?
     /// Whether connections without a user may use the server.
     let anonymousAllowed: Bool
+    /// Asks the application's backend (connect, refresh, subscribe, publish, rpc); nil: nothing is proxied.
+    let proxy: EventProxy?
     let metrics: ChannelsMetrics
     let failureLog: ThrottledLog
     let logger: Logger
@@ -58,12 +60,15 @@ public final class ChannelsApplication: SwitchboardApplication {
     ///   - metricsFactory: where the channel layer's metrics go (auth failures).
     ///   - authenticate: decides each upgrade instead of the built-in `Authorization: Bearer` check; nil
     ///     accepts every upgrade, authenticated by a valid bearer token or else not yet.
+    ///   - proxy: the application's backend, asked over HTTP about the events it names (docs/PROTOCOL.md,
+    ///     "Event proxy"); with a connect URL it decides every upgrade without a bearer token.
     public init(
         configuration: ChannelsConfiguration = .chatDefaults, broker: any Broker = LocalBroker(),
         presence: any PresenceManager = LocalPresence(), control: (any NodeControl)? = nil,
         nodeName: String = ProcessInfo.processInfo.hostName, verifier: TokenVerifier? = nil,
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
-        logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil
+        logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil,
+        proxy: ProxyConfiguration? = nil
     ) {
         self.current = ManagedAtomic(ConfigurationBox(configuration))
         self.broker = broker
@@ -75,6 +80,9 @@ public final class ChannelsApplication: SwitchboardApplication {
         let auth = verifier?.configuration ?? AuthConfiguration()
         self.anonymousAllowed = verifier == nil || auth.anonymousAllowed
         self.metrics = ChannelsMetrics(factory: metricsFactory)
+        self.proxy = proxy.flatMap {
+            $0.isEmpty ? nil : EventProxy(configuration: $0, metricsFactory: metricsFactory, logger: logger)
+        }
         self.failureLog = ThrottledLog(interval: auth.failureLogInterval, logger: logger)
         if verifier == nil,
             let namespace = configuration.namespaces.first(where: { $0.value.permissions.subscribe == .token })
@@ -113,10 +121,14 @@ public final class ChannelsApplication: SwitchboardApplication {
     /// - Parameters:
     ///   - channel: where to publish (its namespace must exist).
     ///   - data: one JSON value, sent to subscribers byte for byte.
+    ///   - idempotencyKey: makes a repeat within `ChannelsConfiguration.idempotencyWindow` (on any node of
+    ///     a cluster) publish nothing and answer with the first one's offset (`Publication.isRepeat`).
     ///   - eventLoop: where the returned future completes.
     /// - Returns: the publication with its offset; fails with a `ProtocolError` (invalid channel name,
-    ///   unknown namespace, `data` not JSON) or the broker's error. Callable from any thread.
-    public func publish(channel: String, data: String, on eventLoop: any EventLoop) -> EventLoopFuture<Publication> {
+    ///   unknown namespace, `data` not JSON, a bad key) or the broker's error. Callable from any thread.
+    public func publish(
+        channel: String, data: String, idempotencyKey: String? = nil, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Publication> {
         guard ChannelName.validate(channel) else { return eventLoop.makeFailedFuture(ProtocolError.invalidChannel) }
         guard let options = options(for: channel) else {
             return eventLoop.makeFailedFuture(ProtocolError.unknownNamespace)
@@ -124,9 +136,17 @@ public final class ChannelsApplication: SwitchboardApplication {
         guard JSONScanner.isValue(data) else {
             return eventLoop.makeFailedFuture(ProtocolError.badRequest("data must be one JSON value"))
         }
-        return broker.publish(channel: channel, data: data, user: nil, options: options, on: eventLoop)
-            .hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
-            .flatMapErrorThrowing { throw ProtocolError.publishFailure($0) }
+        if let idempotencyKey, !IdempotencyKey.isValid(idempotencyKey) {
+            return eventLoop.makeFailedFuture(
+                ProtocolError.badRequest("idempotency_key must be 1–\(IdempotencyKey.maxBytes) bytes"))
+        }
+        let configuration = self.configuration
+        let idempotency = idempotencyKey.map { IdempotencyKey($0, window: configuration.idempotencyWindow) }
+        return broker.publish(
+            channel: channel, data: data, user: nil, options: options, idempotency: idempotency, on: eventLoop
+        )
+        .hop(to: eventLoop).bounded(by: configuration.brokerTimeout)
+        .flatMapErrorThrowing { throw ProtocolError.publishFailure($0) }
     }
 
     // MARK: SwitchboardApplication
@@ -142,19 +162,43 @@ public final class ChannelsApplication: SwitchboardApplication {
         precondition(loops.hub === hub, "a ChannelsApplication serves one server; make one per WebSocketServer")
     }
 
-    /// The embedder's authenticator when given; otherwise a bearer token in `Authorization` is checked (401
-    /// with the reason when refused), and an upgrade without one is accepted, to authenticate with `connect`.
+    /// The connect proxy when configured (unless a bearer token is there to check); else the embedder's
+    /// authenticator when given; otherwise a bearer token in `Authorization` is checked (401 with the reason
+    /// when refused), and an upgrade without one is accepted, to authenticate with `connect`. With a proxy,
+    /// the accepted connection keeps the headers it forwards.
     public func shouldUpgrade(
         _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<
         UpgradeDecision
     > {
+        let token = verifier == nil ? nil : Self.bearerToken(in: request.headers)
+        if let proxy, proxy.configuration.connectURL != nil, token == nil {
+            return ConnectionAuthentication(application: self).connectThroughProxy(
+                proxy, request: request, on: eventLoop)
+        }
+        let decision = decide(request, token: token, from: remoteAddress, on: eventLoop)
+        guard let proxy else { return decision }
+        let forwarded = proxy.forwarded(from: request.headers)
+        return decision.map { decision in
+            guard case .accept(let user, let subprotocol, let info, let expiresAt, let attachment) = decision else {
+                return decision
+            }
+            let context = UpgradeContext(
+                claims: attachment as? TokenClaims, grant: nil, forwardedHeaders: forwarded)
+            return .accept(
+                userID: user, subprotocol: subprotocol, info: info, expiresAt: expiresAt, attachment: context)
+        }
+    }
+
+    private func decide(
+        _ request: HTTPRequestHead, token: String?, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision> {
         if let authenticate {
             let promise = eventLoop.makePromise(of: UpgradeDecision.self)
             promise.completeWithTask { try await authenticate(request) }
             return promise.futureResult
         }
-        guard let verifier, let token = Self.bearerToken(in: request.headers) else {
+        guard let verifier, let token else {
             return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: nil))
         }
         let anonymousAllowed = self.anonymousAllowed
@@ -194,6 +238,7 @@ public final class ChannelsApplication: SwitchboardApplication {
             now: Int64(NIODeadline.now().uptimeNanoseconds))
         let session = ClientSession(
             connection: connection, bucket: bucket, presenceData: presenceData, node: control?.nodeID)
+        session.forwardedHeaders = connection.upgradeContext?.forwardedHeaders ?? HTTPHeaders()
         connection.applicationState = session
         ConnectionAuthentication(application: self).startAuthentication(session, loop: loop)
     }
@@ -241,11 +286,17 @@ public final class ChannelsApplication: SwitchboardApplication {
         return ServerMessage.gap(channel: lane.name, dropped: dropped)
     }
 
-    /// The token's expiry is near: the client is asked for a new one (the `refresh` push).
+    /// The credentials' expiry is near: a connection the connect proxy let in is renewed by the refresh
+    /// proxy when there is one; otherwise the client is asked for a new token (the `refresh` push).
     public func credentialsExpiring(_ connection: any LocalConnection) {
         guard let session = connection.session, !session.isClosed,
             let expiresAt = session.expiresAt
         else { return }
+        if let proxy, proxy.configuration.refreshURL != nil, connection.upgradeContext?.grant != nil,
+            let loop = loops?.loops[connection.id.shard]
+        {
+            return ConnectionAuthentication(application: self).refreshThroughProxy(proxy, session: session, loop: loop)
+        }
         session.reply(ServerMessage.refresh(expiresAt: expiresAt))
     }
 }

@@ -64,6 +64,8 @@ extension NamespaceOptions {
         joinLeaveMaxMembers = try reader.int("joinLeaveMaxMembers") ?? joinLeaveMaxMembers
         clientsMayPublish = try reader.bool("clientsMayPublish") ?? clientsMayPublish
         showPublisher = try reader.bool("showPublisher") ?? showPublisher
+        proxySubscribe = try reader.bool("proxySubscribe") ?? proxySubscribe
+        proxyPublish = try reader.bool("proxyPublish") ?? proxyPublish
         if let policy = try reader.string("slowConsumer") {
             guard let parsed = SlowConsumerPolicy(configurationName: policy) else {
                 throw reader.error("slowConsumer", "must be \"disconnect\", \"dropOldest\" or \"latest\"")

@@ -3,6 +3,9 @@ import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
 
+/// The backend closed the connection instead of answering.
+struct BackendClosed: Error {}
+
 /// The client's commands, run on the connection's event loop: checks, then the broker's or presence's
 /// answer as the command's one reply. Subscribe and unsubscribe go through `SubscriptionLifecycle`;
 /// commands for a channel with a subscribe in flight wait their turn there, so replies come in command
@@ -27,7 +30,7 @@ struct ClientCommands {
         func fail(_ error: ProtocolError) { session.reply(ServerMessage.error(id: id, error)) }
         guard authentication.admits(command, session: session) else { return }
         switch command.kind {
-        case .subscribe(let channel, _, _), .unsubscribe(let channel):
+        case .subscribe(let channel, _, _, _), .unsubscribe(let channel):
             guard session.waiting[channel] == nil else {
                 guard session.waiting[channel, default: []].count < Self.maxWaitingCommands else {
                     return fail(.tooManyWaitingCommands)
@@ -45,38 +48,71 @@ struct ClientCommands {
             authentication.connect(id: id, token: token, recover: recover, session: session, loop: loop)
         case .refresh(let token):
             authentication.refresh(id: id, token: token, session: session, loop: loop)
-        case .subscribe(let channel, let recover, let token):
+        case .subscribe(let channel, let recover, let token, let data):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard session.subscriptions[channel] == nil else { return fail(.alreadySubscribed) }
             guard session.subscriptions.count < configuration.maxSubscriptionsPerConnection else {
                 return fail(.tooManySubscriptions)
             }
             if let refusal = refusal(.subscribe, channel, options, session) { return fail(refusal) }
-            guard options.permissions.subscribe == .token else {
+            guard options.permissions.subscribe == .token || options.proxySubscribe else {
                 return subscriptions.subscribe(
                     channel, answer: .reply(id), recover: recover, options: options, session: session, loop: loop)
             }
-            guard let token else { return fail(.notAllowed("subscribe needs a subscription token")) }
-            // Later commands for the channel wait for the token check, as they would for the subscribe.
+            if options.permissions.subscribe == .token, token == nil {
+                return fail(.notAllowed("subscribe needs a subscription token"))
+            }
+            // Later commands for the channel wait for the token check and the backend, as they would for the
+            // subscribe.
             session.waiting[channel] = []
-            authentication.checkSubscriptionToken(token, channel: channel, session: session, loop: loop)
+            let checked =
+                token.map { authentication.checkSubscriptionToken($0, channel: channel, session: session, loop: loop) }
+                ?? loop.eventLoop.makeSucceededVoidFuture()
+            checked.assumeIsolated().flatMap { () -> EventLoopFuture<String?> in
+                guard options.proxySubscribe else { return loop.eventLoop.makeSucceededFuture(nil) }
+                return self.askBackendToSubscribe(channel, data: data, session: session, loop: loop)
+            }
+            .whenComplete { result in
+                guard !session.isClosed else { return }
+                switch result {
+                case .success where session.subscriptions.count >= self.configuration.maxSubscriptionsPerConnection:
+                    fail(.tooManySubscriptions)
+                case .success(let info):
+                    return self.subscriptions.subscribe(
+                        channel, answer: .reply(id), recover: recover, options: options, session: session,
+                        loop: loop, info: info)
+                case .failure(let failure as TokenFailure):
+                    fail(.refused(failure))
+                    self.authentication.refused(failure, session: session, during: "subscribe")
+                case .failure(let error as ProtocolError):
+                    fail(error)
+                case .failure(let failure as ProxyFailure):
+                    fail(failure.protocolError)
+                case .failure(is BackendClosed):
+                    break
+                case .failure:
+                    fail(.unavailable)
+                }
+                self.subscriptions.runWaiting(channel, session: session, loop: loop)
+            }
+        case .rpc(let method, let data):
+            guard let proxy = application.proxy, proxy.configuration.rpcURL != nil else {
+                return fail(.notAllowed("rpc is not configured on this server"))
+            }
+            guard takePublishToken(session, fail: fail), startProxyCall(session, fail: fail) else { return }
+            proxy.ask(.rpc, for: session, ["method": ServerMessage.quote(method), "data": data], on: loop.eventLoop)
                 .assumeIsolated()
-                .whenComplete { result in
+                .whenComplete { answer in
+                    session.proxyCalls -= 1
                     guard !session.isClosed else { return }
-                    switch result {
-                    case .success where session.subscriptions.count >= self.configuration.maxSubscriptionsPerConnection:
-                        fail(.tooManySubscriptions)
-                    case .success:
-                        return self.subscriptions.subscribe(
-                            channel, answer: .reply(id), recover: recover, options: options, session: session,
-                            loop: loop)
-                    case .failure(let failure as TokenFailure):
-                        fail(.refused(failure))
-                        self.authentication.refused(failure, session: session, during: "subscribe")
-                    case .failure:
-                        fail(.unavailable)
+                    switch answer {
+                    case .success(.result(let result)):
+                        let data = result.json("data").map { "{\"data\":\($0)}" } ?? "{}"
+                        session.reply(ServerMessage.reply(id: id, result: data))
+                    case .success(.error(let error)): fail(error)
+                    case .success(.disconnect(let code, let reason)): self.closeForBackend(session, code, reason)
+                    case .failure(let error): fail((error as? ProxyFailure ?? ProxyFailure(error)).protocolError)
                     }
-                    self.subscriptions.runWaiting(channel, session: session, loop: loop)
                 }
         case .unsubscribe(let channel):
             guard checkedOptions(channel, fail: fail) != nil else { return }
@@ -85,24 +121,40 @@ struct ClientCommands {
             }
             subscriptions.leave(subscription, session: session, loop: loop)
             session.reply(ServerMessage.reply(id: id))
-        case .publish(let channel, let data):
+        case .publish(let channel, let data, let idempotencyKey):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.clientsMayPublish else { return fail(.notAllowed("clients may not publish here")) }
             if let refusal = refusal(.publish, channel, options, session) { return fail(refusal) }
-            guard session.bucket.take(now: Int64(NIODeadline.now().uptimeNanoseconds)) else {
-                session.rejectedPublishes += 1
-                fail(.rateLimited)
-                if session.rejectedPublishes >= configuration.maxRejectedPublishes {
-                    logger.info("closing publish-rate abuser", metadata: ["connection": "\(session.id)"])
-                    session.connection.close(code: .policyViolation, reason: "publish rate exceeded", reconnect: true)
-                }
-                return
+            guard takePublishToken(session, fail: fail) else { return }
+            let idempotency = idempotencyKey.map { IdempotencyKey($0, window: configuration.idempotencyWindow) }
+            guard options.proxyPublish else {
+                return publish(
+                    channel, data: data, options: options, idempotency: idempotency, id: id, session: session,
+                    loop: loop)
             }
-            session.rejectedPublishes = 0
-            let published = broker.publish(
-                channel: channel, data: data, user: session.connection.userID, options: options, on: loop.eventLoop)
-            answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
-                "{\"offset\":\($0.offset)}"
+            guard let proxy = application.proxy, proxy.configuration.publishURL != nil else {
+                return fail(.unavailable)
+            }
+            guard startProxyCall(session, fail: fail) else { return }
+            proxy.ask(
+                .publish, for: session, ["channel": ServerMessage.quote(channel), "data": data], on: loop.eventLoop,
+                check: { result in _ = try result.bool("skip_history") }
+            )
+            .assumeIsolated()
+            .whenComplete { answer in
+                session.proxyCalls -= 1
+                guard !session.isClosed else { return }
+                switch answer {
+                case .success(.result(let result)):
+                    var options = options
+                    if (try? result.bool("skip_history")) == true { options.historySize = 0 }
+                    self.publish(
+                        channel, data: result.json("data") ?? data, options: options, idempotency: idempotency, id: id,
+                        session: session, loop: loop)
+                case .success(.error(let error)): fail(error)
+                case .success(.disconnect(let code, let reason)): self.closeForBackend(session, code, reason)
+                case .failure(let error): fail((error as? ProxyFailure ?? ProxyFailure(error)).protocolError)
+                }
             }
         case .presence(let channel):
             guard let options = checkedOptions(channel, fail: fail) else { return }
@@ -134,6 +186,73 @@ struct ClientCommands {
                     + "\"publications\":[\(publications.joined(separator: ","))]}"
             }
         }
+    }
+
+    private func publish(
+        _ channel: String, data: String, options: NamespaceOptions, idempotency: IdempotencyKey?, id: Int,
+        session: ClientSession, loop: ChannelsLoop
+    ) {
+        let published = broker.publish(
+            channel: channel, data: data, user: session.connection.userID, options: options, idempotency: idempotency,
+            on: loop.eventLoop)
+        answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
+            "{\"offset\":\($0.offset)}"
+        }
+    }
+
+    /// Publishes and RPCs share the connection's rate: each takes a token or is refused with 106; a client
+    /// that goes on regardless is closed.
+    private func takePublishToken(_ session: ClientSession, fail: (ProtocolError) -> Void) -> Bool {
+        guard session.bucket.take(now: Int64(NIODeadline.now().uptimeNanoseconds)) else {
+            session.rejectedPublishes += 1
+            fail(.rateLimited)
+            if session.rejectedPublishes >= configuration.maxRejectedPublishes {
+                logger.info("closing publish-rate abuser", metadata: ["connection": "\(session.id)"])
+                session.connection.close(code: .policyViolation, reason: "publish rate exceeded", reconnect: true)
+            }
+            return false
+        }
+        session.rejectedPublishes = 0
+        return true
+    }
+
+    /// Counts a question to the backend in flight, or refuses it (109) past `maxWaitingCommands`.
+    private func startProxyCall(_ session: ClientSession, fail: (ProtocolError) -> Void) -> Bool {
+        guard session.proxyCalls < Self.maxWaitingCommands else {
+            fail(.tooManyWaitingCommands)
+            return false
+        }
+        session.proxyCalls += 1
+        return true
+    }
+
+    /// The subscribe proxy's decision: the presence `info` it gave (nil: the connection's), or its error, or
+    /// the connection closed as it said (`BackendClosed`).
+    private func askBackendToSubscribe(
+        _ channel: String, data: String?, session: ClientSession, loop: ChannelsLoop
+    ) -> EventLoopFuture<String?> {
+        guard let proxy = application.proxy, proxy.configuration.subscribeURL != nil else {
+            return loop.eventLoop.makeFailedFuture(ProtocolError.unavailable)
+        }
+        return proxy.ask(
+            .subscribe, for: session, ["channel": ServerMessage.quote(channel), "data": data], on: loop.eventLoop
+        )
+        .assumeIsolated()
+        .flatMapThrowing { answer in
+            switch answer {
+            case .result(let result): return result.json("info")
+            case .error(let error): throw error
+            case .disconnect(let code, let reason):
+                self.closeForBackend(session, code, reason)
+                throw BackendClosed()
+            }
+        }
+        .nonisolated()
+    }
+
+    /// The backend's `disconnect`: codes 4000–4499 advise reconnecting, 4500–4999 not.
+    private func closeForBackend(_ session: ClientSession, _ code: UInt16, _ reason: String) {
+        session.connection.close(code: CloseCode(code), reason: reason, reconnect: code < 4500)
     }
 
     /// Replies to command `id` with the future's result, on the connection's loop, within the broker

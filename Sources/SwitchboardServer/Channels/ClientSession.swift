@@ -1,5 +1,6 @@
 import Atomics
 import NIOCore
+import NIOHTTP1
 import SwitchboardCore
 import SwitchboardNIO
 
@@ -31,6 +32,11 @@ final class ClientSession {
     var rejectedPublishes = 0
     /// The connection closed: answers that arrive later are dropped.
     var isClosed = false
+    /// The upgrade's headers that go with every question to the application's backend.
+    var forwardedHeaders = HTTPHeaders()
+    /// Questions to the backend (publish, rpc) waiting for their answer: bounded, so one connection cannot
+    /// tie up the backend's connection pool.
+    var proxyCalls = 0
     /// Per channel, the last presence operation (join or leave) started: the next one waits for it.
     private var presenceTail: [String: PresenceStep] = [:]
 

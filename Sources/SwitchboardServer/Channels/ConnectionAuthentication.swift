@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOHTTP1
 import SwitchboardCore
 import SwitchboardNIO
 
@@ -21,10 +22,11 @@ struct ConnectionAuthentication {
     /// connections are allowed anyway.
     func startAuthentication(_ session: ClientSession, loop: ChannelsLoop) {
         let connection = session.connection
-        if connection.userID != nil || connection.attachment is TokenClaims {
-            let claims = connection.attachment as? TokenClaims
-            connected(session, expiresAt: claims?.expiresAt, loop: loop)
-            for channel in claims?.channels ?? [] {
+        let grant = connection.upgradeContext?.grant
+        if connection.userID != nil || connection.tokenClaims != nil || grant != nil {
+            let claims = connection.tokenClaims
+            connected(session, expiresAt: claims?.expiresAt ?? grant?.expireAt, loop: loop)
+            for channel in claims?.channels ?? grant?.channels ?? [] {
                 subscriptions.subscribeOnServer(channel, recover: nil, session: session, loop: loop)
             }
             return
@@ -194,7 +196,80 @@ struct ConnectionAuthentication {
     private func connectResult(_ session: ClientSession) -> String {
         let user = session.connection.userID.map(ServerMessage.quote) ?? "null"
         let expires = session.expiresAt.map { ",\"expires_at\":\(ServerMessage.unixSeconds($0))" } ?? ""
-        return "{\"client\":\"\(session.member.clientID)\",\"user\":\(user)\(expires)}"
+        let data = session.connection.upgradeContext?.grant?.data.map { ",\"data\":\($0)" } ?? ""
+        return "{\"client\":\"\(session.member.clientID)\",\"user\":\(user)\(expires)\(data)}"
+    }
+
+    // MARK: the application's backend decides
+
+    /// The connect proxy decides the upgrade: its `result` admits the connection as its `user` (with
+    /// presence `info`, `data` for the connect reply, `channels` to subscribe and `expire_at`); its `error`
+    /// or `disconnect` is 403 with the message; a backend down or slow is 503 (try again), one answering
+    /// garbage 502.
+    func connectThroughProxy(
+        _ proxy: EventProxy, request: HTTPRequestHead, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision> {
+        let headers = proxy.forwarded(from: request.headers)
+        return proxy.call(
+            .connect, body: "{\"transport\":\"websocket\"}", headers: headers, on: eventLoop,
+            check: { _ = try ConnectGrant($0) }
+        ).map { answer -> UpgradeDecision in
+            switch answer {
+            case .result(let result):
+                guard let grant = try? ConnectGrant(result) else {
+                    return .reject(.badGateway, reason: ProtocolError.badBackendAnswer.message)
+                }
+                let context = UpgradeContext(claims: nil, grant: grant, forwardedHeaders: headers)
+                return .accept(
+                    userID: grant.user, subprotocol: nil, info: grant.info,
+                    expiresAt: grant.expireAt.map { TokenVerifier.deadline($0, now: Date().timeIntervalSince1970) },
+                    attachment: context)
+            case .error(let error):
+                return .reject(.forbidden, reason: error.message)
+            case .disconnect(_, let reason):
+                return .reject(.forbidden, reason: reason)
+            }
+        }.recover { error in
+            let failure = error as? ProxyFailure ?? ProxyFailure(error)
+            guard failure.outcome != .invalid else {
+                return .reject(.badGateway, reason: ProtocolError.badBackendAnswer.message)
+            }
+            return .reject(.serviceUnavailable, reason: "the application's backend is unavailable; try again")
+        }
+    }
+
+    /// The refresh proxy renews a connection the connect proxy let in, before its `expire_at`: a `result`
+    /// sets the new expiry (none: never expires); a `disconnect` closes it now; an `error`, or no answer,
+    /// leaves it to close at its expiry (4001, with reconnect advice: connecting asks the backend again).
+    func refreshThroughProxy(_ proxy: EventProxy, session: ClientSession, loop: ChannelsLoop) {
+        proxy.ask(
+            .refresh, for: session, on: loop.eventLoop,
+            check: { result in
+                if let expireAt = try result.number("expire_at", nullable: true), !(0...1e11).contains(expireAt) {
+                    throw ProtocolError.badRequest("result.expire_at must be Unix seconds")
+                }
+            }
+        ).assumeIsolated().whenComplete { answer in
+            guard !session.isClosed else { return }
+            switch answer {
+            case .success(.result(let result)):
+                let next = try? result.number("expire_at", nullable: true)
+                let notice =
+                    Double((self.verifier?.configuration ?? AuthConfiguration()).refreshNotice.nanoseconds) / 1e9
+                if let next, let previous = session.expiresAt, next - previous < notice {
+                    // Barely extended: asking again at once would loop; it expires then, and reconnects.
+                    session.expiresAt = next
+                    session.connection.expire(
+                        at: TokenVerifier.deadline(next, now: Date().timeIntervalSince1970), warnAt: nil)
+                } else {
+                    self.setExpiry(next, session: session, loop: loop)
+                }
+            case .success(.disconnect(let code, let reason)):
+                session.connection.close(code: CloseCode(code), reason: reason, reconnect: code < 4500)
+            case .success(.error), .failure:
+                break
+            }
+        }
     }
 
     /// Counts a refused token and logs it, at most once per interval per client address.

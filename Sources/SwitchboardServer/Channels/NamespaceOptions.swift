@@ -29,6 +29,12 @@ public struct NamespaceOptions: Sendable {
     public var slowConsumer = SlowConsumerPolicy.disconnect
     /// Who may subscribe, publish, read presence and read history. Default: anyone.
     public var permissions = ChannelPermissions()
+    /// Ask the application's backend about every client subscribe (`ProxyConfiguration.subscribeURL`),
+    /// after the permissions allowed it. Default off.
+    public var proxySubscribe = false
+    /// Ask the application's backend about every client publish (`ProxyConfiguration.publishURL`): it may
+    /// refuse it or replace its data. Default off.
+    public var proxyPublish = false
 
     /// A plain pub/sub namespace: no history, no presence, anyone may do anything.
     public init() {}
@@ -49,6 +55,9 @@ public struct ChannelsConfiguration: Sendable {
     public var maxRejectedPublishes = 100
     /// How long a command waits for the broker or presence before it is answered with error 110. Default 5 s.
     public var brokerTimeout = TimeAmount.seconds(5)
+    /// How long a publish's `idempotency_key` answers for it: a repeat within this publishes nothing and
+    /// gets the first one's offset. Default 300 s.
+    public var idempotencyWindow = TimeAmount.seconds(300)
 
     /// Only the default namespace "", with default options, and the default limits.
     public init() {}

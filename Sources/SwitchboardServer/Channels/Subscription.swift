@@ -43,6 +43,9 @@ final class Subscription {
     var joined: EventLoopFuture<Void>?
     /// Position in `channel.subscribers`.
     var index = -1
+    /// How presence shows this subscriber when the backend gave it its own `info` (the subscribe proxy);
+    /// nil: as the connection.
+    var member: PresenceMember?
 
     init(connection: any LocalConnection, channel: LocalChannel, generation: UInt64) {
         self.connection = connection

@@ -55,14 +55,20 @@ struct SubscriptionLifecycle {
     /// Subscribe first (live events start arriving and wait in the subscription), then, once the node
     /// receives the channel, take the broker's snapshot, reply with what was missed, then release the
     /// waiting publications newer than the snapshot: no gap, no duplicate.
+    /// `info`: the presence data the backend gave this subscription (the subscribe proxy's result).
     func subscribe(
         _ channel: String, answer: Answer, recover: StreamPosition?, options: NamespaceOptions,
-        session: ClientSession, loop: ChannelsLoop
+        session: ClientSession, loop: ChannelsLoop, info: String? = nil
     ) {
         session.nextGeneration += 1
         let generation = session.nextGeneration
         let local = loop.channel(channel, options: options)
         let subscription = Subscription(connection: session.connection, channel: local, generation: generation)
+        if let info {
+            let member = session.member
+            subscription.member = PresenceMember(
+                client: member.client, user: member.user, data: info, node: member.node)
+        }
         loop.add(subscription)
         session.subscriptions[channel] = subscription
         if session.waiting[channel] == nil { session.waiting[channel] = [] }
@@ -114,7 +120,7 @@ struct SubscriptionLifecycle {
         }
         goLive(subscription, snapshot: snapshot, loop: loop)
         guard options.presence else { return }
-        let member = session.member
+        let member = subscription.member ?? session.member
         let broker = self.broker
         let eventLoop = loop.eventLoop
         let presence = self.presence
@@ -267,7 +273,7 @@ struct SubscriptionLifecycle {
         subscription.joined = nil
         let options = subscription.channel.options
         let channel = subscription.channel.name
-        let member = session.member
+        let member = subscription.member ?? session.member
         let broker = self.broker
         let presence = self.presence
         let eventLoop = loop.eventLoop

@@ -8,10 +8,15 @@ public struct ClientCommand: Sendable, Equatable {
         /// A new token for the connection's user, before the current one expires.
         case refresh(token: String)
         /// `token`: a subscription token, for namespaces that require one.
-        case subscribe(channel: String, recover: StreamPosition?, token: String? = nil)
+        /// `data`: what the application's backend gets with the subscribe proxy (any JSON value, as sent).
+        case subscribe(channel: String, recover: StreamPosition?, token: String? = nil, data: String? = nil)
         case unsubscribe(channel: String)
-        /// `data` is the publication's JSON, kept as the exact bytes the client sent.
-        case publish(channel: String, data: String)
+        /// `data` is the publication's JSON, kept as the exact bytes the client sent; `idempotencyKey`
+        /// makes a repeat within the server's window answer with the first one's offset.
+        case publish(channel: String, data: String, idempotencyKey: String? = nil)
+        /// A request for the application's backend (the RPC proxy): `method` names it, `data` (any JSON
+        /// value, as sent) goes with it.
+        case rpc(method: String, data: String?)
         case presence(channel: String)
         case history(channel: String, limit: Int, since: Int?)
         case ping
@@ -61,6 +66,10 @@ public struct ClientCommand: Sendable, Equatable {
             }
             return .success(ClientCommand(id: id, kind: .connect(token: fields.token, recover: positions)))
         }
+        if cmd == "rpc" {
+            guard let method = fields.method else { return fail("missing method") }
+            return .success(ClientCommand(id: id, kind: .rpc(method: method, data: fields.data.map(scanner.text))))
+        }
         if cmd == "refresh" {
             guard let token = fields.token else { return fail("missing token") }
             return .success(ClientCommand(id: id, kind: .refresh(token: token)))
@@ -79,12 +88,16 @@ public struct ClientCommand: Sendable, Equatable {
                 }
                 recover = position
             }
-            kind = .subscribe(channel: channel, recover: recover, token: fields.token)
+            kind = .subscribe(
+                channel: channel, recover: recover, token: fields.token, data: fields.data.map(scanner.text))
         case "unsubscribe":
             kind = .unsubscribe(channel: channel)
         case "publish":
             guard let data = fields.data.map(scanner.text) else { return fail("missing data") }
-            kind = .publish(channel: channel, data: data)
+            if let key = fields.idempotencyKey, !IdempotencyKey.isValid(key) {
+                return fail("idempotency_key must be 1–\(IdempotencyKey.maxBytes) bytes")
+            }
+            kind = .publish(channel: channel, data: data, idempotencyKey: fields.idempotencyKey)
         case "presence":
             kind = .presence(channel: channel)
         default:
@@ -106,6 +119,8 @@ public struct ClientCommand: Sendable, Equatable {
         var token: String?
         var limit: Int?
         var since: Int?
+        var method: String?
+        var idempotencyKey: String?
         var problem: String?
 
         mutating func read(_ key: String, from scanner: inout JSONScanner) throws {
@@ -119,6 +134,9 @@ public struct ClientCommand: Sendable, Equatable {
             case "since": since = try typed(&scanner, else: "since must be a whole number") { try $0.readInteger() }
             case "recover": recover = try scanner.skipValue()
             case "token": token = try typed(&scanner, else: "token must be a string") { try $0.readString() }
+            case "method": method = try typed(&scanner, else: "method must be a string") { try $0.readString() }
+            case "idempotency_key":
+                idempotencyKey = try typed(&scanner, else: "idempotency_key must be a string") { try $0.readString() }
             default: _ = try scanner.skipValue()
             }
         }

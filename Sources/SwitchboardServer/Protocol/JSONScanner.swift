@@ -124,6 +124,33 @@ struct JSONScanner {
         return exact
     }
 
+    /// Any number, as a Double (a fraction or exponent allowed).
+    mutating func readDouble() throws -> Double {
+        skipWhitespace()
+        let range = try readNumberText()
+        guard let value = Double(text(range)), value.isFinite else { throw Failure() }
+        return value
+    }
+
+    /// `true` or `false`. Fails on anything else.
+    mutating func readBool() throws -> Bool {
+        skipWhitespace()
+        if current == UInt8(ascii: "t") {
+            try skipLiteral("true")
+            return true
+        }
+        try skipLiteral("false")
+        return false
+    }
+
+    /// Calls `body` with each element of an array, which must read (or skip) it.
+    mutating func readArray(_ body: (inout JSONScanner) throws -> Void) throws {
+        try expect(UInt8(ascii: "["))
+        if take(UInt8(ascii: "]")) { return }
+        repeat { try body(&self) } while take(UInt8(ascii: ","))
+        try expect(UInt8(ascii: "]"))
+    }
+
     // MARK: pieces
 
     /// Passes over a value nested too deep to recurse into, counting brackets (strings skipped whole), without

@@ -1,7 +1,8 @@
 /// The error replies of client protocol v1. `all` is the table docs/PROTOCOL.md prints; a test keeps the
 /// documents (PROTOCOL.md, CONFIGURATION.md) in step with it.
 public struct ProtocolError: Error, Equatable, Sendable {
-    /// The protocol's error code, 100–117 (docs/PROTOCOL.md); stable, unlike `message`.
+    /// The protocol's error code, 100–118 (docs/PROTOCOL.md), or 1000 and up from the application's
+    /// backend; stable, unlike `message`.
     public let code: Int
     /// A human-readable message, sent with the code; some errors append a detail.
     public let message: String
@@ -62,6 +63,10 @@ public struct ProtocolError: Error, Equatable, Sendable {
     public static let notFound = ProtocolError(116, "not found")
     /// 117: server API only, a request body over the size limit.
     public static let tooLarge = ProtocolError(117, "request too large")
+    /// 118: the application's backend (an event proxy) answered something the server cannot use: not
+    /// JSON, not one of result, error or disconnect, a status other than 2xx or 5xx.
+    public static let badBackendAnswer = ProtocolError(
+        118, "the application's backend gave an answer the server cannot use")
 
     /// A refused token as an error reply: 113 when a fresh token would do, 112 otherwise.
     public static func refused(_ failure: TokenFailure) -> ProtocolError {
@@ -73,6 +78,6 @@ public struct ProtocolError: Error, Equatable, Sendable {
         .init(100, "bad request"), .unknownCommand, .unknownNamespace, .invalidChannel, .init(104, "not allowed"),
         .tooManySubscriptions, .rateLimited, .alreadySubscribed, .notSubscribed, .tooManyWaitingCommands,
         .unavailable, .notAuthenticated, .init(112, "invalid token"), .tokenExpired, .alreadyConnected,
-        .unauthorized, .notFound, .tooLarge,
+        .unauthorized, .notFound, .tooLarge, .badBackendAnswer,
     ]
 }
