@@ -7,7 +7,7 @@ import NIOPosix
 /// recovering what was missed, renews its token before it expires, and drops a silent connection.
 ///
 /// Make one per server, `subscribe` (before or after connecting), `connect()`, and iterate each
-/// subscription's events; commands (`publish`, `presence`, `history`, `ping`) are async and throw
+/// subscription's events; commands (`publish`, `presence`, `history`, `rpc`, `ping`) are async and throw
 /// `ChannelClientError`. `close()` ends everything: a closed client stays closed.
 public final class ChannelClient: Sendable {
     /// The settings it was made with.
@@ -69,24 +69,85 @@ public final class ChannelClient: Sendable {
     }
 
     /// Publishes `data`, one JSON value given as text (subscribers receive it byte for byte), and returns
-    /// its offset. Not retried: after `.timeout` or `.disconnected` it may have been made (check `history`
-    /// before publishing again when duplicates matter).
+    /// its offset. Not retried: after `.timeout`, `.disconnected` or a 110 whose message says so it may have
+    /// been made. With an `idempotencyKey` a retry is safe: publishing again with the same key on the same
+    /// channel within the server's idempotency window (300 s by default) publishes nothing and returns the
+    /// first one's offset. Without one, check `history` before publishing again when duplicates matter.
+    ///
+    /// - Parameters:
+    ///   - channel: the channel's name (`namespace:name`).
+    ///   - data: the publication, one JSON value as text.
+    ///   - idempotencyKey: names this publication for retries (1–256 bytes, unique per channel within the
+    ///     window: an order id, say); nil publishes without one.
+    /// - Returns: the publication's offset (the first one's, for a repeated key).
     @discardableResult
-    public func publish(channel: String, data: String) async throws -> Int {
+    public func publish(channel: String, data: String, idempotencyKey: String? = nil) async throws -> Int {
         // A malformed command would be answered without its id: refused here instead.
         guard JSONValue.parse(data) != nil else { throw ChannelClientError.invalidJSON }
-        let ok = try await core.command("publish", "\"channel\":\(JSONValue.quote(channel)),\"data\":\(data)")
+        var fields = "\"channel\":\(JSONValue.quote(channel)),\"data\":\(data)"
+        if let idempotencyKey { fields += ",\"idempotency_key\":" + JSONValue.quote(idempotencyKey) }
+        let ok = try await core.command("publish", fields)
         guard let offset = ok["offset"]?.int else { throw ChannelClientError.unexpectedReply(command: "publish") }
         return offset
     }
 
-    /// Publishes `value` encoded as JSON; see `publish(channel:data:)`.
+    /// Publishes `value` encoded as JSON; see `publish(channel:data:idempotencyKey:)`.
+    ///
+    /// - Parameters:
+    ///   - channel: the channel's name (`namespace:name`).
+    ///   - value: the publication, encoded with `encoder`.
+    ///   - encoder: the encoder for `value`.
+    ///   - idempotencyKey: names this publication for retries; see `publish(channel:data:idempotencyKey:)`.
+    /// - Returns: the publication's offset (the first one's, for a repeated key).
     @discardableResult
     public func publish(
-        channel: String, value: some Encodable, encoder: JSONEncoder = JSONEncoder()
+        channel: String, value: some Encodable, encoder: JSONEncoder = JSONEncoder(), idempotencyKey: String? = nil
     ) async throws -> Int {
         let data = String(decoding: try encoder.encode(value), as: UTF8.self)
-        return try await publish(channel: channel, data: data)
+        return try await publish(channel: channel, data: data, idempotencyKey: idempotencyKey)
+    }
+
+    /// Calls `method` of the application's backend through the server and returns the backend's answer.
+    /// Counts against the connection's publish rate (error 106 past it). Not retried: after `.timeout`,
+    /// `.disconnected` or a 110 the backend may have run it.
+    ///
+    /// - Parameters:
+    ///   - method: the backend's method, e.g. `getProfile`.
+    ///   - data: its argument, one JSON value as text; nil sends none.
+    /// - Returns: the backend's `data`, as the JSON text the server sent; nil when the backend returned none.
+    /// - Throws: `ChannelClientError.server` with the backend's own code (1000 and up), 110 (temporarily
+    ///   unavailable: the backend did not answer in time or failed; retry later), 118 (the backend's answer
+    ///   was unusable) or 104 (the server has no backend for `rpc`); `.invalidJSON` when `data` is not one
+    ///   JSON value; or the client's own failures.
+    public func rpc(method: String, data: String? = nil) async throws -> String? {
+        var fields = "\"method\":" + JSONValue.quote(method)
+        if let data {
+            guard JSONValue.parse(data) != nil else { throw ChannelClientError.invalidJSON }
+            fields += ",\"data\":" + data
+        }
+        let ok = try await core.command("rpc", fields)
+        guard case .object = ok.kind else { throw ChannelClientError.unexpectedReply(command: "rpc") }
+        return ok["data"]?.text
+    }
+
+    /// Calls `method` with `value` encoded as JSON and decodes the backend's answer as `Response`; see
+    /// `rpc(method:data:)`. An answer without data decodes as JSON `null`: make `Response` optional for a
+    /// method that may return none.
+    ///
+    /// - Parameters:
+    ///   - method: the backend's method, e.g. `getProfile`.
+    ///   - value: its argument, encoded with `encoder`.
+    ///   - response: the type to decode the answer as.
+    ///   - encoder: the encoder for `value`.
+    ///   - decoder: the decoder for the answer.
+    /// - Returns: the backend's `data`, decoded.
+    public func rpc<Response: Decodable>(
+        method: String, value: some Encodable, returning response: Response.Type = Response.self,
+        encoder: JSONEncoder = JSONEncoder(), decoder: JSONDecoder = JSONDecoder()
+    ) async throws -> Response {
+        let data = String(decoding: try encoder.encode(value), as: UTF8.self)
+        let answer = try await rpc(method: method, data: data) ?? "null"
+        return try decoder.decode(Response.self, from: Data(answer.utf8))
     }
 
     /// Who is in `channel` (namespaces with presence; error 104 elsewhere).

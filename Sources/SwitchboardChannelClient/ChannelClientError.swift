@@ -3,7 +3,8 @@
 public enum ChannelClientError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The server refused the command. `code` is the protocol's (docs/PROTOCOL.md, "Errors"): e.g. 104 not
     /// allowed, 102 unknown namespace, 110 temporarily unavailable (retry later; on a publish, read the
-    /// message: it may have been made), 112 invalid token, 113 token expired.
+    /// message: it may have been made), 112 invalid token, 113 token expired, 118 the application's backend
+    /// answered something unusable; from 1000 up, the application's own (its backend's answer to `rpc`).
     case server(code: Int, message: String)
     /// No reply within `commandTimeout`, or no connection in time for a command waiting for one. A publish
     /// that timed out may still have been made.

@@ -19,8 +19,10 @@ struct TestServer {
     let port: Int
 
     /// Namespaces: `chat` (history 100, presence, join/leave), `tiny` (history 3), the default (none).
+    /// `proxy`: the application's backend (an `RPCBackend` for `rpc`), none by default.
     static func start(
-        port: Int = 0, verifier: TokenVerifier? = nil, authenticate: ChannelsApplication.Authenticator? = nil
+        port: Int = 0, verifier: TokenVerifier? = nil, authenticate: ChannelsApplication.Authenticator? = nil,
+        proxy: ProxyConfiguration? = nil
     ) async throws -> TestServer {
         var channels = ChannelsConfiguration.chatDefaults
         var tiny = NamespaceOptions()
@@ -38,7 +40,7 @@ struct TestServer {
         var logger = Logger(label: "channel-client-test")
         logger.logLevel = .critical
         let application = ChannelsApplication(
-            configuration: channels, verifier: verifier, logger: logger, authenticate: authenticate)
+            configuration: channels, verifier: verifier, logger: logger, authenticate: authenticate, proxy: proxy)
         let server = WebSocketServer(configuration: configuration, application: application, logger: logger)
         let address = try await server.start()
         return TestServer(server: server, application: application, port: address.port ?? port)

@@ -2,7 +2,8 @@
 
 export declare const ClientErrors: Readonly<{ TIMEOUT: -1; DISCONNECTED: -2; CLOSED: -3; QUEUE_FULL: -4 }>;
 
-/** A refused command (the server's code, 100–117) or one the client gave up on (ClientErrors). */
+/** A refused command (the server's code, 100–118; 1000 and up from the application's backend, through `rpc`)
+ *  or one the client gave up on (ClientErrors). */
 export declare class SwitchboardError extends Error {
   readonly code: number;
   constructor(code: number, message: string);
@@ -35,6 +36,11 @@ export interface Member { client: string; user: string | null; data?: unknown }
 export interface SubscribeResult { epoch: string; offset: number; recovered?: boolean; publications?: Publication[] }
 export interface PresenceResult { connections: number; users: number; members?: Member[] }
 export interface HistoryResult { epoch: string; offset: number; publications: Publication[] }
+export interface PublishOptions {
+  /** 1–256 bytes. A publish with a key already used on the channel within the server's window (300 s by
+   *  default) publishes nothing and resolves with the first one's offset: retrying is safe. */
+  idempotencyKey?: string;
+}
 
 export interface SwitchboardEvents {
   state: { state: "disconnected" | "connecting" | "connected"; code?: number; reason?: string; reconnect?: boolean };
@@ -66,7 +72,11 @@ export declare class Switchboard {
   dropConnection(): void;
   subscribe(channel: string): Promise<SubscribeResult>;
   unsubscribe(channel: string): Promise<object>;
-  publish(channel: string, data: unknown): Promise<{ offset: number }>;
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<{ offset: number }>;
+  /** Calls `method` of the application's backend through the server; resolves with the backend's `data`
+   *  (undefined when it returned none). Rejects with the backend's own code (1000 and up), 110 (temporarily
+   *  unavailable: retry), 118 (an answer the server could not use) or 104 (rpc not configured). */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T | undefined>;
   presence(channel: string): Promise<PresenceResult>;
   history(channel: string, options?: { limit?: number; since?: number }): Promise<HistoryResult>;
   ping(): Promise<object>;

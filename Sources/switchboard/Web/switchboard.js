@@ -10,7 +10,8 @@ export class SwitchboardError extends Error {
   }
 }
 
-/** Codes the client itself uses; the server's are 100–117 (docs/PROTOCOL.md, "Errors"). */
+/** Codes the client itself uses; the server's are 100–118 (docs/PROTOCOL.md, "Errors"), and 1000 and up
+ *  are the application's own (from its backend, through `rpc`). */
 export const ClientErrors = Object.freeze({ TIMEOUT: -1, DISCONNECTED: -2, CLOSED: -3, QUEUE_FULL: -4 });
 
 /** Close codes after which reconnecting would only repeat the failure. */
@@ -454,8 +455,21 @@ export class Switchboard {
     return this._send({ cmd: "unsubscribe", channel });
   }
 
-  publish(channel, data) {
-    return this._send({ cmd: "publish", channel, data });
+  /** Publishes `data` (any JSON value). With `idempotencyKey` (a string of 1–256 bytes), publishing again
+   *  with the same key within the server's window (300 s by default) publishes nothing and resolves with the
+   *  first one's offset: a retry after error 110, TIMEOUT or DISCONNECTED cannot publish twice. */
+  publish(channel, data, { idempotencyKey } = {}) {
+    return this._send({
+      cmd: "publish", channel, data, ...(idempotencyKey !== undefined ? { idempotency_key: idempotencyKey } : {}),
+    });
+  }
+
+  /** Calls `method` of the application's backend through the server (which must be configured for it, else
+   *  104). Resolves with the backend's `data` (undefined when it returned none); its errors reject with their
+   *  codes (1000 and up are the application's own; 110 temporarily unavailable, retry; 118 unusable answer). */
+  async rpc(method, data) {
+    const reply = await this._send({ cmd: "rpc", method, ...(data !== undefined ? { data } : {}) });
+    return reply.data;
   }
 
   presence(channel) {

@@ -5,6 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
+import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { createRequire } from "node:module";
@@ -231,6 +232,85 @@ test("channels the server subscribed (a token's channels) come back with the con
   assert.deepEqual(errors, []);
   assert.equal(bob.position("chat:news").subscribed, true);
   bob.disconnect();
+});
+
+/**
+ * The application's backend for `rpc`, on a free loopback port: POST /rpc echoes the call's data and method;
+ * method "fail" answers an application error (1001). Every request body it got is in `calls`.
+ */
+async function startBackend() {
+  const calls = [];
+  const backend = createServer((request, response) => {
+    let body = "";
+    request.on("data", (chunk) => { body += chunk; });
+    request.on("end", () => {
+      if (request.method !== "POST" || request.url !== "/rpc") {
+        response.writeHead(404).end();
+        return;
+      }
+      const call = JSON.parse(body);
+      calls.push(call);
+      const answer = call.method === "fail"
+        ? { error: { code: 1001, message: "nope" } }
+        : { result: { data: { echo: call.data, method: call.method } } };
+      response.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
+    });
+  });
+  await new Promise((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  return { backend, calls, url: `http://127.0.0.1:${backend.address().port}/rpc` };
+}
+
+test("rpc goes through the application's backend: its data comes back, its errors reject with their codes", async () => {
+  const { backend, calls, url: rpcURL } = await startBackend();
+  let proxied;
+  let ada;
+  try {
+    proxied = await startServer(["--proxy-rpc-url", rpcURL]);
+    ada = new Switchboard(proxied.address, { WebSocket, getToken: () => token("ada") });
+    await ada.connect();
+    assert.deepEqual(await ada.rpc("getProfile", { id: 7 }), { echo: { id: 7 }, method: "getProfile" });
+    const bare = await ada.rpc("getProfile");
+    assert.equal(bare.method, "getProfile");
+    assert.equal(bare.echo ?? null, null); // no data sent: none (or null) reached the backend
+    assert.equal(calls[0].method, "getProfile");
+    assert.deepEqual(calls[0].data, { id: 7 });
+    assert.equal(calls[0].user, "ada");
+    assert.equal(calls[0].transport, "websocket");
+    assert.equal(calls[0].client, ada.clientId);
+    await assert.rejects(ada.rpc("fail", { id: 7 }), (error) => error instanceof SwitchboardError && error.code === 1001);
+    await ada.ping(); // an error reply leaves the connection up
+  } finally {
+    ada?.disconnect();
+    proxied?.process.kill("SIGTERM");
+    backend.closeAllConnections();
+    backend.close();
+  }
+});
+
+test("rpc on a server without a backend for it is refused with 104", async () => {
+  const ada = client();
+  await ada.connect();
+  await assert.rejects(ada.rpc("getProfile"), (error) => error instanceof SwitchboardError && error.code === 104);
+  ada.disconnect();
+});
+
+test("a publish repeated with its idempotency key publishes nothing and answers the first one's offset", async () => {
+  const ada = client();
+  await ada.connect();
+  await ada.subscribe("chat:idempotent");
+  const seen = [];
+  ada.on("publication", (p) => { if (p.channel === "chat:idempotent") seen.push(p.data.n); });
+  const first = await ada.publish("chat:idempotent", { n: 1 }, { idempotencyKey: "order-1" });
+  const again = await ada.publish("chat:idempotent", { n: 1 }, { idempotencyKey: "order-1" });
+  assert.equal(again.offset, first.offset);
+  const last = next(ada, "publication", (p) => p.channel === "chat:idempotent" && p.data.n === 2);
+  const other = await ada.publish("chat:idempotent", { n: 2 }, { idempotencyKey: "order-2" });
+  assert.equal(other.offset, first.offset + 1);
+  await last;
+  assert.deepEqual(seen, [1, 2]);
+  const { publications } = await ada.history("chat:idempotent");
+  assert.deepEqual(publications.map((p) => p.data.n), [1, 2]);
+  ada.disconnect();
 });
 
 test("the README's size of the client is the file's (within 1 KB)", async () => {
