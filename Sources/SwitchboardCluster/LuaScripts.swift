@@ -33,7 +33,37 @@ enum LuaScripts {
     }
 
     /// Loaded on every connection as it connects.
-    static let all = [publish, position, presenceAdd, presenceRemove, presenceRead, controlCommand]
+    static let all = [
+        publish, position, presenceAdd, presenceRemove, presenceRead, controlCommand, occupancyJoin, occupancySettle,
+    ]
+
+    /// Occupancy keys: a sorted set of the nodes with subscribers to the channel (score: when the entry
+    /// expires, Redis's clock in ms, refreshed by its node), and a flag set while the channel is reported
+    /// occupied. KEYS: nodes, flag. ARGV: node id, TTL (ms). Adds the node; returns 1 when that made the
+    /// channel occupied (the flag was not set), else 0.
+    static let occupancyJoin = RedisScript(
+        """
+        local time = redis.call('time')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        redis.call('zremrangebyscore', KEYS[1], '-inf', '(' .. now)
+        redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+        redis.call('pexpire', KEYS[1], ARGV[2])
+        local fresh = redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[2])
+        if not fresh then redis.call('pexpire', KEYS[2], ARGV[2]) end
+        if fresh then return 1 end
+        return 0
+        """)
+
+    /// KEYS: nodes, flag. Returns 1 when no node has subscribers (expired entries dropped) and the channel
+    /// was reported occupied: the flag is cleared, and the caller reports it vacated. Else 0.
+    static let occupancySettle = RedisScript(
+        """
+        local time = redis.call('time')
+        local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+        redis.call('zremrangebyscore', KEYS[1], '-inf', '(' .. now)
+        if redis.call('zcard', KEYS[1]) > 0 then return 0 end
+        return redis.call('del', KEYS[2])
+        """)
 
     /// KEYS: the control log (a stream). ARGV: the command (JSON), the log's length, its TTL (ms), the
     /// control channel. Appends the command to the log and publishes it with its log id ("id\nJSON"),

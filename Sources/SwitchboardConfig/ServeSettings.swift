@@ -61,6 +61,8 @@ public struct ServeSettings: Sendable {
     public var channels = ChannelsConfiguration.chatDefaults
     /// The application's backend, asked about the events whose URLs are set; nil: none is.
     public var proxy: ProxyConfiguration?
+    /// Where lifecycle events are POSTed; nil: nowhere.
+    public var webhooks: WebhookConfiguration?
     /// Set: this node joins a cluster through these Redis instances.
     public var cluster: ClusterConfiguration?
     /// `nodeName`: what node info calls this node. Default: the host name.

@@ -59,7 +59,16 @@ public struct SettingKey: Sendable, Hashable {
 extension SettingKey {
     /// Every setting, in the order `check-config` prints them.
     public static let all: [SettingKey] =
-        transport + tls + deflate + auth + proxy + api + channels + abuse + cluster
+        transport + tls + deflate + auth + proxy + events + api + channels + abuse + cluster
+
+    static let events: [SettingKey] = [
+        .init("eventsUrl", .string, "", "where batches of lifecycle events are POSTed (the event webhook)"),
+        .init(
+            "eventsSecret", .string, "", "HMAC-SHA256 key (≥ 16 bytes) signing every batch; needed with eventsUrl",
+            secret: true),
+        .init("eventsBatchSize", .int, "100", "events in one webhook batch at most"),
+        .init("eventsMaxDelay", .double, "1", "seconds an event waits for its batch to fill"),
+    ]
 
     static let proxy: [SettingKey] = [
         .init(

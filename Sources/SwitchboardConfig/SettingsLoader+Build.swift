@@ -83,6 +83,7 @@ extension SettingsLoader {
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
         settings.proxy = try proxy(reader)
+        settings.webhooks = try webhooks(reader)
         // Demo mode (names from `?user=`) only where nobody else can connect: bound to loopback, no keys, and no
         // proxy in front (a proxy on this host would carry the whole internet to the loopback address); and
         // not where the backend decides who connects.
@@ -187,6 +188,28 @@ extension SettingsLoader {
             throw SettingsError("proxyRefreshUrl renews connections the connect proxy made: set proxyConnectUrl too")
         }
         return proxy.isEmpty ? nil : proxy
+    }
+
+    private static func webhooks(_ reader: Values) throws -> WebhookConfiguration? {
+        guard let url = reader.string("eventsUrl") else {
+            for key in ["eventsSecret", "eventsBatchSize", "eventsMaxDelay"] where reader.values[key] != nil {
+                throw SettingsError("\(key): only used with eventsUrl")
+            }
+            return nil
+        }
+        guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased()),
+            parsed.host?.isEmpty == false
+        else { throw SettingsError("eventsUrl: must be an http:// or https:// URL, not \"\(url)\"") }
+        guard let secret = reader.string("eventsSecret"), secret.utf8.count >= 16 else {
+            throw SettingsError("eventsSecret: needed with eventsUrl, at least 16 bytes (openssl rand -hex 16)")
+        }
+        var webhooks = WebhookConfiguration(url: url, secret: secret)
+        webhooks.batchSize = try reader.int("eventsBatchSize", in: 1...10_000) ?? webhooks.batchSize
+        if let delay = try reader.number("eventsMaxDelay") {
+            guard delay <= 3600 else { throw SettingsError("eventsMaxDelay: must be at most 3600 seconds") }
+            webhooks.maxDelay = .nanoseconds(Int64(delay * 1e9))
+        }
+        return webhooks
     }
 
     private static func isHeaderName(_ name: String) -> Bool {

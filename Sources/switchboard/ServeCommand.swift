@@ -56,7 +56,8 @@ struct ServeCommand: AsyncParsableCommand {
             broker: cluster?.broker ?? LocalBroker(maxHistoryBytes: settings.historyMaxBytes),
             presence: cluster?.presence ?? LocalPresence(), control: cluster?.control, nodeName: settings.nodeName,
             verifier: verifier, authenticate: settings.insecureUserFromQuery ? ChannelsApplication.userFromQuery : nil,
-            proxy: settings.proxy)
+            proxy: settings.proxy, webhooks: settings.webhooks,
+            occupancy: cluster.map { $0.occupancy } ?? LocalOccupancy())
         if let cluster { try await cluster.start() }
         if settings.insecureUserFromQuery {
             logger.notice(
@@ -98,6 +99,7 @@ private final class ClusterNode: Service {
     let broker: RedisBroker
     let presence: RedisPresence
     let control: RedisNodeControl
+    let occupancy: RedisOccupancy
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let logger: Logger
 
@@ -106,6 +108,7 @@ private final class ClusterNode: Service {
         broker = RedisBroker(configuration: configuration, group: group, logger: redisLogger)
         presence = RedisPresence(broker: broker, logger: redisLogger)
         control = RedisNodeControl(broker: broker, group: group, logger: redisLogger)
+        occupancy = RedisOccupancy(broker: broker, logger: redisLogger)
         self.logger = logger
     }
 
@@ -120,11 +123,13 @@ private final class ClusterNode: Service {
         try await broker.start().get()
         try await control.start().get()
         presence.start(on: group.next())
+        occupancy.start(on: group.next())
     }
 
     func run() async throws {
         try? await gracefulShutdown()
         presence.stop()
+        occupancy.stop()
         await control.shutdown()
         await broker.shutdown()
         try await group.shutdownGracefully()

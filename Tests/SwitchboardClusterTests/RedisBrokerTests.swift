@@ -188,6 +188,42 @@ struct RedisBrokerTests {
         await b.stop()
     }
 
+    /// Occupancy across two nodes through Redis: occupied once, vacated once when both have left; a node
+    /// that stops refreshing (died) no longer keeps the channel occupied.
+    @Test func occupancyIsReportedOnceForTheClusterAndOutlivesNoDeadNode() async throws {
+        let redis = try await RedisServerProcess.start()
+        defer { redis.stop() }
+        let a = TestNode([redis], id: "a") { $0.presenceTTL = .milliseconds(600) }
+        let b = TestNode([redis], id: "b") { $0.presenceTTL = .milliseconds(600) }
+        try await a.start()
+        try await b.start()
+        let onA = RedisOccupancy(broker: a.broker, logger: Logger(label: "test"))
+        let onB = RedisOccupancy(broker: b.broker, logger: Logger(label: "test"))
+        onA.start(on: a.group.next())
+        onB.start(on: b.group.next())
+        #expect(try await onA.join(channel: "chat:o", on: caller).get())
+        #expect(try await !onB.join(channel: "chat:o", on: caller).get())
+        try await onA.leave(channel: "chat:o", on: caller).get()
+        #expect(try await !onA.settle(channel: "chat:o", on: caller).get(), "B is still there")
+        // A comes back before the channel was settled: not occupied again.
+        #expect(try await !onA.join(channel: "chat:o", on: caller).get())
+        try await onA.leave(channel: "chat:o", on: caller).get()
+        try await onB.leave(channel: "chat:o", on: caller).get()
+        #expect(try await onB.settle(channel: "chat:o", on: caller).get())
+        #expect(try await !onA.settle(channel: "chat:o", on: caller).get(), "reported once")
+        #expect(try await onB.join(channel: "chat:o", on: caller).get(), "occupied again")
+
+        // B dies (stops refreshing): past its TTL its entry is gone, and A's leave settles the channel.
+        #expect(try await !onA.join(channel: "chat:o", on: caller).get())
+        onB.stop()
+        try await Task.sleep(for: .seconds(2))  // several refreshes of A; B's entry expires (600 ms)
+        try await onA.leave(channel: "chat:o", on: caller).get()
+        #expect(try await onA.settle(channel: "chat:o", on: caller).get())
+        onA.stop()
+        await a.stop()
+        await b.stop()
+    }
+
     @Test func recoveryIsExactOrHonestlyIncomplete() async throws {
         let redis = try await RedisServerProcess.start()
         defer { redis.stop() }

@@ -21,7 +21,8 @@ struct ChannelsServer {
         verifier: TokenVerifier? = nil, metrics: (any MetricsFactory)? = nil,
         transport: (inout SwitchboardConfiguration) -> Void = { _ in },
         channels configure: (inout ChannelsConfiguration) -> Void = { _ in },
-        authenticate: ChannelsApplication.Authenticator? = nil, proxy: ProxyConfiguration? = nil
+        authenticate: ChannelsApplication.Authenticator? = nil, proxy: ProxyConfiguration? = nil,
+        webhooks: WebhookConfiguration? = nil
     ) async throws -> ChannelsServer {
         var channels = ChannelsConfiguration.chatDefaults
         var big = NamespaceOptions()
@@ -60,7 +61,7 @@ struct ChannelsServer {
         let application = ChannelsApplication(
             configuration: channels, broker: broker, presence: presence, verifier: verifier,
             metricsFactory: metrics ?? NOOPMetricsHandler.instance, logger: logger,
-            authenticate: authenticate ?? (verifier == nil ? fromQuery : nil), proxy: proxy)
+            authenticate: authenticate ?? (verifier == nil ? fromQuery : nil), proxy: proxy, webhooks: webhooks)
         let server = WebSocketServer(
             configuration: configuration, application: application,
             metrics: SwitchboardMetrics(factory: metrics ?? NOOPMetricsHandler.instance), logger: logger)

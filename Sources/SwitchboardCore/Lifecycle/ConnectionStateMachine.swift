@@ -31,6 +31,9 @@ package struct ConnectionStateMachine: Sendable {
     package private(set) var state: State = .connecting
     /// Why the connection is ending; set by the first cause and never overwritten.
     package private(set) var reason: DisconnectReason?
+    /// The close code and reason of the close handshake (ours, or the peer's that we echoed); nil when TCP
+    /// went without one.
+    package private(set) var closeStatus: (code: CloseCode, reason: String)?
 
     package init() {}
 
@@ -48,6 +51,7 @@ package struct ConnectionStateMachine: Sendable {
         case (.open, .close(let code, _)):
             state = .closing
             reason = reason ?? .clientClosed
+            closeStatus = (code ?? .normal, "")
             // Echo the peer's code (RFC 6455 §5.5.1); a close without a code is answered with 1000.
             return .replyCloseAndDisconnect(code ?? .normal)
         case (.closing, .close):
@@ -62,7 +66,9 @@ package struct ConnectionStateMachine: Sendable {
         guard state == .open || state == .connecting else { return .none }
         state = .closing
         reason = why
-        return .sendClose(code ?? why.closeCode, message ?? why.defaultMessage)
+        let status = (code: code ?? why.closeCode, reason: message ?? why.defaultMessage)
+        closeStatus = status
+        return .sendClose(status.code, status.reason)
     }
 
     package mutating func fail(_ failure: WebSocketFailure) -> Action {

@@ -23,6 +23,9 @@ public protocol LocalConnection: AnyObject {
     var applicationState: AnyObject? { get set }
     /// When the connection's credentials expire, if they do.
     var expiresAt: NIODeadline? { get }
+    /// The close handshake's code and reason once it began (the server's, or the client's that it echoed);
+    /// nil while open, and when TCP went without one.
+    var closeStatus: (code: CloseCode, reason: String)? { get }
     /// Names the user (and presence info) after the upgrade: a client that authenticates with its first
     /// message rather than in the upgrade request. Re-indexes the connection by user. Returns false, having
     /// closed the connection (1008), when the user already has `AbuseLimits.maxConnectionsPerUser` connections.
@@ -56,6 +59,8 @@ extension LocalConnection {
 
 extension WebSocketConnection: LocalConnection {
     var isOpen: Bool { machine.state == .open }
+
+    var closeStatus: (code: CloseCode, reason: String)? { machine.closeStatus }
 
     var remoteAddress: SocketAddress? { context?.channel.remoteAddress }
 

@@ -42,6 +42,8 @@ public final class ChannelsApplication: SwitchboardApplication {
     let anonymousAllowed: Bool
     /// Asks the application's backend (connect, refresh, subscribe, publish, rpc); nil: nothing is proxied.
     let proxy: EventProxy?
+    /// Tells the application's backend what happened (the event webhook); nil: nothing is told.
+    let lifecycle: LifecycleEvents?
     let metrics: ChannelsMetrics
     let failureLog: ThrottledLog
     let logger: Logger
@@ -62,13 +64,17 @@ public final class ChannelsApplication: SwitchboardApplication {
     ///     accepts every upgrade, authenticated by a valid bearer token or else not yet.
     ///   - proxy: the application's backend, asked over HTTP about the events it names (docs/PROTOCOL.md,
     ///     "Event proxy"); with a connect URL it decides every upgrade without a bearer token.
+    ///   - webhooks: where lifecycle events are POSTed in signed batches (docs/API.md, "Event webhooks").
+    ///   - occupancy: whether channels have subscribers anywhere, for the occupied and vacated events:
+    ///     `LocalOccupancy` alone, the cluster's in a cluster (`RedisOccupancy`).
     public init(
         configuration: ChannelsConfiguration = .chatDefaults, broker: any Broker = LocalBroker(),
         presence: any PresenceManager = LocalPresence(), control: (any NodeControl)? = nil,
         nodeName: String = ProcessInfo.processInfo.hostName, verifier: TokenVerifier? = nil,
         metricsFactory: any MetricsFactory = MetricsSystem.factory,
         logger: Logger = Logger(label: "switchboard.channels"), authenticate: Authenticator? = nil,
-        proxy: ProxyConfiguration? = nil
+        proxy: ProxyConfiguration? = nil, webhooks: WebhookConfiguration? = nil,
+        occupancy: any ChannelOccupancy = LocalOccupancy()
     ) {
         self.current = ManagedAtomic(ConfigurationBox(configuration))
         self.broker = broker
@@ -92,7 +98,14 @@ public final class ChannelsApplication: SwitchboardApplication {
                 metadata: ["namespace": "\(namespace.key)"])
         }
         self.logger = logger
-        self.nodeSubscriptions = NodeSubscriptions(broker: broker, logger: logger, timeout: configuration.brokerTimeout)
+        let node = control?.nodeID ?? nodeName
+        self.lifecycle = webhooks.map {
+            LifecycleEvents(
+                sender: WebhookSender(configuration: $0, node: node, metricsFactory: metricsFactory, logger: logger),
+                node: node, occupancy: occupancy)
+        }
+        self.nodeSubscriptions = NodeSubscriptions(
+            broker: broker, logger: logger, timeout: configuration.brokerTimeout, events: lifecycle)
         self.events = ChannelEventRouter(attachment: .init(), nodeSubscriptions: nodeSubscriptions)
         broker.attach(events)
         control?.attach(self)
@@ -262,6 +275,10 @@ public final class ChannelsApplication: SwitchboardApplication {
     public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {
         guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         session.isClosed = true
+        if session.announced, let lifecycle {
+            let status = connection.closeStatus ?? (reason.closeCode, reason.defaultMessage)
+            lifecycle.disconnected(session, code: status.code.rawValue, reason: status.reason)
+        }
         session.cancelTimers()
         session.held = []
         session.waiting = [:]

@@ -66,6 +66,7 @@ extension NamespaceOptions {
         showPublisher = try reader.bool("showPublisher") ?? showPublisher
         proxySubscribe = try reader.bool("proxySubscribe") ?? proxySubscribe
         proxyPublish = try reader.bool("proxyPublish") ?? proxyPublish
+        publicationEvents = try reader.bool("publicationEvents") ?? publicationEvents
         if let policy = try reader.string("slowConsumer") {
             guard let parsed = SlowConsumerPolicy(configurationName: policy) else {
                 throw reader.error("slowConsumer", "must be \"disconnect\", \"dropOldest\" or \"latest\"")

@@ -192,9 +192,17 @@ struct ClientCommands {
         _ channel: String, data: String, options: NamespaceOptions, idempotency: IdempotencyKey?, id: Int,
         session: ClientSession, loop: ChannelsLoop
     ) {
-        let published = broker.publish(
+        var published = broker.publish(
             channel: channel, data: data, user: session.connection.userID, options: options, idempotency: idempotency,
             on: loop.eventLoop)
+        if options.publicationEvents, let lifecycle = application.lifecycle {
+            let client = session.member.clientID
+            let user = session.connection.userID
+            published = published.map { publication in
+                if !publication.isRepeat { lifecycle.published(publication, to: channel, client: client, user: user) }
+                return publication
+            }
+        }
         answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
             "{\"offset\":\($0.offset)}"
         }

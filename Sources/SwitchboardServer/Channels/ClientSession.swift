@@ -34,6 +34,8 @@ final class ClientSession {
     var isClosed = false
     /// The upgrade's headers that go with every question to the application's backend.
     var forwardedHeaders = HTTPHeaders()
+    /// The webhook was told of this connection (its `connect`): its `disconnect` follows.
+    var announced = false
     /// Questions to the backend (publish, rpc) waiting for their answer: bounded, so one connection cannot
     /// tie up the backend's connection pool.
     var proxyCalls = 0

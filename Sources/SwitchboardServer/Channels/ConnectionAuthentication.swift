@@ -135,6 +135,10 @@ struct ConnectionAuthentication {
         session.authState = .connected
         session.connectTimer?.cancel()
         session.connectTimer = nil
+        if !session.announced, let lifecycle = application.lifecycle {
+            session.announced = true
+            lifecycle.connected(session)
+        }
         guard let expiresAt, let loop else { return }
         setExpiry(expiresAt, session: session, loop: loop)
     }

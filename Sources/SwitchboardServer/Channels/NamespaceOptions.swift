@@ -35,6 +35,8 @@ public struct NamespaceOptions: Sendable {
     /// Ask the application's backend about every client publish (`ProxyConfiguration.publishURL`): it may
     /// refuse it or replace its data. Default off.
     public var proxyPublish = false
+    /// Report client publications to the event webhook (`WebhookConfiguration`). Default off.
+    public var publicationEvents = false
 
     /// A plain pub/sub namespace: no history, no presence, anyone may do anything.
     public init() {}

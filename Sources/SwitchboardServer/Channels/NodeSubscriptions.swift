@@ -27,11 +27,15 @@ final class NodeSubscriptions: Sendable {
     /// reaches only those loops. Its locks are leaves (nothing is called while one is held), so the
     /// broker may read it under its own lock while `acquire` holds an entry's lock and calls the broker.
     private let interested: StripedTable<[Int]>
+    /// Told when this node gains its first subscriber to a channel and loses its last (the webhook's
+    /// occupied and vacated); nil without webhooks.
+    private let events: LifecycleEvents?
 
-    init(broker: any Broker, logger: Logger, timeout: TimeAmount, stripes: Int = 64) {
+    init(broker: any Broker, logger: Logger, timeout: TimeAmount, events: LifecycleEvents? = nil, stripes: Int = 64) {
         self.broker = broker
         self.logger = logger
         self.timeout = timeout
+        self.events = events
         self.entries = StripedTable(stripes: stripes)
         self.interested = StripedTable(stripes: stripes)
     }
@@ -56,6 +60,7 @@ final class NodeSubscriptions: Sendable {
             }
             let ready = subscribe(channel, on: eventLoop)
             entries[channel] = Entry(loops: 1, ready: ready)
+            events?.nodeJoined(channel, on: eventLoop)
             return ready
         }
     }
@@ -90,6 +95,7 @@ final class NodeSubscriptions: Sendable {
                 return
             }
             entries[channel] = nil
+            events?.nodeLeft(channel, on: eventLoop)
             broker.unsubscribe(channel: channel, on: eventLoop).whenFailure { [logger] error in
                 logger.warning("broker unsubscribe failed", metadata: ["channel": "\(channel)", "error": "\(error)"])
             }

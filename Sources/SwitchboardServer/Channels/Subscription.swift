@@ -46,6 +46,8 @@ final class Subscription {
     /// How presence shows this subscriber when the backend gave it its own `info` (the subscribe proxy);
     /// nil: as the connection.
     var member: PresenceMember?
+    /// The webhook was told of this subscription: its `unsubscribe` follows.
+    var announced = false
 
     init(connection: any LocalConnection, channel: LocalChannel, generation: UInt64) {
         self.connection = connection

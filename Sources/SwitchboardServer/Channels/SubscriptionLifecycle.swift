@@ -119,6 +119,10 @@ struct SubscriptionLifecycle {
         case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result))
         }
         goLive(subscription, snapshot: snapshot, loop: loop)
+        if let lifecycle = application.lifecycle {
+            subscription.announced = true
+            lifecycle.subscribed(session, to: channel)
+        }
         guard options.presence else { return }
         let member = subscription.member ?? session.member
         let broker = self.broker
@@ -269,6 +273,10 @@ struct SubscriptionLifecycle {
     /// out of presence. The caller has removed it from the session.
     func leave(_ subscription: Subscription, session: ClientSession, loop: ChannelsLoop) {
         loop.remove(subscription)
+        if subscription.announced {
+            subscription.announced = false
+            application.lifecycle?.unsubscribed(session, from: subscription.channel.name)
+        }
         guard subscription.joined != nil else { return }
         subscription.joined = nil
         let options = subscription.channel.options
