@@ -142,7 +142,7 @@ extension SettingKey {
         .init("connectTimeout", .double, "5", "seconds a connection without a token has to send `connect`"),
         .init("refreshNotice", .double, "30", "seconds before expiry that the server asks for a refresh"),
         .init(
-            "insecureUserFromQuery", .bool, "loopback without keys",
+            "insecureUserFromQuery", .bool, "loopback without keys or connect proxy",
             "user id from `?user=`, presence data from `?info=`, unauthenticated (the demo); default: on only when bound to loopback with no token key"
         ),
     ]

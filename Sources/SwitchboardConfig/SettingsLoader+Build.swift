@@ -83,6 +83,7 @@ extension SettingsLoader {
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
         settings.proxy = try proxy(reader)
+        settings.proxy?.refreshNotice = .nanoseconds(Int64(settings.refreshNotice * 1e9))
         settings.webhooks = try webhooks(reader)
         // Demo mode (names from `?user=`) only where nobody else can connect: bound to loopback, no keys, and no
         // proxy in front (a proxy on this host would carry the whole internet to the loopback address); and
@@ -97,9 +98,7 @@ extension SettingsLoader {
         if reader.bool("insecureUserFromQuery") == true, settings.hasTokenKeys {
             throw SettingsError("insecureUserFromQuery would let anyone bypass the token keys: use one or the other")
         }
-        if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery,
-            settings.proxy?.connectURL == nil
-        {
+        if settings.allowAnonymous == false, !settings.hasTokenKeys, !settings.insecureUserFromQuery {
             throw SettingsError(
                 "allowAnonymous false needs a token key (tokenSecret, tokenPublicKey, jwksFile, jwksUrl)")
         }

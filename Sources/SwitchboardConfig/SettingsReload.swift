@@ -37,6 +37,16 @@ public final class SettingsReload: Sendable {
     public func reload(hub: Hub) async -> Bool {
         do {
             let new = try SettingsLoader.load(arguments: arguments, environment: environment)
+            // The proxy's URLs are read at start: a namespace cannot come to need one the server lacks.
+            let running = application.proxyConfiguration
+            for (name, options) in new.settings.channels.namespaces.sorted(by: { $0.key < $1.key }) {
+                if options.proxySubscribe, running?.subscribeURL == nil {
+                    throw SettingsError("namespace \"\(name)\" has proxySubscribe; proxySubscribeUrl needs a restart")
+                }
+                if options.proxyPublish, running?.publishURL == nil {
+                    throw SettingsError("namespace \"\(name)\" has proxyPublish; proxyPublishUrl needs a restart")
+                }
+            }
             if let verifier { try await verifier.replaceKeys(try new.settings.authConfiguration().keys) }
             hub.update(
                 originPolicy: new.settings.transport.originPolicy, abuseLimits: new.settings.transport.abuseLimits)

@@ -266,6 +266,29 @@ struct ProxyTests {
         }
     }
 
+    /// Where anonymous connections are refused (token keys, allowAnonymous false), the backend's "" user is too.
+    @Test func anAnonymousGrantIsRefusedWhereAnonymousIsNot() async throws {
+        let backend = try await ProxyBackend.start { request in
+            let user = request.headers["authorization"] == "Session named" ? "nia" : ""
+            return .init(body: #"{"result":{"user":"\#(user)"}}"#)
+        }
+        let verifier = try await TokenVerifier.make(.testDefaults { $0.allowAnonymous = false })
+        let server = try await ChannelsServer.start(
+            verifier: verifier, proxy: backend.configuration(forwarding: ["Authorization"], connect: true))
+        try await finally(
+            {
+                await server.stop()
+                await backend.stop()
+            }
+        ) {
+            let named = try await server.connect(headers: [("Authorization", "Session named")])
+            #expect(try await named.call(["cmd": "connect"]).reply.ok?["user"] as? String == "nia")
+            await #expect {
+                _ = try await server.connect(headers: [("Authorization", "Session none")])
+            } throws: { ($0 as? HandshakeFailure)?.status == 403 }
+        }
+    }
+
     @Test func theConnectProxyAnsweringGarbageIs502() async throws {
         let backend = try await ProxyBackend.start { _ in .init(body: #"{"result":{"user":42}}"#) }
         let server = try await ChannelsServer.start(proxy: backend.configuration(connect: true))

@@ -173,6 +173,14 @@ struct SettingsTests {
             #expect(try await upgradeStatus(origin: "https://new.example") == 101)
             #expect(try await upgradeStatus(origin: "https://third.example") == 403)
             #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
+
+            // A namespace that would need the subscribe proxy, which this server started without: refused, even
+            // though the file now names a URL (the proxy's URLs take a restart).
+            try #"""
+            {"proxySubscribeUrl": "http://127.0.0.1:9/s", "namespaces": {"": {}, "vip": {"proxySubscribe": true}}}
+            """#.write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(await !reload.reload(hub: server.hub))
+            #expect(Set(application.configuration.namespaces.keys) == ["", "news", "sys"])
             #expect(reload.settings.entries.first { $0.key == "allowedOrigins" }?.value == "https://new.example")
         }
     }

@@ -25,6 +25,8 @@ public final class LocalBroker: Broker {
     private let budget: HistoryBudget
     /// When history was last swept for expired publications in channels nobody touches.
     private let lastSweep = ManagedAtomic<Int64>(0)
+    /// When idempotency keys were last swept in channels nobody publishes to again.
+    private let lastKeySweep = ManagedAtomic<Int64>(0)
 
     /// - Parameters:
     ///   - maxHistoryBytes: what all channels' history may take together (with each namespace's
@@ -106,6 +108,7 @@ public final class LocalBroker: Broker {
             return publication
         }
         sweepIfFull(now: publication.time)
+        if let idempotency { sweepKeys(now: publication.time, window: idempotency.window) }
         return eventLoop.makeSucceededFuture(publication)
     }
 
@@ -122,6 +125,23 @@ public final class LocalBroker: Broker {
         states.forEachStripe { states in
             for name in Array(states.keys) {
                 states[name]?.expire(now: now, budget: budget)
+                if states[name]?.isIdle == true { states[name] = nil }
+            }
+        }
+    }
+
+    /// Keys are dropped when their channel is published to again; channels nobody publishes to again would
+    /// keep theirs (and so their state) for ever. While keyed publishes go on, every channel's expired keys
+    /// are swept, a stripe at a time, at most once per window (or once a minute for long windows).
+    private func sweepKeys(now: Int64, window: TimeAmount) {
+        let every = min(max(window.nanoseconds, 1_000_000_000), 60_000_000_000)
+        let last = lastKeySweep.load(ordering: .relaxed)
+        guard now - last >= every,
+            lastKeySweep.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        states.forEachStripe { states in
+            for name in Array(states.keys) {
+                _ = states[name]?.repeated("", now: now)
                 if states[name]?.isIdle == true { states[name] = nil }
             }
         }

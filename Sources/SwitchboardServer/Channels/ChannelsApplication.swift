@@ -113,6 +113,9 @@ public final class ChannelsApplication: SwitchboardApplication {
 
     var loops: ChannelsLoops? { events.attachment.load() }
 
+    /// The event proxy the application was made with (its URLs do not change at run time); nil: none.
+    public var proxyConfiguration: ProxyConfiguration? { proxy?.configuration }
+
     /// Replaces namespaces and limits (a reload): commands from now on use them; subscriptions already
     /// made stay, and a namespace that is gone refuses new ones.
     public func update(configuration: ChannelsConfiguration) {

@@ -62,6 +62,9 @@ struct ClientCommands {
             if options.permissions.subscribe == .token, token == nil {
                 return fail(.notAllowed("subscribe needs a subscription token"))
             }
+            if options.proxySubscribe {
+                guard startProxyCall(session, fail: fail) else { return }
+            }
             // Later commands for the channel wait for the token check and the backend, as they would for the
             // subscribe.
             session.waiting[channel] = []
@@ -73,6 +76,7 @@ struct ClientCommands {
                 return self.askBackendToSubscribe(channel, data: data, session: session, loop: loop)
             }
             .whenComplete { result in
+                if options.proxySubscribe { session.proxyCalls -= 1 }
                 guard !session.isClosed else { return }
                 switch result {
                 case .success where session.subscriptions.count >= self.configuration.maxSubscriptionsPerConnection:

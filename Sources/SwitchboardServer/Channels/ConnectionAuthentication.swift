@@ -150,8 +150,13 @@ struct ConnectionAuthentication {
         guard let expiresAt else { return session.connection.expire(at: nil) }
         let deadline =
             verifier?.deadline(expiresAt) ?? TokenVerifier.deadline(expiresAt, now: Date().timeIntervalSince1970)
-        let notice = deadline - (verifier?.configuration ?? AuthConfiguration()).refreshNotice
-        session.connection.expire(at: deadline, warnAt: notice)
+        session.connection.expire(at: deadline, warnAt: deadline - refreshNotice)
+    }
+
+    /// How long before expiry the client (or the refresh proxy) is asked for fresh credentials.
+    private var refreshNotice: TimeAmount {
+        verifier?.configuration.refreshNotice ?? application.proxy?.configuration.refreshNotice
+            ?? AuthConfiguration().refreshNotice
     }
 
     func refresh(id: Int, token: String, session: ClientSession, loop: ChannelsLoop) {
@@ -223,6 +228,9 @@ struct ConnectionAuthentication {
                 guard let grant = try? ConnectGrant(result) else {
                     return .reject(.badGateway, reason: ProtocolError.badBackendAnswer.message)
                 }
+                guard grant.user != nil || self.anonymousAllowed else {
+                    return .reject(.forbidden, reason: "anonymous connections are not allowed")
+                }
                 let context = UpgradeContext(claims: nil, grant: grant, forwardedHeaders: headers)
                 return .accept(
                     userID: grant.user, subprotocol: nil, info: grant.info,
@@ -258,8 +266,7 @@ struct ConnectionAuthentication {
             switch answer {
             case .success(.result(let result)):
                 let next = try? result.number("expire_at", nullable: true)
-                let notice =
-                    Double((self.verifier?.configuration ?? AuthConfiguration()).refreshNotice.nanoseconds) / 1e9
+                let notice = Double(self.refreshNotice.nanoseconds) / 1e9
                 if let next, let previous = session.expiresAt, next - previous < notice {
                     // Barely extended: asking again at once would loop; it expires then, and reconnects.
                     session.expiresAt = next

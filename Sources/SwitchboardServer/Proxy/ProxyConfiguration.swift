@@ -22,6 +22,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// The upgrade request's headers sent along with every event (`Cookie`, `Authorization`): none by
     /// default, since they carry the user's credentials.
     public var forwardedHeaders: [String]
+    /// How long before a proxied connection's `expire_at` the refresh proxy is asked (where no token
+    /// verifier says otherwise). Default 30 s.
+    public var refreshNotice: TimeAmount = .seconds(30)
 
     /// A configuration asking the backend at the given URLs.
     public init(
