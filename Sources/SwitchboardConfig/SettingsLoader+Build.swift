@@ -150,6 +150,9 @@ extension SettingsLoader {
             if options.proxyPublish, settings.proxy?.publishURL == nil {
                 throw SettingsError("namespace \"\(name)\" has proxyPublish, but proxyPublishUrl is not set")
             }
+            if options.publicationEvents, settings.webhooks == nil {
+                throw SettingsError("namespace \"\(name)\" has publicationEvents, but eventsUrl is not set")
+            }
         }
         if !settings.hasTokenKeys,
             let namespace = channels.namespaces.first(where: { $0.value.permissions.subscribe == .token })?.key

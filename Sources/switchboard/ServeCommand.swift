@@ -76,7 +76,9 @@ struct ServeCommand: AsyncParsableCommand {
             settings, path: settings.transport.path, application: application, site: site, reload: reload,
             started: { feed?.start() }
         ) { ready in
-            var services: [any Service] = cluster.map { [$0] } ?? []
+            // Stops last (services stop in reverse order): the drained server's disconnects reach the webhook.
+            var services: [any Service] = [EventFlush(application: application)]
+            if let cluster { services.append(cluster) }
             guard !settings.noAPI else { return services }
             let configuration = apiConfiguration(settings)
             let server = try APIServer(
@@ -157,6 +159,16 @@ struct Switchboard: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "A high-concurrency WebSocket hub on SwiftNIO.",
         subcommands: [ServeCommand.self, EchoCommand.self, TokenCommand.self, CheckConfigCommand.self])
+}
+
+/// On graceful shutdown, once the WebSocket server has drained, hands the webhook what is still queued.
+private struct EventFlush: Service {
+    let application: ChannelsApplication
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await application.flushEvents(within: .seconds(5))
+    }
 }
 
 /// Runs the server API and prints where it listens (scripts wait for the line).

@@ -82,6 +82,41 @@ struct SettingsTests {
         expectError("flag --max-message-size: must be an integer") {
             _ = try SettingsLoader.load(arguments: ["--max-message-size", "big"], environment: [:])
         }
+        // The backend's settings: what each needs, and what would decide twice.
+        let proxied = try temporaryFile(
+            "p.json", #"{"namespaces": {"": {}, "vip": {"proxySubscribe": true}, "log": {"publicationEvents": true}}}"#)
+        expectError("namespace \"log\" has publicationEvents, but eventsUrl is not set") {
+            _ = try SettingsLoader.load(
+                arguments: ["--proxy-subscribe-url", "http://127.0.0.1:9/s"], environment: [:], file: proxied)
+        }
+        let vip = try temporaryFile("v.json", #"{"namespaces": {"": {}, "vip": {"proxySubscribe": true}}}"#)
+        expectError("namespace \"vip\" has proxySubscribe, but proxySubscribeUrl is not set") {
+            _ = try SettingsLoader.load(arguments: [], environment: [:], file: vip)
+        }
+        expectError("proxyRpcUrl: must be an http:// or https:// URL") {
+            _ = try SettingsLoader.load(arguments: ["--proxy-rpc-url", "ftp://x/y"], environment: [:])
+        }
+        expectError("proxyRefreshUrl renews connections the connect proxy made") {
+            _ = try SettingsLoader.load(arguments: ["--proxy-refresh-url", "http://127.0.0.1:9/r"], environment: [:])
+        }
+        expectError("proxyHeaders: \"Bad Header\" is not a header name") {
+            _ = try SettingsLoader.load(arguments: ["--proxy-headers", "Bad Header"], environment: [:])
+        }
+        expectError("insecureUserFromQuery and proxyConnectUrl both decide who connects") {
+            _ = try SettingsLoader.load(
+                arguments: ["--proxy-connect-url", "http://127.0.0.1:9/c", "--insecure-user-from-query", "true"],
+                environment: [:])
+        }
+        expectError("eventsSecret: needed with eventsUrl, at least 16 bytes") {
+            _ = try SettingsLoader.load(
+                arguments: ["--events-url", "http://127.0.0.1:9/e", "--events-secret", "short"], environment: [:])
+        }
+        expectError("eventsBatchSize: only used with eventsUrl") {
+            _ = try SettingsLoader.load(arguments: ["--events-batch-size", "5"], environment: [:])
+        }
+        let demoOff = try SettingsLoader.load(
+            arguments: ["--proxy-connect-url", "http://127.0.0.1:9/c"], environment: [:])
+        #expect(!demoOff.settings.insecureUserFromQuery, "the backend decides who connects, not ?user=")
         expectError("port: must be within 0…65535") {
             _ = try SettingsLoader.load(arguments: ["--port", "70000"], environment: [:])
         }

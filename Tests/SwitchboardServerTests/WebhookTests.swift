@@ -4,9 +4,10 @@ import MetricsTestKit
 import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
-import SwitchboardServer
 import SwitchboardTestSupport
 import Testing
+
+@testable import SwitchboardServer
 
 /// The event webhook against a real HTTP endpoint on loopback: signed batches, retried with the same id
 /// after a failure, events in order, occupied and vacated debounced, a bounded queue.
@@ -60,7 +61,7 @@ struct WebhookTests {
             ada.client.send(text: #"{"id":90,"cmd":"publish","channel":"chat:room","data":{"n" : 1.50}}"#)
             _ = try await ada.call(["cmd": "publish", "channel": "ro:x", "data": 1])
             _ = try await ada.call(["cmd": "unsubscribe", "channel": "chat:room"])
-            await ada.client.close(code: 4321, reason: "bye")
+            ada.client.close(code: 4321, reason: "bye")
 
             try await eventually("vacated reported") {
                 try Self.batches(backend).contains { $0.events.contains { $0["type"] as? String == "vacated" } }
@@ -93,6 +94,7 @@ struct WebhookTests {
             #expect(body.contains(#""data":{"n" : 1.50}"#), "the publication's bytes as published")
             let disconnect = try #require(events.first { $0["type"] as? String == "disconnect" })
             #expect(disconnect["code"] as? Int == 4321)
+            #expect(disconnect["reason"] as? String == "bye", "the client's own close reason")
             #expect(disconnect["client"] as? String == connect["client"] as? String)
             #expect(
                 events.filter { $0["type"] as? String == "occupied" }.map { $0["channel"] as? String } == ["chat:room"])
@@ -120,7 +122,7 @@ struct WebhookTests {
             let first = try await server.connect(user: "bea")
             _ = try await first.call(["cmd": "subscribe", "channel": "chat:lobby"])
             try await eventually("occupied") { try count("occupied") == 1 }
-            await first.client.close(code: 1000, reason: "")
+            first.client.close(code: 1000, reason: "")
             let again = try await server.connect(user: "bea")
             _ = try await again.call(["cmd": "subscribe", "channel": "chat:lobby"])
             // Past the vacated delay of the first leave: nothing reported (a fixed wait: it proves an absence).
@@ -130,6 +132,44 @@ struct WebhookTests {
             _ = try await again.call(["cmd": "unsubscribe", "channel": "chat:lobby"])
             try await eventually("vacated") { try count("vacated") == 1 }
             #expect(try count("occupied") == 1)
+        }
+    }
+
+    /// A connection closed while subscribed: its unsubscribes come before its disconnect. A batch the
+    /// endpoint refuses as such (400) is dropped after five tries, and the events behind it go on.
+    @Test func unsubscribesPrecedeTheDisconnectAndARefusedBatchIsDroppedInTheEnd() async throws {
+        let refusing = NIOLockedValueBox(true)
+        let backend = try await ProxyBackend.start { _ in
+            refusing.withLockedValue { $0 } ? .init(status: .badRequest, body: "") : .init(body: "{}")
+        }
+        let metrics = TestMetrics()
+        let server = try await ChannelsServer.start(metrics: metrics, webhooks: Self.webhooks(backend.url("events")))
+        try await finally(
+            {
+                await server.stop()
+                await backend.stop()
+            }
+        ) {
+            let first = try await server.connect(user: "refused")
+            _ = try await first.call(["cmd": "ping"])
+            try await eventually(timeout: .seconds(30), "the batch dropped after five refusals") {
+                (try? metrics.expectCounter("switchboard_webhook_batches_total", [("outcome", "rejected")]))?
+                    .totalValue == 1
+            }
+            #expect(backend.requests("events").count == WebhookSender.maxRefusals)
+            refusing.withLockedValue { $0 = false }
+            let cy = try await server.connect(user: "cy")
+            _ = try await cy.call(["cmd": "subscribe", "channel": "chat:a"])
+            _ = try await cy.call(["cmd": "subscribe", "channel": "chat:b"])
+            cy.client.close(code: 1000, reason: "")
+            try await eventually("cy's disconnect") {
+                try Self.batches(backend).flatMap(\.events).contains {
+                    $0["type"] as? String == "disconnect" && $0["user"] as? String == "cy"
+                }
+            }
+            let types = try Self.batches(backend).flatMap(\.events).filter { $0["user"] as? String == "cy" }
+                .map { $0["type"] as? String ?? "" }
+            #expect(types == ["connect", "subscribe", "subscribe", "unsubscribe", "unsubscribe", "disconnect"])
         }
     }
 

@@ -48,10 +48,10 @@ package struct ConnectionStateMachine: Sendable {
         case (.open, .text), (.open, .binary): return .deliver
         case (.open, .ping), (.closing, .ping): return state == .open ? .sendPong : .none
         case (.open, .pong), (.closing, .pong): return .none
-        case (.open, .close(let code, _)):
+        case (.open, .close(let code, let why)):
             state = .closing
             reason = reason ?? .clientClosed
-            closeStatus = (code ?? .normal, "")
+            closeStatus = (code ?? .normal, why)
             // Echo the peer's code (RFC 6455 §5.5.1); a close without a code is answered with 1000.
             return .replyCloseAndDisconnect(code ?? .normal)
         case (.closing, .close):

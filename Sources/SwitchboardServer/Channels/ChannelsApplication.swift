@@ -113,6 +113,12 @@ public final class ChannelsApplication: SwitchboardApplication {
 
     var loops: ChannelsLoops? { events.attachment.load() }
 
+    /// Sends the lifecycle events still queued for the webhook and waits, at most `timeout`, for it to take
+    /// them: call it once the server has drained (its disconnects are queued by then).
+    public func flushEvents(within timeout: TimeAmount = .seconds(5)) async {
+        await lifecycle?.flush(within: timeout)
+    }
+
     /// The event proxy the application was made with (its URLs do not change at run time); nil: none.
     public var proxyConfiguration: ProxyConfiguration? { proxy?.configuration }
 
@@ -278,16 +284,19 @@ public final class ChannelsApplication: SwitchboardApplication {
     public func connectionClosed(_ connection: any LocalConnection, reason: DisconnectReason) {
         guard let session = connection.session, let loop = loops?.loops[connection.id.shard] else { return }
         session.isClosed = true
+        session.cancelTimers()
+        session.held = []
+        session.waiting = [:]
+        let subscriptions = SubscriptionLifecycle(application: self)
+        for subscription in session.subscriptions.values {
+            subscriptions.leave(subscription, session: session, loop: loop)
+        }
+        session.subscriptions = [:]
+        // After its unsubscribes: the webhook hears of a connection's subscriptions ending before it does.
         if session.announced, let lifecycle {
             let status = connection.closeStatus ?? (reason.closeCode, reason.defaultMessage)
             lifecycle.disconnected(session, code: status.code.rawValue, reason: status.reason)
         }
-        session.cancelTimers()
-        session.held = []
-        session.waiting = [:]
-        let lifecycle = SubscriptionLifecycle(application: self)
-        for subscription in session.subscriptions.values { lifecycle.leave(subscription, session: session, loop: loop) }
-        session.subscriptions = [:]
     }
 
     /// The protocol's `disconnect` push: code, reason, whether and when to reconnect.

@@ -1,5 +1,7 @@
+import Atomics
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardCore
 import SwitchboardNIO
@@ -10,6 +12,10 @@ final class LifecycleEvents: Sendable {
     let sender: WebhookSender
     private let node: String
     private let occupancy: any ChannelOccupancy
+    // Lock: guards each channel's latest leave on this node: only the settle it scheduled may report the
+    // channel vacated, so a channel emptied, filled and emptied again waits the full delay after the last.
+    private let leaves = NIOLockedValueBox<[String: UInt64]>([:])
+    private let nextLeave = ManagedAtomic<UInt64>(0)
 
     init(sender: WebhookSender, node: String, occupancy: any ChannelOccupancy) {
         self.sender = sender
@@ -66,12 +72,26 @@ final class LifecycleEvents: Sendable {
     /// vacated delay (a client reconnecting meanwhile makes no vacated/occupied pair).
     func nodeLeft(_ channel: String, on eventLoop: any EventLoop) {
         let delay = sender.configuration.vacatedDelay
+        let leave = nextLeave.wrappingIncrementThenLoad(ordering: .relaxed)
+        leaves.withLockedValue { $0[channel] = leave }
         occupancy.leave(channel: channel, on: eventLoop).whenComplete { [self] _ in
             eventLoop.scheduleTask(in: delay) {
+                let latest = self.leaves.withLockedValue { leaves -> Bool in
+                    guard leaves[channel] == leave else { return false }
+                    leaves[channel] = nil
+                    return true
+                }
+                guard latest else { return }
                 self.occupancy.settle(channel: channel, on: eventLoop).whenSuccess { vacated in
                     if vacated { self.emit("vacated", ",\"channel\":\(ServerMessage.quote(channel))") }
                 }
             }
         }
+    }
+
+    /// Sends what is queued now and waits (at most `timeout`) for the endpoint to take it: a clean
+    /// shutdown loses no event the endpoint would take.
+    func flush(within timeout: TimeAmount) async {
+        await sender.flush(within: timeout)
     }
 }

@@ -11,14 +11,19 @@ import NIOPosix
 /// Batches events and POSTs them, one batch at a time, in the order they were queued (so a channel's
 /// events arrive in order): a batch that fails is sent again, with the same id, after a growing pause,
 /// until the endpoint takes it (at least once). Events wait in a bounded queue meanwhile; past its bound
-/// new ones are dropped, counted and logged.
+/// new ones are dropped, counted and logged. A batch the endpoint refuses as such (a 4xx other than 408
+/// and 429) five times is dropped, counted and logged, rather than holding up every batch behind it.
 final class WebhookSender: Sendable {
     private struct Batch: Sendable {
         let id: String
         let body: String
         let signature: String
         let events: Int
+        var refusals = 0
     }
+
+    /// Refusals (4xx other than 408 and 429) after which a batch is dropped.
+    static let maxRefusals = 5
 
     private struct State {
         var queue = CircularBuffer<String>()
@@ -47,7 +52,7 @@ final class WebhookSender: Sendable {
             configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: configuration.timeout)))
         self.key = SymmetricKey(data: Data(configuration.secret.utf8))
         self.batches = Dictionary(
-            uniqueKeysWithValues: ["delivered", "failed"].map {
+            uniqueKeysWithValues: ["delivered", "failed", "rejected"].map {
                 (
                     $0,
                     Counter(
@@ -89,6 +94,16 @@ final class WebhookSender: Sendable {
         }
     }
 
+    /// Sends what is queued at once and waits, at most `timeout`, until the endpoint took it all.
+    func flush(within timeout: TimeAmount) async {
+        let deadline = NIODeadline.now() + timeout
+        sendNext()
+        while queued > 0, NIODeadline.now() < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+            if state.withLockedValue({ $0.inFlight == nil }) { sendNext() }
+        }
+    }
+
     /// Events waiting, the batch in flight included.
     var queued: Int { state.withLockedValue { $0.queue.count + ($0.inFlight?.events ?? 0) } }
 
@@ -117,14 +132,14 @@ final class WebhookSender: Sendable {
         headers.add(name: "User-Agent", value: "switchboard")
         headers.add(name: "X-Switchboard-Signature", value: "sha256=\(batch.signature)")
         headers.add(name: "X-Switchboard-Batch", value: batch.id)
-        let response: EventLoopFuture<HTTPClient.Response>
+        let response: EventLoopFuture<UInt>
         do {
             let request = try HTTPClient.Request(
                 url: configuration.url, method: .POST, headers: headers, body: .string(batch.body))
             response =
                 client.execute(
-                    request: request, delegate: ResponseAccumulator(request: request, maxBodySize: 1 << 16),
-                    eventLoop: .indifferent, deadline: .now() + configuration.timeout
+                    request: request, delegate: StatusOnly(), eventLoop: .indifferent,
+                    deadline: .now() + configuration.timeout
                 ).futureResult
         } catch {
             response = loop.makeFailedFuture(error)
@@ -132,18 +147,27 @@ final class WebhookSender: Sendable {
         response.whenComplete { [weak self] result in
             guard let self else { return }
             switch result {
-            case .success(let response) where (200..<300).contains(response.status.code):
+            case .success(let status) where (200..<300).contains(status):
                 self.delivered()
-            case .success(let response):
-                self.failed(batch, "HTTP \(response.status.code)")
+            case .success(let status) where (400..<500).contains(status) && status != 408 && status != 429:
+                var refused = batch
+                refused.refusals += 1
+                guard refused.refusals >= Self.maxRefusals else { return self.failed(refused, "HTTP \(status)") }
+                self.batches["rejected"]?.increment()
+                self.log.warning(
+                    "webhook batch refused by the endpoint; dropped", key: "rejected",
+                    metadata: ["url": "\(self.configuration.url)", "status": "\(status)", "events": "\(batch.events)"])
+                self.delivered(counting: false)
+            case .success(let status):
+                self.failed(batch, "HTTP \(status)")
             case .failure(let error):
                 self.failed(batch, "\(error)")
             }
         }
     }
 
-    private func delivered() {
-        batches["delivered"]?.increment()
+    private func delivered(counting: Bool = true) {
+        if counting { batches["delivered"]?.increment() }
         let sendNow = state.withLockedValue { state -> Bool in
             state.inFlight = nil
             state.failures = 0
@@ -169,4 +193,18 @@ final class WebhookSender: Sendable {
         let pause = min(500.0 * pow(2, Double(min(failures - 1, 10))), 30_000) * Double.random(in: 0.5...1)
         loop.scheduleTask(in: .milliseconds(Int64(pause))) { [weak self] in self?.post(batch) }
     }
+}
+
+/// Reads only the answer's status: whatever the endpoint puts in the body is not the server's concern.
+private final class StatusOnly: HTTPClientResponseDelegate {
+    typealias Response = UInt
+    // Lock: guards the status, set when the head arrives (AHC calls a delegate on its task's loop).
+    private let status = NIOLockedValueBox<UInt>(0)
+
+    func didReceiveHead(task: HTTPClient.Task<UInt>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        status.withLockedValue { $0 = head.status.code }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<UInt>) throws -> UInt { status.withLockedValue { $0 } }
 }
