@@ -193,6 +193,14 @@ class Node:
                     return float(line.split()[-1])
         return 0.0
 
+    def ready(self) -> int:
+        """The status of GET /ready: 503 while a Redis pub/sub link is down."""
+        try:
+            with urllib.request.urlopen(f"{self.api}/ready", timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
     def descriptors(self) -> int:
         return len(os.listdir(f"/proc/{self.process.pid}/fd"))
 
@@ -361,9 +369,12 @@ async def main(sentinel_phase: bool):
     publishers = [asyncio.create_task(publisher(i)) for i in range(3)]
 
     async def blackhole():
+        # Silence, not a reset: the node must notice by its own PINGs (redisPingInterval 0.5 s plus
+        # redisTimeout 1 s) and say so on /ready, then reconnect on its own once the path is back.
         proxies[1].mode = "blackhole"
-        await asyncio.sleep(3)
-        proxies[1].reset(then="pass")  # the links are dead to the node by now; new ones pass
+        await eventually("node b notices its silent Redis link", lambda: nodes[1].ready() == 503, timeout=10)
+        proxies[1].mode = "pass"
+        await eventually("node b back on its own", lambda: nodes[1].ready() == 200)
 
     async def latency():
         proxies[0].mode = "latency:0.2"
@@ -371,20 +382,29 @@ async def main(sentinel_phase: bool):
         proxies[0].mode = "pass"
 
     async def one_way():
+        # Redis's answers lost on the way back, the node's commands still arriving: noticed the same way.
         proxies[2].mode = "drop-down"
-        await asyncio.sleep(3)
-        proxies[2].reset(then="pass")
+        await eventually("node c notices its half-silent Redis link", lambda: nodes[2].ready() == 503, timeout=10)
+        proxies[2].mode = "pass"
+        await eventually("node c back on its own", lambda: nodes[2].ready() == 200)
 
     async def redis_pause():
         redis.process.send_signal(signal.SIGSTOP)
         await asyncio.sleep(3)
         redis.process.send_signal(signal.SIGCONT)
 
+    def told() -> int:
+        return sum(1 for s in subscribers for e in s.events if e[0] == "told")
+
     async def redis_rollback():
         redis.command("SAVE")
         await asyncio.sleep(1.5)  # publications after the snapshot: lost by the restart
+        before = told()
         redis.kill()
         redis.restart()
+        # The rollback must be seen: subscribers are told recovered: false (a new epoch), never silently
+        # continued on reused offsets.
+        await eventually("subscribers told of the rollback", lambda: told() > before)
 
     async def node_kill():
         nodes[2].kill()
@@ -397,10 +417,12 @@ async def main(sentinel_phase: bool):
             node.client_proxy.reset()
 
     async def client_blackhole():
-        # The clients' links go silent (a NAT that dropped them), then are reset when they come back.
+        # The clients' links go silent (a NAT that dropped them): every node must reap its silent clients
+        # by its own pings (pingInterval 2 s, pongTimeout 5 s) before the links are reset and come back.
         for node in nodes:
             node.client_proxy.mode = "blackhole"
-        await asyncio.sleep(3)
+        await eventually("every node reaps its silent clients", lambda: all(
+            node.metric("switchboard_connections_open") == 0 for node in nodes), timeout=25)
         for node in nodes:
             node.client_proxy.reset(then="pass")
 

@@ -216,6 +216,10 @@ timeout 300 "$wsvenv/bin/python" scripts/example_test.py .build/debug/switchboar
 echo "== a cluster: three switchboard serve nodes over a real redis-server, and Redis failures"
 timeout 1200 "$wsvenv/bin/python" scripts/cluster_test.py .build/debug/switchboard
 
+echo "== an application backend of our own: the event proxy and the signed event webhook, on one node and on two over Redis"
+# Cookie connect, subscribe/publish/rpc decided by the backend, a backend down; batches retried, occupied/vacated once per cluster, idempotent publish.
+timeout 600 "$wsvenv/bin/python" scripts/backend_test.py .build/debug/switchboard
+
 echo "== the fault-injection suite: blackholed, slowed and one-way Redis links, Redis paused and rolled back, a node killed, client links reset; the checker over the recorded history"
 timeout 1500 "$wsvenv/bin/python" scripts/fault_test.py .build/debug/switchboard
 

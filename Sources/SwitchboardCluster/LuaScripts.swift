@@ -39,8 +39,8 @@ enum LuaScripts {
 
     /// Occupancy keys: a sorted set of the nodes with subscribers to the channel (score: when the entry
     /// expires, Redis's clock in ms, refreshed by its node), and a flag set while the channel is reported
-    /// occupied. KEYS: nodes, flag. ARGV: node id, TTL (ms). Adds the node; returns 1 when that made the
-    /// channel occupied (the flag was not set), else 0.
+    /// occupied. KEYS: nodes, flag. ARGV: node id, the node entry's TTL (ms), the flag's TTL (ms). Adds the
+    /// node; returns 1 when that made the channel occupied (the flag was not set), else 0.
     static let occupancyJoin = RedisScript(
         """
         local time = redis.call('time')
@@ -48,8 +48,8 @@ enum LuaScripts {
         redis.call('zremrangebyscore', KEYS[1], '-inf', '(' .. now)
         redis.call('zadd', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
         redis.call('pexpire', KEYS[1], ARGV[2])
-        local fresh = redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[2])
-        if not fresh then redis.call('pexpire', KEYS[2], ARGV[2]) end
+        local fresh = redis.call('set', KEYS[2], '1', 'NX', 'PX', ARGV[3])
+        if not fresh then redis.call('pexpire', KEYS[2], ARGV[3]) end
         if fresh then return 1 end
         return 0
         """)
@@ -91,7 +91,7 @@ enum LuaScripts {
               local first = redis.call('get', KEYS[3])
               if first then
                 local o, e = string.match(first, '^(%d+),(.*)$')
-                if o then return {tonumber(o), e, 1} end
+                if o and e == epoch then return {tonumber(o), e, 1} end
               end
             end
             local offset = redis.call('hincrby', KEYS[1], 'o', 1)

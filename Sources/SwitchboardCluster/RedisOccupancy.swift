@@ -15,6 +15,7 @@ public final class RedisOccupancy: ChannelOccupancy {
     // Lock: guards the channels this node holds, what the refresh re-adds; held while a join or leave is
     // handed to the client (which only queues it), so a refresh never re-adds a channel after its leave.
     private let held = NIOLockedValueBox<Set<String>>([])
+    // Lock: guards the refresh task, started and stopped from any thread.
     private let timer = NIOLockedValueBox<RepeatedTask?>(nil)
 
     /// Uses the broker's Redis instances, hashing and prefix.
@@ -25,6 +26,10 @@ public final class RedisOccupancy: ChannelOccupancy {
 
     private var ttl: TimeAmount { broker.configuration.presenceTTL }
     private var ttlMilliseconds: Int { max(1, Int(ttl.nanoseconds / 1_000_000)) }
+    /// The reported flag must outlive the vacated delay after the last leave (however short
+    /// `presenceTTL`), or the settle would find it gone and the next subscriber report a second
+    /// `occupied`; it lasts a minute past the last refresh.
+    private var flagMilliseconds: Int { max(ttlMilliseconds, 60_000) }
     private var node: String { broker.configuration.nodeID }
 
     private func keys(_ channel: String) -> [String] {
@@ -52,7 +57,7 @@ public final class RedisOccupancy: ChannelOccupancy {
             held.insert(channel)
             return broker.client(for: channel).run(
                 LuaScripts.occupancyJoin, keys: keys(channel),
-                arguments: [.string(node), RESPArgument(ttlMilliseconds)])
+                arguments: [.string(node), RESPArgument(ttlMilliseconds), RESPArgument(flagMilliseconds)])
         }.map { reply -> Bool in (reply.int ?? 0) == 1 }
     }
 
@@ -76,7 +81,7 @@ public final class RedisOccupancy: ChannelOccupancy {
             held.map { channel in
                 broker.client(for: channel).run(
                     LuaScripts.occupancyJoin, keys: keys(channel),
-                    arguments: [.string(node), RESPArgument(ttlMilliseconds)]
+                    arguments: [.string(node), RESPArgument(ttlMilliseconds), RESPArgument(flagMilliseconds)]
                 ).map { _ in }
             }
         }

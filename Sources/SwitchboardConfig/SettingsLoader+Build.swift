@@ -83,6 +83,10 @@ extension SettingsLoader {
         settings.connectTimeout = try reader.number("connectTimeout") ?? 5
         settings.refreshNotice = try reader.number("refreshNotice") ?? 30
         settings.proxy = try proxy(reader)
+        if let proxy = settings.proxy, proxy.connectURL != nil, proxy.timeout >= transport.handshakeTimeout {
+            throw SettingsError(
+                "proxyTimeout: must be shorter than handshakeTimeout, which bounds the connect proxy's answer")
+        }
         settings.proxy?.refreshNotice = .nanoseconds(Int64(settings.refreshNotice * 1e9))
         settings.webhooks = try webhooks(reader)
         // Demo mode (names from `?user=`) only where nobody else can connect: bound to loopback, no keys, and no
@@ -185,6 +189,16 @@ extension SettingsLoader {
         proxy.forwardedHeaders = reader.strings("proxyHeaders") ?? []
         if let bad = proxy.forwardedHeaders.first(where: { !Self.isHeaderName($0) }) {
             throw SettingsError("proxyHeaders: \"\(bad)\" is not a header name")
+        }
+        // Headers that frame or route the request to the backend are the HTTP client's, not the user's.
+        let framing: Set = [
+            "host", "content-length", "content-type", "transfer-encoding", "connection", "upgrade", "keep-alive",
+            "te", "trailer", "proxy-connection", "expect",
+        ]
+        if let bad = proxy.forwardedHeaders.first(where: {
+            framing.contains($0.lowercased()) || $0.lowercased().hasPrefix("sec-websocket-")
+        }) {
+            throw SettingsError("proxyHeaders: \(bad) frames the request to the backend; it cannot be forwarded")
         }
         if proxy.refreshURL != nil, proxy.connectURL == nil {
             throw SettingsError("proxyRefreshUrl renews connections the connect proxy made: set proxyConnectUrl too")

@@ -211,12 +211,20 @@ struct APITests {
             #expect(other.json["offset"] as? Int == 2)
             // Only the two publications reached the subscriber.
             #expect((try await client.nextPush("pub"))["offset"] as? Int == 2)
-            // A client's publish with the same key is the same publication; with a bad key it is error 100.
-            let fromClient = try await client.call([
+            // A client's keys are its own: the API's "pay-1" does not swallow the client's, nor another
+            // user's; the client's own repeat is the same publication; a bad key is error 100.
+            let publish: [String: Any] = [
                 "cmd": "publish", "channel": "archive:exact", "data": 1, "idempotency_key": "pay-1",
-            ])
-            #expect(fromClient.reply.ok?["offset"] as? Int == 1)
-            #expect(fromClient.pushes.isEmpty)
+            ]
+            let fromClient = try await client.call(publish)
+            #expect(fromClient.reply.ok?["offset"] as? Int == 3)
+            let again = try await client.call(publish)
+            #expect(again.reply.ok?["offset"] as? Int == 3)
+            let bob = try await api.channels.connect(user: "bob")
+            #expect(try await bob.call(publish).reply.ok?["offset"] as? Int == 4)
+            var delivered = (fromClient.pushes + again.pushes).filter { $0.push == "pub" }.compactMap(\.offset)
+            while delivered.count < 2 { delivered += [try await client.nextPush("pub").offset].compactMap { $0 } }
+            #expect(delivered == [3, 4], "the repeat published nothing")
             let badKey = try await client.call([
                 "cmd": "publish", "channel": "archive:exact", "data": 1, "idempotency_key": "",
             ])
@@ -229,6 +237,16 @@ struct APITests {
                 try await api.call("publish", #"{"channel":"archive:exact","data":3,"idempotency_key":7}"#).status
                     == 400)
             #expect(try await api.call("publish", #"{"channel":"archive:exact","data":}"#).status == 400)
+            // A key twice, and bytes that are not UTF-8: refused, not guessed at.
+            let twice = try await api.call("publish", #"{"channel":"archive:exact","data":1,"data":2}"#)
+            #expect(twice.status == 400)
+            var request = HTTPClientRequest(url: "\(api.base)/api/publish")
+            request.method = .POST
+            request.headers.add(name: "X-API-Key", value: APIHarness.key)
+            request.body = .bytes(
+                ByteBuffer(bytes: Array(#"{"channel":"archive:exact","data":""#.utf8) + [0xC3, 0x28, 0x22, 0x7D]))
+            let invalid = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            #expect(invalid.status == .badRequest)
         }
     }
 

@@ -289,9 +289,15 @@ struct ProxyTests {
         }
     }
 
+    /// A user that is not a string, or an expire_at already past (the client would be closed at once and
+    /// reconnect into the backend in a loop): 502.
     @Test func theConnectProxyAnsweringGarbageIs502() async throws {
-        let backend = try await ProxyBackend.start { _ in .init(body: #"{"result":{"user":42}}"#) }
-        let server = try await ChannelsServer.start(proxy: backend.configuration(connect: true))
+        let backend = try await ProxyBackend.start { request in
+            guard request.headers["x-case"] == "past" else { return .init(body: #"{"result":{"user":42}}"#) }
+            return .init(body: #"{"result":{"user":"old","expire_at":\#(Int(Date().timeIntervalSince1970) - 10)}}"#)
+        }
+        let server = try await ChannelsServer.start(
+            proxy: backend.configuration(forwarding: ["X-Case"], connect: true))
         try await finally(
             {
                 await server.stop()
@@ -300,6 +306,9 @@ struct ProxyTests {
         ) {
             await #expect {
                 _ = try await server.connect()
+            } throws: { ($0 as? HandshakeFailure)?.status == 502 }
+            await #expect {
+                _ = try await server.connect(headers: [("X-Case", "past")])
             } throws: { ($0 as? HandshakeFailure)?.status == 502 }
         }
     }
@@ -315,7 +324,8 @@ struct ProxyTests {
                 return .init(body: #"{"result":{"user":"\#(user)","expire_at":\#(Int(now) + 3)}}"#)
             default:
                 guard request.json["user"] as? String == "long" else {
-                    return .init(body: #"{"error":{"code":1401,"message":"session over"}}"#)
+                    // An answer without expire_at is unusable (it must not lift the expiry by omission).
+                    return .init(body: #"{"result":{}}"#)
                 }
                 return .init(body: #"{"result":{"expire_at":\#(Int(now) + 3600)}}"#)
             }

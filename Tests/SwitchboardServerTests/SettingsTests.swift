@@ -102,6 +102,13 @@ struct SettingsTests {
         expectError("proxyHeaders: \"Bad Header\" is not a header name") {
             _ = try SettingsLoader.load(arguments: ["--proxy-headers", "Bad Header"], environment: [:])
         }
+        expectError("proxyHeaders: Content-Length frames the request to the backend") {
+            _ = try SettingsLoader.load(arguments: ["--proxy-headers", "Content-Length"], environment: [:])
+        }
+        expectError("proxyTimeout: must be shorter than handshakeTimeout") {
+            _ = try SettingsLoader.load(
+                arguments: ["--proxy-connect-url", "http://127.0.0.1:9/c", "--proxy-timeout", "10"], environment: [:])
+        }
         expectError("insecureUserFromQuery and proxyConnectUrl both decide who connects") {
             _ = try SettingsLoader.load(
                 arguments: ["--proxy-connect-url", "http://127.0.0.1:9/c", "--insecure-user-from-query", "true"],

@@ -163,7 +163,8 @@ public final class ChannelsApplication: SwitchboardApplication {
                 ProtocolError.badRequest("idempotency_key must be 1–\(IdempotencyKey.maxBytes) bytes"))
         }
         let configuration = self.configuration
-        let idempotency = idempotencyKey.map { IdempotencyKey($0, window: configuration.idempotencyWindow) }
+        // The server's keys apart from every client's: a client cannot take a key the backend will use.
+        let idempotency = idempotencyKey.map { IdempotencyKey("api:" + $0, window: configuration.idempotencyWindow) }
         return broker.publish(
             channel: channel, data: data, user: nil, options: options, idempotency: idempotency, on: eventLoop
         )

@@ -130,7 +130,12 @@ struct ClientCommands {
             guard options.clientsMayPublish else { return fail(.notAllowed("clients may not publish here")) }
             if let refusal = refusal(.publish, channel, options, session) { return fail(refusal) }
             guard takePublishToken(session, fail: fail) else { return }
-            let idempotency = idempotencyKey.map { IdempotencyKey($0, window: configuration.idempotencyWindow) }
+            // Keys are the publisher's own (its user, or the connection when anonymous): another client
+            // publishing first with a guessed key must not swallow this one's publication.
+            let scope = session.connection.userID.map { "user:" + $0 } ?? "client:" + session.member.clientID
+            let idempotency = idempotencyKey.map {
+                IdempotencyKey(scope + " " + $0, window: configuration.idempotencyWindow)
+            }
             guard options.proxyPublish else {
                 return publish(
                     channel, data: data, options: options, idempotency: idempotency, id: id, session: session,

@@ -257,6 +257,8 @@ struct ConnectionAuthentication {
         proxy.ask(
             .refresh, for: session, on: loop.eventLoop,
             check: { result in
+                // Required, null included: an answer without it must not lift the connection's expiry by omission.
+                guard result.has("expire_at") else { throw ProtocolError.badRequest("result.expire_at is required") }
                 if let expireAt = try result.number("expire_at", nullable: true), !(0...1e11).contains(expireAt) {
                     throw ProtocolError.badRequest("result.expire_at must be Unix seconds")
                 }

@@ -8,8 +8,11 @@ public struct JSONObject: Sendable {
     /// The text is not one JSON object (or is nested deeper than the scanner follows).
     public struct Malformed: Error {}
 
-    /// Reads `bytes`, which must be exactly one JSON object (whitespace around it allowed).
+    /// Reads `bytes`, which must be exactly one JSON object (whitespace around it allowed) in valid UTF-8,
+    /// each key once.
     public init(parsing bytes: some Collection<UInt8>) throws {
+        // HTTP bodies reach here unchecked (WebSocket text is checked by the transport).
+        guard String(validating: bytes, as: UTF8.self) != nil else { throw Malformed() }
         let read = bytes.withContiguousStorageIfAvailable { Self.read(UnsafeRawBufferPointer($0)) }
         guard let fields = read ?? Array(bytes).withUnsafeBytes({ Self.read($0) }) else { throw Malformed() }
         self.fields = fields
@@ -24,7 +27,12 @@ public struct JSONObject: Sendable {
         var scanner = JSONScanner(bytes)
         var fields: [String: String] = [:]
         do {
-            try scanner.readObject { scanner, key in fields[key] = scanner.text(try scanner.skipValue()) }
+            try scanner.readObject { scanner, key in
+                // A key given twice would mean whichever the reader picked: refused.
+                guard fields.updateValue(scanner.text(try scanner.skipValue()), forKey: key) == nil else {
+                    throw JSONScanner.Failure()
+                }
+            }
             scanner.skipWhitespace()
             guard scanner.atEnd, !scanner.tooDeep else { return nil }
         } catch {

@@ -38,12 +38,16 @@ final class EventProxy: Sendable {
 
     init(configuration: ProxyConfiguration, metricsFactory: any MetricsFactory, logger: Logger) {
         self.configuration = configuration
-        // No redirects: a redirect could carry the forwarded cookies to another host.
+        // No redirects: a redirect could carry the forwarded cookies to another host. A backend that
+        // refuses connections is answered at once (110), not retried until the timeout: the client retries.
+        var pool = HTTPClient.Configuration.ConnectionPool(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        pool.retryConnectionEstablishment = false
         self.client = HTTPClient(
             eventLoopGroupProvider: .singleton,
             configuration: .init(
                 redirectConfiguration: .disallow, timeout: .init(connect: configuration.timeout),
-                connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)))
+                connectionPool: pool))
         self.requests = Dictionary(
             uniqueKeysWithValues: Event.allCases.map { event in
                 (

@@ -32,6 +32,10 @@ struct ConnectGrant: Sendable {
         if let expireAt, !(0...1e11).contains(expireAt) {
             throw ProtocolError.badRequest("result.expire_at must be Unix seconds")
         }
+        // Already past: the connection would be closed at once and reconnect into the backend in a loop.
+        if let expireAt, expireAt <= Date().timeIntervalSince1970 {
+            throw ProtocolError.badRequest("result.expire_at is in the past")
+        }
         info = result.json("info")
         data = result.json("data")
         channels = try result.strings("channels") ?? []

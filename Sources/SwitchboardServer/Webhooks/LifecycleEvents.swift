@@ -16,6 +16,8 @@ final class LifecycleEvents: Sendable {
     // channel vacated, so a channel emptied, filled and emptied again waits the full delay after the last.
     private let leaves = NIOLockedValueBox<[String: UInt64]>([:])
     private let nextLeave = ManagedAtomic<UInt64>(0)
+    /// An occupancy call (Redis, in a cluster) not answered within this is given up: no event.
+    static let occupancyTimeout = TimeAmount.seconds(10)
 
     init(sender: WebhookSender, node: String, occupancy: any ChannelOccupancy) {
         self.sender = sender
@@ -63,9 +65,10 @@ final class LifecycleEvents: Sendable {
 
     /// This node's first subscriber to `channel`: `occupied` if that made it occupied cluster-wide.
     func nodeJoined(_ channel: String, on eventLoop: any EventLoop) {
-        occupancy.join(channel: channel, on: eventLoop).whenSuccess { [self] occupied in
-            if occupied { emit("occupied", ",\"channel\":\(ServerMessage.quote(channel))") }
-        }
+        occupancy.join(channel: channel, on: eventLoop).hop(to: eventLoop).bounded(by: Self.occupancyTimeout)
+            .whenSuccess { [self] occupied in
+                if occupied { emit("occupied", ",\"channel\":\(ServerMessage.quote(channel))") }
+            }
     }
 
     /// This node's last subscriber to `channel` left: `vacated` if it is still empty everywhere after the
@@ -74,19 +77,22 @@ final class LifecycleEvents: Sendable {
         let delay = sender.configuration.vacatedDelay
         let leave = nextLeave.wrappingIncrementThenLoad(ordering: .relaxed)
         leaves.withLockedValue { $0[channel] = leave }
-        occupancy.leave(channel: channel, on: eventLoop).whenComplete { [self] _ in
-            eventLoop.scheduleTask(in: delay) {
-                let latest = self.leaves.withLockedValue { leaves -> Bool in
-                    guard leaves[channel] == leave else { return false }
-                    leaves[channel] = nil
-                    return true
-                }
-                guard latest else { return }
-                self.occupancy.settle(channel: channel, on: eventLoop).whenSuccess { vacated in
-                    if vacated { self.emit("vacated", ",\"channel\":\(ServerMessage.quote(channel))") }
+        occupancy.leave(channel: channel, on: eventLoop).hop(to: eventLoop).bounded(by: Self.occupancyTimeout)
+            .whenComplete { [self] _ in
+                eventLoop.scheduleTask(in: delay) {
+                    let latest = self.leaves.withLockedValue { leaves -> Bool in
+                        guard leaves[channel] == leave else { return false }
+                        leaves[channel] = nil
+                        return true
+                    }
+                    guard latest else { return }
+                    self.occupancy.settle(channel: channel, on: eventLoop).hop(to: eventLoop)
+                        .bounded(by: Self.occupancyTimeout)
+                        .whenSuccess { vacated in
+                            if vacated { self.emit("vacated", ",\"channel\":\(ServerMessage.quote(channel))") }
+                        }
                 }
             }
-        }
     }
 
     /// Sends what is queued now and waits (at most `timeout`) for the endpoint to take it: a clean

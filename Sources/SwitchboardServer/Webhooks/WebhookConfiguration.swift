@@ -16,6 +16,8 @@ public struct WebhookConfiguration: Sendable, Equatable {
     /// Events waiting at most (while the endpoint fails, say); past it new events are dropped, counted
     /// and logged. Default 10,000.
     public var maxQueuedEvents: Int
+    /// Bytes the waiting events may take at most (publications carry their data). Default 16 MiB.
+    public var maxQueuedBytes: Int = 16 << 20
     /// How long the endpoint has to answer a batch before it is tried again. Default 10 s.
     public var timeout: TimeAmount
     /// How long a channel must stay empty before it is reported vacated: a client reconnecting within it

@@ -22,11 +22,13 @@ final class WebhookSender: Sendable {
         var refusals = 0
     }
 
-    /// Refusals (4xx other than 408 and 429) after which a batch is dropped.
+    /// Refusals (3xx, and 4xx other than 408 and 429) after which a batch is dropped.
     static let maxRefusals = 5
 
     private struct State {
         var queue = CircularBuffer<String>()
+        /// What `queue` holds, in UTF-8 bytes.
+        var queuedBytes = 0
         var inFlight: Batch?
         var timer: Scheduled<Void>?
         var failures = 0
@@ -74,8 +76,11 @@ final class WebhookSender: Sendable {
     func enqueue(_ event: String) {
         enum Next { case nothing, send, drop }
         let next = state.withLockedValue { state -> Next in
-            guard state.queue.count < configuration.maxQueuedEvents else { return .drop }
+            guard state.queue.count < configuration.maxQueuedEvents,
+                state.queuedBytes + event.utf8.count <= configuration.maxQueuedBytes
+            else { return .drop }
             state.queue.append(event)
+            state.queuedBytes += event.utf8.count
             guard state.inFlight == nil else { return .nothing }
             if state.queue.count >= configuration.batchSize { return .send }
             if state.timer == nil {
@@ -113,7 +118,10 @@ final class WebhookSender: Sendable {
             state.timer = nil
             guard state.inFlight == nil, !state.queue.isEmpty else { return nil }
             var events: [String] = []
-            while events.count < configuration.batchSize, let event = state.queue.popFirst() { events.append(event) }
+            while events.count < configuration.batchSize, let event = state.queue.popFirst() {
+                state.queuedBytes -= event.utf8.count
+                events.append(event)
+            }
             let id = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
             let body =
                 "{\"id\":\"\(id)\",\"node\":\(ServerMessage.quote(node)),\"events\":[\(events.joined(separator: ","))]}"
@@ -144,12 +152,14 @@ final class WebhookSender: Sendable {
         } catch {
             response = loop.makeFailedFuture(error)
         }
-        response.whenComplete { [weak self] result in
+        // The HTTP client's deadline should end it; this timer makes sure (a batch stuck in flight would stop
+        // every batch after it).
+        response.hop(to: loop).bounded(by: configuration.timeout + .seconds(1)).whenComplete { [weak self] result in
             guard let self else { return }
             switch result {
             case .success(let status) where (200..<300).contains(status):
                 self.delivered()
-            case .success(let status) where (400..<500).contains(status) && status != 408 && status != 429:
+            case .success(let status) where (300..<500).contains(status) && status != 408 && status != 429:
                 var refused = batch
                 refused.refusals += 1
                 guard refused.refusals >= Self.maxRefusals else { return self.failed(refused, "HTTP \(status)") }
