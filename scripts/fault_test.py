@@ -57,6 +57,7 @@ class FaultProxy:
         self.server = None
         self.port = None
         self.due = {}  # per direction of a link: when its last delayed chunk is written
+        self.silenced = set()  # source addresses whose links carry nothing (each way), however `mode` is
         asyncio.run_coroutine_threadsafe(self._listen(), FaultProxy.loop).result(TIMEOUT)
 
     async def _listen(self):
@@ -71,22 +72,23 @@ class FaultProxy:
             return
         link = (writer, upstream_writer)
         self.links.add(link)
+        source = (writer.get_extra_info("peername") or ("?",))[0]
         await asyncio.gather(
-            self._pump(reader, upstream_writer, "up"), self._pump(upstream_reader, writer, "down"),
+            self._pump(reader, upstream_writer, "up", source), self._pump(upstream_reader, writer, "down", source),
             return_exceptions=True)
         self.links.discard(link)
         for w in link:
             w.close()
 
-    async def _pump(self, reader, writer, direction):
+    async def _pump(self, reader, writer, direction, source):
         while True:
             data = await reader.read(65536)
             if not data:
-                if self.mode != "blackhole":
+                if self.mode != "blackhole" and source not in self.silenced:
                     writer.close()
                 return
             mode = self.mode
-            if mode == "blackhole" or mode == f"drop-{direction}":
+            if mode == "blackhole" or mode == f"drop-{direction}" or source in self.silenced:
                 continue
             # Each chunk arrives this much later than it was sent, and never before one sent earlier (also
             # once the latency is lifted, while delayed chunks are still on their way).
@@ -120,10 +122,22 @@ class FaultProxy:
 
 
 class Redis(RedisServer):
-    def __init__(self, directory: str, replica_of: int = None):
+    def __init__(self, directory: str, replica_of: int = None, source: str = None):
         self.directory = directory
         self.extra = ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of else []
+        if source:  # its own connections (the replication link) leave from this address
+            self.extra += ["--bind-source-addr", source]
         super().__init__(TIMEOUT)
+
+    def replication(self) -> dict:
+        """INFO replication, as a dictionary."""
+        lines = self.command("INFO", "replication").decode().splitlines()
+        return dict(line.split(":", 1) for line in lines if ":" in line)
+
+    def replication_offset(self) -> int:
+        """How far into the replication stream it is (a primary: what it wrote; a replica: what it applied)."""
+        info = self.replication()
+        return int(info.get("slave_repl_offset", info.get("master_repl_offset", "0")))
 
     def arguments(self) -> list:
         return super().arguments() + ["--dir", self.directory, "--dbfilename", "dump.rdb"] + self.extra
@@ -332,8 +346,12 @@ async def main(sentinel_phase: bool):
     proxies = [] if sentinel_phase else [FaultProxy(redis.port) for _ in range(3)]
     helpers = []
     if sentinel_phase:
-        replica = Redis(tempfile.mkdtemp(prefix="switchboard-replica-"), replica_of=redis.port)
-        sentinel = Sentinel(tempfile.mkdtemp(prefix="switchboard-sentinel-"), redis.port)
+        # Everyone reaches the primary through one proxy; the replica's link leaves from 127.0.0.2, so it
+        # alone can be silenced (the sentinel sees the replica following the primary's one address).
+        primary_proxy = FaultProxy(redis.port)
+        replica = Redis(tempfile.mkdtemp(prefix="switchboard-replica-"), replica_of=primary_proxy.port,
+                        source="127.0.0.2")
+        sentinel = Sentinel(tempfile.mkdtemp(prefix="switchboard-sentinel-"), primary_proxy.port)
         helpers = [replica, sentinel]
         deadline = time.time() + TIMEOUT
         while sentinel.command("SENTINEL", "replicas", "primary").startswith(b"*0"):
@@ -370,10 +388,12 @@ async def main(sentinel_phase: bool):
 
     async def blackhole():
         # Silence, not a reset: the node must notice by its own PINGs (redisPingInterval 0.5 s plus
-        # redisTimeout 1 s) and say so on /ready, then reconnect on its own once the path is back.
+        # redisTimeout 1 s) and say so on /ready. Then the old links are reset (the proxy dropped their
+        # bytes, which TCP never does: passing the rest would hand Redis half a reply) and the node
+        # reconnects on its own.
         proxies[1].mode = "blackhole"
         await eventually("node b notices its silent Redis link", lambda: nodes[1].ready() == 503, timeout=10)
-        proxies[1].mode = "pass"
+        proxies[1].reset(then="pass")
         await eventually("node b back on its own", lambda: nodes[1].ready() == 200)
 
     async def latency():
@@ -385,7 +405,7 @@ async def main(sentinel_phase: bool):
         # Redis's answers lost on the way back, the node's commands still arriving: noticed the same way.
         proxies[2].mode = "drop-down"
         await eventually("node c notices its half-silent Redis link", lambda: nodes[2].ready() == 503, timeout=10)
-        proxies[2].mode = "pass"
+        proxies[2].reset(then="pass")
         await eventually("node c back on its own", lambda: nodes[2].ready() == 200)
 
     async def redis_pause():
@@ -427,7 +447,17 @@ async def main(sentinel_phase: bool):
             node.client_proxy.reset(then="pass")
 
     async def failover():
-        # The primary dies; the sentinel promotes the replica (which may be behind) and the nodes follow.
+        # The replica falls behind (its replication link silent, not reset, while publishing goes on), then
+        # the primary dies; the sentinel promotes the replica that is behind and the nodes follow. Whoever
+        # held a position the new primary never saw must be told recovered: false.
+        await eventually("the replica following the primary", lambda: helpers[0].replication().get(
+            "master_link_status") == "up" and helpers[0].replication_offset() > 0)
+        primary_proxy.silenced.add("127.0.0.2")
+        await asyncio.sleep(1.5)
+        behind = (redis.replication_offset(), helpers[0].replication_offset())
+        assert behind[0] > behind[1], f"the replica is not behind: primary at {behind[0]}, replica at {behind[1]}"
+        print(f"  the replica is behind: primary at {behind[0]}, replica at {behind[1]}")
+        before = told()
         redis.kill()
         deadline = time.time() + TIMEOUT
         while str(helpers[0].port).encode() not in helpers[1].command(
@@ -435,6 +465,7 @@ async def main(sentinel_phase: bool):
             if time.time() > deadline:
                 raise RuntimeError("no failover")
             await asyncio.sleep(0.2)
+        await eventually("subscribers told of the failover", lambda: told() > before)
 
     faults = [failover] if sentinel_phase else [
         blackhole, latency, one_way, redis_pause, redis_rollback, node_kill, client_reset, client_blackhole]
