@@ -14,7 +14,7 @@ import tempfile
 import time
 import urllib.request
 
-import websockets
+from protocol_client import ProtocolClient
 from redis_server import RedisServer
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
@@ -74,61 +74,12 @@ class Node:
             self.process.wait()
 
 
-class Client:
-    """One protocol v1 connection: replies matched by id, pushes queued in order."""
-
-    def __init__(self, ws, user: str):
-        self.ws = ws
-        self.user = user
-        self.next_id = 0
-        self.replies = {}
-        self.pushes = asyncio.Queue()
-        self.closed = asyncio.get_running_loop().create_future()
-        self.reader = asyncio.create_task(self._read())
+class Client(ProtocolClient):
+    """A user's connection to a node (demo mode names the user with `?user=`)."""
 
     @classmethod
     async def open(cls, node: Node, user: str) -> "Client":
-        ws = await websockets.connect(f"{node.ws}?user={user}", max_size=None, open_timeout=TIMEOUT)
-        return cls(ws, user)
-
-    async def _read(self):
-        try:
-            async for raw in self.ws:
-                message = json.loads(raw)
-                if "id" in message and message["id"] in self.replies:
-                    self.replies.pop(message["id"]).set_result(message)
-                else:
-                    await self.pushes.put(message)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            if not self.closed.done():
-                self.closed.set_result(self.ws.close_code)
-
-    async def call(self, cmd: str, **fields) -> dict:
-        self.next_id += 1
-        reply = asyncio.get_running_loop().create_future()
-        self.replies[self.next_id] = reply
-        await self.ws.send(json.dumps({"id": self.next_id, "cmd": cmd, **fields}))
-        return await asyncio.wait_for(reply, TIMEOUT)
-
-    async def ok(self, cmd: str, **fields) -> dict:
-        reply = await self.call(cmd, **fields)
-        assert "ok" in reply, f"{self.user}: {cmd} failed: {reply}"
-        return reply["ok"]
-
-    async def push(self, kind: str, channel: str = None, where=lambda message: True) -> dict:
-        """The next push of `kind` that `where` accepts (others before it are skipped)."""
-        deadline = time.time() + TIMEOUT
-        while True:
-            message = await asyncio.wait_for(self.pushes.get(), max(deadline - time.time(), 0.01))
-            if message.get("push") == kind and (channel is None or message.get("channel") == channel) \
-                    and where(message):
-                return message
-
-    async def close(self):
-        await self.ws.close()
-        self.reader.cancel()
+        return await super().open(f"{node.ws}?user={user}", user)
 
 
 async def eventually(description: str, check, timeout: float = TIMEOUT):

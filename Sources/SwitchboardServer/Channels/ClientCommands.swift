@@ -100,24 +100,7 @@ struct ClientCommands {
                 self.subscriptions.runWaiting(channel, session: session, loop: loop)
             }
         case .rpc(let method, let data):
-            guard let proxy = application.proxy, proxy.configuration.rpcURL != nil else {
-                return fail(.notAllowed("rpc is not configured on this server"))
-            }
-            guard takePublishToken(session, fail: fail), startProxyCall(session, fail: fail) else { return }
-            proxy.ask(.rpc, for: session, ["method": ServerMessage.quote(method), "data": data], on: loop.eventLoop)
-                .assumeIsolated()
-                .whenComplete { answer in
-                    session.proxyCalls -= 1
-                    guard !session.isClosed else { return }
-                    switch answer {
-                    case .success(.result(let result)):
-                        let data = result.json("data").map { "{\"data\":\($0)}" } ?? "{}"
-                        session.reply(ServerMessage.reply(id: id, result: data))
-                    case .success(.error(let error)): fail(error)
-                    case .success(.disconnect(let code, let reason)): self.closeForBackend(session, code, reason)
-                    case .failure(let error): fail((error as? ProxyFailure ?? ProxyFailure(error)).protocolError)
-                    }
-                }
+            rpc(method, data: data, id: id, session: session, loop: loop, fail: fail)
         case .unsubscribe(let channel):
             guard checkedOptions(channel, fail: fail) != nil else { return }
             guard let subscription = session.subscriptions.removeValue(forKey: channel) else {
@@ -141,30 +124,9 @@ struct ClientCommands {
                     channel, data: data, options: options, idempotency: idempotency, id: id, session: session,
                     loop: loop)
             }
-            guard let proxy = application.proxy, proxy.configuration.publishURL != nil else {
-                return fail(.unavailable)
-            }
-            guard startProxyCall(session, fail: fail) else { return }
-            proxy.ask(
-                .publish, for: session, ["channel": ServerMessage.quote(channel), "data": data], on: loop.eventLoop,
-                check: { result in _ = try result.bool("skip_history") }
-            )
-            .assumeIsolated()
-            .whenComplete { answer in
-                session.proxyCalls -= 1
-                guard !session.isClosed else { return }
-                switch answer {
-                case .success(.result(let result)):
-                    var options = options
-                    if (try? result.bool("skip_history")) == true { options.historySize = 0 }
-                    self.publish(
-                        channel, data: result.json("data") ?? data, options: options, idempotency: idempotency, id: id,
-                        session: session, loop: loop)
-                case .success(.error(let error)): fail(error)
-                case .success(.disconnect(let code, let reason)): self.closeForBackend(session, code, reason)
-                case .failure(let error): fail((error as? ProxyFailure ?? ProxyFailure(error)).protocolError)
-                }
-            }
+            publishThroughBackend(
+                channel, data: data, options: options, idempotency: idempotency, id: id, session: session,
+                loop: loop, fail: fail)
         case .presence(let channel):
             guard let options = checkedOptions(channel, fail: fail) else { return }
             guard options.presence else { return fail(.notAllowed("presence is off in this namespace")) }
@@ -197,7 +159,7 @@ struct ClientCommands {
         }
     }
 
-    private func publish(
+    func publish(
         _ channel: String, data: String, options: NamespaceOptions, idempotency: IdempotencyKey?, id: Int,
         session: ClientSession, loop: ChannelsLoop
     ) {
@@ -219,7 +181,7 @@ struct ClientCommands {
 
     /// Publishes and RPCs share the connection's rate: each takes a token or is refused with 106; a client
     /// that goes on regardless is closed.
-    private func takePublishToken(_ session: ClientSession, fail: (ProtocolError) -> Void) -> Bool {
+    func takePublishToken(_ session: ClientSession, fail: (ProtocolError) -> Void) -> Bool {
         guard session.bucket.take(now: Int64(NIODeadline.now().uptimeNanoseconds)) else {
             session.rejectedPublishes += 1
             fail(.rateLimited)
@@ -231,45 +193,6 @@ struct ClientCommands {
         }
         session.rejectedPublishes = 0
         return true
-    }
-
-    /// Counts a question to the backend in flight, or refuses it (109) past `maxWaitingCommands`.
-    private func startProxyCall(_ session: ClientSession, fail: (ProtocolError) -> Void) -> Bool {
-        guard session.proxyCalls < Self.maxWaitingCommands else {
-            fail(.tooManyWaitingCommands)
-            return false
-        }
-        session.proxyCalls += 1
-        return true
-    }
-
-    /// The subscribe proxy's decision: the presence `info` it gave (nil: the connection's), or its error, or
-    /// the connection closed as it said (`BackendClosed`).
-    private func askBackendToSubscribe(
-        _ channel: String, data: String?, session: ClientSession, loop: ChannelsLoop
-    ) -> EventLoopFuture<String?> {
-        guard let proxy = application.proxy, proxy.configuration.subscribeURL != nil else {
-            return loop.eventLoop.makeFailedFuture(ProtocolError.unavailable)
-        }
-        return proxy.ask(
-            .subscribe, for: session, ["channel": ServerMessage.quote(channel), "data": data], on: loop.eventLoop
-        )
-        .assumeIsolated()
-        .flatMapThrowing { answer in
-            switch answer {
-            case .result(let result): return result.json("info")
-            case .error(let error): throw error
-            case .disconnect(let code, let reason):
-                self.closeForBackend(session, code, reason)
-                throw BackendClosed()
-            }
-        }
-        .nonisolated()
-    }
-
-    /// The backend's `disconnect`: codes 4000–4499 advise reconnecting, 4500–4999 not.
-    private func closeForBackend(_ session: ClientSession, _ code: UInt16, _ reason: String) {
-        session.connection.close(code: CloseCode(code), reason: reason, reconnect: code < 4500)
     }
 
     /// Replies to command `id` with the future's result, on the connection's loop, within the broker
