@@ -155,6 +155,36 @@ struct ProxyTests {
         }
     }
 
+    /// The backend answers a connection's two publishes out of order (the first one late): they are still
+    /// made in the order sent. Without the ordering, "second" got offset 1.
+    @Test func publishesAreMadeInTheOrderSentWhateverOrderTheBackendAnswersIn() async throws {
+        let backend = try await ProxyBackend.start { request in
+            .init(body: #"{"result":{}}"#, delay: request.body.contains("first") ? .milliseconds(400) : .zero)
+        }
+        let server = try await ChannelsServer.start(channels: Self.namespaces, proxy: backend.configuration())
+        try await finally(
+            {
+                await server.stop()
+                await backend.stop()
+            }
+        ) {
+            let reader = try await server.connect(user: "reader")
+            _ = try await reader.call(["cmd": "subscribe", "channel": "moderated:order"])
+            let writer = try await server.connect(user: "writer")
+            let first = writer.send(["cmd": "publish", "channel": "moderated:order", "data": "first"])
+            let second = writer.send(["cmd": "publish", "channel": "moderated:order", "data": "second"])
+            var offsets: [Int: Int] = [:]
+            while offsets.count < 2 {
+                let reply = try await writer.next()
+                if let id = reply.id { offsets[id] = reply.ok?["offset"] as? Int }
+            }
+            #expect(offsets[first] == 1)
+            #expect(offsets[second] == 2)
+            let pushes = [try await reader.nextPush("pub"), try await reader.nextPush("pub")]
+            #expect(pushes.map { $0["data"] as? String } == ["first", "second"])
+        }
+    }
+
     @Test func anRPCIsAnsweredByTheBackend() async throws {
         let backend = try await ProxyBackend.start { request in
             let method = request.json["method"] as? String ?? ""

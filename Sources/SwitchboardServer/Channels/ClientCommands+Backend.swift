@@ -28,6 +28,8 @@ extension ClientCommands {
     }
 
     /// The publish proxy decides first: it may refuse, replace `data`, or keep the publication out of history.
+    /// The backend may answer a connection's publishes to a channel out of order; they reach the broker in
+    /// the order the client sent them (each waits for the one before it to be answered).
     func publishThroughBackend(
         _ channel: String, data: String, options: NamespaceOptions, idempotency: IdempotencyKey?, id: Int,
         session: ClientSession, loop: ChannelsLoop, fail: @escaping (ProtocolError) -> Void
@@ -36,22 +38,30 @@ extension ClientCommands {
             return fail(.unavailable)
         }
         guard startProxyCall(session, fail: fail) else { return }
-        proxy.ask(
+        let asked = proxy.ask(
             .publish, for: session, ["channel": ServerMessage.quote(channel), "data": data], on: loop.eventLoop,
-            check: { result in _ = try result.bool("skip_history") }
-        )
-        .assumeIsolated()
-        .whenComplete { answer in
-            session.proxyCalls -= 1
-            guard !session.isClosed else { return }
-            guard case .success(.result(let result)) = answer else {
-                return self.refused(answer, session: session, fail: fail)
+            check: { result in _ = try result.bool("skip_history") })
+        let turn = session.publishTail[channel] ?? loop.eventLoop.makeSucceededVoidFuture()
+        let done = loop.eventLoop.makePromise(of: Void.self)
+        session.publishTail[channel] = done.futureResult
+        done.futureResult.assumeIsolated().whenComplete { _ in
+            if session.publishTail[channel] === done.futureResult { session.publishTail[channel] = nil }
+        }
+        turn.assumeIsolated().whenComplete { _ in
+            asked.assumeIsolated().whenComplete { answer in
+                session.proxyCalls -= 1
+                guard !session.isClosed else { return done.succeed() }
+                guard case .success(.result(let result)) = answer else {
+                    self.refused(answer, session: session, fail: fail)
+                    return done.succeed()
+                }
+                var options = options
+                if (try? result.bool("skip_history")) == true { options.historySize = 0 }
+                self.publish(
+                    channel, data: result.json("data") ?? data, options: options, idempotency: idempotency, id: id,
+                    session: session, loop: loop
+                ).assumeIsolated().whenComplete { _ in done.succeed() }
             }
-            var options = options
-            if (try? result.bool("skip_history")) == true { options.historySize = 0 }
-            self.publish(
-                channel, data: result.json("data") ?? data, options: options, idempotency: idempotency, id: id,
-                session: session, loop: loop)
         }
     }
 

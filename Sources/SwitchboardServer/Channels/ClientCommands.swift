@@ -120,9 +120,10 @@ struct ClientCommands {
                 IdempotencyKey(scope + " " + $0, window: configuration.idempotencyWindow)
             }
             guard options.proxyPublish else {
-                return publish(
+                publish(
                     channel, data: data, options: options, idempotency: idempotency, id: id, session: session,
                     loop: loop)
+                return
             }
             publishThroughBackend(
                 channel, data: data, options: options, idempotency: idempotency, id: id, session: session,
@@ -159,10 +160,12 @@ struct ClientCommands {
         }
     }
 
+    /// The returned future completes once the publish is answered.
+    @discardableResult
     func publish(
         _ channel: String, data: String, options: NamespaceOptions, idempotency: IdempotencyKey?, id: Int,
         session: ClientSession, loop: ChannelsLoop
-    ) {
+    ) -> EventLoopFuture<Void> {
         var published = broker.publish(
             channel: channel, data: data, user: session.connection.userID, options: options, idempotency: idempotency,
             on: loop.eventLoop)
@@ -174,7 +177,7 @@ struct ClientCommands {
                 return publication
             }
         }
-        answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
+        return answer(published, id: id, session: session, loop: loop, failure: ProtocolError.publishFailure) {
             "{\"offset\":\($0.offset)}"
         }
     }
@@ -196,13 +199,17 @@ struct ClientCommands {
     }
 
     /// Replies to command `id` with the future's result, on the connection's loop, within the broker
-    /// timeout; a failure is answered with error 110.
+    /// timeout; a failure is answered with error 110. The returned future completes (never fails) once the
+    /// command is answered.
+    @discardableResult
     private func answer<T>(
         _ future: EventLoopFuture<T>, id: Int, session: ClientSession, loop: ChannelsLoop,
         failure: @escaping (any Error) -> ProtocolError = { _ in .unavailable }, _ result: @escaping (T) -> String
-    ) {
+    ) -> EventLoopFuture<Void> {
+        let answered = loop.eventLoop.makePromise(of: Void.self)
         future.arriving(on: loop.eventLoop, within: configuration.brokerTimeout).assumeIsolated().whenComplete {
             outcome in
+            defer { answered.succeed() }
             guard !session.isClosed else { return }
             switch outcome {
             case .success(let value):
@@ -212,6 +219,7 @@ struct ClientCommands {
                 session.reply(ServerMessage.error(id: id, failure(error)))
             }
         }
+        return answered.futureResult
     }
 
     private func refusal(

@@ -34,6 +34,9 @@ final class ClientSession {
     var isClosed = false
     /// The upgrade's headers that go with every question to the application's backend.
     var forwardedHeaders = HTTPHeaders()
+    /// Per channel, the last proxied publish still to be answered: the next waits for it, so publishes reach
+    /// the broker in the order sent whatever order the backend answers in.
+    var publishTail: [String: EventLoopFuture<Void>] = [:]
     /// The webhook was told of this connection (its `connect`): its `disconnect` follows.
     var announced = false
     /// Questions to the backend (publish, rpc) waiting for their answer: bounded, so one connection cannot
