@@ -514,6 +514,11 @@ struct APITests {
             let held = [
                 try await RawConnection.connect(port: port(api)), try await RawConnection.connect(port: port(api)),
             ]
+            // Each held connection is answered once (keep-alive): the server has taken both before the third.
+            for connection in held {
+                connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                try await eventually("a held connection served") { connection.receivedText.hasPrefix("HTTP/1.1 200") }
+            }
             let waiting = try await RawConnection.connect(port: port(api))
             waiting.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             try await Task.sleep(for: .milliseconds(500))

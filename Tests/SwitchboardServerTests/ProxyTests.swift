@@ -1,5 +1,6 @@
 import Foundation
 import MetricsTestKit
+import NIOConcurrencyHelpers
 import NIOCore
 import SwitchboardClient
 import SwitchboardCore
@@ -343,9 +344,11 @@ struct ProxyTests {
         }
     }
 
-    /// `expire_at` from the connect proxy: the refresh proxy is asked before it and extends it; where the
-    /// backend declines, the connection closes at its expiry (4001, reconnect advised).
+    /// `expire_at` from the connect proxy: the refresh proxy is asked before it and extends it (after a
+    /// failed first answer, asked again half-way); where the backend's answer is unusable, the connection
+    /// closes at its expiry (4001, reconnect advised).
     @Test func theRefreshProxyRenewsAConnectionBeforeItExpires() async throws {
+        let longAsked = NIOLockedValueBox(0)
         let backend = try await ProxyBackend.start { request in
             let now = Date().timeIntervalSince1970
             switch request.event {
@@ -357,6 +360,11 @@ struct ProxyTests {
                     // An answer without expire_at is unusable (it must not lift the expiry by omission).
                     return .init(body: #"{"result":{}}"#)
                 }
+                let asked = longAsked.withLockedValue {
+                    $0 += 1
+                    return $0
+                }
+                if asked == 1 { return .init(status: .internalServerError, body: "") }
                 return .init(body: #"{"result":{"expire_at":\#(Int(now) + 3600)}}"#)
             }
         }
@@ -370,7 +378,7 @@ struct ProxyTests {
         ) {
             let long = try await server.connect(headers: [("Authorization", "Session long")])
             let short = try await server.connect(headers: [("Authorization", "Session short")])
-            try await eventually("both asked to refresh") { backend.requests("refresh").count >= 2 }
+            try await eventually("both asked to refresh, long twice") { longAsked.withLockedValue { $0 } >= 2 }
             #expect(try await short.client.waitForClose(timeout: .seconds(10))?.code == 4001)
             // Past the first expiry, the renewed connection still answers.
             #expect(try await long.call(["cmd": "ping"]).reply.ok != nil)

@@ -253,7 +253,9 @@ struct ConnectionAuthentication {
     /// The refresh proxy renews a connection the connect proxy let in, before its `expire_at`: a `result`
     /// sets the new expiry (none: never expires); a `disconnect` closes it now; an `error`, or no answer,
     /// leaves it to close at its expiry (4001, with reconnect advice: connecting asks the backend again).
-    func refreshThroughProxy(_ proxy: EventProxy, session: ClientSession, loop: ChannelsLoop) {
+    /// A backend that gave no usable answer is asked once more, half-way to the expiry: a hiccup must not
+    /// make every connection expiring now reconnect through the connect proxy at once.
+    func refreshThroughProxy(_ proxy: EventProxy, session: ClientSession, loop: ChannelsLoop, retried: Bool = false) {
         proxy.ask(
             .refresh, for: session, on: loop.eventLoop,
             check: { result in
@@ -279,8 +281,16 @@ struct ConnectionAuthentication {
                 }
             case .success(.disconnect(let code, let reason)):
                 session.connection.close(code: CloseCode(code), reason: reason, reconnect: code < 4500)
-            case .success(.error), .failure:
+            case .success(.error):
                 break
+            case .failure:
+                guard !retried, let expiresAt = session.expiresAt else { break }
+                let remaining = expiresAt - Date().timeIntervalSince1970
+                guard remaining > 1 else { break }
+                loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(remaining * 500))) {
+                    guard !session.isClosed else { return }
+                    self.refreshThroughProxy(proxy, session: session, loop: loop, retried: true)
+                }
             }
         }
     }
