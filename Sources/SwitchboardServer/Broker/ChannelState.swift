@@ -38,12 +38,17 @@ struct ChannelState {
 
     /// The offset of the publish made with `key` within its window, if any.
     mutating func repeated(_ key: String, now: Int64) -> Int? {
+        expireKeys(now: now)
+        guard let entry = idempotencyKeys[key], entry.expires > now else { return nil }
+        return entry.offset
+    }
+
+    /// Forgets the keys whose window has passed (oldest first: they were made in order).
+    mutating func expireKeys(now: Int64) {
         while let first = idempotencyOrder.first, first.expires <= now {
             idempotencyOrder.removeFirst()
             if idempotencyKeys[first.key]?.expires == first.expires { idempotencyKeys[first.key] = nil }
         }
-        guard let entry = idempotencyKeys[key], entry.expires > now else { return nil }
-        return entry.offset
     }
 
     /// Remembers that the publish made with `key` got `offset`, until `expires`.

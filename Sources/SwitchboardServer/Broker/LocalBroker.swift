@@ -141,7 +141,7 @@ public final class LocalBroker: Broker {
         else { return }
         states.forEachStripe { states in
             for name in Array(states.keys) {
-                _ = states[name]?.repeated("", now: now)
+                states[name]?.expireKeys(now: now)
                 if states[name]?.isIdle == true { states[name] = nil }
             }
         }

@@ -115,9 +115,10 @@ struct ClientCommands {
             guard takePublishToken(session, fail: fail) else { return }
             // Keys are the publisher's own (its user, or the connection when anonymous): another client
             // publishing first with a guessed key must not swallow this one's publication.
-            let scope = session.connection.userID.map { "user:" + $0 } ?? "client:" + session.member.clientID
-            let idempotency = idempotencyKey.map {
-                IdempotencyKey(scope + " " + $0, window: configuration.idempotencyWindow)
+            // Built only for a keyed publish: a plain one costs no string work here.
+            let idempotency = idempotencyKey.map { key in
+                let scope = session.connection.userID.map { "user:" + $0 } ?? "client:" + session.member.clientID
+                return IdempotencyKey(scope + " " + key, window: configuration.idempotencyWindow)
             }
             guard options.proxyPublish else {
                 publish(
