@@ -90,6 +90,10 @@ extension SettingKey {
         .init("host", .string, "127.0.0.1", "address to bind; 0.0.0.0 for every interface"),
         .init("port", .int, "8080", "TCP port (0 picks a free one)"),
         .init("path", .string, "/ws", "path of the WebSocket endpoint"),
+        .init("ssePath", .string, "/sse", "path of the one-way Server-Sent Events endpoint (empty: none)"),
+        .init(
+            "httpStreamPath", .string, "/http-stream",
+            "path of the HTTP transport for clients whose WebSocket upgrade fails (empty: none)"),
         .init("threads", .int, "cores", "event loop threads, one registry shard each"),
         .init("maxMessageSize", .int, "1048576", "largest message a client may send, all fragments (past it: 1009)"),
         .init("maxConnections", .int, "100000", "open connections at once; further upgrades get 503"),

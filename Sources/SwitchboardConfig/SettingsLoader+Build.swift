@@ -15,6 +15,12 @@ extension SettingsLoader {
         transport.host = reader.string("host") ?? transport.host
         transport.port = try reader.int("port", in: 0...65535) ?? transport.port
         transport.path = reader.string("path") ?? "/ws"
+        transport.eventStreamPath = try Values.streamPath("ssePath", reader.string("ssePath") ?? "/sse", besides: transport.path)
+        transport.httpStreamPath = try Values.streamPath(
+            "httpStreamPath", reader.string("httpStreamPath") ?? "/http-stream", besides: transport.path)
+        if let sse = transport.eventStreamPath, sse == transport.httpStreamPath {
+            throw SettingsError("ssePath and httpStreamPath must differ")
+        }
         transport.threads = try reader.int("threads", in: 1...1024) ?? transport.threads
         transport.maxMessageSize = try reader.int("maxMessageSize", in: 1...Int(Int32.max)) ?? transport.maxMessageSize
         transport.maxConnections = try reader.int("maxConnections", in: 1...Int(Int32.max)) ?? transport.maxConnections
@@ -316,5 +322,15 @@ private struct Values {
 
     func seconds(_ key: String, positive: Bool = false) throws -> TimeAmount? {
         try number(key, positive: positive).map { .nanoseconds(Int64($0 * 1e9)) }
+    }
+
+    /// A stream endpoint's path: empty turns it off; otherwise an absolute path other than the WebSocket's.
+    static func streamPath(_ key: String, _ value: String, besides path: String?) throws -> String? {
+        guard !value.isEmpty else { return nil }
+        guard value.hasPrefix("/"), !value.contains("?") else {
+            throw SettingsError("\(key): must be a path starting with /, or empty to turn it off")
+        }
+        guard value != path else { throw SettingsError("\(key): must differ from path (the WebSocket endpoint)") }
+        return value
     }
 }

@@ -8,6 +8,12 @@ public struct SwitchboardConfiguration: Sendable {
     public var port = 8080
     /// The WebSocket endpoint. nil accepts an upgrade at any path (the echo server). Default `/ws`.
     public var path: String? = "/ws"
+    /// Server-Sent Events on the same listener: `GET <path>?channel=…` streams channels one way (the
+    /// application decides what the request may read). nil: none. Default `/sse`.
+    public var eventStreamPath: String? = "/sse"
+    /// The HTTP transport for clients whose WebSocket upgrade fails: `GET` opens the session's stream of
+    /// protocol messages, `POST ?session=…` sends it commands. nil: none. Default `/http-stream`.
+    public var httpStreamPath: String? = "/http-stream"
     /// Event loop threads, one registry shard each. Default: the number of cores.
     public var threads = System.coreCount
     /// Largest message (all fragments together) a client may send; past it, close 1009. Default 1 MiB.

@@ -7,6 +7,8 @@ import SwitchboardCore
 /// give it there); from elsewhere, use `handle`.
 public protocol LocalConnection: AnyObject {
     var id: ConnectionID { get }
+    /// How the client reached the hub (a WebSocket, an event stream, the HTTP transport).
+    var transport: Transport { get }
     var userID: String? { get }
     /// The `info` of the upgrade decision.
     var info: String? { get }
@@ -44,6 +46,9 @@ public protocol LocalConnection: AnyObject {
     /// decides (`LoopShard.flushesAtOnce`): the connection's first message of an inbox batch goes at
     /// once, later ones and replies written while reading with one flush at the end of the batch or turn.
     func send(_ frame: ByteBuffer, as kind: OutboundClass, flush: Bool)
+    /// Hands the application a message that reached the connection another way (a `POST` of the HTTP
+    /// transport), counted and limited as if read from the socket.
+    func receive(_ message: DataMessage)
     /// Starts the close handshake with an application's own code and reason; the disconnect notice advises
     /// reconnecting unless `reconnect` is false.
     func close(code: CloseCode, reason: String, reconnect: Bool)

@@ -67,7 +67,7 @@ extension WebSocketConnection {
         closeTimer = nil
         releaseLimitCounts()
         shard.unregister(self)
-        hub.connectionClosed(reason)
+        hub.connectionClosed(reason, transport: transport)
         log(.debug, "connection closed", metadata: ["reason": "\(reason.rawValue)"])
         hub.application.connectionClosed(self, reason: reason)
         applicationState = nil

@@ -24,6 +24,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let deflate: DeflateParameters?
 
     let id: ConnectionID
+    /// How the client reached the hub: a WebSocket, or a stream (`EventStreamFraming` turns its frames into
+    /// events).
+    let transport: Transport
     /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
     private(set) var userID: String?
     let subprotocol: String?
@@ -58,9 +61,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     init(
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
         attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, clientAddress: String? = nil,
-        countedUser: String? = nil, isLocal: Bool = false, directSocket: DirectSocket? = nil, hub: Hub,
-        shard: LoopShard
+        countedUser: String? = nil, isLocal: Bool = false, directSocket: DirectSocket? = nil,
+        transport: Transport = .webSocket, hub: Hub, shard: LoopShard
     ) {
+        self.transport = transport
         self.isLocal = isLocal
         self.directSocket = directSocket
         self.clientAddress = clientAddress
@@ -114,7 +118,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func start() {
         guard let context, context.channel.isActive, machine.upgraded() == .register else { return abandon() }
         shard.register(self)
-        hub.connectionOpened()
+        hub.connectionOpened(transport)
         log(.debug, "connection opened")
         hub.application.connectionOpened(self)
         // Upgraded after the drain passed this loop (its verdict came just before the drain began): the drain
@@ -205,7 +209,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     private func handle(_ message: InboundMessage, context: ChannelHandlerContext) {
-        if case .pong = message { heartbeat.pongReceived() }
+        if case .pong = message {
+            heartbeat.pongReceived()
+            // A stream's client cannot send data down it: its pongs (the kernel took our ping) keep it from idling.
+            if transport.isStream { heartbeat.dataReceived(now: LoopShard.now()) }
+        }
         switch machine.received(message) {
         case .deliver:
             if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }
@@ -233,6 +241,23 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         default:
             break
         }
+    }
+
+    /// A message that reached this connection another way (a `POST` of the HTTP transport): counted and
+    /// limited like one read from the socket, then handed to the application. Call on the connection's loop.
+    func receive(_ message: DataMessage) {
+        shard.eventLoop.assertInEventLoop()
+        guard machine.state == .open else { return }
+        let size: Int
+        switch message {
+        case .text(let payload), .binary(let payload): size = payload.readableBytes
+        }
+        shard.counters.bytesIn += size
+        if let inbound, !inbound.admitBytes(size) { return inboundLimitExceeded("bytes") }
+        if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }
+        shard.counters.messagesIn += 1
+        heartbeat.dataReceived(now: LoopShard.now())
+        hub.application.connection(self, received: message)
     }
 
     /// Gives back this connection's places under the per-address and per-user limits (once: both are cleared).

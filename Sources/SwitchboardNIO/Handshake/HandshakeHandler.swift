@@ -13,6 +13,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private enum State {
         case awaitingHead
         case awaitingEnd(HTTPRequestHead)
+        /// A `POST` of the HTTP transport, its body so far (bounded by the message size limit).
+        case awaitingBody(HTTPRequestHead, ByteBuffer)
         /// Waiting for the application's decision; further input waits in the HTTP decoder.
         case deciding
         case done
@@ -24,6 +26,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let decoder: ByteToMessageHandler<HTTPRequestDecoder>
     private var state = State.awaitingHead
     private var timeout: Scheduled<Void>?
+    /// What the request asked for: a WebSocket, or a stream (refusals are JSON then).
+    private var transport = Transport.webSocket
     /// When the handshake began (at accept): the decision gets what is left of the handshake timeout.
     private let started = NIODeadline.now()
     /// Plain TCP and allowed by the configuration: the connection may write its socket directly.
@@ -59,13 +63,29 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch (state, unwrapInboundIn(data)) {
         case (.awaitingHead, .head(let head)):
-            state = .awaitingEnd(head)
+            if head.method == .POST, let path = hub.configuration.httpStreamPath, Self.path(of: head) == path {
+                state = .awaitingBody(head, context.channel.allocator.buffer(capacity: 0))
+            } else {
+                state = .awaitingEnd(head)
+            }
         case (.awaitingEnd(let head), .end):
             state = .deciding
             decide(head, context: context)
+        case (.awaitingBody(let head, var body), .body(var part)):
+            guard body.readableBytes + part.readableBytes <= hub.configuration.maxMessageSize else {
+                state = .done
+                transport = .httpStream
+                return reject(
+                    .init(status: .payloadTooLarge, reason: "body too large", kind: .badRequest), context: context)
+            }
+            body.writeBuffer(&part)
+            state = .awaitingBody(head, body)
+        case (.awaitingBody(let head, let body), .end):
+            state = .deciding
+            post(head, body: body, context: context)
         case (.awaitingEnd, .body), (.deciding, _), (.done, _):
             break  // a body on an upgrade request is ignored; nothing else can arrive before we answer
-        case (.awaitingHead, _), (.awaitingEnd, .head):
+        case (.awaitingHead, _), (.awaitingEnd, .head), (.awaitingBody, .head):
             state = .done
             reject(.bad("malformed HTTP request"), context: context)
         }
@@ -90,8 +110,28 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
+    private static func path(of head: HTTPRequestHead) -> Substring { head.uri.prefix { $0 != "?" } }
+
+    /// What a request at one of the stream paths asks for; nil: not a stream.
+    private func streamTransport(_ head: HTTPRequestHead) -> Transport? {
+        let path = Self.path(of: head)
+        if let sse = hub.configuration.eventStreamPath, path == sse { return .eventStream }
+        if let http = hub.configuration.httpStreamPath, path == http { return .httpStream }
+        return nil
+    }
+
     private func decide(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
-        if let site = hub.site, !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
+        if let transport = streamTransport(head) {
+            self.transport = transport
+            if head.method == .OPTIONS { return preflight(head, context: context) }
+            guard head.method == .GET || head.method == .HEAD else {
+                state = .done
+                return reject(
+                    .init(status: .methodNotAllowed, reason: "use GET (or POST commands to a session)", kind: .badRequest),
+                    context: context)
+            }
+        }
+        if transport == .webSocket, let site = hub.site, !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
             String(head.uri.prefix { $0 != "?" }) != hub.configuration.path
         {
             state = .done
@@ -104,7 +144,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         // timeout, and the hub gives back the places held for it.
         hub.admit(
             head, remoteAddress: context.channel.remoteAddress, path: hub.configuration.path, on: loop,
-            deciding: hub.configuration.handshakeTimeout - (.now() - started), countsTimeout: false
+            deciding: hub.configuration.handshakeTimeout - (.now() - started), countsTimeout: false,
+            transport: transport
         )
         .assumeIsolated().whenSuccess { verdict in
             loop.assumeIsolated().execute { self.decided(verdict, context: context) }
@@ -125,6 +166,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func upgrade(_ admission: UpgradeAdmission, context: ChannelHandlerContext) {
+        if admission.transport.isStream { return openStream(admission, context: context) }
         var headers = HTTPHeaders([("Upgrade", "websocket"), ("Connection", "Upgrade")])
         headers.add(contentsOf: admission.responseHeaders)
         context.write(
@@ -152,6 +194,111 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A stream: the connection with `EventStreamFraming` in front, which writes the 200 head and turns
+    /// its frames into events. TCP's user timeout finds a silent client, which cannot answer pings.
+    private func openStream(_ admission: UpgradeAdmission, context: ChannelHandlerContext) {
+        let configuration = hub.configuration
+        var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+        head += "Cache-Control: no-cache, no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n"
+        if admission.gzip { head += "Content-Encoding: gzip\r\n" }
+        for (name, value) in admission.responseHeaders { head += "\(name): \(value)\r\n" }
+        head += "\r\n"
+        let streams = (admission.attachment as? any StreamAttachment)?.streamNames ?? []
+        let framing = EventStreamFraming(transport: admission.transport, streams: streams, gzip: admission.gzip)
+        do {
+            let connection = try hub.connection(for: admission, on: context.eventLoop, directSocket: nil)
+            let pipeline = context.pipeline.syncOperations
+            do {
+                try pipeline.addHandler(framing, position: .after(self))
+                try pipeline.addHandler(connection, position: .after(framing))
+            } catch {
+                connection.abandon()
+                throw error
+            }
+            if configuration.pingInterval > .zero {
+                let timeout = configuration.pingInterval + configuration.pongTimeout
+                try? context.channel.syncOptions?.setOption(
+                    .socketOption(.init(rawValue: Self.tcpUserTimeout)), value: Int(timeout.nanoseconds / 1_000_000))
+            }
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(encoder, promise: nil)
+            pipeline.removeHandler(decoder, promise: nil)
+            framing.start(head: ByteBuffer(string: head), context: try pipeline.context(handler: framing))
+            connection.start()
+        } catch {
+            hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    /// Linux's `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before the kernel ends the
+    /// connection.
+    private static let tcpUserTimeout: Int32 = 18
+
+    /// A `POST` of the HTTP transport: the application routes its commands to the session; the answer is
+    /// JSON. Bounded by what is left of the handshake timeout (the timer closes the connection at it).
+    private func post(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
+        transport = .httpStream
+        guard
+            case .success = HandshakeValidator.validateStream(
+                head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
+        else {
+            state = .done
+            return reject(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+        }
+        let query = QueryParameters(head.uri)
+        guard let session = query.first("session"), !session.isEmpty else {
+            state = .done
+            return answer(.error(.badRequest, code: 400, "session is required"), head: head, context: context)
+        }
+        let loop = context.eventLoop
+        let post = StreamPost(
+            session: session, body: String(decoding: body.readableBytesView, as: UTF8.self),
+            origin: head.headers.first(name: "Origin"))
+        hub.application.received(post, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
+            guard context.channel.isActive else { return }
+            self.state = .done
+            switch result {
+            case .success(let answer): self.answer(answer, head: head, context: context)
+            case .failure: self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
+            }
+        }
+    }
+
+    /// A CORS preflight for a cross-origin page the origin policy admits (the HTTP transport's `POST` with
+    /// a JSON content type); refused like the request itself otherwise.
+    private func preflight(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        state = .done
+        guard let origin = head.headers.first(name: "Origin"),
+            case .success = HandshakeValidator.validateStream(
+                head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
+        else {
+            return reject(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+        }
+        let headers = HTTPHeaders([
+            ("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Allow-Methods", "GET, POST"),
+            ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
+            ("Access-Control-Max-Age", "600"), ("Vary", "Origin"), ("Content-Length", "0"), ("Connection", "close"),
+        ])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .noContent, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
+    /// The JSON answer to a `POST`, with CORS for an admitted cross-origin page.
+    private func answer(_ answer: StreamPostAnswer, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var body = context.channel.allocator.buffer(capacity: answer.body.utf8.count + 1)
+        body.writeString(answer.body + "\n")
+        var headers = Hub.streamHeaders(head)
+        headers.add(contentsOf: [
+            ("Content-Type", "application/json"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close"),
+            ("Cache-Control", "no-store"),
+        ])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    }
+
     /// A page of the static site; the connection closes after it, like every answer that is not a 101.
     private func serve(_ response: StaticSite.Response, context: ChannelHandlerContext) {
         var headers = response.headers
@@ -173,7 +320,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func answer(_ refusal: UpgradeRefusal, context: ChannelHandlerContext) {
-        let (head, text) = refusal.response
+        let (head, text) = refusal.response(json: transport.isStream)
         var body = context.channel.allocator.buffer(capacity: text.utf8.count)
         body.writeString(text)
         context.write(wrapOutboundOut(.head(head)), promise: nil)

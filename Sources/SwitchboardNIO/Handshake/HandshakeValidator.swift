@@ -47,6 +47,24 @@ package enum HandshakeValidator {
         return .success(acceptValue(for: String(decoding: key, as: UTF8.self)))
     }
 
+    /// The checks a stream's `GET` (or the HTTP transport's `POST`) shares with an upgrade: HTTP/1.1, a
+    /// `Host`, and an allowed origin (a cross-origin `EventSource` only where the origin policy admits it).
+    package static func validateStream(
+        _ head: HTTPRequestHead, origins: OriginPolicy = .any, ownHosts: OwnHostNames = .any
+    ) -> Result<String, Rejection> {
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
+            return .failure(.bad("streams require HTTP/1.1"))
+        }
+        guard head.headers.contains(name: "Host") else { return .failure(.bad("missing Host header")) }
+        guard
+            origins.allows(
+                origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), ownHosts: ownHosts)
+        else {
+            return .failure(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed))
+        }
+        return .success("")
+    }
+
     static func acceptValue(for key: String) -> String {
         var sha1 = Insecure.SHA1()
         sha1.update(data: Array(key.utf8))

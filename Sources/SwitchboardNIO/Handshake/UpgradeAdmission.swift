@@ -22,6 +22,10 @@ public final class UpgradeAdmission: Sendable {
     let countedUser: String?
     let isLocal: Bool
     let started: NIODeadline
+    /// A WebSocket, or a stream answered 200 with events.
+    public let transport: Transport
+    /// A stream's events are gzip-compressed (the client accepts it and deflate is configured).
+    let gzip: Bool
     let hub: Hub
     /// Set once, by the first of `adopt`, `cancel` and deinit: whoever sets it owns the places.
     private let taken = ManagedAtomic(false)
@@ -29,8 +33,10 @@ public final class UpgradeAdmission: Sendable {
     init(
         responseHeaders: HTTPHeaders, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline?,
         attachment: (any Sendable)?, deflate: DeflateParameters?, clientAddress: String?, countedUser: String?,
-        isLocal: Bool, started: NIODeadline, hub: Hub
+        isLocal: Bool, started: NIODeadline, transport: Transport = .webSocket, gzip: Bool = false, hub: Hub
     ) {
+        self.transport = transport
+        self.gzip = gzip
         self.responseHeaders = responseHeaders
         self.userID = userID
         self.subprotocol = subprotocol

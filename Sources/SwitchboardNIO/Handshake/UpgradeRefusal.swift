@@ -34,11 +34,17 @@ public struct UpgradeRefusal: Error, Sendable, Equatable {
     }
 
     /// The whole answer as headers (with `Content-Length` and `Connection: close`) and body bytes.
-    public var response: (head: HTTPResponseHead, body: String) {
-        let body = reason + "\n"
+    public var response: (head: HTTPResponseHead, body: String) { response(json: false) }
+
+    /// The answer, as plain text or (for streams, whose clients are scripts) as the protocol's JSON error
+    /// object: `{"error":{"code":<status>,"message":<reason>}}`.
+    public func response(json: Bool) -> (head: HTTPResponseHead, body: String) {
+        let body =
+            json
+            ? #"{"error":{"code":\#(status.code),"message":\#(JSONText.quote(reason))}}"# + "\n" : reason + "\n"
         var headers = HTTPHeaders([
-            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "\(body.utf8.count)"),
-            ("Connection", "close"),
+            ("Content-Type", json ? "application/json" : "text/plain; charset=utf-8"),
+            ("Content-Length", "\(body.utf8.count)"), ("Connection", "close"),
         ])
         headers.add(contentsOf: extraHeaders)
         return (HTTPResponseHead(version: .http1_1, status: status, headers: headers), body)

@@ -30,7 +30,7 @@ extension Hub {
     /// counts and logs the timeout itself (our handshake's timer closes the connection at the same deadline).
     func admit(
         _ request: HTTPRequestHead, remoteAddress: SocketAddress?, path: String?, on eventLoop: any EventLoop,
-        deciding: TimeAmount, countsTimeout: Bool
+        deciding: TimeAmount, countsTimeout: Bool, transport: Transport = .webSocket
     ) -> EventLoopFuture<UpgradeVerdict> {
         let started = NIODeadline.now()
         guard let shard = shard(for: eventLoop) else {
@@ -42,7 +42,11 @@ extension Hub {
         }
         eventLoop.preconditionInEventLoop()
         let accept: String
-        switch HandshakeValidator.validate(request, path: path, origins: originPolicy, ownHosts: ownHostNames) {
+        let checked =
+            transport.isStream
+            ? HandshakeValidator.validateStream(request, origins: originPolicy, ownHosts: ownHostNames)
+            : HandshakeValidator.validate(request, path: path, origins: originPolicy, ownHosts: ownHostNames)
+        switch checked {
         case .failure(let refusal): return refuse(refusal, on: eventLoop)
         case .success(let value): accept = value
         }
@@ -76,14 +80,19 @@ extension Hub {
                     extraHeaders: [("Retry-After", "5")]), on: eventLoop)
         }
         // From here the slot and the address count are held: every way out gives them back.
-        let held = Held(address: countedAddress, isLocal: isLocal, accept: accept, started: started)
+        let held = Held(
+            address: countedAddress, isLocal: isLocal, accept: accept, started: started, transport: transport)
         // The decision is the application's (a database, an HTTP call for keys...): it may complete on any
         // event loop, late or never. Hop it here and bound it with the handshake timeout.
         // Whichever of the decision and the deadline comes first decides, once; the places are given back
         // either way, whatever becomes of the connection meanwhile.
         let decision = eventLoop.makePromise(of: UpgradeDecision.self)
         let timer = eventLoop.scheduleTask(in: deciding) { decision.fail(UpgradeDecisionTimedOut()) }
-        application.shouldUpgrade(request, from: remoteAddress, on: eventLoop).hop(to: eventLoop).whenComplete {
+        let asked =
+            transport.isStream
+            ? application.shouldOpenStream(request, transport: transport, from: remoteAddress, on: eventLoop)
+            : application.shouldUpgrade(request, from: remoteAddress, on: eventLoop)
+        asked.hop(to: eventLoop).whenComplete {
             timer.cancel()
             decision.completeWith($0)
         }
@@ -145,7 +154,8 @@ extension Hub {
             id: shard.nextConnectionID(), userID: admission.userID, subprotocol: admission.subprotocol,
             info: admission.info, expiresAt: admission.expiresAt, attachment: admission.attachment,
             deflate: admission.deflate, clientAddress: admission.clientAddress, countedUser: admission.countedUser,
-            isLocal: admission.isLocal, directSocket: directSocket, hub: self, shard: shard)
+            isLocal: admission.isLocal, directSocket: admission.transport.isStream ? nil : directSocket,
+            transport: admission.transport, hub: self, shard: shard)
     }
 
     /// What `admit` holds while the application decides.
@@ -154,6 +164,7 @@ extension Hub {
         let isLocal: Bool
         let accept: String
         let started: NIODeadline
+        let transport: Transport
     }
 
     private func decided(
@@ -188,6 +199,14 @@ extension Hub {
                 release()
                 return refused(Self.shuttingDownRefusal)
             }
+            if held.transport.isStream {
+                return .admitted(
+                    UpgradeAdmission(
+                        responseHeaders: Self.streamHeaders(request), userID: userID, subprotocol: nil, info: info,
+                        expiresAt: expiresAt, attachment: attachment, deflate: nil, clientAddress: held.address,
+                        countedUser: userID, isLocal: held.isLocal, started: held.started, transport: held.transport,
+                        gzip: configuration.deflate != nil && Self.acceptsGzip(request), hub: self))
+            }
             var headers = HTTPHeaders([("Sec-WebSocket-Accept", held.accept)])
             if let subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
             let deflate = configuration.deflate.flatMap {
@@ -212,6 +231,25 @@ extension Hub {
             logger.error("upgrade decision failed", metadata: ["error": "\(error)"])
             return refused(
                 .init(status: .internalServerError, reason: "upgrade failed", kind: .rejectedByApplication))
+        }
+    }
+
+    /// A stream's own headers: CORS for a cross-origin page the origin policy admitted (the request passed it).
+    static func streamHeaders(_ request: HTTPRequestHead) -> HTTPHeaders {
+        guard let origin = request.headers.first(name: "Origin") else { return HTTPHeaders() }
+        return HTTPHeaders([
+            ("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin"),
+        ])
+    }
+
+    /// `Accept-Encoding` names gzip (with a weight above zero).
+    static func acceptsGzip(_ request: HTTPRequestHead) -> Bool {
+        request.headers["Accept-Encoding"].contains { value in
+            value.split(separator: ",").contains { item in
+                let parts = item.split(separator: ";").map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() }
+                guard parts.first == "gzip" else { return false }
+                return !parts.dropFirst().contains { $0.hasPrefix("q=0") && !$0.dropFirst(3).contains { $0 != "." && $0 != "0" } }
+            }
         }
     }
 

@@ -58,6 +58,8 @@ public final class Hub: Sendable {
     private let open = ManagedAtomic(0)
     private let accepted = ManagedAtomic(0)
     private let closed = ManagedAtomic(0)
+    /// Open connections per transport, in `Transport.allCases` order.
+    private let openByTransport = Transport.allCases.map { _ in ManagedAtomic(0) }
     private let shuttingDown = ManagedAtomic(false)
     private let heartbeatsStarted = ManagedAtomic(false)
     // Lock: guards the drain's future, set by the first `shutdown` call.
@@ -181,19 +183,31 @@ public final class Hub: Sendable {
 
     func releaseConnectionSlot() { slots.wrappingDecrement(ordering: .relaxed) }
 
-    func connectionOpened() {
+    func connectionOpened(_ transport: Transport) {
         let now = open.wrappingIncrementThenLoad(ordering: .relaxed)
         accepted.wrappingIncrement(ordering: .relaxed)
         metrics.connectionsAccepted.increment()
         metrics.connectionsOpen.record(now)
+        metrics.transportAccepted[transport]?.increment()
+        metrics.transportOpen[transport]?.record(counter(transport).wrappingIncrementThenLoad(ordering: .relaxed))
     }
 
-    func connectionClosed(_ reason: DisconnectReason) {
+    func connectionClosed(_ reason: DisconnectReason, transport: Transport) {
         releaseConnectionSlot()
         let now = open.wrappingDecrementThenLoad(ordering: .relaxed)
         closed.wrappingIncrement(ordering: .relaxed)
         metrics.connectionsOpen.record(now)
+        metrics.transportOpen[transport]?.record(counter(transport).wrappingDecrementThenLoad(ordering: .relaxed))
         metrics.closed(reason)
+    }
+
+    private func counter(_ transport: Transport) -> ManagedAtomic<Int> {
+        openByTransport[Transport.allCases.firstIndex(of: transport) ?? 0]
+    }
+
+    /// Open connections per transport now (`Transport.rawValue`: `websocket`, `sse`, `http_stream`).
+    public var connectionsByTransport: [String: Int] {
+        Dictionary(uniqueKeysWithValues: Transport.allCases.map { ($0.rawValue, counter($0).load(ordering: .relaxed)) })
     }
 
     // MARK: delivery

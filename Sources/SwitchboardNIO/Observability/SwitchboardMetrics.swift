@@ -24,6 +24,10 @@ public final class SwitchboardMetrics: Sendable {
 
     let connectionsAccepted: Counter
     let connectionsOpen: Gauge
+    /// Open connections per transport (`switchboard_transport_connections_open{transport}`).
+    let transportOpen: [Transport: Gauge]
+    /// Connections opened per transport since start.
+    let transportAccepted: [Transport: Counter]
     let connectionsClosed: [DisconnectReason: Counter]
     let handshakesRejected: [HandshakeRejection: Counter]
     let messagesIn: Counter
@@ -45,6 +49,14 @@ public final class SwitchboardMetrics: Sendable {
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         connectionsAccepted = Counter(label: "switchboard_connections_accepted_total", factory: factory)
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)
+        transportOpen = Dictionary(
+            uniqueKeysWithValues: Transport.allCases.map {
+                ($0, Gauge(label: "switchboard_transport_connections_open", dimensions: [("transport", $0.rawValue)], factory: factory))
+            })
+        transportAccepted = Dictionary(
+            uniqueKeysWithValues: Transport.allCases.map {
+                ($0, Counter(label: "switchboard_transport_connections_total", dimensions: [("transport", $0.rawValue)], factory: factory))
+            })
         connectionsClosed = Counter.family("switchboard_connections_closed_total", by: "reason", factory: factory)
         handshakesRejected = Counter.family("switchboard_handshakes_rejected_total", by: "reason", factory: factory)
         messagesIn = Counter(label: "switchboard_messages_in_total", factory: factory)

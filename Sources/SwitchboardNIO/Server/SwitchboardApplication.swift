@@ -16,6 +16,12 @@ public enum UpgradeDecision: Sendable {
     case reject(HTTPResponseStatus, reason: String)
 }
 
+/// An upgrade decision's attachment that names the streams of a one-way event stream (channels, say), in
+/// the order the `id:` of its events lists their positions.
+public protocol StreamAttachment: Sendable {
+    var streamNames: [String] { get }
+}
+
 /// What a data message from a client was.
 public enum DataMessage: Sendable, Equatable {
     case text(ByteBuffer)
@@ -39,6 +45,18 @@ public protocol SwitchboardApplication: Sendable {
     func shouldUpgrade(
         _ request: HTTPRequestHead, from remoteAddress: SocketAddress?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpgradeDecision>
+    /// Decides on a stream request (`Transport.eventStream` or `.httpStream`, at the configured paths) that
+    /// passed the HTTP checks (method, Host, origin), as `shouldUpgrade` does for WebSockets: same bounds,
+    /// same limits. An `attachment` that is a `StreamAttachment` names the streams of a one-way response
+    /// (for `Last-Event-ID`). The default refuses with 404: the application serves no streams.
+    func shouldOpenStream(
+        _ request: HTTPRequestHead, transport: Transport, from remoteAddress: SocketAddress?,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision>
+    /// A `POST` of the HTTP transport: commands for the session of one of its streams, perhaps on another
+    /// node. Called on the event loop that read the request; the future may complete anywhere (the
+    /// handshake timeout bounds it). The default answers 404.
+    func received(_ post: StreamPost, on eventLoop: any EventLoop) -> EventLoopFuture<StreamPostAnswer>
     /// Subprotocols this application speaks, in order of preference.
     var supportedSubprotocols: [String] { get }
     /// Called once, when the server that runs this application has made its hub, before any connection:
@@ -82,6 +100,19 @@ extension SwitchboardApplication {
         let offered = request.headers[canonicalForm: "Sec-WebSocket-Protocol"].map(String.init)
         let chosen = supportedSubprotocols.first { offered.contains($0) }
         return eventLoop.makeSucceededFuture(.accept(userID: nil, subprotocol: chosen))
+    }
+
+    /// Refuses with 404: no streams.
+    public func shouldOpenStream(
+        _ request: HTTPRequestHead, transport: Transport, from remoteAddress: SocketAddress?,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision> {
+        eventLoop.makeSucceededFuture(.reject(.notFound, reason: "no event streams here"))
+    }
+
+    /// 404: no sessions.
+    public func received(_ post: StreamPost, on eventLoop: any EventLoop) -> EventLoopFuture<StreamPostAnswer> {
+        eventLoop.makeSucceededFuture(.error(.notFound, code: 404, "unknown session"))
     }
 
     /// Does nothing.

@@ -10,6 +10,8 @@ public enum NodeCommand: Sendable, Equatable, Codable {
     case subscribe(user: String, channel: String)
     case unsubscribe(user: String, channel: String)
     case refresh(user: String, expiresAt: Double?)
+    /// Commands POSTed for an HTTP transport session that lives on `node` (to another node).
+    case post(node: String, client: UInt64, secret: String, body: String)
 }
 
 /// A live node as node info lists it.

@@ -156,6 +156,14 @@ extension ChannelsApplication: NodeControlHandler {
             _ = unsubscribeHere(user: user, from: channel, on: eventLoop)
         case .refresh(let user, let expiresAt):
             _ = refreshHere(user: user, expiresAt: expiresAt, on: eventLoop)
+        case .post(let node, let client, let secret, let body):
+            guard node == nodeID else { return }
+            let id = StreamSessionID(node: node, client: ConnectionID(rawValue: client), secret: secret)
+            deliver(body, to: id, on: eventLoop).whenSuccess { [logger] answer in
+                guard answer != .accepted else { return }
+                logger.debug(
+                    "commands for an HTTP session from another node refused", metadata: ["status": "\(answer.status.code)"])
+            }
         }
     }
 

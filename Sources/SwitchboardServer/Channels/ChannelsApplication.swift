@@ -263,7 +263,11 @@ public final class ChannelsApplication: SwitchboardApplication {
             connection: connection, bucket: bucket, presenceData: presenceData, node: control?.nodeID)
         session.forwardedHeaders = connection.upgradeContext?.forwardedHeaders ?? HTTPHeaders()
         connection.applicationState = session
-        ConnectionAuthentication(application: self).startAuthentication(session, loop: loop)
+        switch connection.transport {
+        case .eventStream: openEventStream(session, loop: loop)
+        case .httpStream: openHTTPStream(session, loop: loop)
+        case .webSocket: ConnectionAuthentication(application: self).startAuthentication(session, loop: loop)
+        }
     }
 
     /// Parses one command and runs it; binary messages are not part of protocol v1 (close 1003).

@@ -42,6 +42,10 @@ final class ClientSession {
     /// Questions to the backend (publish, rpc) waiting for their answer: bounded, so one connection cannot
     /// tie up the backend's connection pool.
     var proxyCalls = 0
+    /// A one-way event stream: what has a position goes as positioned events (`EventStreamMessages`).
+    var eventStream = false
+    /// The HTTP transport's secret: a `POST` naming this session must carry it.
+    var streamSecret: String?
     /// Per channel, the last presence operation (join or leave) started: the next one waits for it.
     private var presenceTail: [String: PresenceStep] = [:]
 

@@ -48,11 +48,14 @@ final class Subscription {
     var member: PresenceMember?
     /// The webhook was told of this subscription: its `unsubscribe` follows.
     var announced = false
+    /// The connection is a one-way event stream: publications go as positioned events.
+    let eventStream: Bool
 
-    init(connection: any LocalConnection, channel: LocalChannel, generation: UInt64) {
+    init(connection: any LocalConnection, channel: LocalChannel, generation: UInt64, eventStream: Bool = false) {
         self.connection = connection
         self.channel = channel
         self.generation = generation
+        self.eventStream = eventStream
     }
 
     /// Sends a channel event (encoded as `frame`; `offset` for a publication, nil for join/leave) now
@@ -71,6 +74,7 @@ final class Subscription {
         if let offset {
             guard offset > lastOffset else { return }  // already in the snapshot
             lastOffset = offset
+            let frame = eventStream ? event.eventStreamFrame(options: channel.options, epoch: epoch) : frame
             connection.send(frame, as: .lane(channel.lane), flush: alone)
         } else {
             connection.send(frame, as: .reliable, flush: alone)

@@ -63,7 +63,8 @@ struct SubscriptionLifecycle {
         session.nextGeneration += 1
         let generation = session.nextGeneration
         let local = loop.channel(channel, options: options)
-        let subscription = Subscription(connection: session.connection, channel: local, generation: generation)
+        let subscription = Subscription(
+            connection: session.connection, channel: local, generation: generation, eventStream: session.eventStream)
         if let info {
             let member = session.member
             subscription.member = PresenceMember(
@@ -113,10 +114,18 @@ struct SubscriptionLifecycle {
             }
             return
         }
-        let result = Self.snapshotResult(snapshot, recovering: recover != nil, options: options)
-        switch answer {
-        case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result))
-        case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result))
+        if session.eventStream {
+            for frame in EventStreamMessages.subscribed(
+                channel: channel, snapshot: snapshot, recover: recover, options: options)
+            {
+                session.reply(frame)
+            }
+        } else {
+            let result = Self.snapshotResult(snapshot, recovering: recover != nil, options: options)
+            switch answer {
+            case .reply(let id): session.reply(ServerMessage.reply(id: id, result: result))
+            case .push: session.reply(ServerMessage.subscribed(channel: channel, result: result))
+            }
         }
         goLive(subscription, snapshot: snapshot, loop: loop)
         if let lifecycle = application.lifecycle {
@@ -236,8 +245,17 @@ struct SubscriptionLifecycle {
                         case .success(let snapshot):
                             self.metrics.resynchronized[snapshot.recovered ? "recovered" : "not_recovered"]?
                                 .increment()
-                            let result = Self.snapshotResult(snapshot, recovering: true, options: options)
-                            session.reply(ServerMessage.subscribed(channel: name, result: result))
+                            if session.eventStream {
+                                let since = StreamPosition(offset: subscription.lastOffset, epoch: subscription.epoch)
+                                for frame in EventStreamMessages.subscribed(
+                                    channel: name, snapshot: snapshot, recover: since, options: options)
+                                {
+                                    session.reply(frame)
+                                }
+                            } else {
+                                let result = Self.snapshotResult(snapshot, recovering: true, options: options)
+                                session.reply(ServerMessage.subscribed(channel: name, result: result))
+                            }
                             self.goLive(subscription, snapshot: snapshot, loop: loop)
                         case .failure:
                             self.metrics.resynchronized["failed"]?.increment()

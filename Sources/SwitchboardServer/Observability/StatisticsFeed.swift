@@ -53,6 +53,8 @@ public final class StatisticsFeed: Sendable {
             let beforeChannels = before.channels
             let seconds = max(Double((now - before.at).nanoseconds) / 1e9, 0.001)
             func rate(_ now: Int, _ before: Int) -> Double { Double(max(now - before, 0)) / seconds }
+            let transports = hub.connectionsByTransport.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }
+                .joined(separator: ",")
             let data = """
                 {"connections":\(hubStatistics.openConnections),\
                 "connectsPerSecond":\(rate(hubStatistics.connectionsAccepted, before.hub.connectionsAccepted)),\
@@ -62,7 +64,8 @@ public final class StatisticsFeed: Sendable {
                 "deliveriesPerSecond":\(rate(channels.deliveries, beforeChannels.deliveries)),\
                 "queued":\(hubStatistics.queuedMessages),\
                 "droppedPerSecond":\(rate(hubStatistics.queueDropped, before.hub.queueDropped)),\
-                "channels":\(channels.channels),"subscriptions":\(channels.subscriptions),"users":\(channels.users)}
+                "channels":\(channels.channels),"subscriptions":\(channels.subscriptions),"users":\(channels.users),\
+                "transports":{\(transports)}}
                 """
             return self.application.publish(channel: self.channel, data: data, on: loop).map { _ in }
                 .recover { _ in }

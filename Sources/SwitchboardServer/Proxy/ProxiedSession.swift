@@ -47,9 +47,11 @@ struct ConnectGrant: Sendable {
 
 extension LocalConnection {
     /// The upgrade's context, when the backend takes part.
-    var upgradeContext: UpgradeContext? { attachment as? UpgradeContext }
+    var upgradeContext: UpgradeContext? { upgradeAttachment as? UpgradeContext }
     /// The claims of the token the upgrade carried, if any.
-    var tokenClaims: TokenClaims? { attachment as? TokenClaims ?? upgradeContext?.claims }
+    var tokenClaims: TokenClaims? { upgradeAttachment as? TokenClaims ?? upgradeContext?.claims }
+    /// The upgrade decision's attachment (an event stream's request carries it inside).
+    private var upgradeAttachment: (any Sendable)? { (attachment as? EventStreamRequest)?.inner ?? attachment }
 }
 
 extension EventProxy {
