@@ -306,6 +306,7 @@ let package = Package(
                 "SwitchboardServer", "SwitchboardNIO", "SwitchboardClient", "SwitchboardTestSupport",
                 "SwitchboardHTTPAPI", "SwitchboardConfig",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),

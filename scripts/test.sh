@@ -220,6 +220,11 @@ echo "== an application backend of our own: the event proxy and the signed event
 # Cookie connect, subscribe/publish/rpc decided by the backend, a backend down; batches retried, occupied/vacated once per cluster, idempotent publish.
 timeout 600 "$wsvenv/bin/python" scripts/backend_test.py .build/debug/switchboard
 
+echo "== Server-Sent Events (/sse) and the HTTP transport (/http-stream): curl -N and Python clients, resume, tokens, refusals, slow readers, metrics"
+# Resume with Last-Event-ID and ?since=, gzip, several channels per stream, every documented refusal as JSON,
+# slow readers under both slow-consumer policies beside untouched SSE and WebSocket readers, POSTed commands.
+timeout 600 "$wsvenv/bin/python" scripts/sse_test.py .build/debug/switchboard
+
 echo "== the fault-injection suite: blackholed, slowed and one-way Redis links, Redis paused and rolled back, a node killed, client links reset; the checker over the recorded history"
 timeout 1500 "$wsvenv/bin/python" scripts/fault_test.py .build/debug/switchboard
 

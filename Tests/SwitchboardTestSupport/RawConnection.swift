@@ -62,6 +62,15 @@ public final class RawConnection: Sendable {
     /// Everything received so far, as UTF-8; the server may still send more.
     public var receivedText: String { String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self) }
 
+    /// Everything received so far, as bytes (a compressed body, say).
+    public var receivedBytes: [UInt8] { collector.received.withLockedValue { $0 } }
+
+    /// Stops (false) or resumes reading from the socket: a client that stops reading, as a stalled reader does.
+    public func setReading(_ reading: Bool) async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
+        if reading { channel.read() }
+    }
+
     /// Whether the TCP connection is still open.
     public var isActive: Bool { channel.isActive }
 

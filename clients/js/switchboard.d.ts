@@ -21,7 +21,26 @@ export interface SwitchboardOptions {
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
   deadAfter?: number;
+  /** Tried in this order (default `["websocket", "http-stream"]`): one that fails before its first message
+   *  (refused, closed, or silent for `fallbackTimeout`) hands over to the next at once, unseen. A connection
+   *  starts with the one that last worked. Those the environment lacks are left out. */
+  transports?: Transport[];
+  /** ms a transport may take to its first message before the next is tried (default 5000). */
+  fallbackTimeout?: number;
+  /** ms on a fallback after which a reconnect tries the first transport again (default 300000; Infinity:
+   *  never). A working connection is not given up for it. */
+  transportRetry?: number;
+  /** The HTTP transport's endpoint. Default: `http-stream` beside the WebSocket's path, with its query
+   *  (`ws://host/ws?user=a` → `http://host/http-stream?user=a`). */
+  httpStreamURL?: string;
+  /** The HTTP transport's fetch (default `globalThis.fetch`). */
+  fetch?: typeof globalThis.fetch;
+  /** Reads the HTTP transport's stream where fetch cannot stream a response (default `globalThis.EventSource`). */
+  EventSource?: new (url: string, init?: { withCredentials?: boolean }) => EventSource;
 }
+
+/** How the client reaches the server: a WebSocket, or the HTTP transport (an event stream down, POSTs up). */
+export type Transport = "websocket" | "http-stream";
 
 export interface Publication {
   channel: string;
@@ -46,6 +65,8 @@ export interface SwitchboardEvents {
   state: { state: "disconnected" | "connecting" | "connected"; code?: number; reason?: string; reconnect?: boolean };
   connected: { user: string | null; client: string | null };
   disconnected: { code: number; reason: string; reconnect: boolean };
+  /** A connection was made over another transport than the last one (before its `connected`). */
+  transport: { transport: Transport; previous: Transport | null };
   publication: Publication;
   join: { channel: string; info: Member };
   leave: { channel: string; info: Member };
@@ -61,6 +82,8 @@ export interface SwitchboardEvents {
 export declare class Switchboard {
   readonly url: string;
   readonly state: "disconnected" | "connecting" | "connected";
+  /** The current (or last) connection's transport; null before the first. */
+  readonly transport: Transport | null;
   readonly user: string | null;
   readonly clientId: string | null;
   constructor(url: string, options?: SwitchboardOptions);

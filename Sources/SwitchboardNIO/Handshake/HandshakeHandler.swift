@@ -124,7 +124,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let transport = streamTransport(head) {
             self.transport = transport
             if head.method == .OPTIONS { return preflight(head, context: context) }
-            guard head.method == .GET || head.method == .HEAD else {
+            guard head.method == .GET else {
                 state = .done
                 return reject(
                     .init(status: .methodNotAllowed, reason: "use GET (or POST commands to a session)", kind: .badRequest),

@@ -2,12 +2,16 @@
 import { Switchboard } from "/switchboard.js";
 
 const $ = (id) => document.getElementById(id);
-// Where the WebSocket endpoint is (the server's `path` setting). Not awaited at the top level: the form's
+// Where the WebSocket endpoint is (the server's `path` setting), and the HTTP fallback's where the server
+// names it (else the client's default, beside the WebSocket's). Not awaited at the top level: the form's
 // handlers must be in place before the page counts as loaded, or an early Join submits the form natively.
-const wsURL = fetch("/config.json")
+const endpoints = fetch("/config.json")
   .then((r) => r.json())
   .catch(() => ({ path: "/ws" }))
-  .then((config) => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`);
+  .then((config) => ({
+    ws: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`,
+    httpStream: config.httpStreamPath ? `${location.origin}${config.httpStreamPath}` : undefined,
+  }));
 let client;
 let room = null;
 const rooms = ["lobby"];
@@ -96,13 +100,20 @@ async function loadEarlier() {
 }
 
 async function start(name) {
-  const url = `${await wsURL}?user=${encodeURIComponent(name)}&info=${encodeURIComponent(name)}`;
-  client = new Switchboard(url, { minReconnectDelay: 300, maxReconnectDelay: 5000 });
+  const { ws, httpStream } = await endpoints;
+  const query = `?user=${encodeURIComponent(name)}&info=${encodeURIComponent(name)}`;
+  client = new Switchboard(`${ws}${query}`, {
+    minReconnectDelay: 300, maxReconnectDelay: 5000, ...(httpStream ? { httpStreamURL: `${httpStream}${query}` } : {}),
+  });
   client.on("state", ({ state }) => {
     $("status").textContent = state;
     $("status").className = `status ${state}`;
     $("status").dataset.state = state;
     $("drop").disabled = state !== "connected";
+  });
+  client.on("transport", ({ transport }) => {
+    $("transport").textContent = `via ${transport}`;
+    $("transport").dataset.transport = transport;
   });
   client.on("publication", (publication) => {
     if (publication.channel === channel(room)) addMessage(publication);

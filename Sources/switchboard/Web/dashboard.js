@@ -68,7 +68,9 @@ function percentile(sorted, p) {
 setUp();
 const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}${location.search}`;
-const client = new Switchboard(url);
+// Where the WebSocket upgrade is refused, the client falls back to the HTTP transport (the server may name it).
+const client = new Switchboard(url, config.httpStreamPath
+  ? { httpStreamURL: `${location.origin}${config.httpStreamPath}${location.search}` } : {});
 // Each node of a cluster publishes its own statistics on its own channel; config.json names this node's.
 const stats = config.stats ?? "sys:stats";
 const status = document.getElementById("status");
@@ -76,6 +78,11 @@ client.on("state", ({ state }) => {
   status.textContent = state;
   status.className = `status ${state}`;
   status.dataset.state = state;
+});
+const transport = document.getElementById("transport");
+client.on("transport", ({ transport: now }) => {
+  transport.textContent = `via ${now}`;
+  transport.dataset.transport = now;
 });
 const probe = `dashboard-probe-${Math.random().toString(36).slice(2, 10)}`;
 client.on("publication", ({ channel, data }) => {

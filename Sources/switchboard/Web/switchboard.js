@@ -1,5 +1,6 @@
 // Switchboard client for browsers and Node 20+: protocol v1 (docs/PROTOCOL.md), no dependencies.
 // One connection; commands as promises; reconnect with backoff and full jitter; per-channel recovery.
+// Over a WebSocket, or the HTTP transport (an event stream down, POSTs up) where the upgrade fails.
 
 /** A command the server refused (its protocol code, e.g. 104) or the client gave up on (negative codes). */
 export class SwitchboardError extends Error {
@@ -16,6 +17,12 @@ export const ClientErrors = Object.freeze({ TIMEOUT: -1, DISCONNECTED: -2, CLOSE
 
 /** Close codes after which reconnecting would only repeat the failure. */
 const FINAL_CLOSE_CODES = new Set([1002, 1003, 1007, 1009, 4003]);
+
+/** The transports, in the default order: the HTTP transport is the fallback where the WebSocket fails. */
+const TRANSPORTS = ["websocket", "http-stream"];
+
+/** A POST of the HTTP transport stops taking more of the queued commands past this many characters. */
+const POST_BATCH = 65536;
 
 /**
  * Backoff with full jitter: uniform in [0, min(max, min * 2^attempt)), never before the server's hint
@@ -36,6 +43,12 @@ const defaults = {
   minReconnectDelay: 500, // backoff: full jitter over min(max, min * 2^attempt)
   maxReconnectDelay: 20000,
   deadAfter: 40000, // nothing from the server this long (its ping interval plus a margin): probe, then reconnect
+  transports: TRANSPORTS, // tried in this order; one that fails before its first message hands over to the next
+  fallbackTimeout: 5000, // ms a transport may take to its first message (the connect reply) before the next one
+  transportRetry: 300000, // ms on a fallback after which a reconnect tries the first transport again (Infinity: never)
+  httpStreamURL: undefined, // default "http-stream" beside the WebSocket path, same query: ws://h/ws?a → http://h/http-stream?a
+  fetch: undefined, // the HTTP transport's (default globalThis.fetch); EventSource reads the stream where fetch cannot
+  EventSource: undefined, // default globalThis.EventSource
 };
 
 export class Switchboard {
@@ -46,10 +59,19 @@ export class Switchboard {
   constructor(url, options = {}) {
     this.url = url;
     this.options = { ...defaults, ...options };
-    if (typeof this.options.WebSocket !== "function") {
+    for (const name of this.options.transports) {
+      if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${name}: ${TRANSPORTS.join(" or ")}`);
+    }
+    // Those this environment has: without a WebSocket (Node 20 without the flag), the HTTP transport alone.
+    this._transports = this.options.transports.filter((name) => name === "websocket"
+      ? typeof this.options.WebSocket === "function"
+      : typeof (this.options.fetch ?? globalThis.fetch) === "function"
+        || typeof (this.options.EventSource ?? globalThis.EventSource) === "function");
+    if (!this._transports.length) {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
     }
     this.state = "disconnected";
+    this.transport = null; // "websocket" or "http-stream": the current (or last) connection's
     this.user = null;
     this.clientId = null;
     this._listeners = new Map();
@@ -65,12 +87,14 @@ export class Switchboard {
     this._lastSeen = 0;
     this._watchdog = null;
     this._generation = 0; // each opening attempt; a stale one (disconnect, then connect, mid-await) gives up
+    this._preferred = 0; // index in _transports of the one a connection starts with: the last that worked
+    this._fallbackSince = 0; // when a connection last started on a fallback (for transportRetry)
   }
 
   // MARK: events
 
-  /** Events: state, connected, disconnected, publication, join, leave, gap, subscribed, unsubscribed,
-   *  recovered, message, error. Returns a function that removes the listener. */
+  /** Events: state, connected, disconnected, transport, publication, join, leave, gap, subscribed,
+   *  unsubscribed, recovered, message, error. Returns a function that removes the listener. */
   on(event, listener) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(listener);
@@ -149,22 +173,66 @@ export class Switchboard {
       }
     }
     if (!this._wanted || generation !== this._generation) return;
+    this._openTransport(token, this._firstTransport(), 1);
+  }
+
+  /** Where a connection starts: the transport that last worked; the first one again once `transportRetry`
+   *  has passed on a fallback (a working connection is never given up for it). */
+  _firstTransport() {
+    if (this._preferred > 0 && Date.now() - this._fallbackSince >= this.options.transportRetry) {
+      this._fallbackSince = Date.now(); // failing again, it is retried after another period
+      return 0;
+    }
+    return this._preferred;
+  }
+
+  /** Opens `_transports[index]`, the `tried`-th of this attempt. One that fails before its first message
+   *  (refused, closed, or silent for `fallbackTimeout`) hands over to the next at once, unseen by the
+   *  application; after the last, the reconnect backoff runs. */
+  _openTransport(token, index, tried) {
+    const generation = ++this._generation;
+    const transport = this._transports[index];
+    const next = tried < this._transports.length ? (index + 1) % this._transports.length : -1;
     let socket;
     try {
-      socket = new this.options.WebSocket(this.url);
+      socket = transport === "websocket"
+        ? new this.options.WebSocket(this.url)
+        : new HttpStream(this._httpStreamURL(), this.options);
     } catch (error) {
       this._emit("error", error);
+      if (next >= 0) return this._openTransport(token, next, tried + 1);
       return this._scheduleReconnect({ code: 0, reason: String(error), reconnect: true });
     }
     this._socket = socket;
     let notice = null;
+    let heard = false;
+    const fallBack = () => {
+      clearTimeout(timer);
+      if (this._socket !== socket) return;
+      this._socket = null;
+      this._stopWatchdog();
+      socket.onopen = socket.onclose = socket.onmessage = null;
+      try {
+        socket.close();
+      } catch {
+        // already closing
+      }
+      this._rejectAll(ClientErrors.DISCONNECTED, `${transport} failed`);
+      this._openTransport(token, next, tried + 1);
+    };
+    const timer = next >= 0 ? setTimeout(fallBack, this.options.fallbackTimeout) : undefined;
     this._lastSeen = Date.now();
     this._startWatchdog(); // also while connecting: a server that accepts TCP and then says nothing is dropped
     socket.onopen = () => {
       this._lastSeen = Date.now();
-      this._handshake(token);
+      this._handshake(token, generation, index);
+    };
+    socket.onping = () => {
+      this._lastSeen = Date.now(); // the HTTP transport's `: ping` lines (a browser's WebSocket hides its pings)
     };
     socket.onmessage = (event) => {
+      heard = true;
+      clearTimeout(timer);
       this._lastSeen = Date.now();
       let message;
       try {
@@ -177,6 +245,8 @@ export class Switchboard {
     };
     socket.onclose = (event) => {
       if (this._socket !== socket) return;
+      if (!heard && next >= 0) return fallBack();
+      clearTimeout(timer);
       this._socket = null;
       this._stopWatchdog();
       const code = notice?.code ?? event.code;
@@ -189,8 +259,19 @@ export class Switchboard {
     socket.onerror = () => {}; // onclose follows with the code
   }
 
+  /** The HTTP transport's endpoint: `httpStreamURL`, else `http-stream` beside the WebSocket's path, with its
+   *  query (`ws://host/ws?user=a` → `http://host/http-stream?user=a`). */
+  _httpStreamURL() {
+    if (this.options.httpStreamURL) return this.options.httpStreamURL;
+    const url = new URL(this.url, globalThis.location?.href);
+    const stream = new URL("http-stream", url);
+    stream.protocol = { "ws:": "http:", "wss:": "https:" }[url.protocol] ?? url.protocol;
+    stream.search = url.search;
+    return stream.href;
+  }
+
   /** `connect` (with the token), then resubscribe every channel, recovering from its last position. */
-  async _handshake(token) {
+  async _handshake(token, generation, index) {
     try {
       // Channels the server subscribed (a token's `channels`) come back with the connect: their positions
       // travel in it. The client's own subscriptions are resubscribed after it.
@@ -206,6 +287,16 @@ export class Switchboard {
       this.user = reply.user ?? null;
       this.clientId = reply.client ?? null;
       this._attempt = 0;
+      if (index !== this._preferred) {
+        this._preferred = index;
+        this._fallbackSince = Date.now();
+      }
+      const transport = this._transports[index];
+      if (transport !== this.transport) {
+        const previous = this.transport;
+        this.transport = transport;
+        this._emit("transport", { transport, previous });
+      }
       this._setState("connected", { user: this.user });
       this._emit("connected", { user: this.user, client: this.clientId });
       for (const [channel, position] of this._channels) {
@@ -219,6 +310,8 @@ export class Switchboard {
         this._send(entry.command).then(entry.resolve, entry.reject);
       }
     } catch (error) {
+      // Given up for the next transport: nothing the application needs to hear of.
+      if (error.code === ClientErrors.DISCONNECTED && generation !== this._generation) return;
       this._emit("error", error);
       // A refused token closes the connection and onclose decides about reconnecting; a server that does not
       // answer `connect` is dropped and tried again.
@@ -490,5 +583,175 @@ export class Switchboard {
   position(channel) {
     const position = this._channels.get(channel);
     return position ? { offset: position.offset, epoch: position.epoch, subscribed: position.subscribed } : null;
+  }
+}
+
+/**
+ * The HTTP transport, shaped like a WebSocket (readyState, send, close, onopen, onmessage, onclose) so the
+ * client runs the same code over either. A `GET` whose `text/event-stream` body brings the server's
+ * messages, one per event; the first, `{"push":"session"}`, names the session and counts as the open. The
+ * commands go up as `POST ?session=…`, one JSON per line: those sent in the same tick in one request, and
+ * one request at a time, so the server reads them in the order sent. The stream ending ends the session.
+ * fetch reads the stream (browsers, Node 18+); EventSource where fetch cannot stream a response body.
+ */
+class HttpStream {
+  constructor(url, { fetch = globalThis.fetch, EventSource = globalThis.EventSource } = {}) {
+    this.url = url;
+    this.readyState = 0;
+    this._fetch = fetch;
+    this._outbox = [];
+    this._posting = false;
+    this._flushing = false;
+    this._buffer = "";
+    this._data = [];
+    if (typeof fetch === "function" && typeof TextDecoder === "function") this._read(EventSource);
+    else if (typeof EventSource === "function") this._listen(EventSource);
+    else throw new TypeError("no fetch or EventSource for the http-stream transport");
+  }
+
+  async _read(EventSource) {
+    this._abort = typeof AbortController === "function" ? new AbortController() : undefined;
+    let response;
+    try {
+      response = await this._fetch(this.url, {
+        headers: { Accept: "text/event-stream" }, credentials: "include", signal: this._abort?.signal,
+      });
+    } catch (error) {
+      return this._ended(1006, `http-stream: ${error.message}`);
+    }
+    if (response.ok && !/^text\/event-stream/i.test(response.headers.get("Content-Type") ?? "")) {
+      this._abort?.abort();
+      return this._ended(1006, "http-stream: the answer is not an event stream");
+    }
+    if (!response.ok) {
+      let reason = `http-stream: ${response.status}`;
+      try {
+        reason = (await response.json()).error?.message ?? reason;
+      } catch {
+        // not the server's JSON
+      }
+      return this._ended(1006, reason);
+    }
+    if (typeof response.body?.getReader !== "function") {
+      this._abort?.abort();
+      if (typeof EventSource === "function" && this.readyState === 0) return this._listen(EventSource);
+      return this._ended(1006, "http-stream: this fetch cannot stream a response");
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.readyState === 3) break;
+        this._feed(decoder.decode(value, { stream: true }));
+      }
+    } catch {
+      // cut, or aborted by close()
+    }
+    this._ended(1006, "http-stream ended");
+  }
+
+  _listen(EventSource) {
+    // It would reconnect by itself, to a new session the client knows nothing of: the client does it instead.
+    this._source = new EventSource(this.url, { withCredentials: true });
+    this._source.onmessage = (event) => this._message(event.data);
+    this._source.onerror = () => this._ended(1006, "http-stream ended");
+  }
+
+  /** Lines of the event stream (any line break; one split across chunks waits for the rest). */
+  _feed(text) {
+    const lines = (this._buffer + text).split(/\r\n|\r(?!$)|\n/);
+    this._buffer = lines.pop();
+    for (const line of lines) {
+      if (line === "") {
+        if (this._data.length) this._message(this._data.join("\n"));
+        this._data = [];
+      } else if (line[0] === ":") {
+        this.onping?.();
+      } else {
+        const colon = line.indexOf(":");
+        // id:, event:, retry: mean nothing here: the messages carry their own.
+        if ((colon < 0 ? line : line.slice(0, colon)) !== "data") continue;
+        const value = colon < 0 ? "" : line.slice(colon + 1);
+        this._data.push(value[0] === " " ? value.slice(1) : value);
+      }
+      if (this.readyState === 3) return;
+    }
+  }
+
+  _message(data) {
+    if (this.readyState === 1) return this.onmessage?.({ data });
+    if (this.readyState !== 0) return;
+    let session;
+    try {
+      session = JSON.parse(data).session;
+    } catch {
+      // not the session push
+    }
+    if (typeof session !== "string") return this._ended(1006, "http-stream: no session");
+    const post = new URL(this.url, globalThis.location?.href);
+    post.search = `?session=${encodeURIComponent(session)}`;
+    this._postURL = post.href;
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+
+  send(text) {
+    if (this.readyState === 0) throw new Error("http-stream: not open yet");
+    if (this.readyState !== 1) return;
+    this._outbox.push(text);
+    if (this._flushing || this._posting) return;
+    this._flushing = true;
+    queueMicrotask(() => {
+      this._flushing = false;
+      this._post();
+    });
+  }
+
+  /** One POST with what is queued (up to POST_BATCH characters), then the next, until the queue is empty. */
+  async _post() {
+    if (this._posting || !this._outbox.length || this.readyState !== 1) return;
+    let count = 0;
+    for (let size = 0; count < this._outbox.length; count += 1) {
+      size += this._outbox[count].length + 1;
+      if (count > 0 && size > POST_BATCH) break;
+    }
+    const body = this._outbox.splice(0, count).join("\n");
+    this._posting = true;
+    let response;
+    try {
+      response = await this._fetch(this._postURL, {
+        method: "POST", headers: { "Content-Type": "text/plain;charset=UTF-8" }, body, credentials: "include",
+      });
+      await response.text();
+    } catch (error) {
+      return this._ended(1006, `http-stream: ${error.message}`);
+    } finally {
+      this._posting = false;
+    }
+    // 413: a command past the server's message size, which closes a WebSocket with 1009. 404: the session
+    // ended (its stream with it, or about to). Either way, the session is done.
+    if (response.status === 413) return this._ended(1009, "message too big");
+    if (!response.ok) return this._ended(1006, `http-stream: POST answered ${response.status}`);
+    this._post();
+  }
+
+  close(code = 1000, reason = "") {
+    if (this.readyState === 3) return;
+    this._stop();
+    setTimeout(() => this.onclose?.({ code, reason, wasClean: true }));
+  }
+
+  _ended(code, reason) {
+    if (this.readyState === 3) return;
+    this._stop();
+    this.onclose?.({ code, reason, wasClean: false });
+  }
+
+  _stop() {
+    this.readyState = 3;
+    this._outbox = [];
+    this._abort?.abort();
+    this._source?.close();
   }
 }

@@ -1,4 +1,5 @@
-// The client's frames for `rpc` and an idempotent `publish`, against a scripted socket (no server): run with
+// The client's frames for `rpc` and an idempotent `publish`, against a scripted socket, and its HTTP transport
+// and the fallback to it, against a scripted fetch (no server): run with
 //   node --test clients/js/test/
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -90,6 +91,192 @@ test("an rpc error reply rejects with a SwitchboardError carrying its code and m
     await assert.rejects(client.rpc("fail1001", {}), (error) =>
       error instanceof SwitchboardError && error.code === 1001 && error.message === "nope");
     await assert.rejects(client.rpc("fail110"), (error) => error instanceof SwitchboardError && error.code === 110);
+  } finally {
+    client.disconnect();
+  }
+});
+
+/**
+ * A scripted server for the HTTP transport, as `fetch`: a GET gets an event stream that starts with the
+ * session push (cut into awkward pieces: mid-line, a CRLF split between chunks, a ping comment); a POST is
+ * recorded, answered 202 (once `gate`, when set, resolves) and each of its commands answered down the
+ * latest stream with what `answer(command)` returns (`connect` accepted, the rest `{ok:{}}`, unless told).
+ */
+function scriptedHttp(answer = () => undefined) {
+  const encoder = new TextEncoder();
+  const posts = [];
+  const streams = [];
+  const scripted = { posts, streams, gate: null };
+  scripted.fetch = async (url, init = {}) => {
+    if ((init.method ?? "GET") === "GET") {
+      let controller;
+      const body = new ReadableStream({ start(c) { controller = c; } });
+      const stream = {
+        url,
+        push: (text) => { try { controller.enqueue(encoder.encode(text)); } catch { /* closed */ } },
+        end: () => { try { controller.close(); } catch { /* closed */ } },
+      };
+      init.signal?.addEventListener("abort", () => { try { controller.error(new Error("aborted")); } catch { /* closed */ } });
+      const session = `s${streams.length + 1}-secret`;
+      streams.push(stream);
+      setTimeout(() => {
+        stream.push('data: {"push":"sess');
+        stream.push(`ion","session":"${session}"}\r`);
+        stream.push("\n\r\n: ping\n\n");
+      });
+      return new Response(body, { headers: { "Content-Type": "text/event-stream; charset=utf-8" } });
+    }
+    posts.push({ url, body: init.body, type: init.headers["Content-Type"] });
+    if (scripted.gate) await scripted.gate;
+    const stream = streams.at(-1);
+    for (const line of init.body.split("\n")) {
+      const command = JSON.parse(line);
+      const reply = answer(command) ?? (command.cmd === "connect" ? { ok: { client: "0-1", user: "ada" } } : { ok: {} });
+      stream.push(`data: ${JSON.stringify({ id: command.id, ...reply })}\n\n`);
+    }
+    return new Response('{"ok":true}', { status: 202, headers: { "Content-Type": "application/json" } });
+  };
+  return scripted;
+}
+
+/** A WebSocket that never works: refused (closes before opening), or `silent` (opens, never answers). */
+function brokenSocket({ silent = false } = {}) {
+  const made = [];
+  class BrokenSocket {
+    constructor(url) {
+      made.push(url);
+      this.readyState = 0;
+      setTimeout(() => {
+        if (this.readyState === 3) return;
+        if (silent) {
+          this.readyState = 1;
+          this.onopen?.();
+        } else {
+          this.readyState = 3;
+          this.onerror?.({});
+          this.onclose?.({ code: 1006, reason: "" });
+        }
+      });
+    }
+
+    send() {}
+
+    close() {
+      this.readyState = 3;
+    }
+  }
+  return { WebSocket: BrokenSocket, made };
+}
+
+const commandsOf = (posts) => posts.map((post) => post.body.split("\n").map((line) => JSON.parse(line)));
+
+test("the HTTP transport: commands of one tick in one POST, one POST at a time, in order, to the session", async () => {
+  const http = scriptedHttp((command) => command.cmd === "publish" ? { ok: { offset: command.data } } : undefined);
+  const client = new Switchboard("ws://scripted:8080/realtime?user=ada", {
+    transports: ["http-stream"], fetch: http.fetch, token: "t", commandTimeout: 2000,
+  });
+  const changes = [];
+  client.on("transport", (change) => changes.push(change));
+  try {
+    await client.connect();
+    assert.equal(client.transport, "http-stream");
+    assert.deepEqual(changes, [{ transport: "http-stream", previous: null }]);
+    assert.equal(http.streams[0].url, "http://scripted:8080/http-stream?user=ada");
+    assert.deepEqual(await Promise.all([1, 2, 3].map((n) => client.publish("chat:a", n))), [1, 2, 3].map((offset) => ({ offset })));
+    // While a POST is out, what is sent waits for it and goes in the next one.
+    let open;
+    http.gate = new Promise((resolve) => { open = resolve; });
+    const first = client.publish("chat:a", 4);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const later = [client.publish("chat:a", 5), client.ping()];
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(http.posts.length, 3, "the next POST waits for the one out");
+    http.gate = null;
+    open();
+    assert.deepEqual(await first, { offset: 4 });
+    await Promise.all(later);
+    const sent = commandsOf(http.posts).map((batch) => batch.map(({ cmd, data }) => (cmd === "publish" ? data : cmd)));
+    assert.deepEqual(sent, [["connect"], [1, 2, 3], [4], [5, "ping"]]);
+    for (const post of http.posts) {
+      assert.equal(post.url, "http://scripted:8080/http-stream?session=s1-secret");
+      assert.equal(post.type, "text/plain;charset=UTF-8");
+    }
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("a refused WebSocket falls back to the HTTP transport at once, unseen, and later connections start there", async () => {
+  const http = scriptedHttp((command) => command.cmd === "subscribe"
+    ? { ok: { epoch: "e1", offset: 7, ...(command.recover ? { recovered: true, publications: [] } : {}) } }
+    : undefined);
+  const { WebSocket, made } = brokenSocket();
+  const client = new Switchboard("ws://scripted/ws", {
+    WebSocket, fetch: http.fetch, token: "t", commandTimeout: 2000, minReconnectDelay: 10, maxReconnectDelay: 20,
+  });
+  const seen = [];
+  for (const event of ["state", "disconnected", "error", "transport"]) client.on(event, (payload) => seen.push([event, payload]));
+  try {
+    await client.connect();
+    assert.equal(made.length, 1);
+    assert.equal(client.transport, "http-stream");
+    assert.deepEqual(seen.map(([event, payload]) => event === "state" ? payload.state : event),
+      ["connecting", "transport", "connected"]);
+    await client.subscribe("chat:a");
+    const recovered = new Promise((resolve) => client.on("recovered", resolve));
+    http.streams[0].end(); // the session is over: a new GET, a new session, the subscription recovered
+    assert.deepEqual(await recovered, { channel: "chat:a", recovered: true });
+    assert.equal(made.length, 1, "no WebSocket tried again on reconnect");
+    assert.equal(http.streams.length, 2);
+    const resubscribe = commandsOf(http.posts).flat().find((command) => command.cmd === "subscribe" && command.recover);
+    assert.deepEqual(resubscribe.recover, { offset: 7, epoch: "e1" });
+    assert.ok(http.posts.at(-1).url.endsWith("?session=s2-secret"));
+    assert.deepEqual(seen.filter(([event]) => event === "error"), []);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("a WebSocket that opens and stays silent falls back after fallbackTimeout", async () => {
+  const http = scriptedHttp();
+  const { WebSocket, made } = brokenSocket({ silent: true });
+  const client = new Switchboard("wss://scripted/ws", { WebSocket, fetch: http.fetch, token: "t", fallbackTimeout: 200 });
+  const errors = [];
+  client.on("error", (error) => errors.push(error));
+  try {
+    const started = Date.now();
+    await client.connect();
+    assert.ok(Date.now() - started >= 190, "waited for the WebSocket's first message");
+    assert.equal(made.length, 1);
+    assert.equal(client.transport, "http-stream");
+    assert.equal(http.streams[0].url, "https://scripted/http-stream");
+    assert.deepEqual(errors, []);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("without a WebSocket implementation the client uses the HTTP transport; with neither it refuses", () => {
+  const http = scriptedHttp();
+  assert.doesNotThrow(() => new Switchboard("ws://scripted/ws", { WebSocket: null, fetch: http.fetch }));
+  assert.throws(() => new Switchboard("ws://scripted/ws", { WebSocket: null, transports: ["websocket"] }), TypeError);
+  assert.throws(() => new Switchboard("ws://scripted/ws", { transports: ["carrier-pigeon"] }), /unknown transport/);
+});
+
+test("after transportRetry on the fallback, a reconnect tries the WebSocket first again", async () => {
+  const http = scriptedHttp();
+  const { WebSocket, made } = brokenSocket();
+  const client = new Switchboard("ws://scripted/ws", {
+    WebSocket, fetch: http.fetch, token: "t", transportRetry: 0, minReconnectDelay: 10, maxReconnectDelay: 20,
+  });
+  try {
+    await client.connect();
+    const again = new Promise((resolve) => client.on("connected", resolve));
+    http.streams[0].end();
+    await again;
+    assert.equal(made.length, 2, "the WebSocket was tried again");
+    assert.equal(http.streams.length, 2);
+    assert.equal(client.transport, "http-stream");
   } finally {
     client.disconnect();
   }

@@ -1,0 +1,261 @@
+// The HTTP transport and the fallback to it, against a real `switchboard serve` (started here), directly and
+// through a proxy that refuses WebSocket upgrades: run with
+//   node --experimental-websocket --test clients/js/test/
+// SWITCHBOARD_BIN names the binary (default .build/debug/switchboard from the repository root).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { createServer, connect } from "node:net";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { Switchboard, ClientErrors } from "../switchboard.js";
+
+// Node 20 has a WebSocket behind --experimental-websocket; without it, Debian's node-ws package.
+const WebSocket = globalThis.WebSocket ?? createRequire(import.meta.url)("ws");
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, ".build/debug/switchboard");
+const secret = "node-transport-test-secret-of-at-least-32-bytes";
+let server;
+let url;
+
+function sign(claims) {
+  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+const token = (user) => sign({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600 });
+
+/** Resolves with the first payload of `event` that satisfies `predicate`, or rejects after `ms`. */
+function next(client, event, predicate = () => true, ms = 20000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { off(); reject(new Error(`no ${event} within ${ms} ms`)); }, ms);
+    const off = client.on(event, (payload) => {
+      if (!predicate(payload)) return;
+      clearTimeout(timer);
+      off();
+      resolve(payload);
+    });
+  });
+}
+
+function client(user, options = {}, at = url) {
+  return new Switchboard(at, {
+    WebSocket, getToken: () => token(user), minReconnectDelay: 50, maxReconnectDelay: 500, ...options,
+  });
+}
+
+/** Starts `switchboard serve` and resolves with its process and WebSocket URL. */
+async function startServer(extra = []) {
+  const process = spawn(binary, [
+    "serve", "--port", "0", "--no-api", "--token-secret", secret, "--log-level", "warning", ...extra,
+  ]);
+  const address = await new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(() => reject(new Error(`serve did not start: ${output}`)), 30000);
+    process.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/listening on (ws:\/\/\S+)/);
+      if (match) { clearTimeout(timer); resolve(match[1]); }
+    });
+    process.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
+  });
+  return { process, address };
+}
+
+/**
+ * A TCP proxy in front of the server that refuses WebSocket upgrades (403), as some networks do, and passes
+ * every other request through byte for byte, streamed both ways. `refusing` turns every new connection away
+ * (reset at once); `dropStreams()` resets the event streams passing through, as a failing network would.
+ */
+async function startProxy(target) {
+  const { port } = new URL(target);
+  const links = new Set();
+  const proxy = { refusing: false, upgradesRefused: 0, streams: 0 };
+  const listener = createServer((downstream) => {
+    downstream.on("error", () => {});
+    if (proxy.refusing) return downstream.resetAndDestroy();
+    let head = Buffer.alloc(0);
+    const reading = (chunk) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      downstream.off("data", reading);
+      downstream.pause();
+      const request = head.subarray(0, end).toString("latin1");
+      if (/^upgrade:\s*websocket/im.test(request)) {
+        proxy.upgradesRefused += 1;
+        downstream.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+      }
+      const upstream = connect(Number(port), "127.0.0.1");
+      const link = { downstream, upstream, stream: /^GET \/http-stream[?\s]/.test(request) };
+      if (link.stream) proxy.streams += 1;
+      links.add(link);
+      const close = () => {
+        links.delete(link);
+        downstream.destroy();
+        upstream.destroy();
+      };
+      upstream.on("error", close);
+      upstream.on("close", close);
+      downstream.on("close", close);
+      upstream.write(head);
+      downstream.pipe(upstream);
+      upstream.pipe(downstream);
+    };
+    downstream.on("data", reading);
+  });
+  await new Promise((resolve) => listener.listen(0, "127.0.0.1", resolve));
+  proxy.url = `ws://127.0.0.1:${listener.address().port}/ws`;
+  proxy.dropStreams = () => {
+    for (const link of links) {
+      if (!link.stream) continue;
+      link.downstream.resetAndDestroy();
+      link.upstream.destroy();
+    }
+  };
+  proxy.close = () => {
+    for (const link of links) link.downstream.destroy();
+    listener.close();
+  };
+  return proxy;
+}
+
+before(async () => {
+  ({ process: server, address: url } = await startServer());
+});
+
+after(() => server?.kill("SIGTERM"));
+
+test("a client on the HTTP transport alone chats with one on a WebSocket, both ways, and sees its presence", async () => {
+  const ada = client("ada", { transports: ["http-stream"] });
+  const bob = client("bob");
+  try {
+    await ada.connect();
+    assert.equal(ada.transport, "http-stream");
+    assert.equal(ada.user, "ada");
+    await ada.subscribe("chat:mixed");
+    const joined = next(ada, "join", (j) => j.channel === "chat:mixed" && j.info.user === "bob");
+    await bob.connect();
+    assert.equal(bob.transport, "websocket");
+    await bob.subscribe("chat:mixed");
+    await joined;
+    const toBob = next(bob, "publication", (p) => p.channel === "chat:mixed" && p.data.text === "from ada");
+    const { offset } = await ada.publish("chat:mixed", { text: "from ada" });
+    assert.equal((await toBob).offset, offset);
+    assert.equal((await toBob).user, "ada");
+    const toAda = next(ada, "publication", (p) => p.channel === "chat:mixed" && p.data.text === "from bob");
+    await bob.publish("chat:mixed", { text: "from bob" });
+    assert.equal((await toAda).user, "bob");
+    const { members } = await ada.presence("chat:mixed");
+    assert.deepEqual(members.map((m) => m.user).sort(), ["ada", "bob"]);
+    const { publications } = await ada.history("chat:mixed");
+    assert.deepEqual(publications.map((p) => p.data.text), ["from ada", "from bob"]);
+    await assert.rejects(ada.subscribe("nowhere:x"), (error) => error.code === 102);
+    await ada.ping(); // an error reply leaves the session up
+    const left = next(bob, "leave", (l) => l.channel === "chat:mixed" && l.info.user === "ada");
+    ada.disconnect(); // the stream closes: the server ends the session and its subscriptions
+    await left;
+  } finally {
+    ada.disconnect();
+    bob.disconnect();
+  }
+});
+
+test("commands sent together go up in one POST and reach the server in the order sent", async () => {
+  const ada = client("ada", { transports: ["http-stream"] });
+  const bob = client("bob");
+  try {
+    await Promise.all([ada.connect(), bob.connect()]);
+    await bob.subscribe("chat:ordered");
+    const seen = [];
+    const all = next(bob, "publication", (p) => {
+      if (p.channel === "chat:ordered") seen.push(p.data.n);
+      return seen.length === 40;
+    });
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, n) => ada.publish("chat:ordered", { n })));
+    await all;
+    assert.deepEqual(seen, Array.from({ length: 40 }, (_, n) => n));
+    assert.deepEqual(replies.map((r) => r.offset - replies[0].offset), Array.from({ length: 40 }, (_, n) => n));
+  } finally {
+    ada.disconnect();
+    bob.disconnect();
+  }
+});
+
+test("a refused WebSocket upgrade falls back by itself; a dropped stream recovers what it missed", async () => {
+  const proxy = await startProxy(url);
+  const ada = client("ada", {}, proxy.url);
+  const bob = client("bob");
+  const changes = [];
+  ada.on("transport", (change) => changes.push(change));
+  try {
+    await Promise.all([ada.connect(), bob.connect()]);
+    assert.equal(ada.transport, "http-stream");
+    assert.ok(proxy.upgradesRefused >= 1, "the WebSocket was tried first");
+    assert.deepEqual(changes, [{ transport: "http-stream", previous: null }]);
+    await ada.subscribe("chat:fallback");
+    const first = next(ada, "publication", (p) => p.data.n === 0);
+    await bob.publish("chat:fallback", { n: 0 });
+    await first;
+    const seen = [];
+    ada.on("publication", (p) => { if (p.channel === "chat:fallback") seen.push([p.data.n, p.recovered === true]); });
+    const dropped = next(ada, "disconnected");
+    proxy.refusing = true;
+    proxy.dropStreams();
+    assert.equal((await dropped).reconnect, true);
+    for (const n of [1, 2, 3]) await bob.publish("chat:fallback", { n });
+    const recovered = next(ada, "recovered", (r) => r.channel === "chat:fallback");
+    const back = next(ada, "connected");
+    proxy.refusing = false;
+    await back;
+    assert.deepEqual(await recovered, { channel: "chat:fallback", recovered: true });
+    const last = next(ada, "publication", (p) => p.data.n === 4);
+    await bob.publish("chat:fallback", { n: 4 });
+    await last;
+    assert.deepEqual(seen, [[1, true], [2, true], [3, true], [4, false]]);
+    assert.equal(ada.transport, "http-stream");
+    assert.deepEqual(changes, [{ transport: "http-stream", previous: null }]);
+    assert.ok(proxy.streams >= 2, "a new stream (session) after the drop");
+  } finally {
+    ada.disconnect();
+    bob.disconnect();
+    proxy.close();
+  }
+});
+
+test("a refused token is final over the HTTP transport too: no reconnect", async () => {
+  const forged = new Switchboard(url, {
+    transports: ["http-stream"], token: sign({ sub: "eve", exp: Math.floor(Date.now() / 1000) + 60 }).slice(0, -4) + "AAAA",
+    minReconnectDelay: 50, maxReconnectDelay: 100,
+  });
+  const closed = next(forged, "disconnected");
+  const connecting = forged.connect();
+  const event = await closed;
+  await assert.rejects(connecting, (error) => error.code === ClientErrors.CLOSED);
+  assert.equal(event.code, 4003);
+  assert.equal(event.reconnect, false);
+});
+
+test("with gzip on (--deflate), the stream still delivers each message as it is sent", async () => {
+  const gzipped = await startServer(["--deflate"]);
+  const ada = client("ada", { transports: ["http-stream"] }, gzipped.address);
+  const bob = client("bob", {}, gzipped.address);
+  try {
+    await Promise.all([ada.connect(), bob.connect()]);
+    await ada.subscribe("chat:zipped");
+    for (const n of [1, 2, 3]) {
+      const arrived = next(ada, "publication", (p) => p.data.n === n, 5000);
+      await bob.publish("chat:zipped", { n, text: "compressible ".repeat(40) });
+      await arrived;
+    }
+  } finally {
+    ada.disconnect();
+    bob.disconnect();
+    gzipped.process.kill("SIGTERM");
+  }
+});
