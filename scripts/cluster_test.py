@@ -6,12 +6,14 @@ usage: cluster_test.py SWITCHBOARD_BINARY
 """
 import asyncio
 import json
+import socket
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 from protocol_client import ProtocolClient
@@ -95,6 +97,51 @@ async def eventually(description: str, check, timeout: float = TIMEOUT):
         await asyncio.sleep(0.1)
 
 
+class HTTPStream:
+    """The HTTP transport's downstream, read from a raw socket: one protocol message per `data:` line."""
+
+    def __init__(self, node: "Node", user: str):
+        host, port = node.ws.split("//")[1].split("/")[0].split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        self.sock.sendall(f"GET /http-stream?user={user} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        self.buffer = b""
+        self.head_done = False
+
+    async def next_message(self, where=lambda m: True) -> dict:
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            if not self.head_done and b"\r\n\r\n" in self.buffer:
+                self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
+                self.head_done = True
+            while self.head_done and b"\n\n" in self.buffer:
+                event, self.buffer = self.buffer.split(b"\n\n", 1)
+                data = [line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")]
+                if data:
+                    message = json.loads(b"\n".join(data))
+                    if where(message):
+                        return message
+            chunk = await asyncio.get_running_loop().run_in_executor(None, self.sock.recv, 65536)
+            if not chunk:
+                raise RuntimeError("the stream ended")
+            self.buffer += chunk
+        raise TimeoutError("no such message on the stream")
+
+    def close(self):
+        self.sock.close()
+
+
+def http_post(node: "Node", session: str, body: str):
+    base = node.ws.rsplit("/", 1)[0].replace("ws://", "http://")
+    request = urllib.request.Request(
+        f"{base}/http-stream?session={session}", data=body.encode(), method="POST",
+        headers={"Content-Type": "text/plain"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
 async def main():
     log_dir = tempfile.mkdtemp(prefix="switchboard-cluster-")
     redis = Redis()
@@ -158,6 +205,29 @@ async def main():
         assert pub["offset"] == live["offset"] and pub["data"] == {"after": True}, pub
         last = live["offset"]
         print("recovery: three missed publications recovered exactly once on another node")
+
+        # The HTTP transport: a session's stream is held by A; its commands are POSTed to B, which passes them
+        # to A through the nodes' control channel. Replies come down A's stream. A forged secret does nothing.
+        stream = HTTPStream(a, "hal")
+        session = (await stream.next_message())["session"]
+        assert session.startswith("a."), session
+        status, _ = http_post(b, session, '{"id":1,"cmd":"subscribe","channel":"%s"}' % room)
+        assert status == 202, status
+        reply = await stream.next_message(lambda m: m.get("id") == 1)
+        assert "ok" in reply, reply
+        forged = session.rsplit(".", 1)[0] + ".forged"
+        status, _ = http_post(b, forged, '{"id":2,"cmd":"publish","channel":"%s","data":{"forged":true}}' % room)
+        assert status == 202, status  # B cannot check A's secret; A refuses it
+        status, _ = http_post(b, session, '{"id":3,"cmd":"publish","channel":"%s","data":{"via":"b"}}' % room)
+        assert status == 202, status
+        reply = await stream.next_message(lambda m: m.get("id") == 3)
+        assert "ok" in reply, reply
+        pub = await stream.next_message(lambda m: m.get("push") == "pub")
+        assert pub["data"] == {"via": "b"}, pub  # the forged publish (sent first) never happened
+        stream.close()
+        await ada.push("pub", room, where=lambda m: m["data"] == {"via": "b"})
+        last = pub["offset"]
+        print("HTTP transport: commands POSTed to B reached the session on A; a forged secret was refused")
 
         # A node killed with SIGKILL leaves presence within the TTL; its client recovers on another node.
         cora = await Client.open(c, "cora")

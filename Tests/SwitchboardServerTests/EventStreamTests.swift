@@ -175,6 +175,32 @@ struct EventStreamTests {
         }
     }
 
+    @Test func dataWithLineBreaksGoesAsSeveralDataLinesOfTheSameJSON() async throws {
+        let server = try await start()
+        try await finally({ await server.stop() }) {
+            let sse = try await EventStreamReader.open(server.port, "/sse?channel=chat:lines")
+            let http = try await EventStreamReader.open(server.port, "/http-stream")
+            try await sse.waitFor("subscribed") { $0.first?.event == "subscribed" }
+            try await http.waitFor("the session") { $0.first?.data["session"] != nil }
+            let session = try #require(http.events[0].data["session"] as? String)
+            let post = try await EventStreamReader.open(
+                server.port, "/http-stream?session=\(session)", method: "POST",
+                body: #"{"id":1,"cmd":"subscribe","channel":"chat:lines"}"#)
+            _ = try await post.raw.waitForServerClose()
+            try await http.waitFor("subscribed") { $0.contains { $0.data["id"] as? Int == 1 } }
+            // The application's bytes are kept: a line break in the JSON's whitespace, and one that is \r.
+            _ = try await publish(server, "chat:lines", "{\"a\":\n1,\r\"b\":\"x\"}")
+            for stream in [sse, http] {
+                try await stream.waitFor("the publication") { events in
+                    events.contains { ($0.data["data"] as? [String: Any])?["a"] as? Int == 1 }
+                }
+                #expect(stream.body.contains("\"data\":{\"a\":\ndata: 1,\ndata: \"b\":\"x\"}"))
+            }
+            await sse.close()
+            await http.close()
+        }
+    }
+
     @Test func badRequestsGetAStatusAndAJSONErrorAndLeakNothing() async throws {
         let server = try await start(channels: { $0.maxSubscriptionsPerConnection = 3 })
         try await finally({ await server.stop() }) {
