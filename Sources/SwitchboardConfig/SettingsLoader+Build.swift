@@ -15,7 +15,8 @@ extension SettingsLoader {
         transport.host = reader.string("host") ?? transport.host
         transport.port = try reader.int("port", in: 0...65535) ?? transport.port
         transport.path = reader.string("path") ?? "/ws"
-        transport.eventStreamPath = try Values.streamPath("ssePath", reader.string("ssePath") ?? "/sse", besides: transport.path)
+        transport.eventStreamPath = try Values.streamPath(
+            "ssePath", reader.string("ssePath") ?? "/sse", besides: transport.path)
         transport.httpStreamPath = try Values.streamPath(
             "httpStreamPath", reader.string("httpStreamPath") ?? "/http-stream", besides: transport.path)
         if let sse = transport.eventStreamPath, sse == transport.httpStreamPath {

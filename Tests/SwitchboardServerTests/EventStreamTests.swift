@@ -71,7 +71,9 @@ struct EventStreamReader {
     }
 
     /// The offsets of the publications received, in order.
-    var publicationOffsets: [Int] { events.filter { $0.event == "publication" }.compactMap { $0.data["offset"] as? Int } }
+    var publicationOffsets: [Int] {
+        events.filter { $0.event == "publication" }.compactMap { $0.data["offset"] as? Int }
+    }
 
     func close() async { await raw.close() }
 }
@@ -166,7 +168,8 @@ struct EventStreamTests {
             let resumed = try await EventStreamReader.open(
                 server.port, "/sse?channel=chat:a&channel=chat:b", headers: ["Last-Event-ID: \(last)"])
             try await resumed.waitFor("both recovered") { $0.filter { $0.event == "publication" }.count == 2 }
-            #expect(resumed.events.filter { $0.event == "subscribed" }.allSatisfy { $0.data["recovered"] as? Bool == true })
+            #expect(
+                resumed.events.filter { $0.event == "subscribed" }.allSatisfy { $0.data["recovered"] as? Bool == true })
             let missed = resumed.events.filter { $0.event == "publication" }.map {
                 "\($0.data["channel"] ?? ""):\($0.data["offset"] ?? "")"
             }

@@ -127,11 +127,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard head.method == .GET else {
                 state = .done
                 return reject(
-                    .init(status: .methodNotAllowed, reason: "use GET (or POST commands to a session)", kind: .badRequest),
+                    .init(
+                        status: .methodNotAllowed, reason: "use GET (or POST commands to a session)", kind: .badRequest),
                     context: context)
             }
         }
-        if transport == .webSocket, let site = hub.site, !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
+        if transport == .webSocket, let site = hub.site,
+            !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
             String(head.uri.prefix { $0 != "?" }) != hub.configuration.path
         {
             state = .done
@@ -244,7 +246,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                 head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
         else {
             state = .done
-            return reject(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+            return reject(
+                .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
         }
         let query = QueryParameters(head.uri)
         guard let session = query.first("session"), !session.isEmpty else {
@@ -260,7 +263,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.state = .done
             switch result {
             case .success(let answer): self.answer(answer, head: head, context: context)
-            case .failure: self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
+            case .failure:
+                self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
             }
         }
     }
@@ -273,7 +277,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .success = HandshakeValidator.validateStream(
                 head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
         else {
-            return reject(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+            return reject(
+                .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
         }
         let headers = HTTPHeaders([
             ("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
@@ -281,8 +286,12 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
             ("Access-Control-Max-Age", "600"), ("Vary", "Origin"), ("Content-Length", "0"), ("Connection", "close"),
         ])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .noContent, headers: headers))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .noContent, headers: headers))),
+            promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     /// The JSON answer to a `POST`, with CORS for an admitted cross-origin page.
@@ -294,9 +303,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Content-Type", "application/json"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close"),
             ("Cache-Control", "no-store"),
         ])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))),
+            promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 
     /// A page of the static site; the connection closes after it, like every answer that is not a 101.

@@ -248,7 +248,9 @@ extension Hub {
             value.split(separator: ",").contains { item in
                 let parts = item.split(separator: ";").map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() }
                 guard parts.first == "gzip" else { return false }
-                return !parts.dropFirst().contains { $0.hasPrefix("q=0") && !$0.dropFirst(3).contains { $0 != "." && $0 != "0" } }
+                return !parts.dropFirst().contains {
+                    $0.hasPrefix("q=0") && !$0.dropFirst(3).contains { $0 != "." && $0 != "0" }
+                }
             }
         }
     }

@@ -51,11 +51,21 @@ public final class SwitchboardMetrics: Sendable {
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)
         transportOpen = Dictionary(
             uniqueKeysWithValues: Transport.allCases.map {
-                ($0, Gauge(label: "switchboard_transport_connections_open", dimensions: [("transport", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    Gauge(
+                        label: "switchboard_transport_connections_open", dimensions: [("transport", $0.rawValue)],
+                        factory: factory)
+                )
             })
         transportAccepted = Dictionary(
             uniqueKeysWithValues: Transport.allCases.map {
-                ($0, Counter(label: "switchboard_transport_connections_total", dimensions: [("transport", $0.rawValue)], factory: factory))
+                (
+                    $0,
+                    Counter(
+                        label: "switchboard_transport_connections_total", dimensions: [("transport", $0.rawValue)],
+                        factory: factory)
+                )
             })
         connectionsClosed = Counter.family("switchboard_connections_closed_total", by: "reason", factory: factory)
         handshakesRejected = Counter.family("switchboard_handshakes_rejected_total", by: "reason", factory: factory)

@@ -75,7 +75,9 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             var head = context.channel.allocator.buffer(capacity: 48)
             if namesEvents {
                 head.writeStaticString("event: ")
-                if let name = EventStreamEncoding.pushName(view) { head.writeSubstring(name) } else {
+                if let name = EventStreamEncoding.pushName(view) {
+                    head.writeSubstring(name)
+                } else {
                     head.writeStaticString("message")
                 }
                 head.writeStaticString("\n")

@@ -3,8 +3,10 @@ import Foundation
 /// The query of a request's URI (`/sse?channel=a&channel=b&token=…`), percent-decoded, in order; a name
 /// may come several times. Parameters that do not decode are dropped (the caller then finds them missing).
 public struct QueryParameters: Sendable {
+    /// Every parameter, in the URI's order.
     public let items: [(name: String, value: String)]
 
+    /// The parameters of `uri` (none without a `?`).
     public init(_ uri: String) {
         guard let mark = uri.firstIndex(of: "?") else {
             items = []

@@ -27,10 +27,12 @@ public struct StreamPost: Sendable {
 
 /// What a `POST` of the HTTP transport is answered: a status and a JSON body.
 public struct StreamPostAnswer: Sendable, Equatable {
+    /// 202 when taken; 400, 403, 404, 413 or 503 otherwise.
     public var status: HTTPResponseStatus
     /// A JSON object: `{"ok":true}`, or `{"error":{"code":…,"message":…}}`.
     public var body: String
 
+    /// An answer of `status` with `body` (JSON text).
     public init(status: HTTPResponseStatus, body: String) {
         self.status = status
         self.body = body

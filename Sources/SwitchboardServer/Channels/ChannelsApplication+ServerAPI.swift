@@ -162,7 +162,8 @@ extension ChannelsApplication: NodeControlHandler {
             deliver(body, to: id, on: eventLoop).whenSuccess { [logger] answer in
                 guard answer != .accepted else { return }
                 logger.debug(
-                    "commands for an HTTP session from another node refused", metadata: ["status": "\(answer.status.code)"])
+                    "commands for an HTTP session from another node refused",
+                    metadata: ["status": "\(answer.status.code)"])
             }
         }
     }

@@ -194,10 +194,18 @@ public final class ChannelsApplication: SwitchboardApplication {
     ) -> EventLoopFuture<
         UpgradeDecision
     > {
+        decideUpgrade(request, transport: .webSocket, from: remoteAddress, on: eventLoop)
+    }
+
+    /// `shouldUpgrade` for any transport (the connect proxy is told which).
+    func decideUpgrade(
+        _ request: HTTPRequestHead, transport: Transport, from remoteAddress: SocketAddress?,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<UpgradeDecision> {
         let token = verifier == nil ? nil : Self.bearerToken(in: request.headers)
         if let proxy, proxy.configuration.connectURL != nil, token == nil {
             return ConnectionAuthentication(application: self).connectThroughProxy(
-                proxy, request: request, on: eventLoop)
+                proxy, request: request, transport: transport, on: eventLoop)
         }
         let decision = decide(request, token: token, from: remoteAddress, on: eventLoop)
         guard let proxy else { return decision }

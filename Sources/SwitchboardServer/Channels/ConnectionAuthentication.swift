@@ -216,11 +216,11 @@ struct ConnectionAuthentication {
     /// or `disconnect` is 403 with the message; a backend down or slow is 503 (try again), one answering
     /// garbage 502.
     func connectThroughProxy(
-        _ proxy: EventProxy, request: HTTPRequestHead, on eventLoop: any EventLoop
+        _ proxy: EventProxy, request: HTTPRequestHead, transport: Transport, on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpgradeDecision> {
         let headers = proxy.forwarded(from: request.headers)
         return proxy.call(
-            .connect, body: "{\"transport\":\"websocket\"}", headers: headers, on: eventLoop,
+            .connect, body: "{\"transport\":\"\(transport.rawValue)\"}", headers: headers, on: eventLoop,
             check: { _ = try ConnectGrant($0) }
         ).map { answer -> UpgradeDecision in
             switch answer {

@@ -61,7 +61,8 @@ extension EventProxy {
         _ event: Event, for session: ClientSession, _ fields: KeyValuePairs<String, String?> = [:],
         on eventLoop: any EventLoop, check: @escaping @Sendable (JSONObject) throws -> Void = { _ in }
     ) -> EventLoopFuture<ProxyAnswer> {
-        var body = "{\"client\":\(ServerMessage.quote(session.member.clientID)),\"transport\":\"websocket\""
+        var body =
+            "{\"client\":\(ServerMessage.quote(session.member.clientID)),\"transport\":\"\(session.connection.transport.rawValue)\""
         if let user = session.connection.userID { body += ",\"user\":\(ServerMessage.quote(user))" }
         for (key, value) in fields {
             guard let value else { continue }

@@ -17,7 +17,9 @@ extension ChannelsApplication {
         _ request: HTTPRequestHead, transport: Transport, from remoteAddress: SocketAddress?,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<UpgradeDecision> {
-        guard transport == .eventStream else { return shouldUpgrade(request, from: remoteAddress, on: eventLoop) }
+        guard transport == .eventStream else {
+            return decideUpgrade(request, transport: transport, from: remoteAddress, on: eventLoop)
+        }
         let parsed = EventStreamRequest.parse(
             request, limit: configuration.maxSubscriptionsPerConnection, options: options(for:))
         guard case .success(var stream) = parsed else {
@@ -36,7 +38,7 @@ extension ChannelsApplication {
             forwarded: request.headers["Forwarded"], trusted: trusted)
         let anonymousAllowed = self.anonymousAllowed
         let options = self.options(for:)
-        return shouldUpgrade(head, from: remoteAddress, on: eventLoop).map { decision in
+        return decideUpgrade(head, transport: transport, from: remoteAddress, on: eventLoop).map { decision in
             guard case .accept(let user, _, let info, let expiresAt, let attachment) = decision else { return decision }
             // No `connect` can follow on a one-way stream: it is authenticated now or never.
             guard user != nil || anonymousAllowed || attachment is TokenClaims else {

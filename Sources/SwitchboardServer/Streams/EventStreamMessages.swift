@@ -11,8 +11,10 @@ enum EventStreamMessages {
     static func publication(
         _ publication: Publication, channel: String, epoch: String?, options: NamespaceOptions
     ) -> ByteBuffer {
-        let json = ServerMessage.publicationJSON(publication, channel: channel, showUser: options.showPublisher, push: true)
-        let position = options.historySize > 0 ? (publication.epoch ?? epoch).map { "\($0):\(publication.offset)" } : nil
+        let json = ServerMessage.publicationJSON(
+            publication, channel: channel, showUser: options.showPublisher, push: true)
+        let position =
+            options.historySize > 0 ? (publication.epoch ?? epoch).map { "\($0):\(publication.offset)" } : nil
         return EventStreamEncoding.positionedEvent(
             stream: channel, position: position, event: "publication", data: ByteBuffer(string: json).readableBytesView)
     }

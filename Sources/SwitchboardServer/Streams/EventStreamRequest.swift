@@ -29,20 +29,24 @@ struct EventStreamRequest: StreamAttachment {
         for channel in channels {
             guard ChannelName.validate(channel) else { return .failure(.bad("invalid channel name")) }
             guard let namespace = options(channel) else {
-                return .failure(.init(status: .notFound, message: "unknown namespace: \(ChannelName.namespace(of: channel))"))
+                return .failure(
+                    .init(status: .notFound, message: "unknown namespace: \(ChannelName.namespace(of: channel))"))
             }
             if namespace.permissions.subscribe == .token || namespace.proxySubscribe {
                 return .failure(
                     .init(
                         status: .forbidden,
-                        message: "\(channel) needs a subscription token or the backend's approval: use the client protocol"))
+                        message:
+                            "\(channel) needs a subscription token or the backend's approval: use the client protocol"))
             }
         }
         var positions = [StreamPosition?](repeating: nil, count: channels.count)
         if let resume = request.headers.first(name: "Last-Event-ID") ?? query.first("since") {
             guard let parsed = Self.positions(resume, count: channels.count) else {
                 return .failure(
-                    .bad("malformed Last-Event-ID or since: expected <epoch>:<offset>, one per channel, comma-separated"))
+                    .bad(
+                        "malformed Last-Event-ID or since: expected <epoch>:<offset>, one per channel, comma-separated")
+                )
             }
             positions = parsed
         }

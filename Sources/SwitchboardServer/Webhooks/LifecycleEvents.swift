@@ -40,7 +40,7 @@ final class LifecycleEvents: Sendable {
     }
 
     func connected(_ session: ClientSession) {
-        emit("connect", Self.who(session) + ",\"transport\":\"websocket\"")
+        emit("connect", Self.who(session) + ",\"transport\":\"\(session.connection.transport.rawValue)\"")
     }
 
     func disconnected(_ session: ClientSession, code: UInt16, reason: String) {
