@@ -1,5 +1,6 @@
 import CompressNIO
 import Foundation
+import MetricsTestKit
 import NIOCore
 import NIOPosix
 import SwitchboardCore
@@ -287,6 +288,33 @@ struct EventStreamTests {
             await stream.close()
             try await eventually("the session gone") { server.server.hub.connectionsByTransport["http_stream"] == 0 }
             #expect(try await post(session, #"{"id":3,"cmd":"ping"}"#).0 == 404)
+        }
+    }
+
+    @Test func metricsCountConnectionsPerTransport() async throws {
+        let metrics = TestMetrics()
+        let server = try await ChannelsServer.start(metrics: metrics, authenticate: Self.byQuery)
+        try await finally({ await server.stop() }) {
+            let ws = try await server.connect()
+            let sse = try await EventStreamReader.open(server.port, "/sse?channel=chat:m")
+            let http = try await EventStreamReader.open(server.port, "/http-stream")
+            try await sse.waitFor("subscribed") { $0.first?.event == "subscribed" }
+            try await http.waitFor("the session") { $0.first?.data["session"] != nil }
+            func open(_ transport: String) -> Double? {
+                try? metrics.expectGauge("switchboard_transport_connections_open", [("transport", transport)])
+                    .lastValue
+            }
+            #expect(open("websocket") == 1 && open("sse") == 1 && open("http_stream") == 1)
+            for transport in ["websocket", "sse", "http_stream"] {
+                let total = try metrics.expectCounter(
+                    "switchboard_transport_connections_total", [("transport", transport)])
+                #expect(total.totalValue == 1, "\(transport)")
+            }
+            await sse.close()
+            await http.close()
+            _ = ws
+            try await eventually("the streams counted out") { open("sse") == 0 && open("http_stream") == 0 }
+            #expect(open("websocket") == 1)
         }
     }
 

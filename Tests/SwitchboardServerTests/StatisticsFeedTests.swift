@@ -19,16 +19,20 @@ struct StatisticsFeedTests {
             var others: [ProtocolClient] = []
             for _ in 0..<3 { others.append(try await server.connect()) }
             for client in others { _ = try await client.call(["cmd": "subscribe", "channel": "chat:room"]) }
+            let stream = try await EventStreamReader.open(server.port, "/sse?channel=chat:room")
+            try await stream.waitFor("subscribed") { $0.first?.event == "subscribed" }
             _ = try await others[0].call(["cmd": "publish", "channel": "chat:room", "data": ["n": 1]])
-            // Rates need two samples; wait for one that sees all four connections and the deliveries.
+            // Rates need two samples; wait for one that sees all five connections and the deliveries.
             var stats: [String: Any] = [:]
             for _ in 0..<50 {
                 let push = try await watcher.nextPush("pub")
                 stats = push["data"] as? [String: Any] ?? [:]
-                if stats["connections"] as? Int == 4, stats["subscriptions"] as? Int == 4 { break }
+                if stats["connections"] as? Int == 5, stats["subscriptions"] as? Int == 5 { break }
             }
-            #expect(stats["connections"] as? Int == 4)
-            #expect(stats["subscriptions"] as? Int == 4)
+            #expect(stats["connections"] as? Int == 5)
+            #expect(stats["subscriptions"] as? Int == 5)
+            let transports = stats["transports"] as? [String: Int]
+            #expect(transports == ["websocket": 4, "sse": 1, "http_stream": 0])
             #expect((stats["channels"] as? Int ?? 0) >= 2)
             for key in [
                 "connectsPerSecond", "disconnectsPerSecond", "messagesInPerSecond", "messagesOutPerSecond",
@@ -38,6 +42,7 @@ struct StatisticsFeedTests {
             }
             #expect(
                 try await others[0].call(["cmd": "publish", "channel": "sys:stats", "data": 1]).reply.errorCode == 104)
+            await stream.close()
         }
     }
 
