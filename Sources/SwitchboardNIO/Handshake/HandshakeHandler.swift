@@ -65,6 +65,11 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.awaitingHead, .head(let head)):
             if head.method == .POST, let path = hub.configuration.httpStreamPath, Self.path(of: head) == path {
                 state = .awaitingBody(head, context.channel.allocator.buffer(capacity: 0))
+                // curl and others wait (up to a second) for this before sending a body past 1 KiB.
+                if head.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                    let proceed = HTTPResponseHead(version: .http1_1, status: .continue)
+                    context.writeAndFlush(wrapOutboundOut(.head(proceed)), promise: nil)
+                }
             } else {
                 state = .awaitingEnd(head)
             }
