@@ -16,9 +16,9 @@ extension SettingsLoader {
         transport.port = try reader.int("port", in: 0...65535) ?? transport.port
         transport.path = reader.string("path") ?? "/ws"
         transport.eventStreamPath = try Values.streamPath(
-            "ssePath", reader.string("ssePath") ?? "/sse", besides: transport.path)
+            "ssePath", reader.rawString("ssePath") ?? "/sse", besides: transport.path)
         transport.httpStreamPath = try Values.streamPath(
-            "httpStreamPath", reader.string("httpStreamPath") ?? "/http-stream", besides: transport.path)
+            "httpStreamPath", reader.rawString("httpStreamPath") ?? "/http-stream", besides: transport.path)
         if let sse = transport.eventStreamPath, sse == transport.httpStreamPath {
             throw SettingsError("ssePath and httpStreamPath must differ")
         }
@@ -292,6 +292,12 @@ private struct Values {
 
     func string(_ key: String) -> String? {
         if case .string(let value) = values[key] { return value.isEmpty ? nil : value }
+        return nil
+    }
+
+    /// The value as given, empty included (where empty means "off").
+    func rawString(_ key: String) -> String? {
+        if case .string(let value) = values[key] { return value }
         return nil
     }
 

@@ -71,7 +71,11 @@ struct ServeCommand: AsyncParsableCommand {
         let reload = SettingsReload(
             arguments: self.settings, loaded: loaded, application: application, verifier: verifier, logger: logger)
         let statsChannel = feed?.channel ?? "sys:stats"
-        let site = settings.web ? try webSite(path: settings.transport.path ?? "/ws", stats: statsChannel) : nil
+        let site =
+            settings.web
+            ? try webSite(
+                path: settings.transport.path ?? "/ws", httpStreamPath: settings.transport.httpStreamPath,
+                stats: statsChannel) : nil
         try await runServer(
             settings, path: settings.transport.path, application: application, site: site, reload: reload,
             started: { feed?.start() }
@@ -139,8 +143,10 @@ private final class ClusterNode: Service {
 }
 
 /// The chat demo and the dashboard, bundled with the executable (Sources/switchboard/Web).
-/// `/config.json` tells the pages where the WebSocket endpoint is (`path`).
-private func webSite(path: String, stats: String) throws -> StaticSite {
+/// `/config.json` tells the pages where the WebSocket endpoint is (`path`) and the HTTP transport
+/// (`httpStreamPath`, null when off).
+private func webSite(path: String, httpStreamPath: String?, stats: String) throws -> StaticSite {
+    let fallback = httpStreamPath.map(ServerMessage.quote) ?? "null"
     guard let directory = Bundle.module.url(forResource: "Web", withExtension: nil) else {
         throw ValidationError("the web pages are missing from the build")
     }
@@ -148,7 +154,8 @@ private func webSite(path: String, stats: String) throws -> StaticSite {
         directory: directory, aliases: ["/": "index.html", "/dashboard": "dashboard.html"],
         generated: [
             "/config.json": (
-                "config.json", "{\"path\":\(ServerMessage.quote(path)),\"stats\":\(ServerMessage.quote(stats))}"
+                "config.json",
+                "{\"path\":\(ServerMessage.quote(path)),\"httpStreamPath\":\(fallback),\"stats\":\(ServerMessage.quote(stats))}"
             )
         ])
 }

@@ -167,7 +167,7 @@ struct EventStreamTests {
             _ = try await publish(server, "chat:b", #"{"b":2}"#)
             _ = try await publish(server, "chat:a", #"{"a":3}"#)
             let resumed = try await EventStreamReader.open(
-                server.port, "/sse?channel=chat:a&channel=chat:b", headers: ["Last-Event-ID: \(last)"])
+                server.port, "/sse?channel=chat:a&channel=chat:b&user=sid", headers: ["Last-Event-ID: \(last)"])
             try await resumed.waitFor("both recovered") { $0.filter { $0.event == "publication" }.count == 2 }
             #expect(
                 resumed.events.filter { $0.event == "subscribed" }.allSatisfy { $0.data["recovered"] as? Bool == true })
@@ -175,6 +175,17 @@ struct EventStreamTests {
                 "\($0.data["channel"] ?? ""):\($0.data["offset"] ?? "")"
             }
             #expect(Set(missed) == ["chat:a:3", "chat:b:2"])
+            // Every id lists both channels' positions, from the first event on (the request's seed them).
+            let ids = resumed.events.compactMap(\.id)
+            #expect(!ids.isEmpty && ids.allSatisfy { $0.split(separator: ",").count == 2 }, "\(ids)")
+            // A server-side subscribe does not reach a one-way stream: its ids cover only the URL's channels.
+            try await server.application.subscribe(
+                user: "sid", to: "chat:c", on: MultiThreadedEventLoopGroup.singleton.next()
+            ).get()
+            _ = try await publish(server, "chat:c", #"{"c":1}"#)
+            _ = try await publish(server, "chat:a", #"{"a":4}"#)
+            try await resumed.waitFor("chat:a's next") { $0.contains { $0.data["offset"] as? Int == 4 } }
+            #expect(!resumed.events.contains { $0.data["channel"] as? String == "chat:c" })
             await resumed.close()
         }
     }

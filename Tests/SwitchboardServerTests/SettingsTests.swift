@@ -48,6 +48,22 @@ struct SettingsTests {
         #expect(defaults.entries.allSatisfy { $0.source == "default" })
     }
 
+    @Test func streamPathsDefaultTurnOffWhenEmptyAndMustBePaths() throws {
+        let defaults = try SettingsLoader.load(arguments: [], environment: [:]).settings.transport
+        #expect(defaults.eventStreamPath == "/sse" && defaults.httpStreamPath == "/http-stream")
+        let off = try SettingsLoader.load(
+            arguments: ["--sse-path", ""], environment: ["SWITCHBOARD_HTTP_STREAM_PATH": ""]
+        ).settings.transport
+        #expect(off.eventStreamPath == nil && off.httpStreamPath == nil)
+        for arguments in [
+            ["--sse-path", "sse"], ["--sse-path", "/ws"], ["--sse-path", "/x", "--http-stream-path", "/x"],
+        ] {
+            #expect(throws: SettingsError.self, "\(arguments)") {
+                try SettingsLoader.load(arguments: arguments, environment: [:])
+            }
+        }
+    }
+
     @Test func everyKindReadsFromEveryLayer() throws {
         let loaded = try SettingsLoader.load(
             arguments: [

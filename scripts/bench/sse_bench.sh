@@ -46,13 +46,17 @@ stop() {
 }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), open files $(ulimit -n)"
+# Each load run binds its own four source addresses: the previous run's TIME_WAIT sockets hold ports on
+# theirs, which would make binding (and connecting) slower and slower.
+source=2
 for run in $(seq 1 "$RUNS"); do
   for transport in sse ws; do
     echo "== run $run: $transport, $CONNECTIONS subscribers of bench:room, 10 publications/s for $DURATION s"
     serve
     taskset -c 1 node scripts/bench/sse_bench.mjs --transport "$transport" --port "$port" --api "$api" \
       --server-pid "$server" --connections "$CONNECTIONS" --workers 4 --rate 10 --duration "$DURATION" \
-      --channel bench:room | tee -a "$work/results"
+      --channel bench:room --source-base "$source" | tee -a "$work/results"
+    source=$((source + 4))
     stop
   done
 done
@@ -60,6 +64,6 @@ done
 echo "== reference: switchboard-bench fanout over WebSocket, the same load"
 serve
 taskset -c 1 "$BIN/switchboard-bench" fanout --port "$port" --path /ws --channel bench:room \
-  --connections "$CONNECTIONS" --senders 1 --rate 10 --workers 2 --source-addresses 4 --server-pid "$server" \
+  --connections "$CONNECTIONS" --senders 1 --rate 10 --workers 2 --source-addresses 8 --server-pid "$server" \
   --duration "$DURATION" | tail -12 || true
 stop

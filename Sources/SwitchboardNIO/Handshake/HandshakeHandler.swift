@@ -64,6 +64,12 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (state, unwrapInboundIn(data)) {
         case (.awaitingHead, .head(let head)):
             if head.method == .POST, let path = hub.configuration.httpStreamPath, Self.path(of: head) == path {
+                transport = .httpStream
+                // Refused before a byte of the body is held: a POST names a session and fits a message.
+                if let refusal = Self.refusal(ofPost: head, hub: hub) {
+                    state = .done
+                    return reject(refusal, context: context)
+                }
                 state = .awaitingBody(head, context.channel.allocator.buffer(capacity: 0))
                 // curl and others wait (up to a second) for this before sending a body past 1 KiB.
                 if head.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) {
@@ -116,6 +122,20 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private static func path(of head: HTTPRequestHead) -> Substring { head.uri.prefix { $0 != "?" } }
+
+    /// Why a `POST` of the HTTP transport is refused from its head alone, if it is.
+    private static func refusal(ofPost head: HTTPRequestHead, hub: Hub) -> UpgradeRefusal? {
+        if hub.isShuttingDown { return Hub.shuttingDownRefusal }
+        if let length = head.headers.first(name: "Content-Length").flatMap(Int.init),
+            length > hub.configuration.maxMessageSize
+        {
+            return .init(status: .payloadTooLarge, reason: "body too large", kind: .badRequest)
+        }
+        guard QueryParameters(head.uri).first("session")?.isEmpty == false else {
+            return .bad("session is required")
+        }
+        return nil
+    }
 
     /// What a request at one of the stream paths asks for; nil: not a stream.
     private func streamTransport(_ head: HTTPRequestHead) -> Transport? {
@@ -205,13 +225,15 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// its frames into events. TCP's user timeout finds a silent client, which cannot answer pings.
     private func openStream(_ admission: UpgradeAdmission, context: ChannelHandlerContext) {
         let configuration = hub.configuration
+        let streams = admission.attachment as? any StreamAttachment
+        let framing = EventStreamFraming(
+            transport: admission.transport, streams: streams?.streamNames ?? [],
+            positions: streams?.streamPositions ?? [], gzip: admission.gzip)
         var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
         head += "Cache-Control: no-cache, no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n"
-        if admission.gzip { head += "Content-Encoding: gzip\r\n" }
+        if framing.compresses { head += "Content-Encoding: gzip\r\n" }
         for (name, value) in admission.responseHeaders { head += "\(name): \(value)\r\n" }
         head += "\r\n"
-        let streams = (admission.attachment as? any StreamAttachment)?.streamNames ?? []
-        let framing = EventStreamFraming(transport: admission.transport, streams: streams, gzip: admission.gzip)
         do {
             let connection = try hub.connection(for: admission, on: context.eventLoop, directSocket: nil)
             let pipeline = context.pipeline.syncOperations
@@ -222,11 +244,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                 connection.abandon()
                 throw error
             }
+            #if os(Linux)
             if configuration.pingInterval > .zero {
                 let timeout = configuration.pingInterval + configuration.pongTimeout
                 try? context.channel.syncOptions?.setOption(
-                    .socketOption(.init(rawValue: Self.tcpUserTimeout)), value: Int(timeout.nanoseconds / 1_000_000))
+                    .tcpOption(.init(rawValue: Self.tcpUserTimeout)), value: Int(timeout.nanoseconds / 1_000_000))
             }
+            #endif
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
             pipeline.removeHandler(decoder, promise: nil)
@@ -238,9 +262,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// Linux's `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before the kernel ends the
-    /// connection.
-    private static let tcpUserTimeout: Int32 = 18
+    /// Linux's `TCP_USER_TIMEOUT` (at the TCP level): how long sent data may stay unacknowledged before
+    /// the kernel ends the connection. A stream's client cannot answer pings; this is how a silent one ends.
+    static let tcpUserTimeout: Int32 = 18
 
     /// A `POST` of the HTTP transport: the application routes its commands to the session; the answer is
     /// JSON. Bounded by what is left of the handshake timeout (the timer closes the connection at it).
@@ -254,23 +278,25 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             return reject(
                 .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
         }
-        let query = QueryParameters(head.uri)
-        guard let session = query.first("session"), !session.isEmpty else {
-            state = .done
-            return answer(.error(.badRequest, code: 400, "session is required"), head: head, context: context)
-        }
+        let session = QueryParameters(head.uri).first("session") ?? ""
         let loop = context.eventLoop
         let post = StreamPost(
             session: session, body: String(decoding: body.readableBytesView, as: UTF8.self),
             origin: head.headers.first(name: "Origin"))
-        hub.application.received(post, on: loop).hop(to: loop).assumeIsolated().whenComplete { result in
-            guard context.channel.isActive else { return }
-            self.state = .done
-            switch result {
-            case .success(let answer): self.answer(answer, head: head, context: context)
-            case .failure:
-                self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
-            }
+        // On a fresh stack (an answer ready at once would otherwise run inside the decoder's read).
+        hub.application.received(post, on: loop).hop(to: loop).whenComplete { result in
+            loop.assumeIsolated().execute { self.answered(result, head: head, context: context) }
+        }
+    }
+
+    private func answered(
+        _ result: Result<StreamPostAnswer, any Error>, head: HTTPRequestHead, context: ChannelHandlerContext
+    ) {
+        guard context.channel.isActive, case .deciding = state else { return }
+        state = .done
+        switch result {
+        case .success(let answer): self.answer(answer, head: head, context: context)
+        case .failure: self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
         }
     }
 
@@ -317,6 +343,27 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A refusal to try again later, as an `EventSource` takes it: any answer but 200 `text/event-stream`
+    /// makes it give up for good, so a restart or a reconnect storm would end every page's stream. This is
+    /// a stream that says when to come back (`retry:`, from `Retry-After` or 1–3 s, jittered) and why
+    /// (`event: error` with the JSON error), then ends.
+    private func answerRetry(_ refusal: UpgradeRefusal, context: ChannelHandlerContext) {
+        let seconds = refusal.extraHeaders.first { $0.0 == "Retry-After" }.flatMap { Int($0.1) }
+        let milliseconds = (seconds ?? 1) * 1000 + Int.random(in: 0...2000)
+        let error = #"{"error":{"code":\#(refusal.status.code),"message":\#(JSONText.quote(refusal.reason))}}"#
+        var body = context.channel.allocator.buffer(capacity: error.utf8.count + 48)
+        body.writeString("retry: \(milliseconds)\nevent: error\ndata: \(error)\n\n")
+        let headers = HTTPHeaders([
+            ("Content-Type", "text/event-stream; charset=utf-8"), ("Content-Length", "\(body.readableBytes)"),
+            ("Cache-Control", "no-store"), ("Connection", "close"),
+        ])
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
     /// A page of the static site; the connection closes after it, like every answer that is not a 101.
     private func serve(_ response: StaticSite.Response, context: ChannelHandlerContext) {
         var headers = response.headers
@@ -338,6 +385,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func answer(_ refusal: UpgradeRefusal, context: ChannelHandlerContext) {
+        if transport == .eventStream, refusal.status == .serviceUnavailable || refusal.status == .tooManyRequests {
+            return answerRetry(refusal, context: context)
+        }
         let (head, text) = refusal.response(json: transport.isStream)
         var body = context.channel.allocator.buffer(capacity: text.utf8.count)
         body.writeString(text)

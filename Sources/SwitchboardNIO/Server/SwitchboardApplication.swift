@@ -19,7 +19,11 @@ public enum UpgradeDecision: Sendable {
 /// An upgrade decision's attachment that names the streams of a one-way event stream (channels, say), in
 /// the order the `id:` of its events lists their positions.
 public protocol StreamAttachment: Sendable {
+    /// The streams, in the order of the `id:` positions.
     var streamNames: [String] { get }
+    /// Where each stream starts (the request's `Last-Event-ID`), "" for none: until a stream's own event
+    /// moves it, its position is this, so an `id:` never drops a position the client gave.
+    var streamPositions: [String] { get }
 }
 
 /// What a data message from a client was.

@@ -15,7 +15,7 @@ import SwitchboardCore
 /// - the close frame ends the response: what was written before it goes first, then TCP closes.
 ///
 /// Bytes from the client after its request are ignored. With gzip, everything after the head is one gzip
-/// stream, flushed (`Z_SYNC_FLUSH`) whenever the connection flushes.
+/// stream, flushed (`Z_SYNC_FLUSH`) whenever the connection flushes and finished at the close.
 final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -23,19 +23,26 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = ByteBuffer
 
     private let namesEvents: Bool
-    /// The stream names of a response carrying several: the `id:` lists every one's last position, in
-    /// this order. Empty or one: the event's own `id:` line is written as it is.
+    /// The request's streams: an event of another has no `id:` (its position is not one the client's
+    /// `Last-Event-ID` could carry back).
     private let streams: [String]
+    /// With several streams, each one's last position: the `id:` lists them all, in `streams` order.
     private var positions: [Substring]
     private var gzip: ZlibCompressor?
+    /// Compressed since the last flush: the next flush must push it out.
+    private var dirty = false
     /// Written while gzip is on and not yet flushed: the promises complete with the compressed write.
     private var pending: [EventLoopPromise<Void>] = []
     private var closed = false
 
-    init(transport: Transport, streams: [String], gzip: Bool) {
+    init(transport: Transport, streams: [String], positions: [String], gzip: Bool) {
         self.namesEvents = transport == .eventStream
-        self.streams = streams.count > 1 ? streams : []
-        self.positions = Array(repeating: "", count: streams.count > 1 ? streams.count : 0)
+        self.streams = streams
+        self.positions =
+            streams.count > 1
+            ? (positions.count == streams.count
+                ? positions.map { Substring($0) } : Array(repeating: "", count: streams.count))
+            : []
         // A small window and memory level: a stream's compressor is per connection, like its socket buffers.
         self.gzip =
             gzip
@@ -43,26 +50,29 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
                 algorithm: .gzip, configuration: .init(windowSize: 12, compressionLevel: 6, memoryLevel: 4)) : nil
     }
 
+    /// Whether the events are gzip-compressed (asked for, and the compressor could be made): what the
+    /// head's `Content-Encoding` must say.
+    var compresses: Bool { gzip != nil }
+
     /// The response's head goes first, as it is (never compressed).
     func start(head: ByteBuffer, context: ChannelHandlerContext) {
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
     }
 
-    var compresses: Bool { gzip != nil }
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var frame = unwrapOutboundIn(data)
-        guard !closed else {
-            promise?.fail(ChannelError.outputClosed)
-            return
-        }
+        var promise = promise
         // Each write is one frame; several in one buffer are taken in turn all the same.
-        while let (opcode, payload) = Self.nextFrame(&frame) {
+        while !closed, let (opcode, payload) = Self.nextFrame(&frame) {
             let last = frame.readableBytes == 0
             write(opcode: opcode, payload: payload, promise: last ? promise : nil, context: context)
-            if closed { break }
+            if last { promise = nil }
+        }
+        // Nothing took it: an empty write, or frames after the end of the response.
+        if let promise {
+            if closed { promise.fail(ChannelError.outputClosed) } else { promise.succeed() }
         }
     }
 
@@ -99,14 +109,22 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             emit(Self.comment, promise: written, context: context)
             written.futureResult.assumeIsolated().whenSuccess {
                 // What the client cannot do itself: the kernel took the ping, the connection hears a pong.
-                guard !self.closed else { return }
-                context.fireChannelRead(self.wrapInboundOut(Self.pong))
+                // From a fresh stack: this completes inside the connection's own flush.
+                context.eventLoop.assumeIsolated().execute {
+                    guard !self.closed else { return }
+                    context.fireChannelRead(self.wrapInboundOut(Self.pong))
+                }
             }
         case 0x8:
             closed = true
-            finishGzip(context: context)
             let written = context.eventLoop.makePromise(of: Void.self)
-            flushGzip(context: context)
+            if gzip != nil {
+                compress(context.channel.allocator.buffer(capacity: 0), flush: .finish, context: context)
+                gzip = nil
+                let promises = pending
+                pending = []
+                complete(promises, with: written, context: context)
+            }
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
             written.futureResult.assumeIsolated().whenComplete { result in
                 promise?.completeWith(result)
@@ -121,15 +139,23 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
     /// with every stream's last position, this one's updated.
     private func positioned(_ payload: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         let view = payload.readableBytesView
-        guard let nameEnd = view.firstIndex(of: UInt8(ascii: "\n")) else { return promise?.succeed() ?? () }
+        guard let nameEnd = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            promise?.succeed()
+            return
+        }
         var event = payload
         event.moveReaderIndex(forwardBy: nameEnd - view.startIndex + 1)
-        guard !streams.isEmpty else { return emit(event, promise: promise, context: context) }
-        let name = Substring(decoding: view[view.startIndex..<nameEnd], as: UTF8.self)
         let rest = event.readableBytesView
-        guard rest.starts(with: "id: ".utf8), let idEnd = rest.firstIndex(of: UInt8(ascii: "\n")),
-            let index = streams.firstIndex(where: { $0 == name })
-        else { return emit(event, promise: promise, context: context) }
+        guard rest.starts(with: "id: ".utf8), let idEnd = rest.firstIndex(of: UInt8(ascii: "\n")) else {
+            return emit(event, promise: promise, context: context)
+        }
+        let name = Substring(decoding: view[view.startIndex..<nameEnd], as: UTF8.self)
+        guard let index = streams.firstIndex(where: { $0 == name }) else {
+            // Not one of the request's streams: its own position would break the list; no `id:` at all.
+            event.moveReaderIndex(forwardBy: idEnd - rest.startIndex + 1)
+            return emit(event, promise: promise, context: context)
+        }
+        guard streams.count > 1 else { return emit(event, promise: promise, context: context) }
         positions[index] = Substring(decoding: rest[rest.index(rest.startIndex, offsetBy: 4)..<idEnd], as: UTF8.self)
         var id = context.channel.allocator.buffer(capacity: 64)
         id.writeStaticString("id: ")
@@ -140,53 +166,53 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func emit(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard let gzip else { return context.write(wrapOutboundOut(bytes), promise: promise) }
-        var input = bytes
-        var output = context.channel.allocator.buffer(capacity: gzip.maxSize(from: input) + 16)
-        do {
-            try gzip.deflate(from: &input, to: &output, flush: .no)
-        } catch {
-            promise?.fail(error)
-            return context.close(promise: nil)
-        }
-        if output.readableBytes > 0 { context.write(wrapOutboundOut(output), promise: nil) }
+        guard gzip != nil else { return context.write(wrapOutboundOut(bytes), promise: promise) }
+        compress(bytes, flush: .no, context: context)
+        dirty = true
         if let promise { pending.append(promise) }
     }
 
     func flush(context: ChannelHandlerContext) {
-        flushGzip(context: context)
+        if gzip != nil, dirty {
+            // Everything compressed since the last flush leaves now, decodable by the client at once.
+            dirty = false
+            compress(context.channel.allocator.buffer(capacity: 0), flush: .sync, context: context)
+            let promises = pending
+            pending = []
+            if !promises.isEmpty {
+                let written = context.eventLoop.makePromise(of: Void.self)
+                context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+                complete(promises, with: written, context: context)
+            }
+        }
         context.flush()
     }
 
-    /// Everything compressed since the last flush leaves now, decodable by the client at once.
-    private func flushGzip(context: ChannelHandlerContext) {
-        guard let gzip, !pending.isEmpty || !closed else { return }
-        var empty = context.channel.allocator.buffer(capacity: 0)
-        var output = context.channel.allocator.buffer(capacity: 64)
-        do {
-            try gzip.deflate(from: &empty, to: &output, flush: .sync)
-        } catch {
-            return context.close(promise: nil)
+    /// Runs the compressor until it has taken all of `input` and given all it has for `flush`, writing
+    /// what it gives as it goes (zlib keeps what does not fit an output buffer for the next call).
+    private func compress(_ input: ByteBuffer, flush: CompressNIOFlush, context: ChannelHandlerContext) {
+        guard let gzip else { return }
+        var input = input
+        while true {
+            var output = context.channel.allocator.buffer(capacity: 16 * 1024)
+            var exhausted = false
+            do {
+                try gzip.deflate(from: &input, to: &output, flush: flush)
+            } catch let error as CompressNIOError where error == .bufferOverflow {
+                // Out of output space (go on with a fresh buffer), or nothing left to do for this flush.
+                exhausted = output.readableBytes == 0 && input.readableBytes == 0
+            } catch {
+                context.close(promise: nil)
+                return
+            }
+            if output.readableBytes > 0 { context.write(wrapOutboundOut(output), promise: nil) }
+            if exhausted || (input.readableBytes == 0 && output.writableBytes > 0) { return }
         }
-        let promises = pending
-        pending = []
-        guard !promises.isEmpty else { return context.write(wrapOutboundOut(output), promise: nil) }
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.write(wrapOutboundOut(output), promise: written)
-        for promise in promises { promise.completeWith(written.futureResult) }
     }
 
-    /// The gzip trailer, so a client reading to the end sees a complete stream.
-    private func finishGzip(context: ChannelHandlerContext) {
-        guard let gzip else { return }
-        self.gzip = nil
-        var empty = context.channel.allocator.buffer(capacity: 0)
-        var output = context.channel.allocator.buffer(capacity: 256)
-        _ = try? gzip.deflate(from: &empty, to: &output, flush: .finish)
-        let promises = pending
-        pending = []
-        let written = context.eventLoop.makePromise(of: Void.self)
-        context.write(wrapOutboundOut(output), promise: written)
+    private func complete(
+        _ promises: [EventLoopPromise<Void>], with written: EventLoopPromise<Void>, context: ChannelHandlerContext
+    ) {
         for promise in promises { promise.completeWith(written.futureResult) }
     }
 
@@ -211,6 +237,7 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             }
             (length, headerLength) = (Int(value), 10)
         }
+        guard buffer.readableBytes >= headerLength + length else { return nil }
         buffer.moveReaderIndex(forwardBy: headerLength)
         guard let payload = buffer.readSlice(length: length) else { return nil }
         return (first & 0x0F, payload)

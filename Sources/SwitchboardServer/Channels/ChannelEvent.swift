@@ -20,8 +20,6 @@ final class ChannelEvent: LoopTask {
     let kind: Kind
     private let loops: ChannelsLoops
     private let encoded = ManagedAtomicLazyReference<EncodedFrame>()
-    /// A publication as event streams carry it, encoded by the first loop with such a subscriber.
-    private let encodedForStreams = ManagedAtomicLazyReference<EncodedFrame>()
 
     init(channel: String, kind: Kind, loops: ChannelsLoops) {
         self.channel = channel
@@ -65,24 +63,16 @@ final class ChannelEvent: LoopTask {
 
 extension ChannelEvent {
     /// A publication as a positioned event for one-way streams (`EventStreamMessages`), its `id:` in the
-    /// subscriber's `epoch` when the broker does not stamp one (every subscriber of a process-local broker
-    /// has the same); anything else as for every subscriber.
+    /// subscriber's `epoch` when the broker does not stamp one; anything else as for every subscriber.
+    /// Not kept on the event: a loop encodes it once per delivery when it has a stream subscriber, so an
+    /// event costs nothing more where none has.
     func eventStreamFrame(options: NamespaceOptions, epoch: String) -> ByteBuffer {
         guard case .publication(let publication) = kind else { return frame(options: options) }
-        let epoch = publication.epoch ?? epoch
-        if let frame = encodedForStreams.load(), frame.epoch == epoch { return frame.bytes }
-        let bytes = EventStreamMessages.publication(publication, channel: channel, epoch: epoch, options: options)
-        let stored = encodedForStreams.storeIfNilThenLoad(EncodedFrame(bytes, epoch: epoch))
-        return stored.epoch == epoch ? stored.bytes : bytes
+        return EventStreamMessages.publication(publication, channel: channel, epoch: epoch, options: options)
     }
 }
 
 final class EncodedFrame: Sendable {
     let bytes: ByteBuffer
-    /// The epoch an event stream's encoding names in its `id:`.
-    let epoch: String?
-    init(_ bytes: ByteBuffer, epoch: String? = nil) {
-        self.bytes = bytes
-        self.epoch = epoch
-    }
+    init(_ bytes: ByteBuffer) { self.bytes = bytes }
 }

@@ -192,7 +192,8 @@ extension ChannelsApplication: NodeControlHandler {
 
     private func subscribeHere(user: String, to channel: String, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         onEveryLoop(eventLoop) { loop in
-            for session in self.sessions(of: user, on: loop) {
+            // A one-way stream carries the channels its URL names (its `Last-Event-ID` covers only those).
+            for session in self.sessions(of: user, on: loop) where !session.eventStream {
                 SubscriptionLifecycle(application: self).subscribeOnServer(
                     channel, recover: nil, session: session, loop: loop)
             }

@@ -80,8 +80,18 @@ final class ChannelsLoop: @unchecked Sendable {
         }
         let frame = event.frame(options: channel.options)
         let offset = event.offset
+        // A publication for one-way streams is encoded once on this loop, when it has such a subscriber (a
+        // recovering one holds the event and encodes it when it goes live).
+        var streamFrame: ByteBuffer?
         for subscription in channel.subscribers {
-            subscription.deliver(event, offset: offset, frame: frame, alone: alone, maxHeld: maxHeld)
+            if subscription.eventStream, offset != nil, !subscription.recovering {
+                let encoded =
+                    streamFrame ?? event.eventStreamFrame(options: channel.options, epoch: subscription.epoch)
+                streamFrame = encoded
+                subscription.deliver(event, offset: offset, frame: encoded, alone: alone, maxHeld: maxHeld)
+            } else {
+                subscription.deliver(event, offset: offset, frame: frame, alone: alone, maxHeld: maxHeld)
+            }
         }
         metrics.deliveries.increment(by: channel.subscribers.count)
         deliveries &+= channel.subscribers.count

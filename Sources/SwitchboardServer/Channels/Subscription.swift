@@ -58,7 +58,7 @@ final class Subscription {
         self.eventStream = eventStream
     }
 
-    /// Sends a channel event (encoded as `frame`; `offset` for a publication, nil for join/leave) now
+    /// Sends a channel event (encoded as `frame`, as this subscriber's transport carries it; `offset` for a publication, nil for join/leave) now
     /// when live, or after the snapshot when recovering. Held events are bounded by `maxHeld`: past it
     /// the subscriber is a slow consumer (closed 1008; it reconnects and recovers from history).
     func deliver(_ event: ChannelEvent, offset: Int?, frame: ByteBuffer, alone: Bool, maxHeld: Int) {
@@ -74,7 +74,6 @@ final class Subscription {
         if let offset {
             guard offset > lastOffset else { return }  // already in the snapshot
             lastOffset = offset
-            let frame = eventStream ? event.eventStreamFrame(options: channel.options, epoch: epoch) : frame
             connection.send(frame, as: .lane(channel.lane), flush: alone)
         } else {
             connection.send(frame, as: .reliable, flush: alone)
@@ -89,7 +88,10 @@ final class Subscription {
         self.held = []
         // A publication of another epoch than the snapshot's continues nothing the client has.
         for event in held where event.epoch == nil || event.epoch == epoch {
-            deliver(event, offset: event.offset, frame: event.frame(options: channel.options), alone: false, maxHeld: 0)
+            let frame =
+                eventStream
+                ? event.eventStreamFrame(options: channel.options, epoch: epoch) : event.frame(options: channel.options)
+            deliver(event, offset: event.offset, frame: frame, alone: false, maxHeld: 0)
         }
     }
 }

@@ -108,6 +108,10 @@ struct SubscriptionLifecycle {
             }
             session.subscriptions[channel] = nil
             loop.remove(subscription)
+            // A one-way stream cannot subscribe again by itself: it reconnects (and resumes) instead.
+            if session.eventStream {
+                return session.connection.close(code: .tryAgainLater, reason: "channel unavailable", reconnect: true)
+            }
             switch answer {
             case .reply(let id): session.reply(ServerMessage.error(id: id, .unavailable))
             case .push: session.reply(ServerMessage.unsubscribed(channel: channel, error: .unavailable))

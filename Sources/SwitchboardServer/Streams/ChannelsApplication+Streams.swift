@@ -100,9 +100,16 @@ extension ChannelsApplication {
             }
             let command = NodeCommand.post(
                 node: id.node, client: id.client.rawValue, secret: id.secret, body: post.body)
-            return control.broadcast(command, on: eventLoop).hop(to: eventLoop)
-                .bounded(by: configuration.brokerTimeout)
-                .map { .accepted }
+            let timeout = configuration.brokerTimeout
+            // Only to a live node: a made-up node id must not send the body to every node.
+            return control.nodes(on: eventLoop).hop(to: eventLoop).bounded(by: timeout)
+                .flatMap { nodes -> EventLoopFuture<StreamPostAnswer> in
+                    guard nodes.contains(where: { $0.id == id.node }) else {
+                        return eventLoop.makeSucceededFuture(.error(.notFound, code: 404, "unknown session"))
+                    }
+                    return control.broadcast(command, on: eventLoop).hop(to: eventLoop).bounded(by: timeout)
+                        .map { .accepted }
+                }
                 .recover { _ in .error(.serviceUnavailable, code: 503, "the session's node could not be reached") }
         }
         return deliver(post.body, to: id, on: eventLoop)
@@ -123,9 +130,12 @@ extension ChannelsApplication {
             guard Self.sameSecret(secret, id.secret) else {
                 return .error(.forbidden, code: 403, "the session belongs to another client")
             }
-            for line in body.split(whereSeparator: \.isNewline) where line.contains(where: { !$0.isWhitespace }) {
+            // One command per line: split on "\n" only (JSON strings may hold other line separators raw).
+            for line in body.utf8.split(separator: UInt8(ascii: "\n")) {
+                let command = line.last == UInt8(ascii: "\r") ? line.dropLast() : line[...]
+                guard command.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0D }) else { continue }
                 guard connection.isOpen else { break }
-                connection.receive(.text(ByteBuffer(string: String(line))))
+                connection.receive(.text(ByteBuffer(bytes: command)))
             }
             return .accepted
         }

@@ -15,6 +15,10 @@ struct EventStreamRequest: StreamAttachment {
 
     var streamNames: [String] { channels }
 
+    var streamPositions: [String] {
+        positions.map { $0.map { Self.position(epoch: $0.epoch, offset: $0.offset) } ?? "" }
+    }
+
     /// Parses and checks the request; the refusal says what is wrong, as the HTTP answer.
     static func parse(
         _ request: HTTPRequestHead, limit: Int, options: (String) -> NamespaceOptions?

@@ -2,15 +2,15 @@
 import { Switchboard } from "/switchboard.js";
 
 const $ = (id) => document.getElementById(id);
-// Where the WebSocket endpoint is (the server's `path` setting), and the HTTP fallback's where the server
-// names it (else the client's default, beside the WebSocket's). Not awaited at the top level: the form's
-// handlers must be in place before the page counts as loaded, or an early Join submits the form natively.
+// Where the WebSocket endpoint is (the server's `path` setting), and the HTTP fallback's (`httpStreamPath`,
+// null when the server has none). Not awaited at the top level: the form's handlers must be in place
+// before the page counts as loaded, or an early Join submits the form natively.
 const endpoints = fetch("/config.json")
   .then((r) => r.json())
   .catch(() => ({ path: "/ws" }))
   .then((config) => ({
     ws: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}`,
-    httpStream: config.httpStreamPath ? `${location.origin}${config.httpStreamPath}` : undefined,
+    httpStream: config.httpStreamPath ? `${location.origin}${config.httpStreamPath}` : config.httpStreamPath,
   }));
 let client;
 let room = null;
@@ -103,7 +103,8 @@ async function start(name) {
   const { ws, httpStream } = await endpoints;
   const query = `?user=${encodeURIComponent(name)}&info=${encodeURIComponent(name)}`;
   client = new Switchboard(`${ws}${query}`, {
-    minReconnectDelay: 300, maxReconnectDelay: 5000, ...(httpStream ? { httpStreamURL: `${httpStream}${query}` } : {}),
+    minReconnectDelay: 300, maxReconnectDelay: 5000,
+    ...(httpStream ? { httpStreamURL: `${httpStream}${query}` } : httpStream === null ? { transports: ["websocket"] } : {}),
   });
   client.on("state", ({ state }) => {
     $("status").textContent = state;

@@ -68,9 +68,10 @@ function percentile(sorted, p) {
 setUp();
 const config = await fetch("/config.json").then((r) => r.json()).catch(() => ({ path: "/ws" }));
 const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${config.path}${location.search}`;
-// Where the WebSocket upgrade is refused, the client falls back to the HTTP transport (the server may name it).
+// Where the WebSocket upgrade is refused, the client falls back to the HTTP transport (null: the server has none).
 const client = new Switchboard(url, config.httpStreamPath
-  ? { httpStreamURL: `${location.origin}${config.httpStreamPath}${location.search}` } : {});
+  ? { httpStreamURL: `${location.origin}${config.httpStreamPath}${location.search}` }
+  : config.httpStreamPath === null ? { transports: ["websocket"] } : {});
 // Each node of a cluster publishes its own statistics on its own channel; config.json names this node's.
 const stats = config.stats ?? "sys:stats";
 const status = document.getElementById("status");

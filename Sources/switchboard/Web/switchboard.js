@@ -63,10 +63,8 @@ export class Switchboard {
       if (!TRANSPORTS.includes(name)) throw new TypeError(`unknown transport ${name}: ${TRANSPORTS.join(" or ")}`);
     }
     // Those this environment has: without a WebSocket (Node 20 without the flag), the HTTP transport alone.
-    this._transports = this.options.transports.filter((name) => name === "websocket"
-      ? typeof this.options.WebSocket === "function"
-      : typeof (this.options.fetch ?? globalThis.fetch) === "function"
-        || typeof (this.options.EventSource ?? globalThis.EventSource) === "function");
+    this._transports = this.options.transports.filter((name) => typeof (name === "websocket"
+      ? this.options.WebSocket : this.options.fetch ?? globalThis.fetch) === "function");
     if (!this._transports.length) {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket");
     }
@@ -598,15 +596,17 @@ class HttpStream {
   constructor(url, { fetch = globalThis.fetch, EventSource = globalThis.EventSource } = {}) {
     this.url = url;
     this.readyState = 0;
-    this._fetch = fetch;
+    this._fetch = (...request) => fetch(...request); // a browser's fetch refuses to be called as a method of this
     this._outbox = [];
     this._posting = false;
     this._flushing = false;
+    this._alone = 0; // commands to POST one at a time (together they were too large)
     this._buffer = "";
     this._data = [];
-    if (typeof fetch === "function" && typeof TextDecoder === "function") this._read(EventSource);
+    if (typeof fetch !== "function") throw new TypeError("no fetch for the http-stream transport");
+    if (typeof TextDecoder === "function") this._read(EventSource);
     else if (typeof EventSource === "function") this._listen(EventSource);
-    else throw new TypeError("no fetch or EventSource for the http-stream transport");
+    else throw new TypeError("no TextDecoder or EventSource for the http-stream transport");
   }
 
   async _read(EventSource) {
@@ -714,14 +714,16 @@ class HttpStream {
     let count = 0;
     for (let size = 0; count < this._outbox.length; count += 1) {
       size += this._outbox[count].length + 1;
-      if (count > 0 && size > POST_BATCH) break;
+      if (count > 0 && (size > POST_BATCH || this._alone > 0)) break;
     }
-    const body = this._outbox.splice(0, count).join("\n");
+    if (this._alone > 0) this._alone -= 1;
+    const batch = this._outbox.splice(0, count);
     this._posting = true;
     let response;
     try {
       response = await this._fetch(this._postURL, {
-        method: "POST", headers: { "Content-Type": "text/plain;charset=UTF-8" }, body, credentials: "include",
+        method: "POST", headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: batch.join("\n"),
+        credentials: "include",
       });
       await response.text();
     } catch (error) {
@@ -729,10 +731,17 @@ class HttpStream {
     } finally {
       this._posting = false;
     }
-    // 413: a command past the server's message size, which closes a WebSocket with 1009. 404: the session
-    // ended (its stream with it, or about to). Either way, the session is done.
-    if (response.status === 413) return this._ended(1009, "message too big");
-    if (!response.ok) return this._ended(1006, `http-stream: POST answered ${response.status}`);
+    if (response.status === 413 && batch.length > 1) {
+      // Together past the server's message size, perhaps not each: again, one per POST.
+      this._outbox.unshift(...batch);
+      this._alone = batch.length;
+    } else if (response.status === 413) {
+      // One command past the server's message size: a WebSocket would be closed with 1009.
+      return this._ended(1009, "message too big");
+    } else if (!response.ok) {
+      // 404: the session ended (its stream with it, or about to); 403, 400: not ours. Done either way.
+      return this._ended(1006, `http-stream: POST answered ${response.status}`);
+    }
     this._post();
   }
 

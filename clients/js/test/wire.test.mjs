@@ -3,7 +3,7 @@
 //   node --test clients/js/test/
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Switchboard, SwitchboardError } from "../switchboard.js";
+import { Switchboard, SwitchboardError, ClientErrors } from "../switchboard.js";
 
 /**
  * A WebSocket stand-in: opens at once, records every frame the client sends and answers each command with
@@ -101,13 +101,42 @@ test("an rpc error reply rejects with a SwitchboardError carrying its code and m
  * session push (cut into awkward pieces: mid-line, a CRLF split between chunks, a ping comment); a POST is
  * recorded, answered 202 (once `gate`, when set, resolves) and each of its commands answered down the
  * latest stream with what `answer(command)` returns (`connect` accepted, the rest `{ok:{}}`, unless told).
+ * A body longer than `maxBody` is answered 413, as the server does past its message size.
  */
-function scriptedHttp(answer = () => undefined) {
+function scriptedHttp(answer = () => undefined, { maxBody = Infinity, streaming = true } = {}) {
   const encoder = new TextEncoder();
   const posts = [];
   const streams = [];
-  const scripted = { posts, streams, gate: null };
-  scripted.fetch = async (url, init = {}) => {
+  const scripted = { posts, streams, gate: null, EventSources: [] };
+  // An EventSource over the same streams, for a fetch that cannot stream (`streaming: false`).
+  scripted.EventSource = class {
+    constructor(url, init) {
+      scripted.EventSources.push({ url, init });
+      let pending = "";
+      const stream = {
+        url,
+        push: (text) => {
+          const events = (pending + text.replace(/\r\n?/g, "\n")).split("\n\n");
+          pending = events.pop();
+          for (const event of events) {
+            const data = event.split("\n").filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trimStart());
+            if (data.length) setTimeout(() => this.onmessage?.({ data: data.join("\n") }));
+          }
+        },
+        end: () => setTimeout(() => this.onerror?.({})),
+      };
+      streams.push(stream);
+      setTimeout(() => stream.push(`data: {"push":"session","session":"s${streams.length}-secret"}\n\n`));
+    }
+
+    close() {}
+  };
+  scripted.fetch = async function fetch(url, init = {}) {
+    // A browser's fetch throws "Illegal invocation" when called as a method of another object.
+    if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+    if ((init.method ?? "GET") === "GET" && !streaming) {
+      return { ok: true, status: 200, headers: new Headers({ "Content-Type": "text/event-stream" }), body: null };
+    }
     if ((init.method ?? "GET") === "GET") {
       let controller;
       const body = new ReadableStream({ start(c) { controller = c; } });
@@ -128,6 +157,9 @@ function scriptedHttp(answer = () => undefined) {
     }
     posts.push({ url, body: init.body, type: init.headers["Content-Type"] });
     if (scripted.gate) await scripted.gate;
+    if (init.body.length > maxBody) {
+      return new Response('{"error":{"code":413,"message":"body too large"}}', { status: 413 });
+    }
     const stream = streams.at(-1);
     for (const line of init.body.split("\n")) {
       const command = JSON.parse(line);
@@ -277,6 +309,44 @@ test("after transportRetry on the fallback, a reconnect tries the WebSocket firs
     assert.equal(made.length, 2, "the WebSocket was tried again");
     assert.equal(http.streams.length, 2);
     assert.equal(client.transport, "http-stream");
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("commands too large together for one POST go again one by one; one too large alone closes as 1009 would", async () => {
+  const http = scriptedHttp((command) => command.cmd === "publish" ? { ok: { offset: command.data.n } } : undefined, { maxBody: 200 });
+  const client = new Switchboard("ws://scripted/ws", { transports: ["http-stream"], fetch: http.fetch, token: "t" });
+  try {
+    await client.connect();
+    const text = "x".repeat(100);
+    const replies = await Promise.all([1, 2].map((n) => client.publish("chat:a", { n, text })));
+    assert.deepEqual(replies, [{ offset: 1 }, { offset: 2 }]);
+    assert.deepEqual(commandsOf(http.posts).map((batch) => batch.map((command) => command.data?.n ?? command.cmd)),
+      [["connect"], [1, 2], [1], [2]]);
+    const closed = new Promise((resolve) => client.on("disconnected", resolve));
+    await assert.rejects(client.publish("chat:a", { n: 3, text: "x".repeat(300) }), (error) => error.code === ClientErrors.DISCONNECTED);
+    assert.deepEqual(await closed, { code: 1009, reason: "message too big", reconnect: false });
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("where fetch cannot stream a response, EventSource reads the stream (with credentials); POSTs as before", async () => {
+  const http = scriptedHttp(undefined, { streaming: false });
+  const client = new Switchboard("ws://scripted/ws?user=ada", {
+    transports: ["http-stream"], fetch: http.fetch, EventSource: http.EventSource, token: "t",
+  });
+  try {
+    await client.connect();
+    await client.ping();
+    assert.equal(client.transport, "http-stream");
+    assert.deepEqual(http.EventSources, [{ url: "http://scripted/http-stream?user=ada", init: { withCredentials: true } }]);
+    assert.deepEqual(commandsOf(http.posts).map((batch) => batch.map((command) => command.cmd)), [["connect"], ["ping"]]);
+    const again = new Promise((resolve) => client.on("connected", resolve));
+    http.streams[0].end(); // EventSource's error: the client makes a new session itself
+    await again;
+    assert.equal(http.EventSources.length, 2);
   } finally {
     client.disconnect();
   }
