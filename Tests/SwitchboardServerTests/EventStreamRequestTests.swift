@@ -1,3 +1,4 @@
+import Foundation
 import NIOHTTP1
 import SwitchboardCore
 import Testing
@@ -29,5 +30,11 @@ struct EventStreamRequestTests {
         }
         #expect(ChannelsApplication.sameSecret("abc", "abc"))
         #expect(!ChannelsApplication.sameSecret("abc", "abd") && !ChannelsApplication.sameSecret("abc", "abcd"))
+    }
+
+    @Test func aPostForAnotherNodeTravelsWhole() throws {
+        let command = NodeCommand.post(node: "b", client: 42, secret: "s", body: "{\"id\":1}\n{\"id\":2}")
+        let decoded = try JSONDecoder().decode(NodeCommand.self, from: JSONEncoder().encode(command))
+        #expect(decoded == command)
     }
 }

@@ -245,11 +245,11 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
                 throw error
             }
             #if os(Linux)
-            if configuration.pingInterval > .zero {
-                let timeout = configuration.pingInterval + configuration.pongTimeout
-                try? context.channel.syncOptions?.setOption(
-                    .tcpOption(.init(rawValue: Self.tcpUserTimeout)), value: Int(timeout.nanoseconds / 1_000_000))
-            }
+                if configuration.pingInterval > .zero {
+                    let timeout = configuration.pingInterval + configuration.pongTimeout
+                    try? context.channel.syncOptions?.setOption(
+                        .tcpOption(.init(rawValue: Self.tcpUserTimeout)), value: Int(timeout.nanoseconds / 1_000_000))
+                }
             #endif
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
@@ -296,7 +296,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .done
         switch result {
         case .success(let answer): self.answer(answer, head: head, context: context)
-        case .failure: self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
+        case .failure:
+            self.answer(.error(.internalServerError, code: 500, "internal error"), head: head, context: context)
         }
     }
 
@@ -357,7 +358,8 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Content-Type", "text/event-stream; charset=utf-8"), ("Content-Length", "\(body.readableBytes)"),
             ("Cache-Control", "no-store"), ("Connection", "close"),
         ])
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
