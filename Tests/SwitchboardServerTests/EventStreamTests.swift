@@ -427,6 +427,8 @@ struct EventStreamTests {
             _ = try await stream.raw.waitForServerClose()
             let events = EventStreamReader.parse(try inflated(complete: true))
             #expect(events.last?.event == "disconnect")
+            // The shutdown's reconnect hint, as `EventSource` takes it.
+            #expect(try inflated(complete: true).contains("\nretry: "))
             #expect(stream.raw.receivedBytes.count < (try inflated()).utf8.count)
         }
     }

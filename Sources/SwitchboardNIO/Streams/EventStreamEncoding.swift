@@ -70,4 +70,13 @@ public enum EventStreamEncoding {
         }
         return Substring(decoding: name, as: UTF8.self)
     }
+
+    /// A non-negative integer field of one of the hub's own messages (`"after_ms":1234`), found as written.
+    static func number(_ field: String, in payload: ByteBufferView) -> Int? {
+        let key = Array("\"\(field)\":".utf8)
+        guard let range = payload.firstRange(of: key) else { return nil }
+        let digits = payload[range.upperBound...].prefix { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+        guard !digits.isEmpty, digits.count < 10 else { return nil }
+        return Int(String(decoding: digits, as: UTF8.self))
+    }
 }

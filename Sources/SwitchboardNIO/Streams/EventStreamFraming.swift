@@ -59,7 +59,13 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(head), promise: nil)
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    /// Bytes the client sent after its request: none are expected; past a few, it is not a stream client.
+    private var ignoredBytes = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        ignoredBytes += unwrapInboundIn(data).readableBytes
+        if ignoredBytes > 64 * 1024 { context.close(promise: nil) }
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var frame = unwrapOutboundIn(data)
@@ -84,8 +90,13 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             let view = payload.readableBytesView
             var head = context.channel.allocator.buffer(capacity: 48)
             if namesEvents {
+                let name = EventStreamEncoding.pushName(view)
+                // A shutdown's disconnect says when to come back: `EventSource` waits `retry:` before it does.
+                if name == "disconnect", let after = EventStreamEncoding.number("after_ms", in: view) {
+                    head.writeString("retry: \(after)\n")
+                }
                 head.writeStaticString("event: ")
-                if let name = EventStreamEncoding.pushName(view) {
+                if let name {
                     head.writeSubstring(name)
                 } else {
                     head.writeStaticString("message")
