@@ -395,8 +395,13 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         body.writeString(text)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let closeOutput = transport == .httpStream
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            guard closeOutput else { return context.close(promise: nil) }
+            // A POST refused before its body was read: closing with the body unread would reset the
+            // connection and could destroy the answer in flight (RFC 9112 §9.6). Half-close, let the
+            // client read the answer and close; the body is discarded meanwhile, the handshake timer ends it.
+            context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
         }
     }
 }
