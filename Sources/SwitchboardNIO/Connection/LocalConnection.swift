@@ -12,8 +12,9 @@ public protocol LocalConnection: AnyObject {
     var userID: String? { get }
     /// The `info` of the upgrade decision.
     var info: String? { get }
-    /// The upgrade decision's `attachment`.
-    var attachment: (any Sendable)? { get }
+    /// The upgrade decision's `attachment`. The application may replace it, dropping what it needed only
+    /// to open the connection (an idle connection keeps nothing it does not use).
+    var attachment: (any Sendable)? { get set }
     /// The peer's address (for logs and per-address limits).
     var remoteAddress: SocketAddress? { get }
     /// The client is on this host: its peer is a loopback address and no proxy forwarded the request (a

@@ -31,7 +31,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private(set) var userID: String?
     let subprotocol: String?
     private(set) var info: String?
-    let attachment: (any Sendable)?
+    var attachment: (any Sendable)?
     /// Counted against the per-address limit (released when the connection goes).
     private(set) var clientAddress: String?
     /// The client is on this host and no proxy forwarded its request.
@@ -69,7 +69,10 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         self.directSocket = directSocket
         self.clientAddress = clientAddress
         self.countedUser = countedUser
-        self.inbound = InboundLimiter(hub.abuseLimits, maxMessageSize: hub.configuration.maxMessageSize)
+        // A one-way stream receives nothing to limit (`EventStreamFraming` ends one whose client writes).
+        self.inbound =
+            transport == .eventStream
+            ? nil : InboundLimiter(hub.abuseLimits, maxMessageSize: hub.configuration.maxMessageSize)
         self.attachment = attachment
         self.deflate = deflate
         self.id = id

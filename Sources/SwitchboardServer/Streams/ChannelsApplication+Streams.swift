@@ -64,6 +64,8 @@ extension ChannelsApplication {
         session.eventStream = true
         let claims = session.connection.tokenClaims
         let grant = session.connection.upgradeContext?.grant
+        // The channels and positions are taken: the connection keeps only the upgrade's own attachment.
+        session.connection.attachment = request.inner
         ConnectionAuthentication(application: self).connected(
             session, expiresAt: claims?.expiresAt ?? grant?.expireAt, loop: loop)
         let subscriptions = SubscriptionLifecycle(application: self)
