@@ -19,11 +19,10 @@ extension WebSocketConnection {
         if let notice = hub.application.disconnectNotice(
             reason: reason, code: code, message: message, reconnectAfter: reconnectAfter)
         {
-            context.write(wrapOutboundOut(notice), promise: nil)
+            output(notice, context: context)
         }
-        context.writeAndFlush(
-            wrapOutboundOut(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator)),
-            promise: nil)
+        output(FrameEncoder.encodeClose(code, reason: message, allocator: context.channel.allocator), context: context)
+        flushOutput(context)
         startCloseTimer()
     }
 
@@ -63,6 +62,7 @@ extension WebSocketConnection {
 
     /// Leaves every table and frees every buffer. Runs once, from `channelInactive`.
     func unregister(_ reason: DisconnectReason) {
+        streamWriter?.failPending()
         closeTimer?.cancel()
         closeTimer = nil
         releaseLimitCounts()

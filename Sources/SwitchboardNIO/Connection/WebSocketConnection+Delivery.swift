@@ -48,10 +48,28 @@ extension WebSocketConnection {
         if outbound.endFlushScope() { flushNow() }
     }
 
-    /// Control frames bypass the queue: they are never dropped and never wait behind data.
-    func writeControl(_ frame: ByteBuffer) {
-        guard let context else { return }
-        perform(outbound.writeControl(), deflated(frame), context: context)
+    /// Control frames bypass the queue: they are never dropped and never wait behind data. `written`
+    /// completes once NIO wrote it (it fails when the frame was dropped).
+    func writeControl(_ frame: ByteBuffer, written: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            written?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        perform(outbound.writeControl(), deflated(frame), context: context, promise: written)
+    }
+
+    /// Writes a frame as the connection's transport carries it: as it is, or as a stream's events.
+    func output(_ frame: ByteBuffer, promise: EventLoopPromise<Void>? = nil, context: ChannelHandlerContext) {
+        if let streamWriter {
+            streamWriter.write(frame, promise: promise, context: context)
+        } else {
+            context.write(wrapOutboundOut(frame), promise: promise)
+        }
+    }
+
+    /// Flushes what `output` wrote (a stream's gzip first).
+    func flushOutput(_ context: ChannelHandlerContext) {
+        if let streamWriter { streamWriter.flush(context: context) } else { context.flush() }
     }
 
     /// Writes queued messages while the socket takes them. A lane that lost messages gets its gap
@@ -81,7 +99,7 @@ extension WebSocketConnection {
         case .none:
             break
         case .flushNIO:
-            context.flush()
+            flushOutput(context)
         case .writev(let frames):
             let written = directSocket?.write(frames) ?? 0
             let handover = outbound.wrote(written)
@@ -109,25 +127,31 @@ extension WebSocketConnection {
         perform(action, frame, context: context)
     }
 
-    private func perform(_ action: OutboundStateMachine.Write, _ frame: ByteBuffer, context: ChannelHandlerContext) {
+    private func perform(
+        _ action: OutboundStateMachine.Write, _ frame: ByteBuffer, context: ChannelHandlerContext,
+        promise: EventLoopPromise<Void>? = nil
+    ) {
         switch action {
         case .send:
             var frame = frame
             if directSocket?.write(&frame) != true {
                 if outbound.sentPartly() { shard.scheduleFlush(self) }
-                context.write(wrapOutboundOut(frame), promise: nil)
+                output(frame, promise: promise, context: context)
+            } else {
+                promise?.succeed()
             }
         case .hold(let scheduleFlush, let flushNow):
+            promise?.succeed()  // held for a direct write: a stream (the only caller with a promise) never holds
             if scheduleFlush { shard.scheduleFlush(self) }
             // Past a writev's worth or the high water mark, out now (what the socket refuses goes to NIO,
             // whose water marks then send the rest to the queue and its slow-consumer policy).
             if flushNow { self.flushNow() }
         case .throughNIO(let first, let scheduleFlush):
-            for frame in first { context.write(wrapOutboundOut(frame), promise: nil) }
-            context.write(wrapOutboundOut(frame), promise: nil)
+            for frame in first { output(frame, context: context) }
+            output(frame, promise: promise, context: context)
             if scheduleFlush { shard.scheduleFlush(self) }
         case .drop:
-            break
+            promise?.fail(ChannelError.outputClosed)
         }
     }
 
@@ -135,11 +159,11 @@ extension WebSocketConnection {
     /// the caller writes next; the queue's messages are counted as they leave or as they are dropped.
     func beginClosing(_ backlog: OutboundStateMachine.Backlog, context: ChannelHandlerContext) {
         let closing = outbound.close(backlog)
-        for frame in closing.written { context.write(wrapOutboundOut(frame), promise: nil) }
+        for frame in closing.written { output(frame, context: context) }
         for frame in closing.queued {
             shard.counters.messagesOut += 1
             shard.counters.bytesOut += frame.readableBytes
-            context.write(wrapOutboundOut(frame), promise: nil)
+            output(frame, context: context)
         }
         shard.queuedMessages -= closing.queued.count + closing.dropped
     }

@@ -24,9 +24,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     let deflate: DeflateParameters?
 
     let id: ConnectionID
-    /// How the client reached the hub: a WebSocket, or a stream (`EventStreamFraming` turns its frames into
-    /// events).
+    /// How the client reached the hub: a WebSocket, or a stream.
     let transport: Transport
+    /// A stream's writer: it turns the frames this connection writes into the stream's events. Nil for a
+    /// WebSocket.
+    let streamWriter: EventStreamWriter?
     /// Set at the upgrade, or later by the application (`identify`) when the client authenticates in-band.
     private(set) var userID: String?
     let subprotocol: String?
@@ -62,14 +64,15 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         id: ConnectionID, userID: String?, subprotocol: String?, info: String?, expiresAt: NIODeadline? = nil,
         attachment: (any Sendable)? = nil, deflate: DeflateParameters? = nil, clientAddress: String? = nil,
         countedUser: String? = nil, isLocal: Bool = false, directSocket: DirectSocket? = nil,
-        transport: Transport = .webSocket, hub: Hub, shard: LoopShard
+        transport: Transport = .webSocket, streamWriter: EventStreamWriter? = nil, hub: Hub, shard: LoopShard
     ) {
         self.transport = transport
+        self.streamWriter = streamWriter
         self.isLocal = isLocal
         self.directSocket = directSocket
         self.clientAddress = clientAddress
         self.countedUser = countedUser
-        // A one-way stream receives nothing to limit (`EventStreamFraming` ends one whose client writes).
+        // A one-way stream receives nothing to limit (one whose client writes is ended: `channelRead`).
         self.inbound =
             transport == .eventStream
             ? nil : InboundLimiter(hub.abuseLimits, maxMessageSize: hub.configuration.maxMessageSize)
@@ -184,6 +187,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !discardingInput else { return }
         var buffer = unwrapInboundIn(data)
+        // A stream's client sends nothing after its request (its commands, if any, come by POST).
+        if let streamWriter {
+            if !streamWriter.ignore(buffer.readableBytes) { context.close(promise: nil) }
+            return
+        }
         shard.counters.bytesIn += buffer.readableBytes
         if let inbound, machine.state == .open, !inbound.admitBytes(buffer.readableBytes) {
             return inboundLimitExceeded("bytes")
@@ -212,11 +220,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     private func handle(_ message: InboundMessage, context: ChannelHandlerContext) {
-        if case .pong = message {
-            heartbeat.pongReceived()
-            // A stream's client cannot send data down it: its pongs (the kernel took our ping) keep it from idling.
-            if transport.isStream { heartbeat.dataReceived(now: LoopShard.now()) }
-        }
+        if case .pong = message { heartbeat.pongReceived() }
         switch machine.received(message) {
         case .deliver:
             if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }

@@ -221,25 +221,25 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// A stream: the connection with `EventStreamFraming` in front, which writes the 200 head and turns
-    /// its frames into events. TCP's user timeout finds a silent client, which cannot answer pings.
+    /// A stream: the connection with its `EventStreamWriter`, which writes the 200 head and turns its
+    /// frames into events. TCP's user timeout finds a silent client, which cannot answer pings.
     private func openStream(_ admission: UpgradeAdmission, context: ChannelHandlerContext) {
         let configuration = hub.configuration
         let streams = admission.attachment as? any StreamAttachment
-        let framing = EventStreamFraming(
+        let writer = EventStreamWriter(
             transport: admission.transport, streams: streams?.streamNames ?? [],
             positions: streams?.streamPositions ?? [], gzip: admission.gzip)
         var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
         head += "Cache-Control: no-cache, no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n"
-        if framing.compresses { head += "Content-Encoding: gzip\r\n" }
+        if writer.compresses { head += "Content-Encoding: gzip\r\n" }
         for (name, value) in admission.responseHeaders { head += "\(name): \(value)\r\n" }
         head += "\r\n"
         do {
-            let connection = try hub.connection(for: admission, on: context.eventLoop, directSocket: nil)
+            let connection = try hub.connection(
+                for: admission, on: context.eventLoop, directSocket: nil, streamWriter: writer)
             let pipeline = context.pipeline.syncOperations
             do {
-                try pipeline.addHandler(framing, position: .after(self))
-                try pipeline.addHandler(connection, position: .after(framing))
+                try pipeline.addHandler(connection, position: .after(self))
             } catch {
                 connection.abandon()
                 throw error
@@ -254,7 +254,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
             pipeline.removeHandler(decoder, promise: nil)
-            framing.start(head: ByteBuffer(string: head), context: try pipeline.context(handler: framing))
+            writer.start(head: ByteBuffer(string: head), context: try pipeline.context(handler: connection))
             connection.start()
         } catch {
             hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])

@@ -142,7 +142,8 @@ extension Hub {
 
     /// The connection for an admitted upgrade, owning the admission's places; not yet in a pipeline.
     func connection(
-        for admission: UpgradeAdmission, on eventLoop: any EventLoop, directSocket: DirectSocket?
+        for admission: UpgradeAdmission, on eventLoop: any EventLoop, directSocket: DirectSocket?,
+        streamWriter: EventStreamWriter? = nil
     ) throws -> WebSocketConnection {
         guard admission.take() else { throw AdoptionError.admissionUsed }
         guard let shard = shard(for: eventLoop) else {
@@ -155,7 +156,7 @@ extension Hub {
             info: admission.info, expiresAt: admission.expiresAt, attachment: admission.attachment,
             deflate: admission.deflate, clientAddress: admission.clientAddress, countedUser: admission.countedUser,
             isLocal: admission.isLocal, directSocket: admission.transport.isStream ? nil : directSocket,
-            transport: admission.transport, hub: self, shard: shard)
+            transport: admission.transport, streamWriter: streamWriter, hub: self, shard: shard)
     }
 
     /// What `admit` holds while the application decides.

@@ -368,7 +368,19 @@ extension WebSocketConnection {
             next = until
         case .ping(let checkAt):
             hub.metrics.queueDepthSample.record(outbound.queue.count)
-            writeControl(FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator))
+            let ping = FrameEncoder.encode(.ping, bytes: EmptyCollection(), allocator: context.channel.allocator)
+            if streamWriter == nil {
+                writeControl(ping)
+            } else {
+                // A stream's client cannot answer: the ping (a comment) counts as answered once NIO wrote it
+                // to the socket. One whose socket takes nothing more (a reader gone silent) times out.
+                let written = context.eventLoop.makePromise(of: Void.self)
+                writeControl(ping, written: written)
+                written.futureResult.assumeIsolated().whenSuccess {
+                    self.heartbeat.pongReceived()
+                    self.heartbeat.dataReceived(now: LoopShard.now())
+                }
+            }
             next = checkAt
         case .pongTimeout:
             log(.debug, "pong timeout")

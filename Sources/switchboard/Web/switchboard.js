@@ -152,8 +152,9 @@ export class Switchboard {
     clearTimeout(this._reconnectTimer);
     this._rejectAll(ClientErrors.CLOSED, "client closed");
     this._rejectWaiting(ClientErrors.CLOSED, "client closed");
-    if (this._socket) this._socket.close(1000);
-    this._socket = null;
+    const socket = this._socket;
+    this._socket = null; // first: a WebSocket may report its closing at once, from inside close()
+    socket?.close(1000);
     this._stopWatchdog();
     this._setState("disconnected", { code: 1000, reason: "client closed", reconnect: false });
   }
@@ -203,13 +204,14 @@ export class Switchboard {
     }
     this._socket = socket;
     let notice = null;
+    let opened = false;
     let heard = false;
     const fallBack = () => {
       clearTimeout(timer);
-      if (this._socket !== socket) return;
+      if (this._socket !== socket || !this._wanted) return;
       this._socket = null;
       this._stopWatchdog();
-      socket.onopen = socket.onclose = socket.onmessage = null;
+      socket.onopen = socket.onclose = socket.onmessage = socket.onerror = null;
       try {
         socket.close();
       } catch {
@@ -222,6 +224,7 @@ export class Switchboard {
     this._lastSeen = Date.now();
     this._startWatchdog(); // also while connecting: a server that accepts TCP and then says nothing is dropped
     socket.onopen = () => {
+      opened = true;
       this._lastSeen = Date.now();
       this._handshake(token, generation, index);
     };
@@ -241,7 +244,7 @@ export class Switchboard {
       if (message.push === "disconnect") notice = message;
       this._received(message);
     };
-    socket.onclose = (event) => {
+    const closed = (event) => {
       if (this._socket !== socket) return;
       if (!heard && next >= 0) return fallBack();
       clearTimeout(timer);
@@ -254,7 +257,18 @@ export class Switchboard {
       for (const channel of this._channels.values()) channel.subscribed = false;
       this._scheduleReconnect({ code, reason, reconnect, afterMs: notice?.after_ms });
     };
-    socket.onerror = () => {}; // onclose follows with the code
+    socket.onclose = closed;
+    socket.onerror = () => {
+      if (opened) return; // onclose follows with the code
+      // The opening failed. Browsers follow with a close (1006); Node 20's WebSocket never does.
+      socket.onclose = socket.onerror = null;
+      try {
+        socket.close();
+      } catch {
+        // not closable yet
+      }
+      closed({ code: 1006, reason: "" });
+    };
   }
 
   /** The HTTP transport's endpoint: `httpStreamURL`, else `http-stream` beside the WebSocket's path, with its
@@ -395,7 +409,7 @@ export class Switchboard {
     if (!socket) return;
     this._socket = null;
     this._stopWatchdog();
-    socket.onclose = socket.onmessage = null;
+    socket.onclose = socket.onmessage = socket.onerror = null;
     try {
       socket.close();
     } catch {

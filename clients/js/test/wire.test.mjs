@@ -171,8 +171,10 @@ function scriptedHttp(answer = () => undefined, { maxBody = Infinity, streaming 
   return scripted;
 }
 
-/** A WebSocket that never works: refused (closes before opening), or `silent` (opens, never answers). */
-function brokenSocket({ silent = false } = {}) {
+/** A WebSocket that never works: refused (an error, then a close, before opening; with `closes: false` the
+ *  error alone, as Node 20's does, which also fires it from inside close()), or `silent` (opens, never
+ *  answers). */
+function brokenSocket({ silent = false, closes = true } = {}) {
   const made = [];
   class BrokenSocket {
     constructor(url) {
@@ -184,9 +186,9 @@ function brokenSocket({ silent = false } = {}) {
           this.readyState = 1;
           this.onopen?.();
         } else {
-          this.readyState = 3;
+          if (closes) this.readyState = 3;
           this.onerror?.({});
-          this.onclose?.({ code: 1006, reason: "" });
+          if (closes) this.onclose?.({ code: 1006, reason: "" });
         }
       });
     }
@@ -194,7 +196,9 @@ function brokenSocket({ silent = false } = {}) {
     send() {}
 
     close() {
+      const connecting = this.readyState === 0;
       this.readyState = 3;
+      if (connecting && !closes) this.onerror?.({});
     }
   }
   return { WebSocket: BrokenSocket, made };
@@ -350,4 +354,47 @@ test("where fetch cannot stream a response, EventSource reads the stream (with c
   } finally {
     client.disconnect();
   }
+});
+
+test("a WebSocket whose failed opening fires an error and no close (Node 20's) falls back at once too", async () => {
+  const http = scriptedHttp();
+  const { WebSocket, made } = brokenSocket({ closes: false });
+  const client = new Switchboard("ws://scripted/ws", { WebSocket, fetch: http.fetch, token: "t", fallbackTimeout: 60000 });
+  try {
+    const started = Date.now();
+    await client.connect();
+    assert.ok(Date.now() - started < 1000, "no wait for fallbackTimeout");
+    assert.equal(made.length, 1);
+    assert.equal(client.transport, "http-stream");
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("with the WebSocket alone, a failed opening that fires no close is retried with backoff, not left hanging", { timeout: 10000 }, async () => {
+  const { WebSocket, made } = brokenSocket({ closes: false });
+  const client = new Switchboard("ws://scripted/ws", {
+    WebSocket, transports: ["websocket"], token: "t", minReconnectDelay: 10, maxReconnectDelay: 20,
+  });
+  const disconnected = [];
+  client.on("disconnected", (event) => disconnected.push(event));
+  try {
+    client.connect().catch(() => {});
+    while (made.length < 3) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(disconnected[0], { code: 1006, reason: "", reconnect: true });
+  } finally {
+    client.disconnect();
+  }
+});
+
+test("disconnect() while the WebSocket is opening falls back to nothing, even where close() reports an error at once", async () => {
+  const http = scriptedHttp();
+  const { WebSocket, made } = brokenSocket({ closes: false });
+  const client = new Switchboard("ws://scripted/ws", { WebSocket, fetch: http.fetch, token: "t" });
+  client.connect(); // with a token (no getToken), the WebSocket is made at once
+  assert.equal(made.length, 1);
+  client.disconnect();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(http.streams.length, 0, "no HTTP transport opened after disconnect()");
+  assert.equal(client.state, "disconnected");
 });

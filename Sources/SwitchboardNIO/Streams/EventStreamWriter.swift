@@ -2,32 +2,28 @@ import CompressNIO
 import NIOCore
 import SwitchboardCore
 
-/// Sits between a stream's connection and its socket and turns the connection's WebSocket frames into the
-/// `text/event-stream` response, so a stream is an ordinary `WebSocketConnection` (registry, heartbeats,
-/// queue and slow-consumer policy, limits, hooks) with another way out:
+/// What makes a connection a stream: it turns the connection's WebSocket frames into the
+/// `text/event-stream` response as they are written, so a stream is an ordinary `WebSocketConnection`
+/// (registry, heartbeats, queue and slow-consumer policy, limits, hooks) with another way out:
 ///
 /// - a text frame (one of the protocol's messages) is an event: named after its push (`event: join`) on
 ///   the one-way stream, unnamed (`data:` only) on the HTTP transport, where the client reads the protocol;
 /// - a binary frame is a positioned event (`EventStreamEncoding`), written from its `id:` line;
-/// - a ping is a comment line (it keeps proxies from closing an idle response); once the kernel took it,
-///   the connection is told of a pong, since the client has no way to answer one. A link that went
+/// - a ping is a comment line (it keeps proxies from closing an idle response); the connection counts it
+///   as answered once the kernel took it, since the client has no way to answer one. A link that went
 ///   silent is found by TCP: the socket's user timeout ends it when what we sent stays unacknowledged;
 /// - the close frame ends the response: what was written before it goes first, then TCP closes.
 ///
-/// Bytes from the client after its request are ignored. With gzip, everything after the head is one gzip
-/// stream, flushed (`Z_SYNC_FLUSH`) whenever the connection flushes and finished at the close.
-final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+/// Owned by the connection and called with its context, in its pipeline's place: no handler of its own,
+/// so an idle stream costs no more than an idle WebSocket. With gzip, everything after the head is one
+/// gzip stream, flushed (`Z_SYNC_FLUSH`) whenever the connection flushes and finished at the close.
+final class EventStreamWriter {
     private let namesEvents: Bool
-    /// The request's streams: an event of another has no `id:` (its position is not one the client's
-    /// `Last-Event-ID` could carry back).
-    private let streams: [String]
-    /// With several streams, each one's last position: the `id:` lists them all, in `streams` order.
-    private var positions: [Substring]
+    /// The request's one stream: an event of another has no `id:` (its position is not one the client's
+    /// `Last-Event-ID` could carry back). Inline, not an array: most streams read one channel.
+    private let single: String?
+    /// A request of several streams: the `id:` lists each one's last position.
+    private let composite: CompositePosition?
     private var gzip: ZlibCompressor?
     /// Compressed since the last flush: the next flush must push it out.
     private var dirty = false
@@ -37,12 +33,8 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
 
     init(transport: Transport, streams: [String], positions: [String], gzip: Bool) {
         self.namesEvents = transport == .eventStream
-        self.streams = streams
-        self.positions =
-            streams.count > 1
-            ? (positions.count == streams.count
-                ? positions.map { Substring($0) } : Array(repeating: "", count: streams.count))
-            : []
+        self.single = streams.count == 1 ? streams[0] : nil
+        self.composite = streams.count > 1 ? CompositePosition(streams: streams, positions: positions) : nil
         // A small window and memory level: a stream's compressor is per connection, like its socket buffers.
         self.gzip =
             gzip
@@ -56,19 +48,21 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The response's head goes first, as it is (never compressed).
     func start(head: ByteBuffer, context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(head), promise: nil)
+        context.writeAndFlush(NIOAny(head), promise: nil)
     }
 
     /// Bytes the client sent after its request: none are expected; past a few, it is not a stream client.
-    private var ignoredBytes = 0
+    private var ignoredBytes: UInt32 = 0
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        ignoredBytes += unwrapInboundIn(data).readableBytes
-        if ignoredBytes > 64 * 1024 { context.close(promise: nil) }
+    /// Takes what the client wrote; false once it is more than a stream client would ever send.
+    func ignore(_ bytes: Int) -> Bool {
+        ignoredBytes = ignoredBytes.addingReportingOverflow(UInt32(clamping: bytes)).partialValue
+        return ignoredBytes <= 64 * 1024
     }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        var frame = unwrapOutboundIn(data)
+    /// Writes a frame of the connection's as what the response carries.
+    func write(_ frame: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        var frame = frame
         var promise = promise
         // Each write is one frame; several in one buffer are taken in turn all the same.
         while !closed, let (opcode, payload) = Self.nextFrame(&frame) {
@@ -116,16 +110,7 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
         case 0x2:
             positioned(payload, promise: promise, context: context)
         case 0x9:
-            let written = promise ?? context.eventLoop.makePromise()
-            emit(Self.comment, promise: written, context: context)
-            written.futureResult.assumeIsolated().whenSuccess {
-                // What the client cannot do itself: the kernel took the ping, the connection hears a pong.
-                // From a fresh stack: this completes inside the connection's own flush.
-                context.eventLoop.assumeIsolated().execute {
-                    guard !self.closed else { return }
-                    context.fireChannelRead(self.wrapInboundOut(Self.pong))
-                }
-            }
+            emit(Self.comment, promise: promise, context: context)
         case 0x8:
             closed = true
             let written = context.eventLoop.makePromise(of: Void.self)
@@ -136,7 +121,7 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
                 pending = []
                 complete(promises, with: written, context: context)
             }
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+            context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
             written.futureResult.assumeIsolated().whenComplete { result in
                 promise?.completeWith(result)
                 context.close(promise: nil)
@@ -161,23 +146,25 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             return emit(event, promise: promise, context: context)
         }
         let name = Substring(decoding: view[view.startIndex..<nameEnd], as: UTF8.self)
-        guard let index = streams.firstIndex(where: { $0 == name }) else {
-            // Not one of the request's streams: its own position would break the list; no `id:` at all.
+        let index = composite?.streams.firstIndex { $0 == name }
+        guard single.map({ name == $0 }) == true || index != nil else {
+            // Not one of the request's streams: its own position would break the client's; no `id:` at all.
             event.moveReaderIndex(forwardBy: idEnd - rest.startIndex + 1)
             return emit(event, promise: promise, context: context)
         }
-        guard streams.count > 1 else { return emit(event, promise: promise, context: context) }
-        positions[index] = Substring(decoding: rest[rest.index(rest.startIndex, offsetBy: 4)..<idEnd], as: UTF8.self)
+        guard let composite, let index else { return emit(event, promise: promise, context: context) }
+        composite.positions[index] = Substring(
+            decoding: rest[rest.index(rest.startIndex, offsetBy: 4)..<idEnd], as: UTF8.self)
         var id = context.channel.allocator.buffer(capacity: 64)
         id.writeStaticString("id: ")
-        id.writeString(positions.joined(separator: ","))
+        id.writeString(composite.positions.joined(separator: ","))
         event.moveReaderIndex(forwardBy: idEnd - rest.startIndex)
         emit(id, promise: nil, context: context)
         emit(event, promise: promise, context: context)
     }
 
     private func emit(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard gzip != nil else { return context.write(wrapOutboundOut(bytes), promise: promise) }
+        guard gzip != nil else { return context.write(NIOAny(bytes), promise: promise) }
         compress(bytes, flush: .no, context: context)
         dirty = true
         if let promise { pending.append(promise) }
@@ -192,7 +179,7 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
             pending = []
             if !promises.isEmpty {
                 let written = context.eventLoop.makePromise(of: Void.self)
-                context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+                context.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
                 complete(promises, with: written, context: context)
             }
         }
@@ -216,7 +203,7 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
-            if output.readableBytes > 0 { context.write(wrapOutboundOut(output), promise: nil) }
+            if output.readableBytes > 0 { context.write(NIOAny(output), promise: nil) }
             if exhausted || (input.readableBytes == 0 && output.writableBytes > 0) { return }
         }
     }
@@ -227,7 +214,8 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
         for promise in promises { promise.completeWith(written.futureResult) }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    /// The connection is gone: what waited for a gzip flush never leaves.
+    func failPending() {
         for promise in pending { promise.fail(ChannelError.ioOnClosedChannel) }
         pending = []
     }
@@ -256,6 +244,18 @@ final class EventStreamFraming: ChannelDuplexHandler, RemovableChannelHandler {
 
     private static let endOfEvent = ByteBuffer(string: "\n\n")
     private static let comment = ByteBuffer(string: ": ping\n\n")
-    /// A masked (with a zero key: the payload as it is) empty pong, as a client would send it.
-    private static let pong = ByteBuffer(bytes: [0x8A, 0x80, 0, 0, 0, 0])
+}
+
+/// The positions of a response carrying several streams, seeded from its request: an `id:` never drops a
+/// position the client gave, whichever stream's event came last.
+final class CompositePosition {
+    let streams: [String]
+    var positions: [Substring]
+
+    init(streams: [String], positions: [String]) {
+        self.streams = streams
+        self.positions =
+            positions.count == streams.count
+            ? positions.map { Substring($0) } : Array(repeating: "", count: streams.count)
+    }
 }
