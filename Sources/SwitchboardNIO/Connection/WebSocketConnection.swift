@@ -187,9 +187,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !discardingInput else { return }
         var buffer = unwrapInboundIn(data)
-        // A stream's client sends nothing after its request (its commands, if any, come by POST).
-        if let streamWriter {
-            if !streamWriter.ignore(buffer.readableBytes) { context.close(promise: nil) }
+        // A stream's client sends nothing after its request (its commands, if any, come by POST): blank
+        // lines are let pass, anything else ends the stream.
+        if streamWriter != nil {
+            if buffer.readableBytesView.contains(where: { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }) {
+                context.close(promise: nil)
+            }
             return
         }
         shard.counters.bytesIn += buffer.readableBytes

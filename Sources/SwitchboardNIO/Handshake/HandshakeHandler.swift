@@ -226,7 +226,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func openStream(_ admission: UpgradeAdmission, context: ChannelHandlerContext) {
         let configuration = hub.configuration
         let streams = admission.attachment as? any StreamAttachment
-        let writer = EventStreamWriter(
+        let writer = EventStreamWriter.make(
             transport: admission.transport, streams: streams?.streamNames ?? [],
             positions: streams?.streamPositions ?? [], gzip: admission.gzip)
         var head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"

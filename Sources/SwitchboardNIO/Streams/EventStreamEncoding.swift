@@ -9,7 +9,7 @@ import SwitchboardCore
 ///
 ///     chat:lobby\nid: 8f3k:12\nevent: publication\ndata: {…}\n\n
 ///
-/// `EventStreamFraming` writes it from the `id:` line on, zero-copy, or with an `id:` naming every stream's
+/// `EventStreamWriter` writes it from the `id:` line on, zero-copy, or with an `id:` naming every stream's
 /// position when the response carries several (so `Last-Event-ID` resumes all of them).
 public enum EventStreamEncoding {
     /// Appends `payload` as `data:` lines: one, unless the JSON has line breaks in its whitespace (each

@@ -14,65 +14,81 @@ import SwitchboardCore
 ///   silent is found by TCP: the socket's user timeout ends it when what we sent stays unacknowledged;
 /// - the close frame ends the response: what was written before it goes first, then TCP closes.
 ///
-/// Owned by the connection and called with its context, in its pipeline's place: no handler of its own,
-/// so an idle stream costs no more than an idle WebSocket. With gzip, everything after the head is one
+/// Called by the connection with its context, in its pipeline's place: no handler of its own, and a plain
+/// stream's writer (one channel, no gzip) is shared by all of them, so an idle stream costs no more than
+/// an idle WebSocket. With gzip, everything after the head is one
 /// gzip stream, flushed (`Z_SYNC_FLUSH`) whenever the connection flushes and finished at the close.
-final class EventStreamWriter {
+// @unchecked Sendable: the shared writers (`plain…`) hold no state at all; a writer with `state` belongs to
+// one connection and is used only on its loop.
+final class EventStreamWriter: @unchecked Sendable {
+    /// `event:` names on the one-way stream; none on the HTTP transport, whose client reads the protocol.
     private let namesEvents: Bool
-    /// The request's one stream: an event of another has no `id:` (its position is not one the client's
-    /// `Last-Event-ID` could carry back). Inline, not an array: most streams read one channel.
-    private let single: String?
-    /// A request of several streams: the `id:` lists each one's last position.
-    private let composite: CompositePosition?
-    private var gzip: ZlibCompressor?
-    /// Compressed since the last flush: the next flush must push it out.
-    private var dirty = false
-    /// Written while gzip is on and not yet flushed: the promises complete with the compressed write.
-    private var pending: [EventLoopPromise<Void>] = []
-    private var closed = false
+    /// What only some streams keep (the positions of several channels, a gzip stream): a plain stream's
+    /// writer is shared, so it costs a connection nothing.
+    private let state: State?
 
-    init(transport: Transport, streams: [String], positions: [String], gzip: Bool) {
-        self.namesEvents = transport == .eventStream
-        self.single = streams.count == 1 ? streams[0] : nil
-        self.composite = streams.count > 1 ? CompositePosition(streams: streams, positions: positions) : nil
+    /// What a stream of several channels, or a gzip one, keeps of its own.
+    final class State {
+        /// Several streams: the `id:` lists each one's last position.
+        let composite: CompositePosition?
+        var gzip: ZlibCompressor?
+        /// Compressed since the last flush: the next flush must push it out.
+        var dirty = false
+        /// Written while gzip is on and not yet flushed: the promises complete with the compressed write.
+        var pending: [EventLoopPromise<Void>] = []
+
+        init(composite: CompositePosition?, gzip: ZlibCompressor?) {
+            self.composite = composite
+            self.gzip = gzip
+        }
+    }
+
+    private init(namesEvents: Bool, state: State?) {
+        self.namesEvents = namesEvents
+        self.state = state
+    }
+
+    private static let plainEventStream = EventStreamWriter(namesEvents: true, state: nil)
+    private static let plainHTTPStream = EventStreamWriter(namesEvents: false, state: nil)
+
+    /// The writer for a stream of `transport` carrying `streams` (resumed from `positions`), gzipped when
+    /// asked for and a compressor can be made.
+    static func make(transport: Transport, streams: [String], positions: [String], gzip: Bool) -> EventStreamWriter {
+        let namesEvents = transport == .eventStream
         // A small window and memory level: a stream's compressor is per connection, like its socket buffers.
-        self.gzip =
+        let compressor =
             gzip
             ? try? ZlibCompressor(
                 algorithm: .gzip, configuration: .init(windowSize: 12, compressionLevel: 6, memoryLevel: 4)) : nil
+        let composite = streams.count > 1 ? CompositePosition(streams: streams, positions: positions) : nil
+        guard compressor != nil || composite != nil else { return namesEvents ? plainEventStream : plainHTTPStream }
+        return EventStreamWriter(namesEvents: namesEvents, state: State(composite: composite, gzip: compressor))
     }
 
     /// Whether the events are gzip-compressed (asked for, and the compressor could be made): what the
     /// head's `Content-Encoding` must say.
-    var compresses: Bool { gzip != nil }
+    var compresses: Bool { state?.gzip != nil }
 
     /// The response's head goes first, as it is (never compressed).
     func start(head: ByteBuffer, context: ChannelHandlerContext) {
         context.writeAndFlush(NIOAny(head), promise: nil)
     }
 
-    /// Bytes the client sent after its request: none are expected; past a few, it is not a stream client.
-    private var ignoredBytes: UInt32 = 0
-
-    /// Takes what the client wrote; false once it is more than a stream client would ever send.
-    func ignore(_ bytes: Int) -> Bool {
-        ignoredBytes = ignoredBytes.addingReportingOverflow(UInt32(clamping: bytes)).partialValue
-        return ignoredBytes <= 64 * 1024
-    }
-
     /// Writes a frame of the connection's as what the response carries.
     func write(_ frame: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         var frame = frame
         var promise = promise
+        var ended = false
         // Each write is one frame; several in one buffer are taken in turn all the same.
-        while !closed, let (opcode, payload) = Self.nextFrame(&frame) {
+        while !ended, let (opcode, payload) = Self.nextFrame(&frame) {
             let last = frame.readableBytes == 0
             write(opcode: opcode, payload: payload, promise: last ? promise : nil, context: context)
             if last { promise = nil }
+            ended = opcode == 0x8
         }
         // Nothing took it: an empty write, or frames after the end of the response.
         if let promise {
-            if closed { promise.fail(ChannelError.outputClosed) } else { promise.succeed() }
+            if ended { promise.fail(ChannelError.outputClosed) } else { promise.succeed() }
         }
     }
 
@@ -112,13 +128,12 @@ final class EventStreamWriter {
         case 0x9:
             emit(Self.comment, promise: promise, context: context)
         case 0x8:
-            closed = true
             let written = context.eventLoop.makePromise(of: Void.self)
-            if gzip != nil {
+            if let state, state.gzip != nil {
                 compress(context.channel.allocator.buffer(capacity: 0), flush: .finish, context: context)
-                gzip = nil
-                let promises = pending
-                pending = []
+                state.gzip = nil
+                let promises = state.pending
+                state.pending = []
                 complete(promises, with: written, context: context)
             }
             context.writeAndFlush(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
@@ -145,14 +160,13 @@ final class EventStreamWriter {
         guard rest.starts(with: "id: ".utf8), let idEnd = rest.firstIndex(of: UInt8(ascii: "\n")) else {
             return emit(event, promise: promise, context: context)
         }
+        guard let composite = state?.composite else { return emit(event, promise: promise, context: context) }
         let name = Substring(decoding: view[view.startIndex..<nameEnd], as: UTF8.self)
-        let index = composite?.streams.firstIndex { $0 == name }
-        guard single.map({ name == $0 }) == true || index != nil else {
-            // Not one of the request's streams: its own position would break the client's; no `id:` at all.
+        guard let index = composite.streams.firstIndex(where: { $0 == name }) else {
+            // Not one of the request's streams: its own position would break the list; no `id:` at all.
             event.moveReaderIndex(forwardBy: idEnd - rest.startIndex + 1)
             return emit(event, promise: promise, context: context)
         }
-        guard let composite, let index else { return emit(event, promise: promise, context: context) }
         composite.positions[index] = Substring(
             decoding: rest[rest.index(rest.startIndex, offsetBy: 4)..<idEnd], as: UTF8.self)
         var id = context.channel.allocator.buffer(capacity: 64)
@@ -164,19 +178,19 @@ final class EventStreamWriter {
     }
 
     private func emit(_ bytes: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
-        guard gzip != nil else { return context.write(NIOAny(bytes), promise: promise) }
+        guard let state, state.gzip != nil else { return context.write(NIOAny(bytes), promise: promise) }
         compress(bytes, flush: .no, context: context)
-        dirty = true
-        if let promise { pending.append(promise) }
+        state.dirty = true
+        if let promise { state.pending.append(promise) }
     }
 
     func flush(context: ChannelHandlerContext) {
-        if gzip != nil, dirty {
+        if let state, state.gzip != nil, state.dirty {
             // Everything compressed since the last flush leaves now, decodable by the client at once.
-            dirty = false
+            state.dirty = false
             compress(context.channel.allocator.buffer(capacity: 0), flush: .sync, context: context)
-            let promises = pending
-            pending = []
+            let promises = state.pending
+            state.pending = []
             if !promises.isEmpty {
                 let written = context.eventLoop.makePromise(of: Void.self)
                 context.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: written)
@@ -189,7 +203,7 @@ final class EventStreamWriter {
     /// Runs the compressor until it has taken all of `input` and given all it has for `flush`, writing
     /// what it gives as it goes (zlib keeps what does not fit an output buffer for the next call).
     private func compress(_ input: ByteBuffer, flush: CompressNIOFlush, context: ChannelHandlerContext) {
-        guard let gzip else { return }
+        guard let gzip = state?.gzip else { return }
         var input = input
         while true {
             var output = context.channel.allocator.buffer(capacity: 16 * 1024)
@@ -216,8 +230,9 @@ final class EventStreamWriter {
 
     /// The connection is gone: what waited for a gzip flush never leaves.
     func failPending() {
-        for promise in pending { promise.fail(ChannelError.ioOnClosedChannel) }
-        pending = []
+        guard let state else { return }
+        for promise in state.pending { promise.fail(ChannelError.ioOnClosedChannel) }
+        state.pending = []
     }
 
     /// The next server frame in `buffer` (unmasked, as the hub encodes them): its opcode and payload.

@@ -4,7 +4,7 @@ import SwitchboardNIO
 
 /// The channel layer's messages as a one-way event stream carries them: what has a stream position is a
 /// positioned event (`EventStreamEncoding`), so a reconnecting `EventSource` resumes from it; the rest are
-/// the protocol's pushes, which `EventStreamFraming` names after their `push`.
+/// the protocol's pushes, which `EventStreamWriter` names after their `push`.
 enum EventStreamMessages {
     /// A publication: `event: publication` with the WebSocket protocol's push as data, and its position as
     /// `id:` where the namespace keeps history (elsewhere there is nothing to resume from).
