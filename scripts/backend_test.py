@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import websockets
 from protocol_client import ProtocolClient as Client
 from redis_server import RedisServer
+from test_support import ServeProcess, eventually
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
 if not __debug__:
@@ -134,50 +135,15 @@ class Backend:
         self.server.server_close()
 
 
-class Node:
+class Node(ServeProcess):
     def __init__(self, name: str, log_dir: str, *settings: str):
-        self.name = name
-        self.log = open(os.path.join(log_dir, f"node-{name}.log"), "w")
-        self.process = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", "--api-port", "0", "--stats-interval", "0", *settings],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.ws = self.api = None
-        deadline = time.time() + TIMEOUT
-        while (self.ws is None or self.api is None) and time.time() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"node {name} exited: see {self.log.name}")
-            if line.startswith("switchboard listening on "):
-                self.ws = line.split()[-1]
-            elif line.startswith("switchboard API on "):
-                self.api = line.split()[-1]
-        if self.ws is None or self.api is None:
-            raise RuntimeError(f"node {name} did not report its addresses within {TIMEOUT} s: see {self.log.name}")
-
-    def call(self, endpoint: str, body: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.api}/api/{endpoint}", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return json.loads(response.read())
+        super().__init__(
+            BINARY, f"node {name}", os.path.join(log_dir, f"node-{name}.log"), "--stats-interval", "0", *settings)
 
     def stop(self):
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-async def eventually(description: str, check, timeout: float = TIMEOUT):
-    deadline = time.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {description}")
-        await asyncio.sleep(0.1)
 
 
 async def refused(url: str, cookie: str = None):

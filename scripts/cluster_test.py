@@ -18,6 +18,7 @@ import urllib.request
 
 from protocol_client import ProtocolClient
 from redis_server import RedisServer
+from test_support import ServeProcess, eventually
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
 if not __debug__:
@@ -32,32 +33,13 @@ class Redis(RedisServer):
         super().__init__(TIMEOUT)
 
 
-class Node:
+class Node(ServeProcess):
     def __init__(self, name: str, redis: Redis, log_dir: str):
-        self.name = name
-        self.log = open(os.path.join(log_dir, f"node-{name}.log"), "w")
-        self.process = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", "--api-port", "0", "--redis", f"redis://127.0.0.1:{redis.port}",
-             "--node-id", name, "--node-name", f"node-{name}", "--presence-ttl", "3", "--node-info-interval", "1",
-             "--redis-timeout", "1", "--chat-history-size", "1000", "--publish-rate", "10000", "--publish-burst", "10000", "--ping-interval", "2", "--pong-timeout", "5"],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.ws = self.api = None
-        deadline = time.time() + TIMEOUT
-        while (self.ws is None or self.api is None) and time.time() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"node {name} exited: see {self.log.name}")
-            if line.startswith("switchboard listening on "):
-                self.ws = line.split()[-1]
-            elif line.startswith("switchboard API on "):
-                self.api = line.split()[-1]
-
-    def call(self, endpoint: str, body: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.api}/api/{endpoint}", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return json.loads(response.read())
+        super().__init__(
+            BINARY, f"node {name}", os.path.join(log_dir, f"node-{name}.log"),
+            "--redis", f"redis://127.0.0.1:{redis.port}", "--node-id", name, "--node-name", f"node-{name}",
+            "--presence-ttl", "3", "--node-info-interval", "1", "--redis-timeout", "1", "--chat-history-size", "1000",
+            "--publish-rate", "10000", "--publish-burst", "10000", "--ping-interval", "2", "--pong-timeout", "5")
 
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(f"{self.api}/metrics", timeout=TIMEOUT) as response:
@@ -82,19 +64,6 @@ class Client(ProtocolClient):
     @classmethod
     async def open(cls, node: Node, user: str) -> "Client":
         return await super().open(f"{node.ws}?user={user}", user)
-
-
-async def eventually(description: str, check, timeout: float = TIMEOUT):
-    deadline = time.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {description}")
-        await asyncio.sleep(0.1)
 
 
 class HTTPStream:

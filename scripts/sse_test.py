@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 import zlib
 
+from test_support import ServeProcess, eventually
 from protocol_client import ProtocolClient as Client
 
 # The checks below are assert statements: refuse to run where -O (or PYTHONOPTIMIZE) would strip them.
@@ -57,33 +58,10 @@ TOKEN_NAMESPACES = {**NAMESPACES, "private": {"permissions": {"subscribe": "toke
 # The server and its API
 
 
-class Server:
+class Server(ServeProcess):
     def __init__(self, name: str, log_dir: str, *settings: str, env: dict = None):
-        self.name = name
-        self.log = open(os.path.join(log_dir, f"{name}.log"), "w")
-        self.process = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", "--api-port", "0", *settings],
-            stdout=subprocess.PIPE, stderr=self.log, text=True, env={**os.environ, **(env or {})})
-        self.ws = self.api = None
-        deadline = time.time() + TIMEOUT
-        while (self.ws is None or self.api is None) and time.time() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server {name} exited: see {self.log.name}")
-            if line.startswith("switchboard listening on "):
-                self.ws = line.split()[-1]
-            elif line.startswith("switchboard API on "):
-                self.api = line.split()[-1]
-        if self.ws is None or self.api is None:
-            raise RuntimeError(f"server {name} did not report its addresses within {TIMEOUT} s: see {self.log.name}")
+        super().__init__(BINARY, f"server {name}", os.path.join(log_dir, f"{name}.log"), *settings, env=env)
         self.port = int(urllib.parse.urlsplit(self.ws).port)
-
-    def call(self, endpoint: str, body: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.api}/api/{endpoint}", data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return json.loads(response.read())
 
     async def publish(self, channel: str, data) -> int:
         """Publishes through the server API (off the event loop, so the readers here keep reading); the offset."""
@@ -119,19 +97,6 @@ def token(user: str, secret: str = SECRET, *flags: str) -> str:
                           env={**os.environ, "SWITCHBOARD_TOKEN_SECRET": secret})
     assert made.returncode == 0 and made.stdout.strip(), (made.returncode, made.stderr)
     return made.stdout.strip()
-
-
-async def eventually(description: str, check, timeout: float = TIMEOUT):
-    deadline = time.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {description}")
-        await asyncio.sleep(0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -202,13 +202,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         do {
             let connection = try hub.connection(for: admission, on: context.eventLoop, directSocket: directSocket)
-            let pipeline = context.pipeline.syncOperations
-            do {
-                try pipeline.addHandler(connection, position: .after(self))
-            } catch {
-                connection.abandon()
-                throw error
-            }
+            let pipeline = try add(connection, context: context)
             pipeline.removeHandler(context: context, promise: nil)
             pipeline.removeHandler(encoder, promise: nil)
             connection.start()
@@ -219,6 +213,20 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             hub.logger.error("pipeline reconfiguration failed", metadata: ["error": "\(error)"])
             context.close(promise: nil)
         }
+    }
+
+    /// Puts the connection right behind this handler; one that cannot be added gives its places back.
+    private func add(
+        _ connection: WebSocketConnection, context: ChannelHandlerContext
+    ) throws -> ChannelPipeline.SynchronousOperations {
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(connection, position: .after(self))
+        } catch {
+            connection.abandon()
+            throw error
+        }
+        return pipeline
     }
 
     /// A stream: the connection with its `EventStreamWriter`, which writes the 200 head and turns its
@@ -237,13 +245,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         do {
             let connection = try hub.connection(
                 for: admission, on: context.eventLoop, directSocket: nil, streamWriter: writer)
-            let pipeline = context.pipeline.syncOperations
-            do {
-                try pipeline.addHandler(connection, position: .after(self))
-            } catch {
-                connection.abandon()
-                throw error
-            }
+            let pipeline = try add(connection, context: context)
             #if os(Linux)
                 if configuration.pingInterval > .zero {
                     let timeout = configuration.pingInterval + configuration.pongTimeout
