@@ -23,6 +23,10 @@ const TRANSPORTS = ["websocket", "http-stream"];
 
 /** A POST of the HTTP transport stops taking more of the queued commands past this many characters. */
 const POST_BATCH = 65536;
+/** ms a command POST may take (the server bounds it by its handshake timeout, 10 s by default). */
+const POST_TIMEOUT = 15000;
+/** ms a session that refused a POST (404, 503) is given for its stream to bring the disconnect notice. */
+const CLOSING_GRACE = 2000;
 
 /**
  * Backoff with full jitter: uniform in [0, min(max, min * 2^attempt)), never before the server's hint
@@ -44,7 +48,7 @@ const defaults = {
   maxReconnectDelay: 20000,
   deadAfter: 40000, // nothing from the server this long (its ping interval plus a margin): probe, then reconnect
   transports: TRANSPORTS, // tried in this order; one that fails before its first message hands over to the next
-  fallbackTimeout: 5000, // ms a transport may take to its first message (the connect reply) before the next one
+  fallbackTimeout: 5000, // ms a transport may take to its first message (a WebSocket's connect reply, the HTTP transport's session) before the next one
   transportRetry: 300000, // ms on a fallback after which a reconnect tries the first transport again (Infinity: never)
   httpStreamURL: undefined, // default "http-stream" beside the WebSocket path, same query: ws://h/ws?a → http://h/http-stream?a
   fetch: undefined, // the HTTP transport's (default globalThis.fetch); EventSource reads the stream where fetch cannot
@@ -226,6 +230,13 @@ export class Switchboard {
     socket.onopen = () => {
       opened = true;
       this._lastSeen = Date.now();
+      // The HTTP transport opens on the server's first message (the session): it has been heard, and a slow
+      // connect reply (a slow link, a slow connect proxy) is the command timeout's to judge, not a reason to
+      // give up a transport that works.
+      if (transport !== "websocket") {
+        heard = true;
+        clearTimeout(timer);
+      }
       this._handshake(token, generation, index);
     };
     socket.onping = () => {
@@ -271,12 +282,12 @@ export class Switchboard {
     };
   }
 
-  /** The HTTP transport's endpoint: `httpStreamURL`, else `http-stream` beside the WebSocket's path, with its
+  /** The HTTP transport's endpoint: `httpStreamURL`, else `/http-stream` on the WebSocket's host, with its
    *  query (`ws://host/ws?user=a` → `http://host/http-stream?user=a`). */
   _httpStreamURL() {
     if (this.options.httpStreamURL) return this.options.httpStreamURL;
     const url = new URL(this.url, globalThis.location?.href);
-    const stream = new URL("http-stream", url);
+    const stream = new URL("/http-stream", url); // the server's default `httpStreamPath`, whatever the WebSocket's
     stream.protocol = { "ws:": "http:", "wss:": "https:" }[url.protocol] ?? url.protocol;
     stream.search = url.search;
     return stream.href;
@@ -694,7 +705,7 @@ class HttpStream {
   }
 
   _message(data) {
-    if (this.readyState === 1) return this.onmessage?.({ data });
+    if (this.readyState === 1 || this.readyState === 2) return this.onmessage?.({ data });
     if (this.readyState !== 0) return;
     let session;
     try {
@@ -733,17 +744,24 @@ class HttpStream {
     if (this._alone > 0) this._alone -= 1;
     const batch = this._outbox.splice(0, count);
     this._posting = true;
+    // Abortable (a close aborts it) and bounded: a POST stuck behind the browser's connection limit or a
+    // buffering proxy must not hold every later command for ever.
+    const abort = typeof AbortController === "function" ? new AbortController() : undefined;
+    this._postAbort = abort;
+    const timer = setTimeout(() => abort?.abort(), POST_TIMEOUT);
     let response;
     try {
       response = await this._fetch(this._postURL, {
         method: "POST", headers: { "Content-Type": "text/plain;charset=UTF-8" }, body: batch.join("\n"),
-        credentials: "include",
+        credentials: "include", signal: abort?.signal,
       });
       await response.text();
     } catch (error) {
-      return this._ended(1006, `http-stream: ${error.message}`);
+      return this._closing(`http-stream: ${error.message}`);
     } finally {
+      clearTimeout(timer);
       this._posting = false;
+      this._postAbort = undefined;
     }
     if (response.status === 413 && batch.length > 1) {
       // Together past the server's message size, perhaps not each: again, one per POST.
@@ -752,11 +770,23 @@ class HttpStream {
     } else if (response.status === 413) {
       // One command past the server's message size: a WebSocket would be closed with 1009.
       return this._ended(1009, "message too big");
-    } else if (!response.ok) {
-      // 404: the session ended (its stream with it, or about to); 403, 400: not ours. Done either way.
+    } else if (response.status === 400 || response.status === 403) {
+      // Not ours: done at once.
       return this._ended(1006, `http-stream: POST answered ${response.status}`);
+    } else if (!response.ok) {
+      // 404, 503: the session is ending (a ban, a drain): its stream still brings the disconnect notice.
+      return this._closing(`http-stream: POST answered ${response.status}`);
     }
     this._post();
+  }
+
+  /** The session cannot take commands any more: post nothing, and end when the stream does (it brings the
+   *  server's disconnect notice, and the reconnect advice in it), or after a grace period. */
+  _closing(reason) {
+    if (this.readyState !== 1) return this._ended(1006, reason);
+    this.readyState = 2;
+    this._outbox = [];
+    this._grace = setTimeout(() => this._ended(1006, reason), CLOSING_GRACE);
   }
 
   close(code = 1000, reason = "") {
@@ -774,7 +804,9 @@ class HttpStream {
   _stop() {
     this.readyState = 3;
     this._outbox = [];
+    clearTimeout(this._grace);
     this._abort?.abort();
+    this._postAbort?.abort();
     this._source?.close();
   }
 }

@@ -179,7 +179,12 @@ test("a client on the HTTP transport alone chats with one on a WebSocket, both w
 });
 
 test("commands sent together go up in one POST and reach the server in the order sent", { timeout: 60000 }, async () => {
-  const ada = client("ada", { transports: ["http-stream"] });
+  let posts = 0;
+  const counting = (...request) => {
+    if (request[1]?.method === "POST") posts += 1;
+    return fetch(...request);
+  };
+  const ada = client("ada", { transports: ["http-stream"], fetch: counting });
   const bob = client("bob");
   try {
     await Promise.all([ada.connect(), bob.connect()]);
@@ -189,8 +194,11 @@ test("commands sent together go up in one POST and reach the server in the order
       if (p.channel === "chat:ordered") seen.push(p.data.n);
       return seen.length === 40;
     });
+    const before = posts;
     const replies = await Promise.all(Array.from({ length: 40 }, (_, n) => ada.publish("chat:ordered", { n })));
     await all;
+    // Sent in one tick: one POST (two at most, should a reply's timing split them), not forty.
+    assert.ok(posts - before <= 2, `${posts - before} POSTs for 40 publishes`);
     assert.deepEqual(seen, Array.from({ length: 40 }, (_, n) => n));
     assert.deepEqual(replies.map((r) => r.offset - replies[0].offset), Array.from({ length: 40 }, (_, n) => n));
   } finally {
@@ -260,7 +268,13 @@ test("a refused token is final over the HTTP transport too: no reconnect", { tim
 
 test("with gzip on (--deflate), the stream still delivers each message as it is sent", { timeout: 60000 }, async () => {
   const gzipped = await startServer(["--deflate"]);
-  const ada = client("ada", { transports: ["http-stream"] }, gzipped.address);
+  const encodings = [];
+  const recording = async (...request) => {
+    const response = await fetch(...request);
+    if (request[1]?.method !== "POST") encodings.push(response.headers.get("content-encoding"));
+    return response;
+  };
+  const ada = client("ada", { transports: ["http-stream"], fetch: recording }, gzipped.address);
   const bob = client("bob", {}, gzipped.address);
   try {
     await Promise.all([ada.connect(), bob.connect()]);
@@ -270,6 +284,7 @@ test("with gzip on (--deflate), the stream still delivers each message as it is 
       await bob.publish("chat:zipped", { n, text: "compressible ".repeat(40) });
       await arrived;
     }
+    assert.deepEqual(encodings, ["gzip"]); // the stream was compressed, and fetch decoded it as it came
   } finally {
     ada.disconnect();
     bob.disconnect();

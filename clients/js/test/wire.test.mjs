@@ -398,3 +398,53 @@ test("disconnect() while the WebSocket is opening falls back to nothing, even wh
   assert.equal(http.streams.length, 0, "no HTTP transport opened after disconnect()");
   assert.equal(client.state, "disconnected");
 });
+
+test("a POST answered 404 leaves the end to the stream: its disconnect notice is what the client follows", async () => {
+  const http = scriptedHttp();
+  const scripted = http.fetch;
+  http.fetch = async function fetch(url, init = {}) {
+    if ((init.method ?? "GET") === "POST" && init.body.includes('"publish"')) {
+      // Banned while the publish was on its way: the session is gone, its notice comes down the stream.
+      const stream = http.streams.at(-1);
+      setTimeout(() => {
+        stream.push('data: {"push":"disconnect","code":4501,"reason":"banned","reconnect":false}\n\n');
+        stream.end();
+      }, 50);
+      return new Response('{"error":{"code":404,"message":"unknown session"}}', { status: 404 });
+    }
+    return scripted(url, init);
+  };
+  const client = new Switchboard("ws://scripted/ws", { transports: ["http-stream"], fetch: http.fetch, token: "t" });
+  await client.connect();
+  const disconnected = new Promise((resolve) => client.on("disconnected", resolve));
+  await assert.rejects(client.publish("chat:x", 1));
+  const event = await disconnected;
+  assert.equal(event.code, 4501);
+  assert.equal(event.reconnect, false);
+  client.disconnect();
+});
+
+test("over the HTTP transport a connect reply slower than fallbackTimeout is no reason to give it up", { timeout: 15000 }, async () => {
+  const http = scriptedHttp();
+  const scripted = http.fetch;
+  http.fetch = async function fetch(url, init = {}) {
+    if ((init.method ?? "GET") === "POST" && init.body.includes('"connect"')) {
+      await new Promise((resolve) => setTimeout(resolve, 150)); // a slow link, a slow connect proxy
+    }
+    return scripted(url, init);
+  };
+  const broken = brokenSocket();
+  const client = new Switchboard("ws://scripted/ws", {
+    WebSocket: broken.WebSocket, fetch: http.fetch, token: "t", fallbackTimeout: 100, transportRetry: Infinity,
+    minReconnectDelay: 10, maxReconnectDelay: 20,
+  });
+  await client.connect();
+  assert.equal(client.transport, "http-stream");
+  // The stream drops: the reconnect starts on the HTTP transport, which answers its connect slowly again.
+  const reconnected = new Promise((resolve) => client.on("connected", resolve));
+  http.streams.at(-1).end();
+  await reconnected;
+  assert.equal(client.transport, "http-stream");
+  assert.ok(http.streams.length <= 3, `${http.streams.length} streams opened`);
+  client.disconnect();
+});
