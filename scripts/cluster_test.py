@@ -75,10 +75,18 @@ class HTTPStream:
         self.sock.sendall(f"GET /http-stream?user={user} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
         self.buffer = b""
         self.head_done = False
+        self.messages = []
 
     async def next_message(self, where=lambda m: True) -> dict:
+        """The first message `where` accepts; the others stay for later calls (a reply and a push may come
+        in either order)."""
         deadline = time.time() + TIMEOUT
-        while time.time() < deadline:
+        while True:
+            for index, message in enumerate(self.messages):
+                if where(message):
+                    return self.messages.pop(index)
+            if time.time() > deadline:
+                raise TimeoutError("no such message on the stream")
             if not self.head_done and b"\r\n\r\n" in self.buffer:
                 self.buffer = self.buffer.split(b"\r\n\r\n", 1)[1]
                 self.head_done = True
@@ -86,14 +94,13 @@ class HTTPStream:
                 event, self.buffer = self.buffer.split(b"\n\n", 1)
                 data = [line[6:] for line in event.split(b"\n") if line.startswith(b"data: ")]
                 if data:
-                    message = json.loads(b"\n".join(data))
-                    if where(message):
-                        return message
+                    self.messages.append(json.loads(b"\n".join(data)))
+            if any(where(message) for message in self.messages):
+                continue
             chunk = await asyncio.get_running_loop().run_in_executor(None, self.sock.recv, 65536)
             if not chunk:
                 raise RuntimeError("the stream ended")
             self.buffer += chunk
-        raise TimeoutError("no such message on the stream")
 
     def close(self):
         self.sock.close()
