@@ -238,7 +238,7 @@ else
   [ -d /usr/share/nodejs/ws ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq node-ws; }
   export NODE_PATH=/usr/share/nodejs
 fi
-SWITCHBOARD_BIN=.build/debug/switchboard timeout 600 node "${nodeflags[@]}" --test clients/js/test/
+SWITCHBOARD_BIN=.build/debug/switchboard timeout 600 node "${nodeflags[@]}" --test clients/js/test/*.test.mjs
 
 echo "== the demo and the dashboard in headless Chromium (Playwright), screenshots in test-artifacts/"
 command -v chromium >/dev/null || {

@@ -368,6 +368,45 @@ struct EventStreamTests {
         }
     }
 
+    @Test func aReaderThatStoppedIsReapedByItsPingsThoughItsQueueNeverFills() async throws {
+        // A queue far larger than what is published: only the pings can tell that this reader is gone.
+        let metrics = TestMetrics()
+        let server = try await ChannelsServer.start(
+            metrics: metrics,
+            transport: {
+                $0.queueMaxBytes = 256 << 20
+                $0.queueMaxMessages = 1 << 20
+                $0.pingInterval = .milliseconds(300)
+                $0.pongTimeout = .milliseconds(300)
+            }, authenticate: Self.byQuery)
+        try await finally({ await server.stop() }) {
+            let stalled = try await EventStreamReader.open(server.port, "/sse?channel=strict:gone")
+            try await stalled.waitFor("subscribed") { $0.first?.event == "subscribed" }
+            let reading = try await EventStreamReader.open(server.port, "/sse?channel=chat:alive")
+            try await reading.waitFor("subscribed") { $0.first?.event == "subscribed" }
+            try await stalled.raw.setReading(false)
+            // Enough to fill the kernel's buffers both ways (a few MB on loopback), then nothing more: the
+            // stalled stream's socket takes no ping after this, and its queue is nowhere near its bound.
+            let payload = "\"" + String(repeating: "x", count: 8000) + "\""
+            for _ in 0..<2000 { _ = try await publish(server, "strict:gone", payload) }
+            try await eventually(timeout: .seconds(30), "the stalled stream reaped") {
+                server.server.hub.connectionsByTransport["sse"] == 1
+            }
+            // Two things notice, whichever first: the kernel (TCP_USER_TIMEOUT, ping + pong timeouts: the
+            // zero window's probes go unanswered) closes it, or the ping, never taken by the socket, times out.
+            func closed(_ reason: DisconnectReason) -> Int64 {
+                (try? metrics.expectCounter("switchboard_connections_closed_total", [("reason", reason.rawValue)]))?
+                    .totalValue ?? 0
+            }
+            #expect(closed(.pongTimeout) + closed(.connectionLost) == 1)
+            #expect(closed(.slowConsumer) == 0)
+            // The stream that reads answers every ping the same way and stays.
+            #expect(reading.raw.isActive)
+            await reading.close()
+            await stalled.close()
+        }
+    }
+
     @Test func pingsAreCommentsAndKeepASilentStreamOpen() async throws {
         let server = try await start(transport: {
             $0.pingInterval = .milliseconds(100)

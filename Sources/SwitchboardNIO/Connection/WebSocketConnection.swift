@@ -226,12 +226,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         if case .pong = message { heartbeat.pongReceived() }
         switch machine.received(message) {
         case .deliver:
-            if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }
-            shard.counters.messagesIn += 1
-            heartbeat.dataReceived(now: LoopShard.now())
             switch message {
-            case .text(let payload): hub.application.connection(self, received: .text(payload))
-            case .binary(let payload): hub.application.connection(self, received: .binary(payload))
+            case .text(let payload): deliver(.text(payload))
+            case .binary(let payload): deliver(.binary(payload))
             default: break
             }
         case .sendPong:
@@ -264,6 +261,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         shard.counters.bytesIn += size
         if let inbound, !inbound.admitBytes(size) { return inboundLimitExceeded("bytes") }
+        deliver(message)
+    }
+
+    /// A whole data message, however it came: within the message rate, counted, and handed to the application.
+    private func deliver(_ message: DataMessage) {
         if let inbound, !inbound.admitMessage() { return inboundLimitExceeded("messages") }
         shard.counters.messagesIn += 1
         heartbeat.dataReceived(now: LoopShard.now())

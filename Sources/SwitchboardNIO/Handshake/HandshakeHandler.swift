@@ -159,7 +159,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         if transport == .webSocket, let site = hub.site,
             !head.headers["Upgrade"].contains(where: { $0.lowercased().contains("websocket") }),
-            String(head.uri.prefix { $0 != "?" }) != hub.configuration.path
+            Self.path(of: head) != hub.configuration.path.map { Substring($0) }
         {
             state = .done
             return serve(site.respond(to: head), context: context)
@@ -272,13 +272,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// JSON. Bounded by what is left of the handshake timeout (the timer closes the connection at it).
     private func post(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
         transport = .httpStream
-        guard
-            case .success = HandshakeValidator.validateStream(
-                head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
-        else {
+        let checked = HandshakeValidator.validateStream(head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
+        if case .failure(let refusal) = checked {
             state = .done
-            return reject(
-                .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+            return reject(refusal, context: context)
         }
         let session = QueryParameters(head.uri).first("session") ?? ""
         let loop = context.eventLoop
@@ -307,12 +304,10 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// a JSON content type); refused like the request itself otherwise.
     private func preflight(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         state = .done
-        guard let origin = head.headers.first(name: "Origin"),
-            case .success = HandshakeValidator.validateStream(
-                head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
-        else {
-            return reject(
-                .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed), context: context)
+        let checked = HandshakeValidator.validateStream(head, origins: hub.originPolicy, ownHosts: hub.ownHostNames)
+        if case .failure(let refusal) = checked { return reject(refusal, context: context) }
+        guard let origin = head.headers.first(name: "Origin") else {
+            return reject(.bad("a preflight names its Origin"), context: context)
         }
         let headers = HTTPHeaders([
             ("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
@@ -320,12 +315,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Access-Control-Allow-Headers", "Content-Type, Authorization, Last-Event-ID"),
             ("Access-Control-Max-Age", "600"), ("Vary", "Origin"), ("Content-Length", "0"), ("Connection", "close"),
         ])
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .noContent, headers: headers))),
-            promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        respond(.noContent, headers, body: nil, context: context)
     }
 
     /// The JSON answer to a `POST`, with CORS for an admitted cross-origin page.
@@ -337,13 +327,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Content-Type", "application/json"), ("Content-Length", "\(body.readableBytes)"), ("Connection", "close"),
             ("Cache-Control", "no-store"),
         ])
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: answer.status, headers: headers))),
-            promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        respond(answer.status, headers, body: body, context: context)
     }
 
     /// A refusal to try again later, as an `EventSource` takes it: any answer but 200 `text/event-stream`
@@ -360,12 +344,7 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             ("Content-Type", "text/event-stream; charset=utf-8"), ("Content-Length", "\(body.readableBytes)"),
             ("Cache-Control", "no-store"), ("Connection", "close"),
         ])
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        respond(.ok, headers, body: body, context: context)
     }
 
     /// A page of the static site; the connection closes after it, like every answer that is not a 101.
@@ -373,12 +352,22 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
         var headers = response.headers
         headers.add(name: "Content-Length", value: "\(response.headLength ?? response.contentLength)")
         headers.add(name: "Connection", value: "close")
+        respond(response.status, headers, body: response.body, context: context)
+    }
+
+    /// Writes a whole answer, then ends the connection: closed, or half-closed (`halfClose`) when the client
+    /// may still be sending a body we did not read — closing with it unread would reset the connection and
+    /// could destroy the answer in flight (RFC 9112 §9.6); the handshake timer ends it.
+    private func respond(
+        _ status: HTTPResponseStatus, _ headers: HTTPHeaders, body: ByteBuffer?, context: ChannelHandlerContext,
+        halfClose: Bool = false
+    ) {
         context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))),
-            promise: nil)
-        if let body = response.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if let body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            guard halfClose else { return context.close(promise: nil) }
+            context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
         }
     }
 
@@ -393,17 +382,9 @@ final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
             return answerRetry(refusal, context: context)
         }
         let (head, text) = refusal.response(json: transport.isStream)
-        var body = context.channel.allocator.buffer(capacity: text.utf8.count)
-        body.writeString(text)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        let closeOutput = transport == .httpStream
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            guard closeOutput else { return context.close(promise: nil) }
-            // A POST refused before its body was read: closing with the body unread would reset the
-            // connection and could destroy the answer in flight (RFC 9112 §9.6). Half-close, let the
-            // client read the answer and close; the body is discarded meanwhile, the handshake timer ends it.
-            context.close(mode: .output).assumeIsolated().whenFailure { _ in context.close(promise: nil) }
-        }
+        // A POST may be refused before its body was read.
+        respond(
+            head.status, head.headers, body: ByteBuffer(string: text), context: context,
+            halfClose: transport == .httpStream)
     }
 }

@@ -38,12 +38,7 @@ package enum HandshakeValidator {
         guard let key = onlyValue(head.headers, "Sec-WebSocket-Key"), isBase64Of16Bytes(key) else {
             return .failure(.bad("Sec-WebSocket-Key must be 16 bytes in base64"))
         }
-        guard
-            origins.allows(
-                origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), ownHosts: ownHosts)
-        else {
-            return .failure(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed))
-        }
+        if let refusal = originRefusal(head, origins: origins, ownHosts: ownHosts) { return .failure(refusal) }
         return .success(acceptValue(for: String(decoding: key, as: UTF8.self)))
     }
 
@@ -56,13 +51,19 @@ package enum HandshakeValidator {
             return .failure(.bad("streams require HTTP/1.1"))
         }
         guard head.headers.contains(name: "Host") else { return .failure(.bad("missing Host header")) }
-        guard
-            origins.allows(
-                origin: head.headers.first(name: "Origin"), host: head.headers.first(name: "Host"), ownHosts: ownHosts)
-        else {
-            return .failure(.init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed))
-        }
+        if let refusal = originRefusal(head, origins: origins, ownHosts: ownHosts) { return .failure(refusal) }
         return .success("")
+    }
+
+    /// 403 for a page the origin policy does not admit; nil for an admitted one, or no page (no `Origin`).
+    private static func originRefusal(
+        _ head: HTTPRequestHead, origins: OriginPolicy, ownHosts: OwnHostNames
+    ) -> Rejection? {
+        let host = head.headers.first(name: "Host")
+        guard !origins.allows(origin: head.headers.first(name: "Origin"), host: host, ownHosts: ownHosts) else {
+            return nil
+        }
+        return .init(status: .forbidden, reason: "origin not allowed", kind: .originNotAllowed)
     }
 
     static func acceptValue(for key: String) -> String {

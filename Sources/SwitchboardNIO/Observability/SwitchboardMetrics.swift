@@ -49,24 +49,9 @@ public final class SwitchboardMetrics: Sendable {
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
         connectionsAccepted = Counter(label: "switchboard_connections_accepted_total", factory: factory)
         connectionsOpen = Gauge(label: "switchboard_connections_open", factory: factory)
-        transportOpen = Dictionary(
-            uniqueKeysWithValues: Transport.allCases.map {
-                (
-                    $0,
-                    Gauge(
-                        label: "switchboard_transport_connections_open", dimensions: [("transport", $0.rawValue)],
-                        factory: factory)
-                )
-            })
-        transportAccepted = Dictionary(
-            uniqueKeysWithValues: Transport.allCases.map {
-                (
-                    $0,
-                    Counter(
-                        label: "switchboard_transport_connections_total", dimensions: [("transport", $0.rawValue)],
-                        factory: factory)
-                )
-            })
+        transportOpen = Gauge.family("switchboard_transport_connections_open", by: "transport", factory: factory)
+        transportAccepted = Counter.family(
+            "switchboard_transport_connections_total", by: "transport", factory: factory)
         connectionsClosed = Counter.family("switchboard_connections_closed_total", by: "reason", factory: factory)
         handshakesRejected = Counter.family("switchboard_handshakes_rejected_total", by: "reason", factory: factory)
         messagesIn = Counter(label: "switchboard_messages_in_total", factory: factory)
@@ -102,11 +87,24 @@ extension Counter {
     public static func family<Key: CaseIterable & RawRepresentable & Hashable>(
         _ label: String, by dimension: String, factory: any MetricsFactory
     ) -> [Key: Counter] where Key.RawValue == String {
-        Dictionary(
-            uniqueKeysWithValues: Key.allCases.map {
-                ($0, Counter(label: label, dimensions: [(dimension, $0.rawValue)], factory: factory))
-            })
+        metricFamily(by: dimension) { Counter(label: label, dimensions: $0, factory: factory) }
     }
+}
+
+extension Gauge {
+    /// One gauge per value of a label whose values are an enumeration's cases, as `Counter.family`.
+    public static func family<Key: CaseIterable & RawRepresentable & Hashable>(
+        _ label: String, by dimension: String, factory: any MetricsFactory
+    ) -> [Key: Gauge] where Key.RawValue == String {
+        metricFamily(by: dimension) { Gauge(label: label, dimensions: $0, factory: factory) }
+    }
+}
+
+/// One metric per case of `Key`, made with the dimension naming that case.
+private func metricFamily<Key: CaseIterable & RawRepresentable & Hashable, Metric>(
+    by dimension: String, _ make: ([(String, String)]) -> Metric
+) -> [Key: Metric] where Key.RawValue == String {
+    Dictionary(uniqueKeysWithValues: Key.allCases.map { ($0, make([(dimension, $0.rawValue)])) })
 }
 
 /// Counts one event loop gathers between heartbeat ticks. Plain integers: only that loop touches them.

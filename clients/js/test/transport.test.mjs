@@ -1,22 +1,13 @@
 // The HTTP transport and the fallback to it, against a real `switchboard serve` (started here), directly and
 // through a proxy that refuses WebSocket upgrades: run with
-//   node --experimental-websocket --test clients/js/test/
+//   node --experimental-websocket --test clients/js/test/*.test.mjs
 // SWITCHBOARD_BIN names the binary (default .build/debug/switchboard from the repository root).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { createHmac } from "node:crypto";
 import { createServer, connect } from "node:net";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
-import { createRequire } from "node:module";
 import { Switchboard, ClientErrors } from "../switchboard.js";
+import { WebSocket, sign as signWith, next as nextWithin, startServer as serve } from "./support.mjs";
 
-// Node 20 has a WebSocket behind --experimental-websocket; without it, Debian's node-ws package.
-const WebSocket = globalThis.WebSocket ?? createRequire(import.meta.url)("ws");
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const binary = process.env.SWITCHBOARD_BIN ?? path.join(root, ".build/debug/switchboard");
 const secret = "node-transport-test-secret-of-at-least-32-bytes";
 let server;
 let url;
@@ -25,26 +16,11 @@ const clients = [];
 const servers = [];
 const proxies = [];
 
-function sign(claims) {
-  const part = (object) => Buffer.from(JSON.stringify(object)).toString("base64url");
-  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
-  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
-}
+const sign = (claims) => signWith(secret, claims);
 
 const token = (user) => sign({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600 });
 
-/** Resolves with the first payload of `event` that satisfies `predicate`, or rejects after `ms`. */
-function next(client, event, predicate = () => true, ms = 20000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { off(); reject(new Error(`no ${event} within ${ms} ms`)); }, ms);
-    const off = client.on(event, (payload) => {
-      if (!predicate(payload)) return;
-      clearTimeout(timer);
-      off();
-      resolve(payload);
-    });
-  });
-}
+const next = (client, event, predicate, ms = 20000) => nextWithin(client, event, predicate, ms);
 
 function client(user, options = {}, at = url) {
   const made = new Switchboard(at, {
@@ -54,23 +30,11 @@ function client(user, options = {}, at = url) {
   return made;
 }
 
-/** Starts `switchboard serve` and resolves with its process and WebSocket URL. */
+/** Starts `switchboard serve` with this file's token secret; stopped after the tests. */
 async function startServer(extra = []) {
-  const process = spawn(binary, [
-    "serve", "--port", "0", "--no-api", "--token-secret", secret, "--log-level", "warning", ...extra,
-  ]);
-  const address = await new Promise((resolve, reject) => {
-    let output = "";
-    const timer = setTimeout(() => reject(new Error(`serve did not start: ${output}`)), 30000);
-    process.stdout.on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(/listening on (ws:\/\/\S+)/);
-      if (match) { clearTimeout(timer); resolve(match[1]); }
-    });
-    process.on("exit", (code) => reject(new Error(`serve exited with ${code}: ${output}`)));
-  });
-  servers.push(process);
-  return { process, address };
+  const started = await serve(["--token-secret", secret, ...extra]);
+  servers.push(started.process);
+  return started;
 }
 
 /**
